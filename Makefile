@@ -1,0 +1,42 @@
+# The two commands: `make run` (the whole service, embedded defaults) and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test unit integration lint demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run Redis (REDIS_URL if reachable, else an embedded one), the Stripe emulator (unless a real
+## STRIPE_API_KEY is set), one worker, Flower and the API, in the foreground until Ctrl-C.
+run: install
+	$(PY) -m devtools.run
+
+## Make a test customer on the emulator and pay 42.99 with it (while `make run` runs).
+demo: install
+	$(PY) -m devtools.demo
+
+## Lint, type-check and the whole test suite (unit + integration).
+test: install lint
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest -m "not integration"
+
+integration: install
+	$(PY) -m pytest -m integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""Request dependencies, as ``Annotated`` aliases the routes declare."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from api.service import PaymentService
+from api.waiter import PaymentWaiter
+from shared.config import Settings
+from shared.stripe_gateway import StripeGateway
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+def _service(request: Request) -> PaymentService:
+    service: PaymentService = request.app.state.service
+    return service
+
+
+def _waiter(request: Request) -> PaymentWaiter:
+    waiter: PaymentWaiter = request.app.state.waiter
+    return waiter
+
+
+def _gateway(request: Request) -> StripeGateway:
+    gateway: StripeGateway = request.app.state.gateway
+    return gateway
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RedisDep = Annotated[Redis, Depends(_redis)]
+ServiceDep = Annotated[PaymentService, Depends(_service)]
+WaiterDep = Annotated[PaymentWaiter, Depends(_waiter)]
+GatewayDep = Annotated[StripeGateway, Depends(_gateway)]

@@ -1,0 +1,110 @@
+"""Every error the API gives is rendered here, as ``{"error": {...}}`` with a telling status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from shared.errors import (
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PaymentServiceError,
+    StoreUnavailable,
+)
+
+log = structlog.get_logger(__name__)
+
+JSON = "application/json"
+
+# What a pattern or type failure means for each field, in words a client can act on.
+FIELD_HINTS = {
+    "account_id": "account_id must be a Stripe customer id: cus_ followed by 1-64 letters or "
+    "digits",
+    "amount": 'amount must be a decimal string in major units such as "42.99"',
+    "currency": 'currency must be a supported ISO 4217 code in lower case, such as "usd"',
+    "payment_method": "payment_method must be a Stripe payment method id such as pm_...",
+    "customer_id": "customer_id must be a Stripe customer id: cus_ followed by 1-64 letters or "
+    "digits",
+    "limit": "limit must be a whole number from 1 to 100",
+    "starting_after": "starting_after must be a charge id from a previous page (ch_...)",
+    "wait": "wait must be a whole number of seconds from 0 to 30",
+}
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def error_response(error: PaymentServiceError, headers: dict[str, str] | None = None) -> Response:
+    return json_response(error.status_code, {"error": error.to_dict()}, headers)
+
+
+def validation_error(errors: Sequence[Any]) -> InvalidRequest:
+    """The first problem of a pydantic/FastAPI validation, as one clear 400."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = loc[0] if loc else None
+    kind = first.get("type", "")
+    if kind == "extra_forbidden" and param:
+        return InvalidRequest(
+            f"Received unknown parameter: {param}", code="parameter_unknown", param=param
+        )
+    if kind == "missing" and param:
+        return InvalidRequest(
+            f"Missing required parameter: {param}", code="parameter_missing", param=param
+        )
+    if kind in ("json_invalid", "json_type"):
+        return InvalidRequest("The request body is not valid JSON.", code="invalid_json")
+    if kind == "model_type" or (kind.endswith("_type") and param is None):
+        return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if kind == "recursion_loop":
+        return InvalidRequest("The request body is nested too deeply.", code="invalid_json")
+    if param in FIELD_HINTS:
+        message = FIELD_HINTS[param]
+        if kind == "string_type":
+            message = f"{param} must be a JSON string; " + message.split(" must be ", 1)[1]
+        return InvalidRequest(message, code=f"{param}_invalid", param=param)
+    return InvalidRequest(str(first.get("msg", "The request is invalid.")), param=param)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PaymentServiceError)
+    async def _service_error(request: Request, exc: PaymentServiceError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        error: PaymentServiceError
+        if exc.status_code == 404:
+            error = NotFound(f"No route for {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            error = InvalidRequest(
+                str(exc.detail), code=f"http_{exc.status_code}", status=exc.status_code
+            )
+        return error_response(error, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, exc: RedisError) -> Response:
+        log.warning("redis.unavailable", error=exc.__class__.__name__, path=request.url.path)
+        return error_response(StoreUnavailable(), headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("request.failed", path=request.url.path)
+        return error_response(InternalError())

@@ -1,0 +1,54 @@
+"""The HTTP API: ``uvicorn api.main:app --host 0.0.0.0 --port 8080``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api import errors, health, payments
+from api.service import PaymentService
+from api.waiter import PaymentWaiter
+from shared.config import Settings, get_settings
+from shared.logging import configure_logging
+from shared.redis import async_redis
+from shared.stripe_gateway import StripeGateway
+
+
+def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = redis or async_redis(settings)
+        events = redis or async_redis(settings, for_pubsub=True)
+        app.state.settings = settings
+        app.state.redis = client
+        app.state.service = PaymentService(client, settings)
+        app.state.gateway = StripeGateway(settings)
+        app.state.waiter = PaymentWaiter(events)
+        app.state.waiter.start()
+        try:
+            yield
+        finally:
+            await app.state.waiter.stop()
+            if redis is None:
+                await client.aclose()
+                await events.aclose()
+
+    app = FastAPI(
+        title="Payments",
+        version="0.1.0",
+        summary="Queue-backed asynchronous payments: accept fast, charge Stripe in workers.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(payments.router, tags=["payments"])
+    return app
+
+
+app = create_app()

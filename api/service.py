@@ -1,0 +1,117 @@
+"""The accept path: claim the idempotency key, write the record and enqueue, in one Redis step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from api.schemas import PaymentRequest
+from shared.celery_message import task_message
+from shared.config import Settings
+from shared.errors import IdempotencyKeyMismatch, InvalidRequest, PaymentNotFound
+from shared.money import AmountError, parse_amount
+from shared.records import (
+    CHARGE_TASK,
+    RECORD_PREFIX,
+    PaymentRecord,
+    idempotency_key_slot,
+    new_payment_id,
+    new_record_fields,
+    record_key,
+    request_fingerprint,
+)
+
+# Claims KEYS[1] (idempotency slot) for ARGV[1] (payment id). If the key is new: writes the
+# record KEYS[2] from ARGV[6..] and pushes the task message ARGV[5] onto the queue list KEYS[3],
+# all or nothing. If the key was claimed before: returns the existing record instead.
+# (Single-node Redis: the existing record's key is built here from ARGV[2].)
+ACCEPT_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  local record = redis.call('HGETALL', ARGV[2] .. existing)
+  if #record > 0 then
+    return {0, record}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+redis.call('LPUSH', KEYS[3], ARGV[5])
+return {1}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    record: PaymentRecord
+    replayed: bool
+
+
+class PaymentService:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._accept = redis.register_script(ACCEPT_SCRIPT)
+
+    async def accept(
+        self, request: PaymentRequest, *, idempotency_key: str, headers: dict[str, Any]
+    ) -> Accepted:
+        try:
+            money = parse_amount(request.amount, request.currency)
+        except AmountError as exc:
+            raise InvalidRequest(str(exc), code="amount_invalid", param="amount") from exc
+        fingerprint = request_fingerprint(
+            account_id=request.account_id,
+            amount_minor=money.minor,
+            currency=money.currency,
+            payment_method=request.payment_method,
+        )
+        payment_id = new_payment_id()
+        fields = new_record_fields(
+            payment_id=payment_id,
+            account_id=request.account_id,
+            amount_minor=money.minor,
+            currency=money.currency,
+            payment_method=request.payment_method,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        message = task_message(
+            task_name=CHARGE_TASK,
+            task_id=payment_id,
+            args=(payment_id,),
+            queue=self._settings.queue_name,
+            headers=headers,
+        )
+        argv: list[str | bytes | int] = [
+            payment_id,
+            RECORD_PREFIX,
+            self._settings.idempotency_ttl_seconds,
+            self._settings.record_ttl_seconds,
+            message,
+        ]
+        for name, value in fields.items():
+            argv += [name, value]
+        result = await self._accept(
+            keys=[
+                idempotency_key_slot(idempotency_key),
+                record_key(payment_id),
+                self._settings.queue_name,
+            ],
+            args=argv,
+        )
+        if result[0] == 1:
+            return Accepted(PaymentRecord.from_redis(fields), replayed=False)
+        flat = result[1]
+        existing = PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+        if existing.key_fingerprint != fingerprint:
+            raise IdempotencyKeyMismatch(param="Idempotency-Key", payment_id=existing.id)
+        return Accepted(existing, replayed=True)
+
+    async def get(self, payment_id: str) -> PaymentRecord:
+        raw = await self._redis.hgetall(record_key(payment_id))
+        if not raw:
+            raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
+        return PaymentRecord.from_redis(raw)

@@ -1,0 +1,76 @@
+"""One settings object for the API and the workers, read once from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DAY = 24 * 60 * 60
+
+# Only ever used against the local emulator, which accepts any key shaped like ``sk_...``.
+EMULATOR_API_KEY = "sk_test_emulator"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    redis_url: str = "redis://localhost:6379/0"
+    # Bounded so that a dead Redis turns into a 503 within a couple of seconds, not a hang.
+    redis_socket_timeout: float = Field(default=1.0, gt=0, le=30)
+
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = None
+    stripe_timeout_seconds: float = Field(default=20.0, gt=0, le=80)
+
+    # Client keys (comma-separated); enforced by the authentication layer.
+    api_keys: SecretStr | None = None
+
+    # Stripe keeps idempotency keys for 24 hours; ours live at least as long.
+    idempotency_ttl_seconds: int = Field(default=DAY, ge=DAY)
+    record_ttl_seconds: int = Field(default=7 * DAY, ge=DAY)
+
+    queue_name: str = "payments"
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    max_wait_seconds: int = Field(default=30, ge=0, le=30)
+
+    # Attempts at a transient Stripe failure before the payment is failed (see worker.tasks).
+    charge_max_retries: int = Field(default=8, ge=0, le=20)
+    charge_retry_backoff_max_seconds: int = Field(default=60, ge=1, le=600)
+
+    # Worker pool: each charge waits on Stripe's network latency, not on CPU, so a thread
+    # pool sized rate x latency keeps a single process busy (150 charges/s x 0.2 s = 30
+    # in flight; 64 leaves headroom for slower Stripe answers).
+    worker_pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
+    worker_concurrency: int = Field(default=64, ge=1, le=1024)
+
+    @field_validator("stripe_api_base", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _secrets_outside_development(self) -> Settings:
+        if self.record_ttl_seconds < self.idempotency_ttl_seconds:
+            raise ValueError("RECORD_TTL_SECONDS must be >= IDEMPOTENCY_TTL_SECONDS")
+        if self.environment == "production":
+            key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
+            if not key or key == EMULATOR_API_KEY:
+                raise ValueError("STRIPE_API_KEY is required when ENVIRONMENT=production")
+        return self
+
+    @property
+    def stripe_key(self) -> str:
+        """The Stripe secret key; the emulator's placeholder outside production."""
+        if self.stripe_api_key is not None:
+            return self.stripe_api_key.get_secret_value()
+        return EMULATOR_API_KEY
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

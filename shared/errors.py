@@ -1,0 +1,159 @@
+"""The service's one error hierarchy. The API renders every one as ``{"error": {...}}``.
+
+Each error carries the HTTP status that says what happened, a Stripe-style ``type``, a stable
+machine-readable ``code``, a human ``message`` and, where one field is at fault, its ``param``.
+Workers store the same shape on a failed payment, so polling shows what a synchronous call would.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PaymentServiceError(Exception):
+    http_status: ClassVar[int] = 400
+    type: ClassVar[str] = "invalid_request_error"
+    default_code: ClassVar[str] = "invalid_request"
+    default_message: ClassVar[str] = "The request is invalid."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        **extra: Any,
+    ) -> None:
+        self.status_code = status or self.http_status
+        self.message = message or self.default_message
+        self.code = code or self.default_code
+        self.param = param
+        self.extra = {k: v for k, v in extra.items() if v is not None}
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
+        if self.param is not None:
+            body["param"] = self.param
+        body.update(self.extra)
+        return body
+
+
+class InvalidRequest(PaymentServiceError):
+    pass
+
+
+class AuthenticationFailed(PaymentServiceError):
+    http_status = 401
+    type = "authentication_error"
+    default_code = "unauthenticated"
+    default_message = "A valid API key is required: Authorization: Bearer <key>."
+
+
+class CardDeclined(PaymentServiceError):
+    http_status = 402
+    type = "card_error"
+    default_code = "card_declined"
+    default_message = "The card was declined."
+
+
+class PaymentMethodMissing(PaymentServiceError):
+    http_status = 402
+    type = "card_error"
+    default_code = "payment_method_missing"
+    default_message = (
+        "The customer has no default payment method; pass payment_method or set the "
+        "customer's invoice_settings.default_payment_method."
+    )
+
+
+class NotFound(PaymentServiceError):
+    http_status = 404
+    default_code = "resource_missing"
+    default_message = "Not found."
+
+
+class PaymentNotFound(NotFound):
+    default_code = "payment_not_found"
+    default_message = "No such payment."
+
+
+class CustomerNotFound(NotFound):
+    default_code = "customer_not_found"
+    default_message = "No such customer."
+
+
+class MethodNotAllowed(PaymentServiceError):
+    http_status = 405
+    default_code = "method_not_allowed"
+    default_message = "This method is not allowed on this route."
+
+
+class IdempotencyKeyInUse(PaymentServiceError):
+    http_status = 409
+    type = "idempotency_error"
+    default_code = "idempotency_key_in_use"
+    default_message = "A request with this Idempotency-Key is still being processed."
+
+
+class PayloadTooLarge(PaymentServiceError):
+    http_status = 413
+    default_code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaType(PaymentServiceError):
+    http_status = 415
+    default_code = "unsupported_media_type"
+    default_message = "The request body must be JSON (Content-Type: application/json)."
+
+
+class IdempotencyKeyMismatch(PaymentServiceError):
+    http_status = 422
+    type = "idempotency_error"
+    default_code = "idempotency_key_reused"
+    default_message = (
+        "This Idempotency-Key was already used with a different request body; "
+        "use a new key for a new payment."
+    )
+
+
+class RateLimited(PaymentServiceError):
+    http_status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limited"
+    default_message = "Too many requests; retry later."
+
+
+class UpstreamError(PaymentServiceError):
+    """Stripe answered with something we could not use."""
+
+    http_status = 502
+    type = "api_error"
+    default_code = "stripe_error"
+    default_message = "The payment processor returned an error."
+
+
+class ServiceUnavailable(PaymentServiceError):
+    http_status = 503
+    type = "api_error"
+    default_code = "service_unavailable"
+    default_message = "The service is temporarily unavailable; retry later."
+
+
+class StripeUnavailable(ServiceUnavailable):
+    default_code = "stripe_unavailable"
+    default_message = "The payment processor is unreachable; retry later."
+
+
+class StoreUnavailable(ServiceUnavailable):
+    default_code = "redis_unavailable"
+    default_message = "The payment store is unreachable; retry later."
+
+
+class InternalError(PaymentServiceError):
+    http_status = 500
+    type = "api_error"
+    default_code = "internal_error"
+    default_message = "An unexpected error occurred; it has been logged."

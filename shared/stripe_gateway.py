@@ -1,0 +1,275 @@
+"""The only module that imports ``stripe``.
+
+Typed, keyword-only calls for what the service does with Stripe, with Stripe's errors translated
+into ``shared.errors`` types. Transient failures (network, 429, 5xx, a concurrent request on the
+same idempotency key) raise :class:`TransientStripeError`, which the worker retries with the same
+idempotency key; everything else is final.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+from shared.config import Settings
+from shared.errors import (
+    CardDeclined,
+    CustomerNotFound,
+    InvalidRequest,
+    PaymentMethodMissing,
+    PaymentServiceError,
+    StripeUnavailable,
+    UpstreamError,
+)
+from shared.money import format_minor
+
+# Pinned: the shapes below (latest_charge, invoice_settings) are those of this API version, and
+# an SDK upgrade must not silently change what Stripe sends back.
+STRIPE_API_VERSION = "2026-10-28.endive"
+
+
+class TransientStripeError(Exception):
+    """Stripe could not answer now; the same request with the same key may succeed later."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcome:
+    status: str  # the PaymentIntent's status: succeeded, requires_action, processing, ...
+    payment_intent_id: str
+    charge_id: str | None
+    next_action: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeSummary:
+    id: str
+    amount: str
+    currency: str
+    status: str
+    created: int
+    payment_intent: str | None
+    description: str | None
+    payment_id: str | None
+    failure_code: str | None
+    refunded: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "status": self.status,
+            "created": self.created,
+            "payment_intent": self.payment_intent,
+            "description": self.description,
+            "payment_id": self.payment_id,
+            "failure_code": self.failure_code,
+            "refunded": self.refunded,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePage:
+    data: list[ChargeSummary]
+    has_more: bool
+
+    @property
+    def next_cursor(self) -> str | None:
+        return self.data[-1].id if self.has_more and self.data else None
+
+
+def _id_of(value: Any) -> str | None:
+    """Stripe sends either an id or the expanded object (the emulator always expands)."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value["id"])
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of a Stripe object or of a plain dict, None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return obj[name] if name in obj else None  # noqa: SIM401 (StripeObject has no .get)
+
+
+def translate_error(exc: stripe.StripeError, *, customer: str | None = None) -> Exception:
+    """Map a Stripe SDK error to the service's error (final) or a TransientStripeError."""
+    status = exc.http_status or 0
+    code = exc.code
+    message = exc.user_message if isinstance(exc, stripe.CardError) else None
+    if isinstance(exc, stripe.APIConnectionError):
+        return TransientStripeError(f"connection to Stripe failed: {exc.__class__.__name__}")
+    if isinstance(exc, stripe.RateLimitError) or status == 429:
+        return TransientStripeError("Stripe rate limit", retry_after=_retry_after(exc))
+    if isinstance(exc, stripe.IdempotencyError) and status == 409:
+        # Stripe is still processing the first request with this key: ask again shortly.
+        return TransientStripeError("concurrent request on the same idempotency key")
+    if status >= 500 or isinstance(exc, stripe.APIError):
+        if (exc.headers or {}).get("stripe-should-retry") == "false":
+            return UpstreamError(f"Stripe refused the request ({status})", code="stripe_error")
+        return TransientStripeError(f"Stripe answered {status}", retry_after=_retry_after(exc))
+    if isinstance(exc, stripe.CardError) or status == 402:
+        decline_code = getattr(exc.error, "decline_code", None) if exc.error else None
+        return CardDeclined(
+            message or str(exc.user_message or "The card was declined."),
+            code=code or "card_declined",
+            decline_code=decline_code,
+        )
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return StripeUnavailable(
+            "The payment processor rejected the service's credentials.",
+            code="stripe_authentication_failed",
+        )
+    param = getattr(exc, "param", None)
+    if status == 404 or code == "resource_missing":
+        if param in (None, "customer", "id") and customer is not None:
+            return CustomerNotFound(f"No such customer: {customer}", param="account_id")
+        if param == "payment_method":
+            return InvalidRequest(
+                "No such payment method.", code="payment_method_not_found", param="payment_method"
+            )
+    if isinstance(exc, stripe.IdempotencyError):
+        return UpstreamError("Stripe refused a reused idempotency key.", code="idempotency_error")
+    return InvalidRequest(
+        exc.user_message or "Stripe rejected the request.",
+        code=code or "stripe_invalid_request",
+        param=param,
+    )
+
+
+def _retry_after(exc: stripe.StripeError) -> float | None:
+    value = (exc.headers or {}).get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class StripeGateway:
+    """Stripe calls the service makes. Safe to share between threads and tasks."""
+
+    def __init__(self, settings: Settings) -> None:
+        http_client = stripe.HTTPXClient(
+            timeout=settings.stripe_timeout_seconds, allow_sync_methods=True
+        )
+        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+        self._client = stripe.StripeClient(
+            settings.stripe_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=http_client,
+            stripe_version=STRIPE_API_VERSION,
+            # Retries belong to the worker (same key, backoff, bounded, recorded).
+            max_network_retries=0,
+        )
+
+    def default_payment_method(self, *, customer: str) -> str:
+        """The customer's invoice default payment method, else its default source."""
+        try:
+            cus = self._client.v1.customers.retrieve(customer)
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+        if getattr(cus, "deleted", False):
+            raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
+        invoice_settings = _field(cus, "invoice_settings")
+        method = _id_of(_field(invoice_settings, "default_payment_method")) or _id_of(
+            _field(cus, "default_source")
+        )
+        if not method:
+            raise PaymentMethodMissing()
+        return method
+
+    def create_payment_intent(
+        self,
+        *,
+        customer: str,
+        amount_minor: int,
+        currency: str,
+        payment_method: str,
+        payment_id: str,
+        idempotency_key: str,
+    ) -> ChargeOutcome:
+        """Create and confirm an off-session PaymentIntent. Declines raise CardDeclined."""
+        params: dict[str, Any] = {
+            "customer": customer,
+            "amount": amount_minor,
+            "currency": currency,
+            "payment_method": payment_method,
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "off_session": True,
+            "metadata": {"payment_id": payment_id},
+        }
+        try:
+            intent = self._client.v1.payment_intents.create(
+                params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+        return _outcome(intent)
+
+    def retrieve_payment_intent(self, *, payment_intent_id: str) -> ChargeOutcome:
+        try:
+            intent = self._client.v1.payment_intents.retrieve(payment_intent_id)
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return _outcome(intent)
+
+    async def list_charges(
+        self, *, customer: str, limit: int, starting_after: str | None
+    ) -> ChargePage:
+        """One page of the customer's charges, newest first, read from Stripe (no cache)."""
+        params: dict[str, Any] = {"customer": customer, "limit": limit}
+        if starting_after:
+            params["starting_after"] = starting_after
+        try:
+            page = await self._client.v1.charges.list_async(params)  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+        return ChargePage(data=[_summary(c) for c in page.data], has_more=bool(page.has_more))
+
+
+def _outcome(intent: Any) -> ChargeOutcome:
+    next_action = _field(intent, "next_action")
+    return ChargeOutcome(
+        status=str(intent.status),
+        payment_intent_id=str(intent.id),
+        charge_id=_id_of(_field(intent, "latest_charge")),
+        next_action=str(_field(next_action, "type")) if next_action else None,
+    )
+
+
+def _summary(charge: Any) -> ChargeSummary:
+    metadata = _field(charge, "metadata")
+    return ChargeSummary(
+        id=str(charge.id),
+        amount=format_minor(int(charge.amount), str(charge.currency)),
+        currency=str(charge.currency),
+        status=str(charge.status),
+        created=int(charge.created),
+        payment_intent=_id_of(_field(charge, "payment_intent")),
+        description=_field(charge, "description"),
+        payment_id=_field(metadata, "payment_id"),
+        failure_code=_field(charge, "failure_code"),
+        refunded=bool(_field(charge, "refunded")),
+    )
+
+
+__all__ = [
+    "STRIPE_API_VERSION",
+    "ChargeOutcome",
+    "ChargePage",
+    "ChargeSummary",
+    "PaymentServiceError",
+    "StripeGateway",
+    "TransientStripeError",
+    "translate_error",
+]
