@@ -1,0 +1,54 @@
+"""Helpers for the deployment-artefact tests: repo paths, external linters, YAML loading."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Secret values the repo must never contain: Stripe secret/restricted keys of real length.
+STRIPE_KEY_RE = re.compile(r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9]{24,}")
+
+
+def find_tool(name: str) -> str:
+    """The executable `name` from this interpreter's venv bin, else from PATH; skip if absent."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    pytest.skip(f"`{name}` is not installed; it comes with the dev extra: pip install -e '.[dev]'")
+
+
+def run_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [find_tool(name), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def load_yaml(path: Path) -> Any:
+    yaml = pytest.importorskip("yaml")
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_cfn(path: Path) -> Any:
+    """A CloudFormation template as cfn-lint reads it (short-form tags as Ref / Fn::*)."""
+    decode = pytest.importorskip("cfnlint.decode")
+    template, errors = decode.decode(str(path))
+    assert not errors, [str(e) for e in errors]
+    return template

@@ -1,0 +1,220 @@
+"""docker-compose.yml: valid against the Compose spec, and the rules a user of it relies on."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from ._tools import REPO, STRIPE_KEY_RE, load_yaml, run_tool
+
+COMPOSE = REPO / "docker-compose.yml"
+SECRETS = ("STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH")
+APP_SERVICES = ("api", "worker", "flower")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = load_yaml(COMPOSE)
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    svcs = compose["services"]
+    assert isinstance(svcs, dict)
+    return svcs
+
+
+def env_of(service: dict[str, Any]) -> dict[str, Any]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # list form: KEY=VALUE or bare KEY (pass-through)
+        return {k: (v[0] if v else None) for k, *v in (item.split("=", 1) for item in env)}
+    assert isinstance(env, dict)
+    return env
+
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default} (enough for this file)."""
+
+    def sub(m: re.Match[str]) -> str:
+        name, op, arg = m["name"], m["op"], m["arg"] or ""
+        if op == ":-":
+            return env.get(name) or arg
+        if op == "-":
+            return env.get(name, arg)
+        assert op is None, f"unsupported interpolation {m[0]!r}"
+        return env.get(name, "")
+
+    return _VAR.sub(sub, value)
+
+
+def effective_env(service: dict[str, Any], shell: dict[str, str]) -> dict[str, str]:
+    """What the container sees given the shell/.env variables (bare keys pass through if set)."""
+    out: dict[str, str] = {}
+    for key, value in env_of(service).items():
+        if value is None:
+            if key in shell:
+                out[key] = shell[key]
+        else:
+            out[key] = interpolate(str(value), shell)
+    return out
+
+
+def seconds(duration: str) -> float:
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts, duration
+    assert "".join(n + u for n, u in parts) == duration, duration
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def test_valid_against_compose_spec() -> None:
+    result = run_tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_expected_services(services: dict[str, Any]) -> None:
+    assert set(services) >= {"redis", "api", "worker", "flower", "stripe-emulator"}
+    assert services["api"]["build"]["dockerfile"] == "Dockerfile.api"
+    assert services["worker"]["build"]["dockerfile"] == "Dockerfile.worker"
+
+
+def test_worker_can_be_scaled(services: dict[str, Any]) -> None:
+    """`docker compose up --scale worker=4` fails on fixed ports/names; a fixed hostname would
+    give every replica the same Celery node name."""
+    worker = services["worker"]
+    for key in ("ports", "container_name", "hostname"):
+        assert key not in worker, f"worker sets {key}: --scale worker=N breaks"
+    assert "deploy" not in worker or "replicas" not in worker["deploy"]
+
+
+def test_worker_gets_the_grace_period_to_finish_charges(services: dict[str, Any]) -> None:
+    grace = services["worker"].get("stop_grace_period")
+    assert grace is not None, "without stop_grace_period Docker kills the worker after 10 s"
+    assert seconds(str(grace)) >= 120
+
+
+def test_worker_runs_the_image_entry_point(services: dict[str, Any]) -> None:
+    # The CMD of Dockerfile.worker is the contract; an override here would silently diverge.
+    assert "command" not in services["worker"]
+    assert "entrypoint" not in services["worker"]
+
+
+def test_api_published_and_healthchecked_on_readyz(services: dict[str, Any]) -> None:
+    api = services["api"]
+    assert "8080:8080" in [str(p) for p in api["ports"]]
+    test = api["healthcheck"]["test"]
+    text = " ".join(test) if isinstance(test, list) else str(test)
+    assert "http://127.0.0.1:8080/readyz" in text
+    assert "curl" not in text, "python:3.11-slim has no curl"
+    assert "wget" not in text, "python:3.11-slim has no wget"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_wait_for_healthy_redis(services: dict[str, Any], name: str) -> None:
+    depends = services[name]["depends_on"]
+    assert isinstance(depends, dict), "list form cannot wait for health"
+    assert depends["redis"]["condition"] == "service_healthy"
+
+
+def test_redis_is_healthchecked_and_durable(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert str(redis["image"]).startswith("redis:7")
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    cmd = redis["command"]
+    cmd = cmd if isinstance(cmd, list) else str(cmd).split()
+    joined = " ".join(cmd)
+    assert "--appendonly yes" in joined
+    assert "--appendfsync everysec" in joined
+    mounts = [str(v) for v in redis["volumes"]]
+    assert any(m.endswith(":/data") for m in mounts), mounts
+    named = mounts[0].split(":", 1)[0]
+    assert named in (compose.get("volumes") or {}), "queued payments must live in a named volume"
+
+
+def test_emulator_only_in_dev_profile(services: dict[str, Any]) -> None:
+    assert services["stripe-emulator"]["profiles"] == ["dev"]
+    for name in ("redis", *APP_SERVICES):
+        assert "profiles" not in services[name], f"{name} must start without --profile"
+    for name in ("api", "worker"):
+        dep = services[name]["depends_on"].get("stripe-emulator")
+        if dep is not None:  # waiting for it is fine, but production must start without it
+            assert dep.get("required") is False
+
+
+def test_defaults_without_env_file_are_development_against_emulator(
+    services: dict[str, Any],
+) -> None:
+    for name in ("api", "worker"):
+        env = effective_env(services[name], {})
+        assert env["ENVIRONMENT"] == "development"
+        assert env["STRIPE_API_BASE"] == "http://stripe-emulator:8420"
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert "STRIPE_API_KEY" not in env  # unset, so the app's development default applies
+
+
+def test_production_variables_reach_the_containers(services: dict[str, Any]) -> None:
+    shell = {
+        "ENVIRONMENT": "production",
+        "STRIPE_API_KEY": "prod-key-placeholder",
+        "STRIPE_API_BASE": "",
+        "API_KEYS": "k1,k2",
+        "FLOWER_BASIC_AUTH": "ops:pw",
+        "WORKER_CONCURRENCY": "32",
+    }
+    api = effective_env(services["api"], shell)
+    worker = effective_env(services["worker"], shell)
+    flower = effective_env(services["flower"], shell)
+    for env in (api, worker):
+        assert env["ENVIRONMENT"] == "production"
+        assert env["STRIPE_API_KEY"] == "prod-key-placeholder"
+        assert env["STRIPE_API_BASE"] == ""  # real Stripe, not the emulator
+    assert api["API_KEYS"] == "k1,k2"
+    assert worker["WORKER_CONCURRENCY"] == "32"
+    assert flower["FLOWER_BASIC_AUTH"] == "ops:pw"
+    assert flower["ENVIRONMENT"] == "production"
+    # Flower imports worker.celery_app, whose settings refuse production without the key.
+    assert flower["STRIPE_API_KEY"] == "prod-key-placeholder"
+
+
+def test_flower(services: dict[str, Any]) -> None:
+    flower = services["flower"]
+    assert flower["command"] == ["celery", "-A", "worker.celery_app", "flower", "--port=5555"]
+    assert any(str(p).endswith("5555:5555") for p in flower["ports"])
+    assert "FLOWER_BASIC_AUTH" in env_of(flower)
+
+
+def test_secrets_are_never_literal(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for key, value in env_of(service).items():
+            if key in SECRETS:
+                assert value is None or re.fullmatch(rf"\$\{{{key}(:?-)?\}}", str(value)), (
+                    f"{name}.{key} must come from the environment / .env, not the compose file"
+                )
+    for path in (COMPOSE, REPO / ".env.example"):
+        text = path.read_text(encoding="utf-8")
+        assert not STRIPE_KEY_RE.search(text), f"{path.name} contains a Stripe key"
+
+
+def test_env_example_documents_every_variable_and_env_is_ignored() -> None:
+    example = (REPO / ".env.example").read_text(encoding="utf-8")
+    for var in (
+        "ENVIRONMENT",
+        "STRIPE_API_KEY",
+        "STRIPE_API_BASE",
+        "API_KEYS",
+        "FLOWER_BASIC_AUTH",
+        "REDIS_URL",
+        "WORKER_POOL",
+        "WORKER_CONCURRENCY",
+        "STRIPE_MAX_RPS",
+    ):
+        assert re.search(rf"^#?\s*{var}=", example, re.M), f".env.example lacks {var}"
+    ignored = (REPO / ".gitignore").read_text(encoding="utf-8").split()
+    assert ".env" in ignored, "a filled-in .env must never be committed"
