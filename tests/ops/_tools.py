@@ -47,8 +47,25 @@ def load_yaml(path: Path) -> Any:
 
 
 def load_cfn(path: Path) -> Any:
-    """A CloudFormation template as cfn-lint reads it (short-form tags as Ref / Fn::*)."""
-    decode = pytest.importorskip("cfnlint.decode")
-    template, errors = decode.decode(str(path))
-    assert not errors, [str(e) for e in errors]
-    return template
+    """A CloudFormation template with short-form tags as their long form (!Ref x -> {Ref: x},
+    !Sub s -> {Fn::Sub: s}, !GetAtt a.b -> {Fn::GetAtt: [a, b]}), as CloudFormation reads it."""
+    yaml = pytest.importorskip("yaml")
+
+    class CfnLoader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+        pass
+
+    def construct(loader: Any, suffix: str, node: Any) -> dict[str, Any]:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+        return {suffix if suffix == "Ref" else f"Fn::{suffix}": value}
+
+    CfnLoader.add_multi_constructor("!", construct)
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)  # a SafeLoader subclass: no arbitrary objects
