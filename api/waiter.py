@@ -21,6 +21,7 @@ from shared.records import EVENTS_CHANNEL, PaymentRecord
 log = structlog.get_logger(__name__)
 
 RECHECK_SECONDS = 1.0
+POLL_SECONDS = 0.25
 
 
 class PaymentWaiter:
@@ -28,6 +29,7 @@ class PaymentWaiter:
         self._redis = redis
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is None:
@@ -35,18 +37,21 @@ class PaymentWaiter:
 
     async def stop(self) -> None:
         if self._task is not None:
+            # redis-py may swallow a cancellation inside a read; the flag ends the loop anyway.
+            self._stopping = True
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a subscription stuck closing must not hold up shutdown.
+            await asyncio.wait({self._task}, timeout=2)
             self._task = None
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(EVENTS_CHANNEL)
-                    async for message in pubsub.listen():
-                        data = message.get("data")
+                    while not self._stopping:
+                        message = await pubsub.get_message(timeout=POLL_SECONDS)
+                        data = message.get("data") if message else None
                         if isinstance(data, bytes):
                             self._wake(data.decode())
             except (RedisError, OSError) as exc:

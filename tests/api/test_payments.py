@@ -1,0 +1,387 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from shared.config import Settings
+from shared.errors import CustomerNotFound, StripeUnavailable
+from shared.records import EVENTS_CHANNEL, record_key
+from shared.stripe_gateway import ChargePage, ChargeSummary
+from tests.api.conftest import FakeListGateway, payment
+
+
+async def queued_messages(redis: fakeredis.FakeAsyncRedis) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in await redis.lrange("payments", 0, -1)]
+
+
+async def test_accepts_a_payment_and_enqueues_its_charge(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    response = await client.post("/payments", json=payment())
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["amount"] == "42.99"
+    assert body["currency"] == "usd"
+    assert body["account_id"] == "cus_Abc123"
+    assert body["idempotency_key"].startswith("auto_")
+    assert response.headers["location"] == f"/payments/{body['id']}"
+    assert response.headers["idempotency-key"] == body["idempotency_key"]
+
+    (message,) = await queued_messages(redis)
+    assert message["headers"]["task"] == "payments.charge"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert args == [body["id"]]  # only the id travels: no card data, no amount
+    assert kwargs == {}
+
+    polled = await client.get(body["location"] if "location" in body else f"/payments/{body['id']}")
+    assert polled.status_code == 200
+    assert polled.json()["status"] == "queued"
+
+
+async def test_zero_decimal_currency_is_shown_in_its_own_units(client: httpx.AsyncClient) -> None:
+    response = await client.post("/payments", json=payment(amount="500", currency="jpy"))
+    assert response.status_code == 202
+    assert response.json()["amount"] == "500"
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        (payment(amount=42.99), "amount", "amount_invalid"),
+        (payment(amount=42), "amount", "amount_invalid"),
+        (payment(amount=True), "amount", "amount_invalid"),
+        (payment(amount=None), "amount", "amount_invalid"),
+        (payment(amount=["42.99"]), "amount", "amount_invalid"),
+        (payment(amount="42.999"), "amount", "amount_invalid"),
+        (payment(amount="0.49"), "amount", "amount_invalid"),
+        (payment(amount="1000000.00"), "amount", "amount_invalid"),
+        (payment(amount="1e3"), "amount", "amount_invalid"),
+        (payment(amount="NaN"), "amount", "amount_invalid"),
+        (payment(amount="Infinity"), "amount", "amount_invalid"),
+        (payment(amount="1,000.00"), "amount", "amount_invalid"),
+        (payment(amount=" 42.99"), "amount", "amount_invalid"),
+        (payment(amount="-42.99"), "amount", "amount_invalid"),
+        (payment(amount="500.5", currency="jpy"), "amount", "amount_invalid"),
+        (payment(account_id="acct_123"), "account_id", "account_id_invalid"),
+        (payment(account_id="cus_"), "account_id", "account_id_invalid"),
+        (payment(account_id="cus_" + "a" * 65), "account_id", "account_id_invalid"),
+        (payment(account_id="cus_abc def"), "account_id", "account_id_invalid"),
+        (payment(account_id=123), "account_id", "account_id_invalid"),
+        (payment(currency="USD"), "currency", "currency_invalid"),
+        (payment(currency="xyz"), "currency", "currency_invalid"),
+        (payment(payment_method="tok_visa"), "payment_method", "payment_method_invalid"),
+        (payment(extra="x"), "extra", "parameter_unknown"),
+        ({"amount": "42.99"}, "account_id", "parameter_missing"),
+        ({"account_id": "cus_Abc123"}, "amount", "parameter_missing"),
+    ],
+)
+async def test_refuses_bad_input_with_a_400_naming_the_field(
+    client: httpx.AsyncClient,
+    redis: fakeredis.FakeAsyncRedis,
+    body: dict[str, Any],
+    param: str,
+    code: str,
+) -> None:
+    response = await client.post("/payments", json=body)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["code"] == code
+    assert error["message"]
+    assert await queued_messages(redis) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"[]", b'"x"', b"null", b"\xff\xfe", b"[" * 5000 + b"]" * 5000],
+)
+async def test_malformed_json_is_a_400_not_a_500(client: httpx.AsyncClient, raw: bytes) -> None:
+    response = await client.post(
+        "/payments", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_that_is_not_json_is_a_415(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await client.post(
+        "/payments", content=json.dumps(payment()).encode(), headers=headers
+    )
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+async def test_a_body_over_64_kib_is_a_413(client: httpx.AsyncClient) -> None:
+    big = json.dumps(payment(padding="x" * 70_000)).encode()
+    response = await client.post(
+        "/payments", content=big, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_a_streamed_body_without_length_is_cut_at_the_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    async def chunks() -> Any:
+        for _ in range(100):
+            yield b" " * 10_000
+
+    response = await client.post(
+        "/payments", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+async def test_same_key_and_body_replays_the_same_payment(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    headers = {"Idempotency-Key": "order-1001"}
+    first = await client.post("/payments", json=payment(), headers=headers)
+    second = await client.post("/payments", json=payment(), headers=headers)
+
+    assert first.status_code == second.status_code == 202
+    assert second.json()["id"] == first.json()["id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert len(await queued_messages(redis)) == 1  # one charge enqueued, not two
+
+
+async def test_same_amount_written_differently_is_the_same_request(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "order-1002"}
+    first = await client.post("/payments", json=payment(amount="42.90"), headers=headers)
+    second = await client.post("/payments", json=payment(amount="42.9"), headers=headers)
+    assert second.json()["id"] == first.json()["id"]
+
+
+async def test_same_key_with_another_body_is_a_422(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    headers = {"Idempotency-Key": "order-1003"}
+    first = await client.post("/payments", json=payment(), headers=headers)
+    other = await client.post("/payments", json=payment(amount="43.00"), headers=headers)
+
+    assert other.status_code == 422
+    error = other.json()["error"]
+    assert error["code"] == "idempotency_key_reused"
+    assert error["payment_id"] == first.json()["id"]
+    assert len(await queued_messages(redis)) == 1
+
+
+async def test_concurrent_requests_with_one_key_make_one_payment(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    headers = {"Idempotency-Key": "burst-1"}
+    responses = await asyncio.gather(
+        *(client.post("/payments", json=payment(), headers=headers) for _ in range(40))
+    )
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert len(await queued_messages(redis)) == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
+async def test_a_malformed_idempotency_key_is_a_400(client: httpx.AsyncClient, key: str) -> None:
+    response = await client.post(
+        "/payments",
+        content=json.dumps(payment()).encode(),
+        headers=[
+            (b"content-type", b"application/json"),
+            (b"idempotency-key", key.encode("latin-1")),
+        ],
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Idempotency-Key"
+
+
+async def test_a_255_character_key_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/payments", json=payment(), headers={"Idempotency-Key": "k" * 255}
+    )
+    assert response.status_code == 202
+    assert response.json()["idempotency_key"] == "k" * 255
+
+
+async def test_unknown_payment_is_a_404(client: httpx.AsyncClient) -> None:
+    for payment_id in ("pay_000000000000000000000000", "nope", "pay_../../etc"):
+        response = await client.get(f"/payments/{payment_id}")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "payment_not_found"
+
+
+async def test_wait_returns_the_outcome_as_soon_as_a_worker_records_it(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    async def worker_finishes() -> None:
+        while not await redis.llen("payments"):
+            await asyncio.sleep(0.01)
+        (message,) = await queued_messages(redis)
+        payment_id = message["headers"]["id"]
+        await redis.hset(
+            record_key(payment_id),
+            mapping={"status": "succeeded", "payment_intent": "pi_1", "charge": "ch_1"},
+        )
+        await redis.publish(EVENTS_CHANNEL, payment_id)
+
+    finisher = asyncio.create_task(worker_finishes())
+    response = await client.post("/payments?wait=10", json=payment())
+    await finisher
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+    assert response.json()["confirmation"] == "pi_1"
+
+
+async def test_wait_answers_the_failure_with_its_status_and_the_payment_id(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    async def worker_declines() -> None:
+        while not await redis.llen("payments"):
+            await asyncio.sleep(0.01)
+        (message,) = await queued_messages(redis)
+        payment_id = message["headers"]["id"]
+        error = {"type": "card_error", "code": "card_declined", "message": "Declined."}
+        await redis.hset(
+            record_key(payment_id),
+            mapping={"status": "failed", "error": json.dumps(error), "error_status": "402"},
+        )
+        await redis.publish(EVENTS_CHANNEL, payment_id)
+
+    finisher = asyncio.create_task(worker_declines())
+    response = await client.post("/payments?wait=10", json=payment())
+    await finisher
+
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert error["code"] == "card_declined"
+    assert error["payment_id"] == response.headers["location"].rsplit("/", 1)[1]
+
+
+async def test_wait_gives_a_202_when_no_outcome_came_in_time(client: httpx.AsyncClient) -> None:
+    response = await client.post("/payments?wait=1", json=payment())
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+
+
+@pytest.mark.parametrize("wait", ["31", "-1", "abc", "1.5"])
+async def test_wait_out_of_range_is_a_400(client: httpx.AsyncClient, wait: str) -> None:
+    response = await client.post(f"/payments?wait={wait}", json=payment())
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "wait"
+
+
+async def test_wrong_method_and_unknown_route_answer_json(client: httpx.AsyncClient) -> None:
+    wrong = await client.delete("/payments")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+    missing = await client.get("/nowhere/at/all")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_redis_down_is_a_503_with_an_error_object() -> None:
+    from api.main import create_app
+
+    settings = Settings(environment="test", redis_url="redis://127.0.0.1:9/0")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            accept = await client.post("/payments", json=payment())
+            ready = await client.get("/readyz")
+            alive = await client.get("/healthz")
+
+    assert accept.status_code == 503
+    assert accept.json()["error"]["code"] == "redis_unavailable"
+    assert ready.status_code == 503
+    assert alive.status_code == 200
+
+
+async def test_customer_payments_come_back_as_one_page_with_a_cursor(
+    client: httpx.AsyncClient, gateway: FakeListGateway
+) -> None:
+    charge = ChargeSummary(
+        id="ch_2",
+        amount="42.99",
+        currency="usd",
+        status="succeeded",
+        created=1_700_000_000,
+        payment_intent="pi_2",
+        description=None,
+        payment_id=None,
+        failure_code=None,
+        refunded=False,
+    )
+    gateway.pages["cus_Abc123"] = ChargePage(data=[charge], has_more=True)
+
+    response = await client.get("/cus_Abc123/payments?limit=1")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"][0]["amount"] == "42.99"
+    assert body["has_more"] is True
+    assert body["next_cursor"] == "ch_2"
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/acct_1/payments", "customer_id"),
+        ("/cus_Abc123/payments?limit=0", "limit"),
+        ("/cus_Abc123/payments?limit=101", "limit"),
+        ("/cus_Abc123/payments?limit=ten", "limit"),
+        ("/cus_Abc123/payments?starting_after=%27;drop", "starting_after"),
+    ],
+)
+async def test_customer_payments_refuse_bad_parameters(
+    client: httpx.AsyncClient, path: str, param: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (CustomerNotFound("No such customer: cus_Abc123"), 404, "customer_not_found"),
+        (StripeUnavailable(), 503, "stripe_unavailable"),
+    ],
+)
+async def test_customer_payments_report_stripe_failures(
+    client: httpx.AsyncClient, gateway: FakeListGateway, error: Exception, status: int, code: str
+) -> None:
+    gateway.error = error
+    response = await client.get("/cus_Abc123/payments")
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+async def test_openapi_documents_the_error_object_on_every_route(app: FastAPI) -> None:
+    schema = app.openapi()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if path == "/healthz":
+                continue
+            errors = [s for s in operation["responses"] if s.startswith(("4", "5"))]
+            assert errors, f"{method.upper()} {path} documents no error answer"
+            for status in errors:
+                content = operation["responses"][status]["content"]["application/json"]
+                assert content["schema"]["$ref"].endswith("/ErrorResponse")
