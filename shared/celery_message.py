@@ -51,6 +51,7 @@ def task_message(
         "ignore_result": True,
         "stamped_headers": None,
         "stamps": {},
+        "replaced_task_nesting": 0,
     }
     if headers:
         message_headers.update(headers)

@@ -1,0 +1,248 @@
+"""The charge logic with Redis faked by fakeredis and Stripe faked at the gateway boundary.
+
+The fake keeps a ledger of charges and replays a saved answer for a repeated idempotency key, as
+Stripe does, so "one charge" below means one entry in what the customer would be billed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import pytest
+
+from shared.errors import CardDeclined, CustomerNotFound, PaymentMethodMissing
+from shared.records import EVENTS_CHANNEL, new_record_fields, record_key
+from shared.stripe_gateway import ChargeOutcome, TransientStripeError
+from worker.charge import ChargeProcessor, Done, RetryLater
+
+
+@dataclass
+class FakeStripe:
+    default_method: str | None = "pm_default"
+    customers: set[str] = field(default_factory=lambda: {"cus_A"})
+    fail_next: list[Exception] = field(default_factory=list)
+    lose_answer_once: bool = False
+    outcome_status: str = "succeeded"
+    decline: bool = False
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    saved: dict[str, ChargeOutcome] = field(default_factory=dict)
+
+    def default_payment_method(self, *, customer: str) -> str:
+        if customer not in self.customers:
+            raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
+        if self.default_method is None:
+            raise PaymentMethodMissing()
+        return self.default_method
+
+    def create_payment_intent(self, **params: Any) -> ChargeOutcome:
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        key = params["idempotency_key"]
+        if key in self.saved:
+            return self.saved[key]
+        if self.decline:
+            raise CardDeclined("Your card was declined.", decline_code="insufficient_funds")
+        self.ledger.append(params)
+        outcome = ChargeOutcome(
+            status=self.outcome_status,
+            payment_intent_id=f"pi_{len(self.ledger)}",
+            charge_id=f"ch_{len(self.ledger)}" if self.outcome_status == "succeeded" else None,
+            next_action="use_stripe_sdk" if self.outcome_status == "requires_action" else None,
+        )
+        self.saved[key] = outcome
+        if self.lose_answer_once:
+            self.lose_answer_once = False
+            raise TransientStripeError("connection reset after the request was sent")
+        return outcome
+
+    def retrieve_payment_intent(self, *, payment_intent_id: str) -> ChargeOutcome:
+        return ChargeOutcome("succeeded", payment_intent_id, "ch_later")
+
+
+@pytest.fixture
+def redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def stripe() -> FakeStripe:
+    return FakeStripe()
+
+
+@pytest.fixture
+def processor(redis: fakeredis.FakeRedis, stripe: FakeStripe) -> ChargeProcessor:
+    return ChargeProcessor(redis, stripe)  # type: ignore[arg-type]
+
+
+def queue_payment(
+    redis: fakeredis.FakeRedis, payment_id: str = "pay_1", account_id: str = "cus_A", **kw: Any
+) -> str:
+    fields = new_record_fields(
+        payment_id=payment_id,
+        account_id=account_id,
+        amount_minor=4299,
+        currency="usd",
+        payment_method=kw.get("payment_method"),
+        idempotency_key="order-1",
+        fingerprint="f" * 64,
+    )
+    redis.hset(record_key(payment_id), mapping=fields)  # type: ignore[arg-type]
+    return payment_id
+
+
+def test_a_charge_succeeds_and_records_stripe_ids(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    events = redis.pubsub()
+    events.subscribe(EVENTS_CHANNEL)
+    payment_id = queue_payment(redis)
+
+    assert processor.process(payment_id, last_attempt=False) == Done(status="succeeded")  # type: ignore[arg-type]
+
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "succeeded"
+    assert record.payment_intent == "pi_1"
+    assert record.charge == "ch_1"
+    assert record.payment_method == "pm_default"
+    (charged,) = stripe.ledger
+    assert charged["amount_minor"] == 4299
+    assert charged["customer"] == "cus_A"
+    assert charged["idempotency_key"] == "pay_1:charge"
+    published = [m for m in iter(lambda: events.get_message(timeout=0.1), None)]
+    assert any(m["data"] == b"pay_1" for m in published)
+
+
+def test_a_redelivered_message_does_not_charge_twice(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    payment_id = queue_payment(redis)
+    processor.process(payment_id, last_attempt=False)
+    again = processor.process(payment_id, last_attempt=False)
+
+    assert again == Done(status=None)
+    assert len(stripe.ledger) == 1
+
+
+def test_a_lost_answer_is_retried_with_the_same_key_and_charges_once(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.lose_answer_once = True
+    payment_id = queue_payment(redis)
+
+    first = processor.process(payment_id, last_attempt=False)
+    assert isinstance(first, RetryLater)
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "processing"  # not final: a poll says it is still going
+
+    second = processor.process(payment_id, last_attempt=False)
+    assert second == Done(status="succeeded")  # type: ignore[arg-type]
+    assert len(stripe.ledger) == 1
+
+
+def test_a_customer_default_changed_between_attempts_does_not_change_the_request(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.fail_next = [TransientStripeError("503")]
+    payment_id = queue_payment(redis)
+    processor.process(payment_id, last_attempt=False)
+    stripe.default_method = "pm_new_default"
+    processor.process(payment_id, last_attempt=False)
+
+    assert stripe.ledger[0]["payment_method"] == "pm_default"
+
+
+def test_a_decline_fails_the_payment_with_a_402_and_the_decline_code(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.decline = True
+    payment_id = queue_payment(redis)
+
+    processor.process(payment_id, last_attempt=False)
+
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "failed"
+    assert record.error_status == 402
+    assert record.error is not None
+    assert record.error["code"] == "card_declined"
+    assert record.error["decline_code"] == "insufficient_funds"
+
+
+def test_an_unknown_customer_fails_with_a_404(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor
+) -> None:
+    payment_id = queue_payment(redis, account_id="cus_Missing")
+    processor.process(payment_id, last_attempt=False)
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "failed"
+    assert record.error_status == 404
+    assert record.error is not None
+    assert record.error["code"] == "customer_not_found"
+
+
+def test_no_payment_method_fails_with_a_clear_402(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.default_method = None
+    payment_id = queue_payment(redis)
+    processor.process(payment_id, last_attempt=False)
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.error_status == 402
+    assert record.error is not None
+    assert record.error["code"] == "payment_method_missing"
+    assert stripe.ledger == []
+
+
+def test_authentication_required_leaves_the_payment_requiring_action(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.outcome_status = "requires_action"
+    payment_id = queue_payment(redis)
+    processor.process(payment_id, last_attempt=False)
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "requires_action"
+    assert record.payment_intent == "pi_1"
+    assert record.error is not None
+    assert record.error["code"] == "authentication_required"
+
+
+def test_stripe_down_on_the_last_attempt_fails_with_a_503_and_no_charge(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.fail_next = [TransientStripeError("503"), TransientStripeError("503")]
+    payment_id = queue_payment(redis)
+
+    assert isinstance(processor.process(payment_id, last_attempt=False), RetryLater)
+    processor.process(payment_id, last_attempt=True)
+
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "failed"
+    assert record.error_status == 503
+    assert record.error is not None
+    assert record.error["code"] == "stripe_unavailable"
+    assert record.attempts == 2
+    assert stripe.ledger == []
+
+
+def test_a_rate_limit_asks_for_the_delay_stripe_gave(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.fail_next = [TransientStripeError("429", retry_after=3.0)]
+    payment_id = queue_payment(redis)
+    result = processor.process(payment_id, last_attempt=False)
+    assert result == RetryLater("429", 3.0)
+
+
+def test_an_unknown_or_expired_payment_is_skipped(
+    processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    assert processor.process("pay_gone", last_attempt=False) == Done(status=None)
+    assert stripe.ledger == []
