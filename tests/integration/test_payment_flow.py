@@ -1,0 +1,186 @@
+"""The core payment path end to end, as a client sees it, against real processes."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import StripeAdmin
+
+pytestmark = pytest.mark.integration
+
+
+def pay(api: httpx.Client, customer: str, amount: str = "42.99", **kw: Any) -> httpx.Response:
+    headers = kw.pop("headers", {})
+    params = kw.pop("params", {})
+    return api.post(
+        "/payments",
+        json={"account_id": customer, "amount": amount, **kw},
+        headers=headers,
+        params=params,
+    )
+
+
+def poll_until_final(api: httpx.Client, payment_id: str, attempts: int = 300) -> dict[str, Any]:
+    for _ in range(attempts):
+        body: dict[str, Any] = api.get(f"/payments/{payment_id}").json()
+        if body["status"] not in ("queued", "processing"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"{payment_id} never reached a final status")
+
+
+def test_a_payment_is_charged_and_confirmed_when_the_client_waits(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+
+    response = pay(api, customer, params={"wait": 30})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "succeeded"
+    assert body["confirmation"].startswith("pi_")
+    (charge,) = stripe.charges(customer)
+    assert charge["amount"] == 4299
+    assert charge["currency"] == "usd"
+    assert charge["payment_intent"] == body["payment_intent"]
+    assert charge["id"] == body["charge"]
+
+
+def test_an_accepted_payment_can_be_polled_to_its_outcome(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+
+    accepted = pay(api, customer, amount="10.00")
+
+    assert accepted.status_code == 202
+    assert accepted.json()["status"] in ("queued", "processing", "succeeded")
+    final = poll_until_final(api, accepted.json()["id"])
+    assert final["status"] == "succeeded"
+    assert [c["amount"] for c in stripe.charges(customer)] == [1000]
+
+
+def test_a_declined_card_fails_the_payment_with_a_402(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer(card="pm_card_chargeCustomerFail")
+
+    response = pay(api, customer, params={"wait": 30})
+
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert error["code"] == "card_declined"
+    assert error["type"] == "card_error"
+    polled = api.get(f"/payments/{error['payment_id']}").json()
+    assert polled["status"] == "failed"
+    assert polled["error"]["code"] == "card_declined"
+
+
+def test_an_unknown_customer_fails_the_payment_with_a_404(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    response = pay(api, "cus_DoesNotExist1", params={"wait": 30})
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "customer_not_found"
+
+
+def test_a_customer_without_a_payment_method_gets_a_clear_402(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer(card=None)
+
+    response = pay(api, customer, params={"wait": 30})
+
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] == "payment_method_missing"
+    assert stripe.charges(customer) == []
+
+
+def test_a_replayed_request_returns_the_same_payment_and_charges_once(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    headers = {"Idempotency-Key": f"order-{customer}"}
+
+    first = pay(api, customer, headers=headers, params={"wait": 30})
+    again = pay(api, customer, headers=headers, params={"wait": 30})
+
+    assert first.status_code == again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(stripe.charges(customer)) == 1
+
+
+def test_a_reused_key_with_another_amount_is_refused(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    headers = {"Idempotency-Key": f"order-{customer}"}
+
+    pay(api, customer, headers=headers, params={"wait": 30})
+    other = pay(api, customer, amount="99.00", headers=headers)
+
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert [c["amount"] for c in stripe.charges(customer)] == [4299]
+
+
+def test_forty_concurrent_requests_with_one_key_make_one_charge(
+    api_url: str, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    headers = {"Idempotency-Key": f"burst-{customer}"}
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=api_url, timeout=40) as client:
+            return pay(client, customer, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        responses = list(pool.map(send, range(40)))
+
+    assert {r.status_code for r in responses} <= {200, 202}
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 1
+    with httpx.Client(base_url=api_url, timeout=40) as client:
+        assert poll_until_final(client, ids.pop())["status"] == "succeeded"
+    assert len(stripe.charges(customer)) == 1
+
+
+def test_a_customers_payments_are_listed_newest_first_in_pages(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    for amount in ("1.00", "2.00", "3.00"):
+        assert pay(api, customer, amount=amount, params={"wait": 30}).status_code == 200
+
+    first = api.get(f"/{customer}/payments", params={"limit": 2})
+    assert first.status_code == 200
+    page = first.json()
+    assert [c["amount"] for c in page["data"]] == ["3.00", "2.00"]
+    assert page["has_more"] is True
+    assert page["next_cursor"] == page["data"][-1]["id"]
+
+    second = api.get(
+        f"/{customer}/payments", params={"limit": 2, "starting_after": page["next_cursor"]}
+    ).json()
+    assert [c["amount"] for c in second["data"]] == ["1.00"]
+    assert second["has_more"] is False
+    assert second["next_cursor"] is None
+
+
+def test_listing_an_unknown_customer_is_a_404(api: httpx.Client, stripe: StripeAdmin) -> None:
+    response = api.get("/cus_DoesNotExist2/payments")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "customer_not_found"
+
+
+def test_readiness_reports_redis(api: httpx.Client) -> None:
+    assert api.get("/readyz").status_code == 200
+    assert api.get("/healthz").json() == {"status": "ok"}
