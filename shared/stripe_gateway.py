@@ -227,7 +227,12 @@ class StripeGateway:
         self, *, customer: str, limit: int, starting_after: str | None
     ) -> ChargePage:
         """One page of the customer's charges, newest first, read from Stripe (no cache)."""
-        params: dict[str, Any] = {"customer": customer, "limit": limit}
+        # The PaymentIntent is expanded for its metadata: our payment id lives there.
+        params: dict[str, Any] = {
+            "customer": customer,
+            "limit": limit,
+            "expand": ["data.payment_intent"],
+        }
         if starting_after:
             params["starting_after"] = starting_after
         try:
@@ -248,16 +253,19 @@ def _outcome(intent: Any) -> ChargeOutcome:
 
 
 def _summary(charge: Any) -> ChargeSummary:
-    metadata = _field(charge, "metadata")
+    intent = _field(charge, "payment_intent")
+    payment_id = _field(_field(charge, "metadata"), "payment_id") or (
+        None if isinstance(intent, str) else _field(_field(intent, "metadata"), "payment_id")
+    )
     return ChargeSummary(
         id=str(charge.id),
         amount=format_minor(int(charge.amount), str(charge.currency)),
         currency=str(charge.currency),
         status=str(charge.status),
         created=int(charge.created),
-        payment_intent=_id_of(_field(charge, "payment_intent")),
+        payment_intent=_id_of(intent),
         description=_field(charge, "description"),
-        payment_id=_field(metadata, "payment_id"),
+        payment_id=payment_id,
         failure_code=_field(charge, "failure_code"),
         refunded=bool(_field(charge, "refunded")),
     )

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.demo import create_test_customer
 from devtools.processes import (
     ProcessGroup,
     api_argv,
@@ -112,18 +113,10 @@ class StripeAdmin:
     http: httpx.Client
 
     def customer(self, card: str | None = "pm_card_visa") -> str:
-        customer: str = self.http.post("/v1/customers", data={"email": "t@example.com"}).json()[
-            "id"
-        ]
         if card is not None:
-            method = self.http.post(
-                f"/v1/payment_methods/{card}/attach", data={"customer": customer}
-            ).json()["id"]
-            self.http.post(
-                f"/v1/customers/{customer}",
-                data={"invoice_settings[default_payment_method]": method},
-            ).raise_for_status()
-        return customer
+            return create_test_customer(self.http, card)
+        customer = self.http.post("/v1/customers", data={"email": "t@example.com"}).json()
+        return str(customer["id"])
 
     def charges(self, customer: str) -> list[dict[str, Any]]:
         page = self.http.get("/v1/charges", params={"customer": customer, "limit": 100})

@@ -164,6 +164,7 @@ def test_a_customers_payments_are_listed_newest_first_in_pages(
     assert first.status_code == 200
     page = first.json()
     assert [c["amount"] for c in page["data"]] == ["3.00", "2.00"]
+    assert all(c["payment_id"].startswith("pay_") for c in page["data"])
     assert page["has_more"] is True
     assert page["next_cursor"] == page["data"][-1]["id"]
 

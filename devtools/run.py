@@ -1,0 +1,136 @@
+"""`make run`: the whole service in the foreground until Ctrl-C (or SIGTERM).
+
+- Redis: ``REDIS_URL`` if it answers, else an embedded redis-server (AOF on, data in .run/redis).
+- Stripe: real Stripe when ``STRIPE_API_KEY`` is set and ``STRIPE_API_BASE`` is not; otherwise
+  the localstripe emulator on 127.0.0.1:8420.
+- One Celery worker (the tuned pool from the Celery config), Flower on 5555 with basic auth,
+  the API on 8080.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from devtools.processes import (
+    ROOT,
+    ProcessGroup,
+    api_argv,
+    celery_worker_argv,
+    emulator_argv,
+    python_module,
+    redis_reachable,
+    redis_server_argv,
+    wait_for_port,
+)
+
+EMULATOR_PORT = 8420
+API_PORT = 8080
+FLOWER_PORT = 5555
+EMBEDDED_REDIS_PORT = 6399
+
+
+def say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+def main() -> int:
+    run_dir = ROOT / ".run"
+    group = ProcessGroup(run_dir / "logs")
+    env: dict[str, str] = {}
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    try:
+        redis_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+        if redis_reachable(redis_url):
+            say(f"Redis: using {redis_url}")
+        else:
+            data = run_dir / "redis"
+            data.mkdir(parents=True, exist_ok=True)
+            proc = group.start("redis", redis_server_argv(EMBEDDED_REDIS_PORT, data))
+            wait_for_port(EMBEDDED_REDIS_PORT, proc=proc)
+            redis_url = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+            say(
+                f"Redis: {os.environ.get('REDIS_URL', 'default')} not reachable; "
+                f"started an embedded one at {redis_url} (AOF in {data})"
+            )
+        env["REDIS_URL"] = redis_url
+
+        if os.environ.get("STRIPE_API_KEY") and not os.environ.get("STRIPE_API_BASE"):
+            say("Stripe: real Stripe (STRIPE_API_KEY is set)")
+        elif os.environ.get("STRIPE_API_BASE"):
+            say(f"Stripe: {os.environ['STRIPE_API_BASE']}")
+        else:
+            proc = group.start("stripe-emulator", emulator_argv(EMULATOR_PORT))
+            wait_for_port(EMULATOR_PORT, proc=proc)
+            env["STRIPE_API_BASE"] = f"http://127.0.0.1:{EMULATOR_PORT}"
+            env.setdefault("ENVIRONMENT", os.environ.get("ENVIRONMENT", "development"))
+            say(f"Stripe: emulator (localstripe) at {env['STRIPE_API_BASE']}")
+
+        flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
+        group.start("worker", celery_worker_argv(), env=env, stdout_to_console=True)
+        group.start(
+            "flower",
+            python_module(
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "flower",
+                f"--port={FLOWER_PORT}",
+                "--address=127.0.0.1",
+            ),
+            env={**env, "FLOWER_BASIC_AUTH": flower_auth},
+        )
+        api = group.start("api", api_argv_public(), env=env, stdout_to_console=True)
+        wait_for_port(API_PORT, proc=api)
+        wait_for_port(FLOWER_PORT, proc=group.procs["flower"])
+        user = flower_auth.split(":", 1)[0]
+        say(f"API:    http://127.0.0.1:{API_PORT}  (docs: http://127.0.0.1:{API_PORT}/docs)")
+        say(
+            f"Flower: http://127.0.0.1:{FLOWER_PORT}  (user {user!r}; password in "
+            "FLOWER_BASIC_AUTH"
+            + (
+                ""
+                if "FLOWER_BASIC_AUTH" in os.environ
+                else f", generated for this run: {flower_auth.split(':', 1)[1]}"
+            )
+            + ")"
+        )
+        say(f"Logs of Redis, the emulator and Flower: {group.log_dir}")
+        say("First payment: in another terminal, `make demo` (creates a test customer and pays).")
+        say("Ctrl-C stops everything.")
+
+        while not stopping:
+            for name, proc in group.procs.items():
+                if proc.poll() is not None:
+                    say(f"{name} exited with {proc.returncode}; stopping everything")
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        say("stopping...")
+        group.stop_all(grace=120)
+        say("stopped")
+
+
+def api_argv_public() -> list[str]:
+    """The documented entry point: uvicorn api.main:app --host 0.0.0.0 --port 8080."""
+    argv = api_argv(API_PORT)
+    argv[argv.index("--host") + 1] = "0.0.0.0"
+    return argv
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())
