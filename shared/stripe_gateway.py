@@ -100,7 +100,9 @@ def _field(obj: Any, name: str) -> Any:
     return obj[name] if name in obj else None  # noqa: SIM401 (StripeObject has no .get)
 
 
-def translate_error(exc: stripe.StripeError, *, customer: str | None = None) -> Exception:
+def translate_error(
+    exc: stripe.StripeError, *, customer: str | None = None, customer_param: str = "account_id"
+) -> Exception:
     """Map a Stripe SDK error to the service's error (final) or a TransientStripeError."""
     status = exc.http_status or 0
     code = exc.code
@@ -131,7 +133,7 @@ def translate_error(exc: stripe.StripeError, *, customer: str | None = None) -> 
     param = getattr(exc, "param", None)
     if status == 404 or code == "resource_missing":
         if param in (None, "customer", "id") and customer is not None:
-            return CustomerNotFound(f"No such customer: {customer}", param="account_id")
+            return CustomerNotFound(f"No such customer: {customer}", param=customer_param)
         if param == "payment_method":
             return InvalidRequest(
                 "No such payment method.", code="payment_method_not_found", param="payment_method"
@@ -238,7 +240,7 @@ class StripeGateway:
         try:
             page = await self._client.v1.charges.list_async(params)  # type: ignore[arg-type]
         except stripe.StripeError as exc:
-            raise translate_error(exc, customer=customer) from exc
+            raise translate_error(exc, customer=customer, customer_param="customer_id") from exc
         return ChargePage(data=[_summary(c) for c in page.data], has_more=bool(page.has_more))
 
 

@@ -180,6 +180,7 @@ def test_listing_an_unknown_customer_is_a_404(api: httpx.Client, stripe: StripeA
     response = api.get("/cus_DoesNotExist2/payments")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "customer_not_found"
+    assert response.json()["error"]["param"] == "customer_id"
 
 
 def test_readiness_reports_redis(api: httpx.Client) -> None:
