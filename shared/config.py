@@ -38,9 +38,28 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_wait_seconds: int = Field(default=30, ge=0, le=30)
 
-    # Attempts at a transient Stripe failure before the payment is failed (see worker.tasks).
+    # Transient Stripe failures (network, 429, 5xx) are retried with exponential backoff and
+    # full jitter: BACKOFF x 2^n seconds, capped. 8 retries span about two minutes (1+2+4+8+16+
+    # 30+30+30 s at most): long enough to ride out a Stripe incident's first minutes, short
+    # enough that a client hears "failed, not charged" while it still cares. Then the payment
+    # fails with 503 and is kept as a dead letter an operator can replay.
     charge_max_retries: int = Field(default=8, ge=0, le=20)
-    charge_retry_backoff_max_seconds: int = Field(default=60, ge=1, le=600)
+    charge_retry_backoff_seconds: float = Field(default=1.0, gt=0, le=60)
+    charge_retry_backoff_max_seconds: float = Field(default=30.0, gt=0, le=120)
+
+    # Redelivery of a message whose worker died (Celery's Redis transport): after
+    # VISIBILITY_TIMEOUT_SECONDS, checked every RESTORE_INTERVAL_SECONDS. It must exceed the
+    # longest charge (Stripe timeout + rate-limit wait) and every retry countdown, or a live
+    # task would be delivered twice; the per-payment lock guards that case anyway.
+    visibility_timeout_seconds: int = Field(default=60, ge=10, le=3600)
+    restore_interval_seconds: int = Field(default=5, ge=1, le=300)
+
+    # All workers together stay under this many Stripe requests per second (Stripe allows 25/s
+    # in test mode and 100/s live per account). 0 disables the limit.
+    stripe_max_rps: float = Field(default=20.0, ge=0)
+
+    # Backpressure: above this many queued charges, POST /payments answers 503 + Retry-After.
+    queue_max_backlog: int = Field(default=50_000, ge=1)
 
     # Worker pool: each charge waits on Stripe's network latency, not on CPU, so a thread
     # pool sized rate x latency keeps a single process busy (150 charges/s x 0.2 s = 30
@@ -57,11 +76,27 @@ class Settings(BaseSettings):
     def _secrets_outside_development(self) -> Settings:
         if self.record_ttl_seconds < self.idempotency_ttl_seconds:
             raise ValueError("RECORD_TTL_SECONDS must be >= IDEMPOTENCY_TTL_SECONDS")
+        longest_charge = 2 * self.stripe_timeout_seconds + 10
+        if self.visibility_timeout_seconds <= max(
+            longest_charge, self.charge_retry_backoff_max_seconds
+        ):
+            raise ValueError(
+                "VISIBILITY_TIMEOUT_SECONDS must exceed both the longest charge "
+                f"({longest_charge:.0f} s) and CHARGE_RETRY_BACKOFF_MAX_SECONDS"
+            )
         if self.environment == "production":
             key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
             if not key or key == EMULATOR_API_KEY:
                 raise ValueError("STRIPE_API_KEY is required when ENVIRONMENT=production")
+            if not self.client_keys:
+                raise ValueError("API_KEYS is required when ENVIRONMENT=production")
         return self
+
+    @property
+    def client_keys(self) -> tuple[str, ...]:
+        """API_KEYS entries: raw keys, or ``sha256:<hex>`` digests of keys."""
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return tuple(k.strip() for k in raw.split(",") if k.strip())
 
     @property
     def stripe_key(self) -> str:

@@ -23,9 +23,11 @@ class PaymentServiceError(Exception):
         code: str | None = None,
         param: str | None = None,
         status: int | None = None,
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
         self.status_code = status or self.http_status
+        self.headers = headers or {}
         self.message = message or self.default_message
         self.code = code or self.default_code
         self.param = param

@@ -7,7 +7,9 @@ timestamps. No card data is ever stored. Records expire (``RECORD_TTL_SECONDS``,
 Keys (one Redis, no cluster):
 - ``payments:record:{payment_id}``: hash, the record;
 - ``payments:idem:{sha256(key)}``: the payment id that claimed an idempotency key;
-- ``payments:events``: pub/sub channel; a worker publishes a payment id when its status is final.
+- ``payments:events``: pub/sub channel; a worker publishes a payment id when its status is final;
+- ``payments:lock:{payment_id}``: the lease of the worker charging it;
+- ``payments:dead_letters``: sorted set (by time) of payments failed because Stripe was down.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from shared.money import format_minor
 RECORD_PREFIX = "payments:record:"
 IDEMPOTENCY_PREFIX = "payments:idem:"
 EVENTS_CHANNEL = "payments:events"
+DEAD_LETTERS = "payments:dead_letters"
+LOCK_PREFIX = "payments:lock:"
 CHARGE_TASK = "payments.charge"
 
 
@@ -47,6 +51,10 @@ def new_payment_id() -> str:
 
 def record_key(payment_id: str) -> str:
     return RECORD_PREFIX + payment_id
+
+
+def lock_key(payment_id: str) -> str:
+    return LOCK_PREFIX + payment_id
 
 
 def idempotency_key_slot(key: str) -> str:

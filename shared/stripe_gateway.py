@@ -20,6 +20,7 @@ from shared.errors import (
     InvalidRequest,
     PaymentMethodMissing,
     PaymentServiceError,
+    RateLimited,
     StripeUnavailable,
     UpstreamError,
 )
@@ -106,6 +107,11 @@ def translate_error(
     """Map a Stripe SDK error to the service's error (final) or a TransientStripeError."""
     status = exc.http_status or 0
     code = exc.code
+    should_retry = (exc.headers or {}).get("stripe-should-retry")
+    if should_retry == "true" and not isinstance(exc, stripe.CardError):
+        return TransientStripeError(
+            f"Stripe asked for a retry ({status})", retry_after=_retry_after(exc)
+        )
     message = exc.user_message if isinstance(exc, stripe.CardError) else None
     if isinstance(exc, stripe.APIConnectionError):
         return TransientStripeError(f"connection to Stripe failed: {exc.__class__.__name__}")
@@ -115,7 +121,7 @@ def translate_error(
         # Stripe is still processing the first request with this key: ask again shortly.
         return TransientStripeError("concurrent request on the same idempotency key")
     if status >= 500 or isinstance(exc, stripe.APIError):
-        if (exc.headers or {}).get("stripe-should-retry") == "false":
+        if should_retry == "false":
             return UpstreamError(f"Stripe refused the request ({status})", code="stripe_error")
         return TransientStripeError(f"Stripe answered {status}", retry_after=_retry_after(exc))
     if isinstance(exc, stripe.CardError) or status == 402:
@@ -240,8 +246,39 @@ class StripeGateway:
         try:
             page = await self._client.v1.charges.list_async(params)  # type: ignore[arg-type]
         except stripe.StripeError as exc:
-            raise translate_error(exc, customer=customer, customer_param="customer_id") from exc
+            error = translate_error(exc, customer=customer, customer_param="customer_id")
+            if isinstance(error, TransientStripeError):
+                # A reader asked: tell it now rather than retrying on its time.
+                headers = {"Retry-After": str(int(error.retry_after or 1))}
+                if exc.http_status == 429:
+                    raise RateLimited(
+                        "Stripe is rate limiting; retry later.", headers=headers
+                    ) from exc
+                raise StripeUnavailable(headers=headers) from exc
+            raise error from exc
         return ChargePage(data=[_summary(c) for c in page.data], has_more=bool(page.has_more))
+
+    def find_payment_intent(
+        self, *, customer: str, payment_id: str, created_after: int
+    ) -> ChargeOutcome | None:
+        """The PaymentIntent that already charged ``payment_id``, if any, found through the
+        customer's charges (PaymentIntents cannot be listed by customer on every Stripe)."""
+        params: dict[str, Any] = {
+            "customer": customer,
+            "limit": 100,
+            "created": {"gt": created_after},
+            "expand": ["data.payment_intent"],
+        }
+        try:
+            for charge in self._client.v1.charges.list(params).auto_paging_iter():  # type: ignore[arg-type]
+                intent = _field(charge, "payment_intent")
+                if intent is None or isinstance(intent, str):
+                    continue
+                if _field(_field(intent, "metadata"), "payment_id") == payment_id:
+                    return _outcome(intent)
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+        return None
 
 
 def _outcome(intent: Any) -> ChargeOutcome:

@@ -28,11 +28,20 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     broker_transport_options={
-        # Unacknowledged messages come back after this long; every retry countdown is far
-        # below it (CHARGE_RETRY_BACKOFF_MAX_SECONDS) so a retried task is never duplicated.
-        "visibility_timeout": 300,
+        # A message whose worker died (SIGKILL, OOM, lost host) comes back after the visibility
+        # timeout, found by a sweep every RESTORE_INTERVAL_SECONDS: about 65 s by default,
+        # instead of kombu's 1 hour + ~100 s. Settings refuses a timeout that a running charge
+        # or a retry countdown could reach, which would deliver a live message twice.
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        "unacked_restore_interval": settings.restore_interval_seconds,
+        "unacked_restore_throttle": 1,
+        "health_check_interval": 10,
     },
     broker_connection_retry_on_startup=True,
+    broker_connection_retry=True,
+    broker_connection_max_retries=None,
+    # Warm shutdown (SIGTERM) lets running charges finish; orchestrators give 120 s.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     # Each charge waits on Stripe's network latency, not on CPU: see Settings.worker_pool.
     worker_pool=settings.worker_pool,
     worker_concurrency=settings.worker_concurrency,

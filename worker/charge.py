@@ -1,29 +1,42 @@
 """Charging one payment: the logic behind the ``payments.charge`` task, testable without Celery.
 
-Every Stripe write for a payment carries the same idempotency key (derived from our payment id),
-and the payment method is resolved once and stored, so a retry or a redelivered message sends
-Stripe exactly the same request and gets the first answer back instead of a second charge.
+Exactly once, whatever fails:
+- every Stripe write for a payment carries the same idempotency key (derived from our payment
+  id), and the payment method is resolved once and stored, so a retry or a redelivered message
+  sends Stripe the very same request and gets the first answer back, not a second charge;
+- a per-payment lease in Redis keeps a redelivered message from charging while the original is
+  still running (a worker killed mid-charge loses its lease when it expires);
+- when an earlier attempt's outcome was never recorded, the payment is reconciled first: a
+  PaymentIntent carrying our payment id is adopted instead of charging again, which still holds
+  after Stripe has forgotten the idempotency key (24 hours).
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 import redis
 import structlog
+from celery.utils.time import get_exponential_backoff_interval
 
+from shared.config import Settings
 from shared.errors import (
     CardDeclined,
     PaymentServiceError,
     StripeUnavailable,
     UpstreamError,
 )
+from shared.rate_limit import RateLimitTimeout, SharedRateLimiter
 from shared.records import (
+    DEAD_LETTERS,
     EVENTS_CHANNEL,
     PaymentRecord,
     Status,
+    lock_key,
     now_iso,
     record_key,
     stripe_idempotency_key,
@@ -32,34 +45,46 @@ from shared.stripe_gateway import ChargeOutcome, StripeGateway, TransientStripeE
 
 log = structlog.get_logger(__name__)
 
-# Moves a record to `processing` unless it is already final (then returns 0: nothing to do).
+# Takes the payment's lease (KEYS[2]) and moves the record to `processing`, unless the record is
+# gone (-1), already final (0) or leased by another worker (-2). 1: go ahead.
 START_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'requires_action' then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return -2 end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return 1
 """
 
-# Writes a final outcome once, then tells waiting API requests (ARGV[1] = payment id).
+# Writes a final outcome once, releases the lease, tells waiting API requests (ARGV[1] = id)
+# and, when ARGV[2] is '1', files the payment as a dead letter.
 FINISH_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'requires_action' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PUBLISH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if ARGV[2] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1
 """
+
+# Releases the lease if it is still ours (a retry is about to be scheduled).
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+LEASE_BUSY_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class RetryLater:
-    """A transient failure: try again with the same key after ``countdown`` seconds (or the
-    task's backoff when None)."""
+    """Not done yet: run the task again after ``countdown`` seconds."""
 
     reason: str
-    countdown: float | None = None
+    countdown: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +93,37 @@ class Done:
 
 
 class ChargeProcessor:
-    def __init__(self, redis_client: redis.Redis, gateway: StripeGateway) -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        gateway: StripeGateway,
+        settings: Settings,
+        limiter: SharedRateLimiter | None = None,
+    ) -> None:
         self._redis = redis_client
         self._gateway = gateway
+        self._settings = settings
+        self._limiter = limiter or SharedRateLimiter(redis_client, 0)
+        # The lease outlives the longest charge, and expires before the message is redelivered.
+        self._lease_ms = int((2 * settings.stripe_timeout_seconds + 10) * 1000)
         self._start = redis_client.register_script(START_SCRIPT)
         self._finish = redis_client.register_script(FINISH_SCRIPT)
+        self._release = redis_client.register_script(RELEASE_SCRIPT)
 
     def load(self, payment_id: str) -> PaymentRecord | None:
         raw: dict[bytes, bytes] = self._redis.hgetall(record_key(payment_id))  # type: ignore[assignment]
         return PaymentRecord.from_redis(raw) if raw else None
 
-    def process(self, payment_id: str, *, last_attempt: bool) -> Done | RetryLater:
+    def process(self, payment_id: str) -> Done | RetryLater:
         bound = log.bind(payment_id=payment_id)
-        started = self._start(keys=[record_key(payment_id)], args=[now_iso()])
+        token = secrets.token_hex(8)
+        started = self._start(
+            keys=[record_key(payment_id), lock_key(payment_id)],
+            args=[now_iso(), token, self._lease_ms],
+        )
+        if started == -2:
+            bound.info("charge.leased_elsewhere")
+            return RetryLater("another worker holds this payment", LEASE_BUSY_RETRY_SECONDS)
         if started != 1:
             bound.info("charge.skipped", reason="unknown" if started == -1 else "already_final")
             return Done(None)
@@ -89,34 +132,68 @@ class ChargeProcessor:
             return Done(None)
         bound = bound.bind(idempotency_key=record.idempotency_key, attempt=record.attempts)
         try:
-            outcome = self._charge(record)
-        except TransientStripeError as exc:
-            if last_attempt:
+            outcome = self._charge(record, bound)
+        except (TransientStripeError, RateLimitTimeout) as exc:
+            retry_after = exc.retry_after if isinstance(exc, TransientStripeError) else None
+            if record.attempts > self._settings.charge_max_retries:
                 bound.warning("charge.gave_up", reason=str(exc))
                 return self._fail(
                     record,
                     StripeUnavailable(
                         "The payment processor could not be reached after "
-                        f"{record.attempts} attempts; the payment was not charged.",
+                        f"{record.attempts} attempts; the payment was not charged. "
+                        "Retry later with a new Idempotency-Key.",
                         code="stripe_unavailable",
                     ),
+                    dead_letter=True,
                 )
-            bound.info("charge.retry", reason=str(exc), retry_after=exc.retry_after)
-            return RetryLater(str(exc), exc.retry_after)
+            countdown = self._backoff(record.attempts, retry_after)
+            bound.info("charge.retry", reason=str(exc), countdown=round(countdown, 2))
+            self._release(keys=[lock_key(payment_id)], args=[token])
+            return RetryLater(str(exc), countdown)
         except PaymentServiceError as exc:
             bound.info("charge.failed", code=exc.code, status=exc.status_code)
             return self._fail(record, exc)
-        return self._record_outcome(record, outcome, bound)
+        return self._record_outcome(record, outcome, bound, token)
 
-    def _charge(self, record: PaymentRecord) -> ChargeOutcome:
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Exponential with full jitter (Celery's own), or Stripe's Retry-After, capped."""
+        cap = self._settings.charge_retry_backoff_max_seconds
+        if retry_after is not None:
+            return min(retry_after, cap)
+        jittered = get_exponential_backoff_interval(
+            factor=1, retries=attempts - 1, maximum=2**31, full_jitter=True
+        )
+        return float(min(cap, jittered * self._settings.charge_retry_backoff_seconds))
+
+    def _stripe_call_allowed(self) -> None:
+        # Waits for the shared budget, but not past the lease: better to retry the task later.
+        self._limiter.acquire(max_wait=self._settings.stripe_timeout_seconds / 2)
+
+    def _charge(self, record: PaymentRecord, bound: Any) -> ChargeOutcome:
         if record.payment_intent:
             # Stripe already has it (it was still processing): ask for its state.
+            self._stripe_call_allowed()
             return self._gateway.retrieve_payment_intent(payment_intent_id=record.payment_intent)
+        if record.attempts > 1:
+            # An earlier attempt may have charged without our hearing the answer, and Stripe
+            # may no longer remember its idempotency key: look before charging again.
+            self._stripe_call_allowed()
+            found = self._gateway.find_payment_intent(
+                customer=record.account_id,
+                payment_id=record.id,
+                created_after=_epoch(record.created_at) - 60,
+            )
+            if found is not None:
+                bound.info("charge.reconciled", payment_intent=found.payment_intent_id)
+                return found
         method = record.payment_method
         if method is None:
+            self._stripe_call_allowed()
             method = self._gateway.default_payment_method(customer=record.account_id)
             # Stored so that every retry sends Stripe the very same parameters.
             self._redis.hset(record_key(record.id), "payment_method", method)
+        self._stripe_call_allowed()
         return self._gateway.create_payment_intent(
             customer=record.account_id,
             amount_minor=record.amount_minor,
@@ -127,7 +204,7 @@ class ChargeProcessor:
         )
 
     def _record_outcome(
-        self, record: PaymentRecord, outcome: ChargeOutcome, bound: Any
+        self, record: PaymentRecord, outcome: ChargeOutcome, bound: Any, token: str
     ) -> Done | RetryLater:
         ids = {"payment_intent": outcome.payment_intent_id, "charge": outcome.charge_id or ""}
         if outcome.status == "succeeded":
@@ -143,15 +220,11 @@ class ChargeProcessor:
             return self._finish_with(
                 record,
                 Status.REQUIRES_ACTION,
-                {
-                    **ids,
-                    "next_action": outcome.next_action or "use_stripe_sdk",
-                    "error": orjson.dumps(error.to_dict()).decode(),
-                    "error_status": str(error.status_code),
-                },
+                {**ids, "next_action": outcome.next_action or "use_stripe_sdk", **_error(error)},
             )
         if outcome.status == "processing":
             self._redis.hset(record_key(record.id), mapping=dict(ids.items()))
+            self._release(keys=[lock_key(record.id)], args=[token])
             return RetryLater("payment intent still processing", 2.0)
         bound.warning("charge.unexpected_status", status=outcome.status)
         failure: PaymentServiceError = (
@@ -166,20 +239,42 @@ class ChargeProcessor:
         record: PaymentRecord,
         error: PaymentServiceError,
         extra: dict[str, str] | None = None,
+        *,
+        dead_letter: bool = False,
     ) -> Done:
-        return self._finish_with(
-            record,
-            Status.FAILED,
-            {
-                **(extra or {}),
-                "error": orjson.dumps(error.to_dict()).decode(),
-                "error_status": str(error.status_code),
-            },
-        )
+        fields = {**(extra or {}), **_error(error)}
+        return self._finish_with(record, Status.FAILED, fields, dead_letter=dead_letter)
 
-    def _finish_with(self, record: PaymentRecord, status: Status, fields: dict[str, str]) -> Done:
-        args: list[str] = [record.id, "status", status.value, "updated_at", now_iso()]
+    def _finish_with(
+        self,
+        record: PaymentRecord,
+        status: Status,
+        fields: dict[str, str],
+        *,
+        dead_letter: bool = False,
+    ) -> Done:
+        now = now_iso()
+        args: list[str | float] = [
+            record.id,
+            "1" if dead_letter else "0",
+            _epoch(now),
+            "status",
+            status.value,
+            "updated_at",
+            now,
+        ]
         for name, value in fields.items():
             args += [name, value]
-        self._finish(keys=[record_key(record.id), EVENTS_CHANNEL], args=args)
+        self._finish(
+            keys=[record_key(record.id), lock_key(record.id), EVENTS_CHANNEL, DEAD_LETTERS],
+            args=args,
+        )
         return Done(status)
+
+
+def _error(error: PaymentServiceError) -> dict[str, str]:
+    return {"error": orjson.dumps(error.to_dict()).decode(), "error_status": str(error.status_code)}
+
+
+def _epoch(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())

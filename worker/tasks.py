@@ -1,13 +1,13 @@
-"""Thin Celery tasks: arguments are ids, the logic lives in worker.charge."""
+"""Thin Celery tasks: arguments are ids, the logic (and its retry policy) lives in worker.charge."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 from celery import Task
-from celery.utils.time import get_exponential_backoff_interval
 
 from shared.config import get_settings
+from shared.rate_limit import SharedRateLimiter
 from shared.records import CHARGE_TASK
 from shared.redis import sync_redis
 from shared.stripe_gateway import StripeGateway
@@ -20,26 +20,22 @@ settings = get_settings()
 @lru_cache(maxsize=1)
 def processor() -> ChargeProcessor:
     """One Redis pool and one Stripe HTTP pool per worker process, shared by its threads."""
-    return ChargeProcessor(sync_redis(settings), StripeGateway(settings))
+    client = sync_redis(settings)
+    return ChargeProcessor(
+        client,
+        StripeGateway(settings),
+        settings,
+        SharedRateLimiter(client, settings.stripe_max_rps),
+    )
 
 
-@app.task(
-    bind=True,
-    name=CHARGE_TASK,
-    max_retries=settings.charge_max_retries,
-    acks_late=True,
-)
+# max_retries=None: the processor bounds Stripe attempts itself (CHARGE_MAX_RETRIES, counted on
+# the payment record so that a redelivered message does not start the count again), and a retry
+# that only waited for another worker's lease must not use up that budget.
+@app.task(bind=True, name=CHARGE_TASK, max_retries=None, acks_late=True)
 def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
-    """Charge one payment. Transient Stripe failures retry with backoff and full jitter,
-    always with the payment's own idempotency key; the last attempt records a failure."""
-    retries = self.request.retries
-    result = processor().process(payment_id, last_attempt=retries >= (self.max_retries or 0))
+    """Charge one payment; retry later when the processor says so (same idempotency key)."""
+    result = processor().process(payment_id)
     if isinstance(result, RetryLater):
-        countdown = result.countdown or get_exponential_backoff_interval(
-            factor=1,
-            retries=retries,
-            maximum=settings.charge_retry_backoff_max_seconds,
-            full_jitter=True,
-        )
-        raise self.retry(countdown=min(countdown, settings.charge_retry_backoff_max_seconds))
+        raise self.retry(countdown=result.countdown)
     return result.status.value if result.status else None

@@ -12,8 +12,9 @@ from typing import Any
 import fakeredis
 import pytest
 
+from shared.config import Settings
 from shared.errors import CardDeclined, CustomerNotFound, PaymentMethodMissing
-from shared.records import EVENTS_CHANNEL, new_record_fields, record_key
+from shared.records import DEAD_LETTERS, EVENTS_CHANNEL, lock_key, new_record_fields, record_key
 from shared.stripe_gateway import ChargeOutcome, TransientStripeError
 from worker.charge import ChargeProcessor, Done, RetryLater
 
@@ -60,6 +61,14 @@ class FakeStripe:
     def retrieve_payment_intent(self, *, payment_intent_id: str) -> ChargeOutcome:
         return ChargeOutcome("succeeded", payment_intent_id, "ch_later")
 
+    def find_payment_intent(
+        self, *, customer: str, payment_id: str, created_after: int
+    ) -> ChargeOutcome | None:
+        for n, params in enumerate(self.ledger, start=1):
+            if params["payment_id"] == payment_id and params["customer"] == customer:
+                return ChargeOutcome("succeeded", f"pi_{n}", f"ch_{n}")
+        return None
+
 
 @pytest.fixture
 def redis() -> fakeredis.FakeRedis:
@@ -72,8 +81,15 @@ def stripe() -> FakeStripe:
 
 
 @pytest.fixture
-def processor(redis: fakeredis.FakeRedis, stripe: FakeStripe) -> ChargeProcessor:
-    return ChargeProcessor(redis, stripe)  # type: ignore[arg-type]
+def settings() -> Settings:
+    return Settings(environment="test", charge_max_retries=1, charge_retry_backoff_seconds=0.5)
+
+
+@pytest.fixture
+def processor(
+    redis: fakeredis.FakeRedis, stripe: FakeStripe, settings: Settings
+) -> ChargeProcessor:
+    return ChargeProcessor(redis, stripe, settings)  # type: ignore[arg-type]
 
 
 def queue_payment(
@@ -99,7 +115,7 @@ def test_a_charge_succeeds_and_records_stripe_ids(
     events.subscribe(EVENTS_CHANNEL)
     payment_id = queue_payment(redis)
 
-    assert processor.process(payment_id, last_attempt=False) == Done(status="succeeded")  # type: ignore[arg-type]
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
 
     record = processor.load(payment_id)
     assert record is not None
@@ -119,8 +135,8 @@ def test_a_redelivered_message_does_not_charge_twice(
     redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
 ) -> None:
     payment_id = queue_payment(redis)
-    processor.process(payment_id, last_attempt=False)
-    again = processor.process(payment_id, last_attempt=False)
+    processor.process(payment_id)
+    again = processor.process(payment_id)
 
     assert again == Done(status=None)
     assert len(stripe.ledger) == 1
@@ -132,13 +148,13 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_charges_once(
     stripe.lose_answer_once = True
     payment_id = queue_payment(redis)
 
-    first = processor.process(payment_id, last_attempt=False)
+    first = processor.process(payment_id)
     assert isinstance(first, RetryLater)
     record = processor.load(payment_id)
     assert record is not None
     assert record.status == "processing"  # not final: a poll says it is still going
 
-    second = processor.process(payment_id, last_attempt=False)
+    second = processor.process(payment_id)
     assert second == Done(status="succeeded")  # type: ignore[arg-type]
     assert len(stripe.ledger) == 1
 
@@ -148,9 +164,9 @@ def test_a_customer_default_changed_between_attempts_does_not_change_the_request
 ) -> None:
     stripe.fail_next = [TransientStripeError("503")]
     payment_id = queue_payment(redis)
-    processor.process(payment_id, last_attempt=False)
+    processor.process(payment_id)
     stripe.default_method = "pm_new_default"
-    processor.process(payment_id, last_attempt=False)
+    processor.process(payment_id)
 
     assert stripe.ledger[0]["payment_method"] == "pm_default"
 
@@ -161,7 +177,7 @@ def test_a_decline_fails_the_payment_with_a_402_and_the_decline_code(
     stripe.decline = True
     payment_id = queue_payment(redis)
 
-    processor.process(payment_id, last_attempt=False)
+    processor.process(payment_id)
 
     record = processor.load(payment_id)
     assert record is not None
@@ -176,7 +192,7 @@ def test_an_unknown_customer_fails_with_a_404(
     redis: fakeredis.FakeRedis, processor: ChargeProcessor
 ) -> None:
     payment_id = queue_payment(redis, account_id="cus_Missing")
-    processor.process(payment_id, last_attempt=False)
+    processor.process(payment_id)
     record = processor.load(payment_id)
     assert record is not None
     assert record.status == "failed"
@@ -190,7 +206,7 @@ def test_no_payment_method_fails_with_a_clear_402(
 ) -> None:
     stripe.default_method = None
     payment_id = queue_payment(redis)
-    processor.process(payment_id, last_attempt=False)
+    processor.process(payment_id)
     record = processor.load(payment_id)
     assert record is not None
     assert record.error_status == 402
@@ -204,7 +220,7 @@ def test_authentication_required_leaves_the_payment_requiring_action(
 ) -> None:
     stripe.outcome_status = "requires_action"
     payment_id = queue_payment(redis)
-    processor.process(payment_id, last_attempt=False)
+    processor.process(payment_id)
     record = processor.load(payment_id)
     assert record is not None
     assert record.status == "requires_action"
@@ -213,14 +229,16 @@ def test_authentication_required_leaves_the_payment_requiring_action(
     assert record.error["code"] == "authentication_required"
 
 
-def test_stripe_down_on_the_last_attempt_fails_with_a_503_and_no_charge(
+def test_stripe_down_past_the_retry_budget_fails_with_a_503_as_a_dead_letter(
     redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
 ) -> None:
     stripe.fail_next = [TransientStripeError("503"), TransientStripeError("503")]
     payment_id = queue_payment(redis)
 
-    assert isinstance(processor.process(payment_id, last_attempt=False), RetryLater)
-    processor.process(payment_id, last_attempt=True)
+    first = processor.process(payment_id)
+    assert isinstance(first, RetryLater)
+    assert 0 <= first.countdown <= 0.5  # full jitter over backoff x 2^0
+    processor.process(payment_id)
 
     record = processor.load(payment_id)
     assert record is not None
@@ -230,6 +248,41 @@ def test_stripe_down_on_the_last_attempt_fails_with_a_503_and_no_charge(
     assert record.error["code"] == "stripe_unavailable"
     assert record.attempts == 2
     assert stripe.ledger == []
+    assert redis.zscore(DEAD_LETTERS, payment_id) is not None
+    assert redis.get(lock_key(payment_id)) is None
+
+
+def test_a_payment_leased_by_another_worker_waits_without_using_its_budget(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    payment_id = queue_payment(redis)
+    redis.set(lock_key(payment_id), "other-worker", px=60_000)
+
+    result = processor.process(payment_id)
+
+    assert isinstance(result, RetryLater)
+    assert stripe.ledger == []
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.attempts == 0
+    assert record.status == "queued"
+
+
+def test_an_unrecorded_earlier_charge_is_adopted_even_after_stripe_forgot_the_key(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.lose_answer_once = True
+    payment_id = queue_payment(redis)
+    assert isinstance(processor.process(payment_id), RetryLater)
+    stripe.saved.clear()  # Stripe's 24 hours have passed
+
+    processor.process(payment_id)
+
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "succeeded"
+    assert record.payment_intent == "pi_1"
+    assert len(stripe.ledger) == 1
 
 
 def test_a_rate_limit_asks_for_the_delay_stripe_gave(
@@ -237,12 +290,36 @@ def test_a_rate_limit_asks_for_the_delay_stripe_gave(
 ) -> None:
     stripe.fail_next = [TransientStripeError("429", retry_after=3.0)]
     payment_id = queue_payment(redis)
-    result = processor.process(payment_id, last_attempt=False)
+    result = processor.process(payment_id)
     assert result == RetryLater("429", 3.0)
 
 
 def test_an_unknown_or_expired_payment_is_skipped(
     processor: ChargeProcessor, stripe: FakeStripe
 ) -> None:
-    assert processor.process("pay_gone", last_attempt=False) == Done(status=None)
+    assert processor.process("pay_gone") == Done(status=None)
     assert stripe.ledger == []
+
+
+def test_an_operator_replays_a_dead_letter_and_it_is_charged_once(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe, settings: Settings
+) -> None:
+    from worker.dead_letters import list_dead_letters, replay
+
+    stripe.fail_next = [TransientStripeError("503"), TransientStripeError("503")]
+    payment_id = queue_payment(redis)
+    processor.process(payment_id)
+    processor.process(payment_id)
+    assert [pid for _, pid, _ in list_dead_letters(redis)] == [payment_id]
+
+    assert replay(redis, settings, payment_id) is True
+    assert replay(redis, settings, payment_id) is False  # no longer a dead letter
+    assert list_dead_letters(redis) == []
+    record = processor.load(payment_id)
+    assert record is not None
+    assert record.status == "queued"
+    assert record.error is None
+    assert redis.llen("payments") == 1
+
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+    assert len(stripe.ledger) == 1
