@@ -46,7 +46,7 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 
 
 def error_response(error: PaymentServiceError, headers: dict[str, str] | None = None) -> Response:
-    return json_response(error.status_code, {"error": error.to_dict()}, headers)
+    return json_response(error.status_code, {"error": error.to_dict()}, headers or error.headers)
 
 
 def validation_error(errors: Sequence[Any]) -> InvalidRequest:

@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
 
 from api import errors, health, payments
+from api.auth import OPEN_PATHS, ClientAuthMiddleware
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.config import Settings, get_settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         summary="Queue-backed asynchronous payments: accept fast, charge Stripe in workers.",
         lifespan=lifespan,
     )
+    app.add_middleware(ClientAuthMiddleware, settings=settings)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
@@ -69,6 +71,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     del responses["422"]
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "A key from API_KEYS."}
+        }
+        for path, operations in schema["paths"].items():
+            if path not in OPEN_PATHS:
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+                    operation["responses"].setdefault(
+                        "401",
+                        {
+                            "description": "Missing or unknown API key",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ErrorResponse"}
+                                }
+                            },
+                        },
+                    )
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -116,6 +116,7 @@ async def create_payment(
     accepted = await service.accept(
         payment,
         idempotency_key=idempotency_key,
+        client=request.state.client,
         headers={"request_id": request.headers.get("x-request-id")},
     )
     record = accepted.record

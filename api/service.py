@@ -10,7 +10,12 @@ from redis.asyncio import Redis
 from api.schemas import PaymentRequest
 from shared.celery_message import task_message
 from shared.config import Settings
-from shared.errors import IdempotencyKeyMismatch, InvalidRequest, PaymentNotFound
+from shared.errors import (
+    IdempotencyKeyMismatch,
+    InvalidRequest,
+    PaymentNotFound,
+    ServiceUnavailable,
+)
 from shared.money import AmountError, parse_amount
 from shared.records import (
     CHARGE_TASK,
@@ -24,8 +29,9 @@ from shared.records import (
 )
 
 # Claims KEYS[1] (idempotency slot) for ARGV[1] (payment id). If the key is new: writes the
-# record KEYS[2] from ARGV[6..] and pushes the task message ARGV[5] onto the queue list KEYS[3],
-# all or nothing. If the key was claimed before: returns the existing record instead.
+# record KEYS[2] from ARGV[7..] and pushes the task message ARGV[5] onto the queue list KEYS[3],
+# all or nothing: {1}. If the key was claimed before: {0, existing record}. If the queue already
+# holds ARGV[6] messages or more, nothing is written: {2} (backpressure).
 # (Single-node Redis: the existing record's key is built here from ARGV[2].)
 ACCEPT_SCRIPT = """
 local existing = redis.call('GET', KEYS[1])
@@ -35,8 +41,11 @@ if existing then
     return {0, record}
   end
 end
+if redis.call('LLEN', KEYS[3]) >= tonumber(ARGV[6]) then
+  return {2}
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
-redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 redis.call('LPUSH', KEYS[3], ARGV[5])
 return {1}
@@ -56,7 +65,12 @@ class PaymentService:
         self._accept = redis.register_script(ACCEPT_SCRIPT)
 
     async def accept(
-        self, request: PaymentRequest, *, idempotency_key: str, headers: dict[str, Any]
+        self,
+        request: PaymentRequest,
+        *,
+        idempotency_key: str,
+        client: str,
+        headers: dict[str, Any],
     ) -> Accepted:
         try:
             money = parse_amount(request.amount, request.currency)
@@ -91,12 +105,14 @@ class PaymentService:
             self._settings.idempotency_ttl_seconds,
             self._settings.record_ttl_seconds,
             message,
+            self._settings.queue_max_backlog,
         ]
         for name, value in fields.items():
             argv += [name, value]
         result = await self._accept(
             keys=[
-                idempotency_key_slot(idempotency_key),
+                # Keys are scoped to the client, as Stripe scopes them to an account.
+                idempotency_key_slot(f"{client}:{idempotency_key}"),
                 record_key(payment_id),
                 self._settings.queue_name,
             ],
@@ -104,6 +120,12 @@ class PaymentService:
         )
         if result[0] == 1:
             return Accepted(PaymentRecord.from_redis(fields), replayed=False)
+        if result[0] == 2:
+            raise ServiceUnavailable(
+                "Too many payments are waiting to be charged; retry shortly.",
+                code="queue_full",
+                headers={"Retry-After": "5"},
+            )
         flat = result[1]
         existing = PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
         if existing.key_fingerprint != fingerprint:

@@ -385,3 +385,32 @@ async def test_openapi_documents_the_error_object_on_every_route(app: FastAPI) -
             for status in errors:
                 content = operation["responses"][status]["content"]["application/json"]
                 assert content["schema"]["$ref"].endswith("/ErrorResponse")
+
+
+async def test_a_full_queue_pushes_back_with_503_and_retry_after(
+    settings: Settings, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    from api.main import create_app
+
+    small = settings.model_copy(update={"queue_max_backlog": 2})
+    app = create_app(small, redis=redis)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            first = [
+                await client.post("/payments", json=payment(), headers={"Idempotency-Key": k})
+                for k in ("a", "b")
+            ]
+            refused = await client.post(
+                "/payments", json=payment(), headers={"Idempotency-Key": "c"}
+            )
+            replay = await client.post(
+                "/payments", json=payment(), headers={"Idempotency-Key": "a"}
+            )
+
+    assert [r.status_code for r in first] == [202, 202]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "5"
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert replay.status_code == 202  # a replay of an accepted payment still answers
+    assert len(await queued_messages(redis)) == 2
