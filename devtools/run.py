@@ -78,6 +78,15 @@ def main() -> int:
             env.setdefault("ENVIRONMENT", os.environ.get("ENVIRONMENT", "development"))
             say(f"Stripe: emulator (localstripe) at {env['STRIPE_API_BASE']}")
 
+        api_keys = os.environ.get("API_KEYS")
+        if not api_keys:
+            api_keys = "dev_" + secrets.token_urlsafe(18)
+            say("API_KEYS not set: generated a client key for this run (also in .run/api-key)")
+        env["API_KEYS"] = api_keys
+        first_key = api_keys.split(",")[0].strip()
+        if not first_key.startswith("sha256:"):  # a digest is no key to hand out
+            (run_dir / "api-key").write_text(first_key + "\n")
+            (run_dir / "api-key").chmod(0o600)
         flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
         group.start("worker", celery_worker_argv(), env=env, stdout_to_console=True)
         group.start(
@@ -107,6 +116,7 @@ def main() -> int:
             )
             + ")"
         )
+        say(f"Client key: Authorization: Bearer $(cat {run_dir / 'api-key'})")
         say(f"Logs of Redis, the emulator and Flower: {group.log_dir}")
         say("First payment: in another terminal, `make demo` (creates a test customer and pays).")
         say("Ctrl-C stops everything.")

@@ -31,6 +31,8 @@ from devtools.processes import (
 pytestmark = pytest.mark.integration
 
 STRIPE_KEY = "sk_test_emulator"
+CLIENT_KEY = "integration-client-key"
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -73,6 +75,7 @@ def stack_env(redis_url: str, stripe_base: str) -> dict[str, str]:
         "STRIPE_API_BASE": stripe_base,
         "ENVIRONMENT": "test",
         "WORKER_CONCURRENCY": "8",
+        "API_KEYS": CLIENT_KEY,
     }
 
 
@@ -102,7 +105,7 @@ def api_url(processes: ProcessGroup, stack_env: dict[str, str], worker: None) ->
 
 @pytest.fixture
 def api(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=40) as client:
+    with httpx.Client(base_url=api_url, timeout=40, headers=AUTH) as client:
         yield client
 
 

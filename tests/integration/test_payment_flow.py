@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import StripeAdmin
+from tests.integration.conftest import AUTH, StripeAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ def test_forty_concurrent_requests_with_one_key_make_one_charge(
     headers = {"Idempotency-Key": f"burst-{customer}"}
 
     def send(_: int) -> httpx.Response:
-        with httpx.Client(base_url=api_url, timeout=40) as client:
+        with httpx.Client(base_url=api_url, timeout=40, headers=AUTH) as client:
             return pay(client, customer, headers=headers)
 
     with ThreadPoolExecutor(max_workers=40) as pool:
@@ -148,7 +148,7 @@ def test_forty_concurrent_requests_with_one_key_make_one_charge(
     assert {r.status_code for r in responses} <= {200, 202}
     ids = {r.json()["id"] for r in responses}
     assert len(ids) == 1
-    with httpx.Client(base_url=api_url, timeout=40) as client:
+    with httpx.Client(base_url=api_url, timeout=40, headers=AUTH) as client:
         assert poll_until_final(client, ids.pop())["status"] == "succeeded"
     assert len(stripe.charges(customer)) == 1
 
@@ -186,3 +186,15 @@ def test_listing_an_unknown_customer_is_a_404(api: httpx.Client, stripe: StripeA
 def test_readiness_reports_redis(api: httpx.Client) -> None:
     assert api.get("/readyz").status_code == 200
     assert api.get("/healthz").json() == {"status": "ok"}
+
+
+def test_without_a_key_nothing_is_charged_or_read(api_url: str, stripe: StripeAdmin) -> None:
+    customer = stripe.customer()
+    with httpx.Client(base_url=api_url, timeout=10) as anonymous:
+        assert (
+            anonymous.post("/payments", json={"account_id": customer, "amount": "5.00"}).status_code
+            == 401
+        )
+        assert anonymous.get(f"/{customer}/payments").status_code == 401
+        assert anonymous.get("/readyz").status_code == 200
+    assert stripe.charges(customer) == []
