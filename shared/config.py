@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     charge_retry_backoff_seconds: float = Field(default=1.0, gt=0, le=60)
     charge_retry_backoff_max_seconds: float = Field(default=30.0, gt=0, le=120)
 
+    # Stripe keeps an idempotency key at least 24 hours. A retry within this window relies on
+    # it (the same key replays the first answer); past it, the worker first looks for a
+    # PaymentIntent carrying our payment id and adopts it instead of charging again.
+    stripe_key_memory_seconds: int = Field(default=23 * 3600, ge=0, le=24 * 3600)
+
     # Redelivery of a message whose worker died (Celery's Redis transport): after
     # VISIBILITY_TIMEOUT_SECONDS, checked every RESTORE_INTERVAL_SECONDS. It must exceed the
     # longest charge (Stripe timeout + rate-limit wait) and every retry countdown, or a live

@@ -97,6 +97,7 @@ class PaymentRecord:
     error: dict[str, Any] | None = None
     error_status: int | None = None
     attempts: int = 0
+    first_attempt_at: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -125,6 +126,7 @@ class PaymentRecord:
             error=orjson.loads(h["error"]) if h.get("error") else None,
             error_status=int(h["error_status"]) if h.get("error_status") else None,
             attempts=int(h.get("attempts", 0)),
+            first_attempt_at=int(h["first_attempt_at"]) if h.get("first_attempt_at") else None,
         )
 
     def to_public(self) -> dict[str, Any]:

@@ -6,14 +6,15 @@ Exactly once, whatever fails:
   sends Stripe the very same request and gets the first answer back, not a second charge;
 - a per-payment lease in Redis keeps a redelivered message from charging while the original is
   still running (a worker killed mid-charge loses its lease when it expires);
-- when an earlier attempt's outcome was never recorded, the payment is reconciled first: a
-  PaymentIntent carrying our payment id is adopted instead of charging again, which still holds
-  after Stripe has forgotten the idempotency key (24 hours).
+- when an earlier attempt's outcome was never recorded and Stripe may have forgotten its key
+  (first attempt older than STRIPE_KEY_MEMORY_SECONDS), the payment is reconciled first: a
+  PaymentIntent carrying our payment id is adopted instead of charging again.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,7 @@ if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'requires_action' then return 0 end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return -2 end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'first_attempt_at', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return 1
 """
@@ -119,7 +121,7 @@ class ChargeProcessor:
         token = secrets.token_hex(8)
         started = self._start(
             keys=[record_key(payment_id), lock_key(payment_id)],
-            args=[now_iso(), token, self._lease_ms],
+            args=[now_iso(), token, self._lease_ms, int(time.time())],
         )
         if started == -2:
             bound.info("charge.leased_elsewhere")
@@ -156,6 +158,10 @@ class ChargeProcessor:
             return self._fail(record, exc)
         return self._record_outcome(record, outcome, bound, token)
 
+    def _beyond_stripes_memory(self, record: PaymentRecord) -> bool:
+        first = record.first_attempt_at or 0
+        return time.time() - first >= self._settings.stripe_key_memory_seconds
+
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         """Exponential with full jitter (Celery's own), or Stripe's Retry-After, capped."""
         cap = self._settings.charge_retry_backoff_max_seconds
@@ -175,7 +181,7 @@ class ChargeProcessor:
             # Stripe already has it (it was still processing): ask for its state.
             self._stripe_call_allowed()
             return self._gateway.retrieve_payment_intent(payment_intent_id=record.payment_intent)
-        if record.attempts > 1:
+        if record.attempts > 1 and self._beyond_stripes_memory(record):
             # An earlier attempt may have charged without our hearing the answer, and Stripe
             # may no longer remember its idempotency key: look before charging again.
             self._stripe_call_allowed()

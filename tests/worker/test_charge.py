@@ -269,8 +269,10 @@ def test_a_payment_leased_by_another_worker_waits_without_using_its_budget(
 
 
 def test_an_unrecorded_earlier_charge_is_adopted_even_after_stripe_forgot_the_key(
-    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+    redis: fakeredis.FakeRedis, stripe: FakeStripe, settings: Settings
 ) -> None:
+    forgetful = settings.model_copy(update={"stripe_key_memory_seconds": 0})
+    processor = ChargeProcessor(redis, stripe, forgetful)  # type: ignore[arg-type]
     stripe.lose_answer_once = True
     payment_id = queue_payment(redis)
     assert isinstance(processor.process(payment_id), RetryLater)

@@ -1,0 +1,203 @@
+"""A Stripe-like HTTP proxy for fault tests: it sits between the workers and the emulator.
+
+It behaves as Stripe documents where the emulator does not:
+- a POST with an ``Idempotency-Key`` seen before with the same parameters replays the saved
+  answer (``Idempotent-Replayed: true``); with other parameters it answers 400
+  ``idempotency_error``; while the first request is still running, 409;
+and, on demand (``POST /_proxy/config``), it injects faults:
+- ``fail``: answer the next N Stripe requests (to ``path`` if given) with a status (429/500/
+  502/503) before the idempotency layer, with ``Stripe-Should-Retry`` and ``Retry-After``;
+- ``latency_ms``: delay every request;
+- ``drop``: forward the next N POSTs, save Stripe's answer, then cut the connection so the
+  caller never sees it (``drop_forgets``: and forget every saved key at that moment);
+- ``forget``: drop every saved idempotency key (Stripe forgets them after 24 hours).
+``GET /_proxy/log`` lists what came through; ``POST /_proxy/reset`` clears faults and the log.
+
+Run: ``python -m tests.fault_proxy --upstream http://127.0.0.1:8420 --port 8421``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import ClientSession, web
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
+              "content-encoding"}  # fmt: skip
+
+
+@dataclass
+class Saved:
+    fingerprint: str
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass
+class State:
+    upstream: str
+    fail: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms: int = 0
+    drop: int = 0
+    drop_forgets: bool = False
+    saved: dict[str, Saved] = field(default_factory=dict)
+    in_flight: set[str] = field(default_factory=set)
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+STATE = web.AppKey("state", State)
+SESSION = web.AppKey("session", ClientSession)
+
+
+async def configure(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    config = await request.json()
+    if "fail" in config:
+        state.fail = [dict(f) for f in config["fail"] for _ in range(int(f.get("count", 1)))]
+    if "latency_ms" in config:
+        state.latency_ms = int(config["latency_ms"])
+    if "drop" in config:
+        state.drop = int(config["drop"])
+        state.drop_forgets = bool(config.get("drop_forgets", False))
+    if config.get("forget"):
+        state.saved.clear()
+    return web.json_response({"ok": True})
+
+
+async def reset(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.fail.clear()
+    state.latency_ms = 0
+    state.drop = 0
+    state.drop_forgets = False
+    state.log.clear()
+    if (await request.json() if request.can_read_body else {}).get("forget"):
+        state.saved.clear()
+    return web.json_response({"ok": True})
+
+
+async def show_log(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].log)
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    body = await request.read()
+    key = request.headers.get("Idempotency-Key")
+    entry: dict[str, Any] = {
+        "time": time.time(),
+        "method": request.method,
+        "path": request.path,
+        "idempotency_key": key,
+    }
+    state.log.append(entry)
+    if state.latency_ms:
+        await asyncio.sleep(state.latency_ms / 1000)
+
+    fault = next((f for f in state.fail if f.get("path") in (None, request.path)), None)
+    if fault is not None:
+        state.fail.remove(fault)
+        entry["outcome"] = f"injected {fault['status']}"
+        headers = {}
+        if "should_retry" in fault:
+            headers["Stripe-Should-Retry"] = "true" if fault["should_retry"] else "false"
+        if "retry_after" in fault:
+            headers["Retry-After"] = str(fault["retry_after"])
+        kind = "rate_limit_error" if fault["status"] == 429 else "api_error"
+        return web.json_response(
+            {"error": {"type": kind, "message": "Injected by the fault proxy."}},
+            status=int(fault["status"]),
+            headers=headers,
+        )
+
+    fingerprint = hashlib.sha256(request.path.encode() + b"?" + body).hexdigest()
+    if request.method == "POST" and key:
+        saved = state.saved.get(key)
+        if saved is not None:
+            if saved.fingerprint != fingerprint:
+                entry["outcome"] = "idempotency_error"
+                return web.json_response(
+                    {"error": {"type": "idempotency_error",
+                               "message": "Keys for idempotent requests can only be used with "
+                                          "the same parameters they were first used with."}},
+                    status=400,
+                )  # fmt: skip
+            entry["outcome"] = "replayed"
+            return web.Response(
+                status=saved.status,
+                body=saved.body,
+                content_type=saved.content_type,
+                headers={"Idempotent-Replayed": "true"},
+            )
+        if key in state.in_flight:
+            entry["outcome"] = "in_flight_409"
+            return web.json_response(
+                {"error": {"type": "idempotency_error", "code": "idempotency_key_in_use",
+                           "message": "There is currently another in-progress request using "
+                                      "this Stripe token."}},
+                status=409,
+            )  # fmt: skip
+        state.in_flight.add(key)
+    try:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with request.app[SESSION].request(
+            request.method,
+            state.upstream + request.path_qs,
+            data=body,
+            headers=headers,
+        ) as upstream:
+            answer = await upstream.read()
+            status = upstream.status
+            content_type = upstream.content_type
+        if request.method == "POST" and key and status < 500:
+            state.saved[key] = Saved(fingerprint, status, answer, content_type)
+    finally:
+        if key:
+            state.in_flight.discard(key)
+
+    if request.method == "POST" and state.drop > 0:
+        state.drop -= 1
+        entry["outcome"] = "forwarded_then_dropped"
+        if state.drop_forgets:
+            state.saved.clear()  # as if Stripe's 24 hours passed before the retry
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError  # nothing reaches the caller
+    entry["outcome"] = f"forwarded {status}"
+    return web.Response(status=status, body=answer, content_type=content_type)
+
+
+def build_app(upstream: str) -> web.Application:
+    app = web.Application(client_max_size=1024**2)
+    app[STATE] = State(upstream=upstream.rstrip("/"))
+
+    async def session_ctx(app: web.Application) -> Any:
+        app[SESSION] = ClientSession()
+        yield
+        await app[SESSION].close()
+
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/_proxy/config", configure)
+    app.router.add_post("/_proxy/reset", reset)
+    app.router.add_get("/_proxy/log", show_log)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(build_app(args.upstream), host="127.0.0.1", port=args.port, print=None,
+                access_log=None)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

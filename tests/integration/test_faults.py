@@ -1,0 +1,341 @@
+"""Exactly-once charging under injected faults, against real processes.
+
+Each scenario breaks something for real (Stripe answers through the fault proxy, workers and
+Redis are signalled) and then counts what the customer was actually charged on the emulator.
+Figures (attempts, recovery times) are printed with -s and written up in docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.demo import create_test_customer
+from devtools.processes import ProcessGroup
+from shared.celery_message import task_message
+from tests.integration.conftest import STRIPE_KEY, StripeAdmin
+from tests.integration.stack import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PI_PATH = "/v1/payment_intents"
+FAST_RETRIES = {
+    "CHARGE_RETRY_BACKOFF_SECONDS": "0.2",
+    "CHARGE_RETRY_BACKOFF_MAX_SECONDS": "2",
+    "CHARGE_MAX_RETRIES": "4",
+    "STRIPE_MAX_RPS": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    group = ProcessGroup(tmp_path_factory.mktemp("fault-logs"))
+    try:
+        yield Stack(group, tmp_path_factory.mktemp("fault-redis"), FAST_RETRIES).start(workers=2)
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+def stripe(stack: Stack) -> Iterator[StripeAdmin]:
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    with httpx.Client(base_url=stack.emulator_url, headers=headers, timeout=30) as http:
+        http.delete("/_config/data").raise_for_status()
+        stack.proxy_reset(forget=True)
+        yield StripeAdmin(http)
+    stack.proxy_reset()
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.api() as client:
+        yield client
+
+
+def pay(api: httpx.Client, customer: str, *, wait: int = 0, **kw: Any) -> httpx.Response:
+    return api.post(
+        "/payments",
+        json={"account_id": customer, "amount": kw.pop("amount", "42.99")},
+        params={"wait": wait},
+        headers=kw.pop("headers", {}),
+    )
+
+
+def final(api: httpx.Client, payment_id: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = api.get(f"/payments/{payment_id}").json()
+        if body["status"] not in ("queued", "processing"):
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"{payment_id} not final after {timeout}s")
+
+
+def intent_posts(stack: Stack, payment_id: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in stack.proxy_log()
+        if e["method"] == "POST" and e["path"] == PI_PATH and e["idempotency_key"] and
+        e["idempotency_key"].startswith(payment_id)
+    ]  # fmt: skip
+
+
+def test_1_a_burst_of_429_and_5xx_is_retried_with_one_key_and_charges_once(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    stack.proxy(
+        fail=[
+            {"status": 429, "path": PI_PATH, "retry_after": 1},
+            {"status": 503, "path": PI_PATH, "should_retry": True},
+            {"status": 500, "path": PI_PATH},
+            {"status": 502, "path": PI_PATH},
+        ]
+    )
+
+    response = pay(api, customer, wait=30)
+
+    assert response.status_code == 200
+    payment_id = response.json()["id"]
+    posts = intent_posts(stack, payment_id)
+    assert len(posts) == 5
+    assert {p["idempotency_key"] for p in posts} == {f"{payment_id}:charge"}
+    assert len(stripe.charges(customer)) == 1
+    print(f"\n[1] 4 injected failures, {len(posts)} attempts, 1 charge")
+
+
+def test_1b_a_decline_is_never_retried(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer(card="pm_card_chargeCustomerFail")
+
+    response = pay(api, customer, wait=30)
+
+    assert response.status_code == 402
+    assert len(intent_posts(stack, response.json()["error"]["payment_id"])) == 1
+
+
+def test_1c_stripe_should_retry_false_is_final(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    stack.proxy(fail=[{"status": 500, "path": PI_PATH, "should_retry": False}])
+
+    response = pay(api, customer, wait=30)
+
+    assert response.status_code == 502
+    assert len(intent_posts(stack, response.json()["error"]["payment_id"])) == 1
+    assert stripe.charges(customer) == []
+
+
+def test_2_an_answer_lost_after_stripe_charged_is_replayed_not_recharged(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    stack.proxy(drop=1)
+
+    response = pay(api, customer, wait=30)
+
+    assert response.status_code == 200
+    outcomes = [p["outcome"] for p in intent_posts(stack, response.json()["id"])]
+    assert outcomes == ["forwarded_then_dropped", "replayed"]
+    assert len(stripe.charges(customer)) == 1
+
+
+def _kill_mid_charge(stack: Stack, api: httpx.Client, customer: str, sig: int) -> tuple[str, str]:
+    stack.proxy(latency_ms=3000)
+    payment_id = pay(api, customer).json()["id"]
+    holder = stack.worker_holding(payment_id, ["w1", "w2"])
+    deadline = time.monotonic() + 30
+    while not intent_posts(stack, payment_id):
+        assert time.monotonic() < deadline, "the charge never reached Stripe"
+        time.sleep(0.05)
+    stack.signal_worker(holder, sig)
+    return payment_id, holder
+
+
+def test_3_a_worker_killed_mid_charge_is_replaced_and_charges_once(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    killed_at = time.monotonic()
+    payment_id, holder = _kill_mid_charge(stack, api, customer, signal.SIGKILL)
+    stack.proxy(latency_ms=0)
+    try:
+        outcome = final(api, payment_id, timeout=180)
+        recovered_in = time.monotonic() - killed_at
+    finally:
+        stack.start_worker(holder)
+
+    assert outcome["status"] == "succeeded"
+    assert len(stripe.charges(customer)) == 1
+    print(f"\n[3] worker {holder} SIGKILLed mid-charge; completed by the other in "
+          f"{recovered_in:.0f}s; 1 charge")  # fmt: skip
+
+
+def test_4_a_worker_stopped_mid_charge_finishes_it_first(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    stopped_at = time.monotonic()
+    payment_id, holder = _kill_mid_charge(stack, api, customer, signal.SIGTERM)
+    exited_in = time.monotonic() - stopped_at
+    try:
+        outcome = api.get(f"/payments/{payment_id}").json()
+        log = stack.worker_log(holder).read_text()
+    finally:
+        stack.proxy(latency_ms=0)
+        stack.start_worker(holder)
+
+    assert outcome["status"] == "succeeded"  # recorded before the worker exited
+    assert f"Task payments.charge[{payment_id}] succeeded" in log
+    assert len(stripe.charges(customer)) == 1
+    print(f"\n[4] worker {holder} SIGTERMed mid-charge; finished and exited in {exited_in:.1f}s")
+
+
+def test_5_redis_killed_with_accepted_payments_loses_none_and_doubles_none(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    stack.proxy(latency_ms=300)
+    ids = [pay(api, customer, amount=f"{n}.00").json()["id"] for n in range(1, 16)]
+    assert len(set(ids)) == 15
+
+    stack.kill_redis()
+    killed_at = time.monotonic()
+    started = time.monotonic()
+    with stack.api(timeout=10) as client:
+        refused = pay(client, customer)
+        refused_in = time.monotonic() - started
+        not_ready = client.get("/readyz")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "redis_unavailable"
+    assert not_ready.status_code == 503
+
+    time.sleep(2)
+    stack.start_redis()
+    stack.proxy(latency_ms=0)
+    outcomes = [final(api, payment_id, timeout=240) for payment_id in ids]
+    recovered_in = time.monotonic() - killed_at
+
+    assert [o["status"] for o in outcomes] == ["succeeded"] * 15
+    charges = stripe.charges(customer)
+    assert sorted(c["amount"] for c in charges) == [n * 100 for n in range(1, 16)]
+    print(f"\n[5] Redis SIGKILLed with 15 accepted; POST answered 503 in {refused_in:.2f}s; "
+          f"all 15 charged once, {recovered_in:.0f}s after the kill")  # fmt: skip
+
+
+def test_6_stripe_down_for_good_fails_the_payment_and_an_operator_replays_it(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    stack.proxy(fail=[{"status": 503, "path": PI_PATH, "count": 1000}])
+
+    accepted = pay(api, customer).json()
+    outcome = final(api, accepted["id"])
+
+    assert outcome["status"] == "failed"
+    assert outcome["error"]["code"] == "stripe_unavailable"
+    assert "not charged" in outcome["error"]["message"]
+    assert len(intent_posts(stack, accepted["id"])) == 5  # CHARGE_MAX_RETRIES=4, then stop
+    env = {**stack.env}
+    listed = _dead_letters(env, "list")
+    assert accepted["id"] in listed
+
+    stack.proxy_reset()
+    replayed = _dead_letters(env, "replay", "--all")
+    assert f"requeued {accepted['id']}" in replayed
+    assert final(api, accepted["id"])["status"] == "succeeded"
+    assert accepted["id"] not in _dead_letters(env, "list")
+    assert len(stripe.charges(customer)) == 1
+
+
+def _dead_letters(env: dict[str, str], *args: str) -> str:
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.dead_letters", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_7_an_outcome_lost_beyond_stripes_memory_is_reconciled_not_recharged(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Stripe's 24 hours pass in an instant: the proxy forgets its keys when it drops the
+    # answer, and this stack's workers treat any earlier attempt as beyond Stripe's memory.
+    group = ProcessGroup(tmp_path_factory.mktemp("forget-logs"))
+    env = {**FAST_RETRIES, "STRIPE_KEY_MEMORY_SECONDS": "0"}
+    try:
+        stack = Stack(group, tmp_path_factory.mktemp("forget-redis"), env).start(workers=1)
+        headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+        with httpx.Client(base_url=stack.emulator_url, headers=headers) as http, stack.api() as api:
+            stripe = StripeAdmin(http)
+            customer = stripe.customer()
+            stack.proxy(drop=1, drop_forgets=True)
+            response = pay(api, customer, wait=30)
+            outcomes = [p["outcome"] for p in intent_posts(stack, response.json()["id"])]
+            charges = stripe.charges(customer)
+    finally:
+        group.stop_all()
+
+    assert response.status_code == 200
+    assert outcomes == ["forwarded_then_dropped"]  # adopted: no second create
+    (charge,) = charges
+    assert charge["payment_intent"] == response.json()["payment_intent"]
+
+
+def test_8_the_same_message_delivered_twice_charges_once(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    stack.proxy(latency_ms=1500)
+    payment_id = pay(api, customer).json()["id"]
+    duplicate = task_message(
+        task_name="payments.charge", task_id=payment_id, args=(payment_id,), queue="payments"
+    )
+    client = stack.redis()
+    client.lpush("payments", duplicate)  # while the first delivery is being charged
+    outcome = final(api, payment_id)
+    client.lpush("payments", duplicate)  # and once more after it finished
+    time.sleep(2)
+    stack.proxy(latency_ms=0)
+
+    assert outcome["status"] == "succeeded"
+    assert len(stripe.charges(customer)) == 1
+    assert len(intent_posts(stack, payment_id)) == 1
+
+
+def test_rate_limit_is_shared_by_all_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    group = ProcessGroup(tmp_path_factory.mktemp("rate-logs"))
+    try:
+        stack = Stack(group, tmp_path_factory.mktemp("rate-redis"), {"STRIPE_MAX_RPS": "10"}).start(
+            workers=2
+        )
+        headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+        with httpx.Client(base_url=stack.emulator_url, headers=headers) as http, stack.api() as api:
+            customer = create_test_customer(http)
+            ids = [pay(api, customer, amount="1.00").json()["id"] for _ in range(30)]
+            outcomes = [final(api, payment_id) for payment_id in ids]
+            calls = sorted(e["time"] for e in stack.proxy_log())
+    finally:
+        group.stop_all()
+
+    assert [o["status"] for o in outcomes] == ["succeeded"] * 30  # nothing dropped
+    busiest = max(sum(1 for t in calls if start <= t < start + 1.0) for start in calls)
+    assert busiest <= 11  # 10/s, +1 for a window that holds both ends
+    span = calls[-1] - calls[0]
+    print(f"\n[rate] {len(calls)} Stripe calls from 2 workers in {span:.1f}s "
+          f"({len(calls) / span:.1f}/s), busiest second {busiest}")  # fmt: skip
