@@ -40,3 +40,13 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+
+## Benchmarks (code in bench/): accept vs a bare FastAPI endpoint, drain at 50/200 ms Stripe
+## latency with 1 and 2 workers, list overhead; writes docs/PERFORMANCE.md and docs/performance.png.
+## Needs wrk (apt-get install -y wrk). About 4 minutes.
+bench: install
+	$(PY) -m bench
+
+## A few seconds of each benchmark part, report to .run/bench-smoke (no thresholds).
+bench-smoke: install
+	$(PY) -m bench --smoke --output-dir .run/bench-smoke

@@ -1,0 +1,307 @@
+"""``make bench`` / ``python -m bench``: measure the service and write docs/PERFORMANCE.md.
+
+Starts, on loopback only, everything it measures and stops it again: its own redis-server on a
+free port, the constant-latency Stripe stub (bench.stripe_stub), the bare FastAPI yardstick
+(bench.bare_app) and the real API with the same uvicorn flags, and Celery workers started by the
+plain entry point (``celery -A worker.celery_app worker``). Load comes from wrk.
+
+    python -m bench                  # full run, about 4 minutes on 2 cores
+    python -m bench --smoke --output-dir /tmp/x   # a few seconds of each, for the tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import drain, report
+from bench import wrk as wrk_mod
+from devtools.processes import (
+    ROOT,
+    ProcessGroup,
+    api_argv,
+    celery_worker_argv,
+    free_port,
+    python_module,
+    redis_server_binary,
+    temporary_redis,
+    wait_for_port,
+)
+
+
+@dataclass
+class Plan:
+    accept_seconds: float = 8.0
+    accept_rounds: int = 3
+    accept_connections: int = 32
+    sweep_connections: tuple[int, ...] = (1, 4, 16, 32, 64)
+    sweep_seconds: float = 4.0
+    list_seconds: float = 6.0
+    list_latency_ms: float = 50.0
+    list_load_connections: int = 64
+    drain_latencies_ms: tuple[float, ...] = (50.0, 200.0)
+    drain_workers: tuple[int, ...] = (1, 2)
+    drain_seconds: float = 12.0  # aimed-for length of one drain run (sets the payment count)
+
+
+SMOKE = Plan(
+    accept_seconds=1,
+    accept_rounds=1,
+    sweep_connections=(8,),
+    sweep_seconds=1,
+    list_seconds=1,
+    list_load_connections=8,
+    drain_latencies_ms=(50.0,),
+    drain_seconds=0.5,
+)
+
+
+@dataclass
+class Results:
+    accept: dict[str, list[wrk_mod.WrkResult]] = field(default_factory=dict)
+    sweep: dict[str, dict[int, wrk_mod.WrkResult]] = field(default_factory=dict)
+    list_direct: wrk_mod.WrkResult | None = None
+    list_api: wrk_mod.WrkResult | None = None
+    accept_under_list: wrk_mod.WrkResult | None = None
+    list_under_load: wrk_mod.WrkResult | None = None
+    accept_alone: wrk_mod.WrkResult | None = None
+    drains: list[drain.DrainResult] = field(default_factory=list)
+
+
+def service_env(redis_url: str, stub: str) -> dict[str, str]:
+    """What the API and the workers are started with. STRIPE_MAX_RPS=0: the shared Stripe
+    rate limit (20 calls/s by default) is off, so that the stub's latency is the limit measured
+    (the drain goal needs about 300 Stripe calls/s from one worker at 200 ms)."""
+    env = {
+        "REDIS_URL": redis_url,
+        "STRIPE_API_BASE": stub,
+        "ENVIRONMENT": "test",
+        "API_KEYS": wrk_mod.CLIENT_KEY,
+        "STRIPE_MAX_RPS": os.environ.get("STRIPE_MAX_RPS", "0"),
+    }
+    return env
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def http(method: str, url: str) -> bytes:
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError("the benchmark talks to loopback only")
+    headers = {"Authorization": f"Bearer {wrk_mod.CLIENT_KEY}"}
+    req = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 (loopback)
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        body: bytes = resp.read()
+        return body
+
+
+def wait_for_log(path: Path, text: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+    raise TimeoutError(f"{path.name}: no {text!r} within {timeout}s:\n{tail}")
+
+
+@contextmanager
+def uvicorn(group: ProcessGroup, name: str, app: str, env: dict[str, str]) -> Iterator[str]:
+    """``app`` served with exactly the flags of the real API (devtools.processes.api_argv)."""
+    port = free_port()
+    argv = api_argv(port)
+    argv[argv.index("api.main:app")] = app
+    proc = group.start(name, argv, env=env)
+    wait_for_port(port, proc=proc)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        group.stop(name)
+
+
+def warm_up(url: str) -> None:
+    wrk_mod.run(url + "/payments", connections=8, seconds=1)
+
+
+def bench_accept(plan: Plan, results: Results, bare: str, real: str) -> None:
+    say("warming up both servers")
+    warm_up(bare)
+    warm_up(real)
+    results.accept = {"bare": [], "real": []}
+    for i in range(plan.accept_rounds):
+        for name, url in (("bare", bare), ("real", real)):
+            r = wrk_mod.run(
+                url + "/payments", connections=plan.accept_connections, seconds=plan.accept_seconds
+            )
+            results.accept[name].append(r)
+            say(
+                f"accept round {i + 1} {name}: {r.rps:.0f} req/s p50 {r.p50_ms:.1f} ms "
+                f"p99 {r.p99_ms:.1f} ms errors {r.errors}"
+            )
+    results.sweep = {"bare": {}, "real": {}}
+    for conns in plan.sweep_connections:
+        for name, url in (("bare", bare), ("real", real)):
+            r = wrk_mod.run(url + "/payments", connections=conns, seconds=plan.sweep_seconds)
+            results.sweep[name][conns] = r
+            say(f"sweep {conns:3d} connections {name}: {r.rps:.0f} req/s p99 {r.p99_ms:.1f} ms")
+
+
+def bench_list(plan: Plan, results: Results, stub: str, real: str) -> None:
+    http("POST", f"{stub}/_bench/latency?ms={plan.list_latency_ms:g}")
+    # The very request the gateway sends (limit 20, PaymentIntents expanded), straight to Stripe.
+    direct = f"{stub}/v1/charges?customer=cus_bench1&limit=20&expand%5B0%5D=data.payment_intent"
+    through = f"{real}/cus_bench1/payments?limit=20"
+    wrk_mod.run(through, connections=1, seconds=1, post=False)  # warm the HTTP pool
+    results.list_direct = wrk_mod.run(direct, connections=1, seconds=plan.list_seconds, post=False)
+    results.list_api = wrk_mod.run(through, connections=1, seconds=plan.list_seconds, post=False)
+    say(
+        f"list p50: Stripe stub {results.list_direct.p50_ms:.2f} ms, "
+        f"through the API {results.list_api.p50_ms:.2f} ms"
+    )
+    # Many concurrent list calls, each waiting on Stripe, next to the accept load.
+    results.accept_alone = wrk_mod.run(
+        real + "/payments", connections=plan.accept_connections, seconds=plan.list_seconds
+    )
+    lister = wrk_mod.start(
+        wrk_mod.wrk_argv(
+            through, connections=plan.list_load_connections, seconds=plan.list_seconds, post=False
+        )
+    )
+    results.accept_under_list = wrk_mod.run(
+        real + "/payments", connections=plan.accept_connections, seconds=plan.list_seconds
+    )
+    results.list_under_load = wrk_mod.finish(lister)
+    say(
+        f"accept alone {results.accept_alone.rps:.0f} req/s p99 "
+        f"{results.accept_alone.p99_ms:.1f} ms; with {plan.list_load_connections} list "
+        f"connections {results.accept_under_list.rps:.0f} req/s p99 "
+        f"{results.accept_under_list.p99_ms:.1f} ms ({results.list_under_load.rps:.0f} lists/s)"
+    )
+
+
+def bench_drain(
+    plan: Plan, results: Results, group: ProcessGroup, redis_url: str, stub: str
+) -> None:
+    import redis
+
+    env = service_env(redis_url, stub)
+    concurrency = int(os.environ.get("WORKER_CONCURRENCY", "64"))
+    for latency in plan.drain_latencies_ms:
+        http("POST", f"{stub}/_bench/latency?ms={latency:g}")
+        for n in plan.drain_workers:
+            client = redis.Redis.from_url(redis_url)
+            client.flushdb()  # the accept runs left their messages in the queue
+            client.close()
+            names = [f"worker-{latency:g}ms-{n}x-{i}-{uuid.uuid4().hex[:6]}" for i in range(n)]
+            for i, name in enumerate(names):
+                group.start(name, celery_worker_argv("-n", f"bench{i}@%h"), env=env)
+            for name in names:
+                wait_for_log(group.log_dir / f"{name}.log", "ready.")
+            # Two Stripe calls per charge: the bound with `concurrency` threads per worker.
+            ideal = n * concurrency / (2 * latency / 1000)
+            count = max(40, int(min(ideal, 1000 * n) * plan.drain_seconds))
+            try:
+                r = drain.measure(
+                    redis_url,
+                    workers=n,
+                    latency_ms=latency,
+                    count=count,
+                    timeout=60 + 4 * plan.drain_seconds,
+                    run_id=f"drain-{uuid.uuid4().hex[:8]}",
+                )
+            finally:
+                for name in names:
+                    group.stop(name, grace=30)
+            results.drains.append(r)
+            say(
+                f"drain {n} worker(s) at {latency:g} ms: {r.steady_rate:.1f} charges/s "
+                f"({r.succeeded}/{r.count} succeeded, overall {r.overall_rate:.1f}/s)"
+            )
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "nproc": str(affinity or os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "wrk": wrk_mod.version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds of each part")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=ROOT / "docs",
+        help="where PERFORMANCE.md and performance.png go (default: docs/)",
+    )
+    parser.add_argument("--skip-drain", action="store_true")
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else Plan()
+    try:
+        wrk_mod.wrk_binary()
+        redis_server_binary()
+    except (wrk_mod.WrkMissing, RuntimeError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    results = Results()
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ProcessGroup(Path(tmp)) as group:
+        data = Path(tmp) / "redis"
+        data.mkdir()
+        with temporary_redis(data, group) as redis_url:
+            stub_port = free_port()
+            stub_proc = group.start(
+                "stripe-stub", python_module("bench.stripe_stub", "--port", str(stub_port))
+            )
+            wait_for_port(stub_port, proc=stub_proc)
+            stub = f"http://127.0.0.1:{stub_port}"
+            env = service_env(redis_url, stub)
+            say(f"redis {redis_url}, Stripe stub {stub}")
+            with (
+                uvicorn(group, "bare", "bench.bare_app:app", env) as bare,
+                uvicorn(group, "api", "api.main:app", env) as real,
+            ):
+                bench_accept(plan, results, bare, real)
+                bench_list(plan, results, stub, real)
+            if not args.skip_drain:
+                bench_drain(plan, results, group, redis_url, stub)
+    elapsed = time.time() - started
+    command = "make bench" if not args.smoke else "python -m bench --smoke"
+    text = report.render(results, plan, machine(), command=command, elapsed=elapsed)
+    print(report.table(results, plan))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    png = args.output_dir / "performance.png"
+    if report.plot(results, plan, png):
+        say(f"wrote {png}")
+    (args.output_dir / "PERFORMANCE.md").write_text(text)
+    say(f"wrote {args.output_dir / 'PERFORMANCE.md'} in {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
