@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.errors import (
 from shared.money import AmountError, parse_amount
 from shared.records import (
     CHARGE_TASK,
+    PENDING,
     RECORD_PREFIX,
     PaymentRecord,
     idempotency_key_slot,
@@ -29,10 +31,11 @@ from shared.records import (
 )
 
 # Claims KEYS[1] (idempotency slot) for ARGV[1] (payment id). If the key is new: writes the
-# record KEYS[2] from ARGV[7..] and pushes the task message ARGV[5] onto the queue list KEYS[3],
-# all or nothing: {1}. If the key was claimed before: {0, existing record}. If the queue already
-# holds ARGV[6] messages or more, nothing is written: {2} (backpressure).
-# (Single-node Redis: the existing record's key is built here from ARGV[2].)
+# record KEYS[2] from ARGV[8..], pushes the task message ARGV[5] onto the queue list KEYS[3] and
+# files the payment in the pending index KEYS[4] (score ARGV[7]), all or nothing: {1}. If the key
+# was claimed before: {0, existing record}. If the queue already holds ARGV[6] messages or more,
+# nothing is written: {2} (backpressure). Single-node Redis: the existing record's key is built
+# here from ARGV[2].
 ACCEPT_SCRIPT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then
@@ -45,9 +48,10 @@ if redis.call('LLEN', KEYS[3]) >= tonumber(ARGV[6]) then
   return {2}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[2], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 redis.call('LPUSH', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
 return {1}
 """
 
@@ -106,6 +110,7 @@ class PaymentService:
             self._settings.record_ttl_seconds,
             message,
             self._settings.queue_max_backlog,
+            int(time.time()) + self._settings.sweep_stale_seconds,
         ]
         for name, value in fields.items():
             argv += [name, value]
@@ -115,6 +120,7 @@ class PaymentService:
                 idempotency_key_slot(f"{client}:{idempotency_key}"),
                 record_key(payment_id),
                 self._settings.queue_name,
+                PENDING,
             ],
             args=argv,
         )

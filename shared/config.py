@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # in test mode and 100/s live per account). 0 disables the limit.
     stripe_max_rps: float = Field(default=20.0, ge=0)
 
+    # The recovery sweep re-enqueues a payment that is still not final this long after its
+    # last change and that no worker holds: the net under a message lost in transit.
+    sweep_stale_seconds: int = Field(default=600, ge=30)
+
     # Backpressure: above this many queued charges, POST /payments answers 503 + Retry-After.
     queue_max_backlog: int = Field(default=50_000, ge=1)
 

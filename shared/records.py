@@ -9,7 +9,9 @@ Keys (one Redis, no cluster):
 - ``payments:idem:{sha256(key)}``: the payment id that claimed an idempotency key;
 - ``payments:events``: pub/sub channel; a worker publishes a payment id when its status is final;
 - ``payments:lock:{payment_id}``: the lease of the worker charging it;
-- ``payments:dead_letters``: sorted set (by time) of payments failed because Stripe was down.
+- ``payments:dead_letters``: sorted set (by time) of payments failed because Stripe was down;
+- ``payments:pending``: sorted set of payments not yet final, scored by when the recovery sweep
+  should look at them again (see worker.maintenance).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ RECORD_PREFIX = "payments:record:"
 IDEMPOTENCY_PREFIX = "payments:idem:"
 EVENTS_CHANNEL = "payments:events"
 DEAD_LETTERS = "payments:dead_letters"
+PENDING = "payments:pending"
 LOCK_PREFIX = "payments:lock:"
 CHARGE_TASK = "payments.charge"
 

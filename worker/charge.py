@@ -35,6 +35,7 @@ from shared.rate_limit import RateLimitTimeout, SharedRateLimiter
 from shared.records import (
     DEAD_LETTERS,
     EVENTS_CHANNEL,
+    PENDING,
     PaymentRecord,
     Status,
     lock_key,
@@ -66,6 +67,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'requires_action' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZREM', KEYS[5], ARGV[1])
 if ARGV[2] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
@@ -272,7 +274,13 @@ class ChargeProcessor:
         for name, value in fields.items():
             args += [name, value]
         self._finish(
-            keys=[record_key(record.id), lock_key(record.id), EVENTS_CHANNEL, DEAD_LETTERS],
+            keys=[
+                record_key(record.id),
+                lock_key(record.id),
+                EVENTS_CHANNEL,
+                DEAD_LETTERS,
+                PENDING,
+            ],
             args=args,
         )
         return Done(status)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import UTC, datetime
 
 import redis
@@ -20,7 +21,14 @@ import redis
 from shared.celery_message import task_message
 from shared.config import Settings, get_settings
 from shared.money import format_minor
-from shared.records import CHARGE_TASK, DEAD_LETTERS, PaymentRecord, now_iso, record_key
+from shared.records import (
+    CHARGE_TASK,
+    DEAD_LETTERS,
+    PENDING,
+    PaymentRecord,
+    now_iso,
+    record_key,
+)
 from shared.redis import sync_redis
 
 # Requeues KEYS[1] (record) if it is still a failed dead letter in KEYS[2]: status back to
@@ -36,6 +44,7 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[3], 'attempts
 redis.call('HDEL', KEYS[1], 'error', 'error_status')
 redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 return 1
 """
 
@@ -62,8 +71,8 @@ def replay(client: redis.Redis, settings: Settings, payment_id: str) -> bool:
     )
     script = client.register_script(REPLAY_SCRIPT)
     done = script(
-        keys=[record_key(payment_id), DEAD_LETTERS, settings.queue_name],
-        args=[payment_id, message, now_iso()],
+        keys=[record_key(payment_id), DEAD_LETTERS, settings.queue_name, PENDING],
+        args=[payment_id, message, now_iso(), int(time.time()) + settings.sweep_stale_seconds],
     )
     return bool(done == 1)
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import structlog
 from celery import Task
+from celery.signals import worker_ready, worker_shutdown
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import get_settings
 from shared.rate_limit import SharedRateLimiter
@@ -13,8 +17,15 @@ from shared.redis import sync_redis
 from shared.stripe_gateway import StripeGateway
 from worker.celery_app import app
 from worker.charge import ChargeProcessor, RetryLater
+from worker.maintenance import MaintenanceThread
 
 settings = get_settings()
+log = structlog.get_logger(__name__)
+
+# While Redis is down the retry cannot be published either: keep trying (the worker thread
+# waits) rather than let Celery acknowledge the failed message and lose the payment.
+UNTIL_REDIS_IS_BACK = {"max_retries": None, "interval_start": 1, "interval_step": 1,
+                       "interval_max": 5}  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +46,29 @@ def processor() -> ChargeProcessor:
 @app.task(bind=True, name=CHARGE_TASK, max_retries=None, acks_late=True)
 def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     """Charge one payment; retry later when the processor says so (same idempotency key)."""
-    result = processor().process(payment_id)
+    try:
+        result = processor().process(payment_id)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("charge.redis_unavailable", payment_id=payment_id, error=type(exc).__name__)
+        raise self.retry(
+            countdown=1, exc=exc, retry=True, retry_policy=UNTIL_REDIS_IS_BACK
+        ) from exc
     if isinstance(result, RetryLater):
         raise self.retry(countdown=result.countdown)
     return result.status.value if result.status else None
+
+
+_maintenance: list[MaintenanceThread] = []
+
+
+@worker_ready.connect
+def _start_maintenance(**_: object) -> None:
+    thread = MaintenanceThread(sync_redis(settings), settings)
+    thread.start()
+    _maintenance.append(thread)
+
+
+@worker_shutdown.connect
+def _stop_maintenance(**_: object) -> None:
+    for thread in _maintenance:
+        thread.stop()

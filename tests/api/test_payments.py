@@ -414,3 +414,10 @@ async def test_a_full_queue_pushes_back_with_503_and_retry_after(
     assert refused.json()["error"]["code"] == "queue_full"
     assert replay.status_code == 202  # a replay of an accepted payment still answers
     assert len(await queued_messages(redis)) == 2
+
+
+async def test_an_accepted_payment_is_filed_for_the_recovery_sweep(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    response = await client.post("/payments", json=payment())
+    assert await redis.zscore("payments:pending", response.json()["id"]) is not None
