@@ -50,3 +50,4 @@ bench: install
 ## A few seconds of each benchmark part, report to .run/bench-smoke (no thresholds).
 bench-smoke: install
 	$(PY) -m bench --smoke --output-dir .run/bench-smoke
+.PHONY: bench bench-smoke

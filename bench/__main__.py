@@ -210,7 +210,7 @@ def bench_drain(
                 wait_for_log(group.log_dir / f"{name}.log", "ready.")
             # Two Stripe calls per charge: the bound with `concurrency` threads per worker.
             ideal = n * concurrency / (2 * latency / 1000)
-            count = max(40, int(min(ideal, 1000 * n) * plan.drain_seconds))
+            count = max(40, int(min(ideal, 250 * n) * plan.drain_seconds))
             try:
                 r = drain.measure(
                     redis_url,
