@@ -16,6 +16,8 @@ configure_logging(settings)
 
 app = Celery("payments", broker=settings.redis_url, include=["worker.tasks"])
 app.conf.update(
+    # REDIS_URL's Redis, through kombu's Redis transport with one fix (see worker.transport).
+    broker_transport="worker.transport:Transport",
     task_default_queue=settings.queue_name,
     task_serializer="json",
     accept_content=["json"],

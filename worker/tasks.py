@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import structlog
@@ -16,16 +17,13 @@ from shared.records import CHARGE_TASK
 from shared.redis import sync_redis
 from shared.stripe_gateway import StripeGateway
 from worker.celery_app import app
-from worker.charge import ChargeProcessor, RetryLater
+from worker.charge import ChargeProcessor, Done, RetryLater
 from worker.maintenance import MaintenanceThread
 
 settings = get_settings()
 log = structlog.get_logger(__name__)
 
-# While Redis is down the retry cannot be published either: keep trying (the worker thread
-# waits) rather than let Celery acknowledge the failed message and lose the payment.
-UNTIL_REDIS_IS_BACK = {"max_retries": None, "interval_start": 1, "interval_step": 1,
-                       "interval_max": 5}  # fmt: skip
+REDIS_WAIT_MAX_SECONDS = 5.0
 
 
 @lru_cache(maxsize=1)
@@ -46,16 +44,26 @@ def processor() -> ChargeProcessor:
 @app.task(bind=True, name=CHARGE_TASK, max_retries=None, acks_late=True)
 def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     """Charge one payment; retry later when the processor says so (same idempotency key)."""
-    try:
-        result = processor().process(payment_id)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        log.warning("charge.redis_unavailable", payment_id=payment_id, error=type(exc).__name__)
-        raise self.retry(
-            countdown=1, exc=exc, retry=True, retry_policy=UNTIL_REDIS_IS_BACK
-        ) from exc
+    result = _process_when_redis_answers(payment_id)
     if isinstance(result, RetryLater):
         raise self.retry(countdown=result.countdown)
     return result.status.value if result.status else None
+
+
+def _process_when_redis_answers(payment_id: str) -> Done | RetryLater:
+    """While Redis is down nothing can be recorded, retried or even acknowledged, and a task
+    that fails now would be dropped by Celery. So the thread waits for Redis and then carries
+    on: its message stays unacknowledged meanwhile, and comes back by itself if this worker
+    dies waiting."""
+    wait = 0.5
+    while True:
+        try:
+            return processor().process(payment_id)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("charge.redis_unavailable", payment_id=payment_id,
+                        error=type(exc).__name__, retry_in=wait)  # fmt: skip
+            time.sleep(wait)
+            wait = min(wait * 2, REDIS_WAIT_MAX_SECONDS)
 
 
 _maintenance: list[MaintenanceThread] = []

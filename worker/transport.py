@@ -1,0 +1,43 @@
+"""kombu's Redis transport, fixed for a Redis that dies while tasks are running.
+
+Seen with kombu 5.7 when Redis is killed mid-charge, each time killing the worker:
+1. Celery closes the broken connection and kombu pushes the channel's unacknowledged messages
+   back to the queue. That needs Redis and fails with an AttributeError (not a connection
+   error): "Unrecoverable error: 'NoneType' object has no attribute 'hostname'".
+2. A task that finishes after the reconnect acknowledges its message on the old, closed channel:
+   "Unrecoverable error: 'NoneType' object has no attribute 'client'".
+Here a closed channel neither restores nor acknowledges. The messages stay in the transport's
+unacked hash (kept by Redis's AOF) and come back after the visibility timeout (~65 s), found by
+any worker's sweep; a payment already charged is then skipped as final. The price: on a warm
+shutdown, messages reserved but not started also wait for the visibility timeout instead of
+returning at once (prefetch is one a thread, so few do).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from kombu.transport import redis
+
+log = structlog.get_logger(__name__)
+
+
+class Channel(redis.Channel):
+    do_restore = False
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        if self.connection is None:
+            log.info("broker.ack_after_reconnect", delivery_tag=str(delivery_tag))
+            return
+        super().basic_ack(delivery_tag, multiple)
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self.connection is None:
+            log.info("broker.reject_after_reconnect", delivery_tag=str(delivery_tag))
+            return
+        super().basic_reject(delivery_tag, requeue)
+
+
+class Transport(redis.Transport):
+    Channel = Channel
