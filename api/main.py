@@ -23,6 +23,8 @@ from shared.stripe_gateway import StripeGateway
 def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    if settings.environment == "production" and not settings.client_keys:
+        raise RuntimeError("API_KEYS is required when ENVIRONMENT=production: no open payment API")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

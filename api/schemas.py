@@ -19,6 +19,7 @@ CUSTOMER_ID_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
 PAYMENT_METHOD_PATTERN = r"^(pm|card|src)_[A-Za-z0-9_]{1,64}$"
 PAYMENT_ID_PATTERN = r"^pay_[0-9a-f]{24}$"
 CHARGE_ID_PATTERN = r"^(ch|py)_[A-Za-z0-9]{1,64}$"
+AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
 
 
 class PaymentRequest(BaseModel):
@@ -30,7 +31,7 @@ class PaymentRequest(BaseModel):
     account_id: Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)] = Field(
         description="The Stripe customer to charge (cus_...).", examples=["cus_Nffrfeuf3qpRJC"]
     )
-    amount: Annotated[str, StringConstraints(max_length=32)] = Field(
+    amount: Annotated[str, StringConstraints(pattern=AMOUNT_PATTERN, max_length=32)] = Field(
         description='Decimal string in major units, e.g. "42.99"; never a JSON number.',
         examples=["42.99"],
     )

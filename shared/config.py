@@ -97,8 +97,6 @@ class Settings(BaseSettings):
             key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
             if not key or key == EMULATOR_API_KEY:
                 raise ValueError("STRIPE_API_KEY is required when ENVIRONMENT=production")
-            if not self.client_keys:
-                raise ValueError("API_KEYS is required when ENVIRONMENT=production")
         return self
 
     @property

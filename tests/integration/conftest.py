@@ -7,6 +7,7 @@ Redis is the one at ``REDIS_URL`` when that answers, else a redis-server these f
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from devtools.processes import (
 pytestmark = pytest.mark.integration
 
 STRIPE_KEY = "sk_test_emulator"
+# A key that looks like a real one, made per run: the logs must never show it.
+SERVICE_STRIPE_KEY = "sk_test_" + secrets.token_hex(16)
 CLIENT_KEY = "integration-client-key"
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
@@ -76,6 +79,7 @@ def stack_env(redis_url: str, stripe_base: str) -> dict[str, str]:
         "ENVIRONMENT": "test",
         "WORKER_CONCURRENCY": "8",
         "API_KEYS": CLIENT_KEY,
+        "STRIPE_API_KEY": SERVICE_STRIPE_KEY,
     }
 
 

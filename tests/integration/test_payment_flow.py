@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import AUTH, StripeAdmin
+from devtools.processes import ProcessGroup
+from tests.integration.conftest import AUTH, CLIENT_KEY, SERVICE_STRIPE_KEY, StripeAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +199,15 @@ def test_without_a_key_nothing_is_charged_or_read(api_url: str, stripe: StripeAd
         assert anonymous.get(f"/{customer}/payments").status_code == 401
         assert anonymous.get("/readyz").status_code == 200
     assert stripe.charges(customer) == []
+
+
+def test_logs_hold_no_secret_and_no_card_number(
+    api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup
+) -> None:
+    customer = stripe.customer()
+    assert pay(api, customer, params={"wait": 30}).status_code == 200
+
+    logs = "".join(p.read_text(errors="replace") for p in processes.log_dir.glob("*.log"))
+    assert customer in logs  # the logs are there, and they are about this payment
+    for secret in (SERVICE_STRIPE_KEY, CLIENT_KEY, "4242424242424242"):
+        assert secret not in logs
