@@ -31,6 +31,9 @@ FAST_RETRIES = {
     "CHARGE_RETRY_BACKOFF_MAX_SECONDS": "2",
     "CHARGE_MAX_RETRIES": "4",
     "STRIPE_MAX_RPS": "0",
+    # The recovery sweep's net, tightened from 10 minutes so scenario 5 can show it at work:
+    # a message popped by a worker just as Redis died is lost by the transport, not by us.
+    "SWEEP_STALE_SECONDS": "45",
 }
 
 
