@@ -1,4 +1,5 @@
-"""Client authentication: ``Authorization: Bearer <key>`` on every route but the health checks.
+"""Request context and client authentication: ``Authorization: Bearer <key>`` on every route
+but the health checks.
 
 ``API_KEYS`` holds keys or their ``sha256:<hex>`` digests (so a deployment need not hold the keys
 themselves). A presented key is hashed and compared with every configured digest in constant
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 
 import orjson
 import structlog
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.config import Settings
 from shared.errors import AuthenticationFailed, PaymentServiceError
@@ -40,7 +42,11 @@ def configured_digests(settings: Settings) -> tuple[str, ...]:
     )
 
 
-class ClientAuthMiddleware:
+class RequestContextMiddleware:
+    """Every request: a bounded header size (431), a request id (``X-Request-ID``, made when
+    absent, returned on the answer, bound into every log line and passed into the task), and
+    the client's key (401 unless the route is a health check)."""
+
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.digests = configured_digests(settings)
@@ -54,6 +60,7 @@ class ClientAuthMiddleware:
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]
+        request_id = _request_id(headers)
         if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
             await _reject(
                 send,
@@ -62,18 +69,30 @@ class ClientAuthMiddleware:
                     code="headers_too_large",
                     status=431,
                 ),
+                request_id,
             )
             return
         identity = "anonymous"
         if self.digests and scope["path"] not in OPEN_PATHS:
             found = self._identify(headers)
             if found is None:
-                await _reject(send, AuthenticationFailed(), {"www-authenticate": "Bearer"})
+                await _reject(
+                    send, AuthenticationFailed(), request_id, {"www-authenticate": "Bearer"}
+                )
                 return
             identity = found
-        scope.setdefault("state", {})["client"] = identity
-        with structlog.contextvars.bound_contextvars(client=identity):
-            await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        state["client"] = identity
+        state["request_id"] = request_id
+        raw_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", raw_id))
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(client=identity, request_id=request_id):
+            await self.app(scope, receive, send_with_id)
 
     def _identify(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         value = next((v for k, v in headers if k == b"authorization"), b"")
@@ -88,13 +107,24 @@ class ClientAuthMiddleware:
         return key_identity(match) if match else None
 
 
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    given = next((v for k, v in headers if k == b"x-request-id"), b"")
+    if 0 < len(given) <= 128 and all(0x21 <= c <= 0x7E for c in given):
+        return given.decode()
+    return uuid.uuid4().hex
+
+
 async def _reject(
-    send: Send, error: PaymentServiceError, headers: dict[str, str] | None = None
+    send: Send,
+    error: PaymentServiceError,
+    request_id: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
     body = orjson.dumps({"error": error.to_dict()})
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
     ]
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.status_code, "headers": raw_headers})

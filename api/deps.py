@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.config import Settings
+from shared.metrics import ApiMetrics
 from shared.stripe_gateway import StripeGateway
 
 
@@ -33,6 +34,11 @@ def _waiter(request: Request) -> PaymentWaiter:
     return waiter
 
 
+def _metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
 def _gateway(request: Request) -> StripeGateway:
     gateway: StripeGateway = request.app.state.gateway
     return gateway
@@ -43,3 +49,4 @@ RedisDep = Annotated[Redis, Depends(_redis)]
 ServiceDep = Annotated[PaymentService, Depends(_service)]
 WaiterDep = Annotated[PaymentWaiter, Depends(_waiter)]
 GatewayDep = Annotated[StripeGateway, Depends(_gateway)]
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]

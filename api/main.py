@@ -10,12 +10,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
 
-from api import errors, health, payments
-from api.auth import OPEN_PATHS, ClientAuthMiddleware
+from api import errors, health, metrics, payments
+from api.auth import OPEN_PATHS, RequestContextMiddleware
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.config import Settings, get_settings
 from shared.logging import configure_logging
+from shared.metrics import ApiMetrics
 from shared.redis import async_redis
 from shared.stripe_gateway import StripeGateway
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         client = redis or async_redis(settings)
         events = redis or async_redis(settings, for_pubsub=True)
         app.state.settings = settings
+        app.state.metrics = ApiMetrics()
         app.state.redis = client
         app.state.service = PaymentService(client, settings)
         app.state.gateway = StripeGateway(settings)
@@ -50,10 +52,11 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         summary="Queue-backed asynchronous payments: accept fast, charge Stripe in workers.",
         lifespan=lifespan,
     )
-    app.add_middleware(ClientAuthMiddleware, settings=settings)
+    app.add_middleware(RequestContextMiddleware, settings=settings)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
+    app.include_router(metrics.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from api.deps import GatewayDep, ServiceDep, SettingsDep, WaiterDep
+from api.deps import GatewayDep, MetricsDep, ServiceDep, SettingsDep, WaiterDep
 from api.errors import json_response, validation_error
 from api.schemas import (
     CHARGE_ID_PATTERN,
@@ -30,6 +32,7 @@ from shared.errors import (
 from shared.records import PaymentRecord, Status
 
 router = APIRouter()
+log = structlog.get_logger(__name__)
 
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
@@ -104,9 +107,11 @@ async def create_payment(
     service: ServiceDep,
     waiter: WaiterDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     wait: Annotated[int, Query(ge=0, le=30, description="Seconds to wait for the outcome.")] = 0,
 ) -> Response:
     """Accept a payment: validate, claim the Idempotency-Key, enqueue the charge, answer."""
+    started = time.perf_counter()
     idempotency_key = client_idempotency_key(request)
     body = await read_json_body(request, settings.max_body_bytes)
     try:
@@ -117,9 +122,16 @@ async def create_payment(
         payment,
         idempotency_key=idempotency_key,
         client=request.state.client,
-        headers={"request_id": request.headers.get("x-request-id")},
+        headers={"request_id": request.state.request_id},
     )
     record = accepted.record
+    metrics.accept_seconds.observe(time.perf_counter() - started)
+    log.info(
+        "payment.replayed" if accepted.replayed else "payment.accepted",
+        payment_id=record.id,
+        idempotency_key=idempotency_key,
+        status=record.status.value,
+    )
     if wait and not record.is_final:
         record = await waiter.wait(
             record.id, min(wait, settings.max_wait_seconds), lambda: service.get(record.id)

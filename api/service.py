@@ -17,6 +17,7 @@ from shared.errors import (
     PaymentNotFound,
     ServiceUnavailable,
 )
+from shared.metrics import ACCEPTED
 from shared.money import AmountError, parse_amount
 from shared.records import (
     CHARGE_TASK,
@@ -32,7 +33,8 @@ from shared.records import (
 
 # Claims KEYS[1] (idempotency slot) for ARGV[1] (payment id). If the key is new: writes the
 # record KEYS[2] from ARGV[8..], pushes the task message ARGV[5] onto the queue list KEYS[3] and
-# files the payment in the pending index KEYS[4] (score ARGV[7]), all or nothing: {1}. If the key
+# files the payment in the pending index KEYS[4] (score ARGV[7]) and counts it in KEYS[5], all or
+# nothing: {1}. If the key
 # was claimed before: {0, existing record}. If the queue already holds ARGV[6] messages or more,
 # nothing is written: {2} (backpressure). Single-node Redis: the existing record's key is built
 # here from ARGV[2].
@@ -52,6 +54,7 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 redis.call('LPUSH', KEYS[3], ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
+redis.call('INCR', KEYS[5])
 return {1}
 """
 
@@ -121,6 +124,7 @@ class PaymentService:
                 record_key(payment_id),
                 self._settings.queue_name,
                 PENDING,
+                ACCEPTED,
             ],
             args=argv,
         )

@@ -1,7 +1,12 @@
-"""Structured logs: one JSON object a line, an event name and key=value fields.
+"""Structured logs: one JSON object a line, for our events and for the libraries' records alike.
 
-Secrets never reach a log: settings hold them as SecretStr, no card data enters the service,
-and the processor below drops any field whose name says it holds a secret.
+Our events are structlog calls (an event name and key=value fields); records from uvicorn,
+Celery, httpx or the Stripe SDK pass through the same processors, so every line a process writes
+parses as JSON. Context bound per request or per task (request_id, payment_id, idempotency_key,
+the client's key identity) rides along on every line.
+
+Secrets never reach a log: settings hold them as SecretStr, no card data enters the service, and
+the processor below blanks any field whose name says it holds a secret.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from shared.config import Settings
 
 _SECRET_FIELDS = ("api_key", "authorization", "secret", "password", "card", "number", "cvc")
 
+# Per-request or per-call chatter at INFO: the SDK logs every Stripe request twice and httpx
+# once more; our own events say what happened to the payment.
+_QUIET = ("stripe", "httpx", "httpcore", "uvicorn.access")
+
 
 def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event):
@@ -25,14 +34,20 @@ def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
-def configure_logging(settings: Settings) -> None:
-    level = logging.DEBUG if settings.environment == "development" else logging.INFO
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _drop_secrets,
+]
+
+
+def configure_logging(settings: Settings, *, level: int | str | None = None) -> None:
+    if level is None:
+        level = logging.DEBUG if settings.environment == "development" else logging.INFO
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _drop_secrets,
+            *_SHARED,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
@@ -40,3 +55,24 @@ def configure_logging(settings: Settings) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # uvicorn and Celery install handlers of their own: send everything through the root one.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -6,7 +6,11 @@ Configured once from settings. The pool and its size live here, not on a command
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from celery import Celery
+from celery.signals import setup_logging
 
 from shared.config import get_settings
 from shared.logging import configure_logging
@@ -53,3 +57,9 @@ app.conf.update(
     task_send_sent_event=True,
 )
 celery = app
+
+
+@setup_logging.connect
+def _json_logs(loglevel: Any = None, **_: Any) -> None:
+    """The worker's logs (Celery's own included) as JSON lines, instead of Celery's format."""
+    configure_logging(settings, level=loglevel or logging.INFO)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -31,6 +32,7 @@ from shared.errors import (
     StripeUnavailable,
     UpstreamError,
 )
+from shared.metrics import OUTCOMES, StripeCallMetrics, outcome_field
 from shared.rate_limit import RateLimitTimeout, SharedRateLimiter
 from shared.records import (
     DEAD_LETTERS,
@@ -60,14 +62,16 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return 1
 """
 
-# Writes a final outcome once, releases the lease, tells waiting API requests (ARGV[1] = id)
-# and, when ARGV[2] is '1', files the payment as a dead letter.
+# Writes a final outcome (fields ARGV[5..]) once, releases the lease, counts the outcome
+# (ARGV[4], see shared.metrics), tells waiting API requests (ARGV[1] = id) and, when ARGV[2] is
+# '1', files the payment as a dead letter (score ARGV[3]).
 FINISH_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'requires_action' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HINCRBY', KEYS[6], ARGV[4], 1)
 if ARGV[2] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
@@ -81,6 +85,8 @@ return 0
 """
 
 LEASE_BUSY_RETRY_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +109,13 @@ class ChargeProcessor:
         gateway: StripeGateway,
         settings: Settings,
         limiter: SharedRateLimiter | None = None,
+        metrics: StripeCallMetrics | None = None,
     ) -> None:
         self._redis = redis_client
         self._gateway = gateway
         self._settings = settings
         self._limiter = limiter or SharedRateLimiter(redis_client, 0)
+        self._metrics = metrics
         # The lease outlives the longest charge, and expires before the message is redelivered.
         self._lease_ms = int((2 * settings.stripe_timeout_seconds + 10) * 1000)
         self._start = redis_client.register_script(START_SCRIPT)
@@ -174,41 +182,64 @@ class ChargeProcessor:
         )
         return float(min(cap, jittered * self._settings.charge_retry_backoff_seconds))
 
-    def _stripe_call_allowed(self) -> None:
-        # Waits for the shared budget, but not past the lease: better to retry the task later.
+    def _stripe(self, call: str, request: Callable[[], T]) -> T:
+        """One Stripe call: within the shared rate budget (waiting for it, but not past the
+        lease: better to retry the task later), timed and counted by outcome."""
         self._limiter.acquire(max_wait=self._settings.stripe_timeout_seconds / 2)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return request()
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            if self._metrics is not None:
+                try:
+                    self._metrics.record(call, time.perf_counter() - started, outcome)
+                except redis.RedisError:
+                    log.debug("metrics.unrecorded", call=call)
 
     def _charge(self, record: PaymentRecord, bound: Any) -> ChargeOutcome:
         if record.payment_intent:
             # Stripe already has it (it was still processing): ask for its state.
-            self._stripe_call_allowed()
-            return self._gateway.retrieve_payment_intent(payment_intent_id=record.payment_intent)
+            intent_id = record.payment_intent
+            return self._stripe(
+                "payment_intents.retrieve",
+                lambda: self._gateway.retrieve_payment_intent(payment_intent_id=intent_id),
+            )
         if record.attempts > 1 and self._beyond_stripes_memory(record):
             # An earlier attempt may have charged without our hearing the answer, and Stripe
             # may no longer remember its idempotency key: look before charging again.
-            self._stripe_call_allowed()
-            found = self._gateway.find_payment_intent(
-                customer=record.account_id,
-                payment_id=record.id,
-                created_after=_epoch(record.created_at) - 60,
+            found = self._stripe(
+                "charges.list",
+                lambda: self._gateway.find_payment_intent(
+                    customer=record.account_id,
+                    payment_id=record.id,
+                    created_after=_epoch(record.created_at) - 60,
+                ),
             )
             if found is not None:
                 bound.info("charge.reconciled", payment_intent=found.payment_intent_id)
                 return found
         method = record.payment_method
         if method is None:
-            self._stripe_call_allowed()
-            method = self._gateway.default_payment_method(customer=record.account_id)
+            method = self._stripe(
+                "customers.retrieve",
+                lambda: self._gateway.default_payment_method(customer=record.account_id),
+            )
             # Stored so that every retry sends Stripe the very same parameters.
             self._redis.hset(record_key(record.id), "payment_method", method)
-        self._stripe_call_allowed()
-        return self._gateway.create_payment_intent(
-            customer=record.account_id,
-            amount_minor=record.amount_minor,
-            currency=record.currency,
-            payment_method=method,
-            payment_id=record.id,
-            idempotency_key=stripe_idempotency_key(record.id),
+        return self._stripe(
+            "payment_intents.create",
+            lambda: self._gateway.create_payment_intent(
+                customer=record.account_id,
+                amount_minor=record.amount_minor,
+                currency=record.currency,
+                payment_method=method,
+                payment_id=record.id,
+                idempotency_key=stripe_idempotency_key(record.id),
+            ),
         )
 
     def _record_outcome(
@@ -262,10 +293,12 @@ class ChargeProcessor:
         dead_letter: bool = False,
     ) -> Done:
         now = now_iso()
+        code = orjson.loads(fields["error"])["code"] if "error" in fields else None
         args: list[str | float] = [
             record.id,
             "1" if dead_letter else "0",
             _epoch(now),
+            outcome_field(status.value, code),
             "status",
             status.value,
             "updated_at",
@@ -280,6 +313,7 @@ class ChargeProcessor:
                 EVENTS_CHANNEL,
                 DEAD_LETTERS,
                 PENDING,
+                OUTCOMES,
             ],
             args=args,
         )

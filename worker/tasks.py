@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
+import redis
 import structlog
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown
@@ -12,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import get_settings
+from shared.metrics import StripeCallMetrics, emf_queue_depth
 from shared.rate_limit import SharedRateLimiter
 from shared.records import CHARGE_TASK
 from shared.redis import sync_redis
@@ -35,6 +37,7 @@ def processor() -> ChargeProcessor:
         StripeGateway(settings),
         settings,
         SharedRateLimiter(client, settings.stripe_max_rps),
+        StripeCallMetrics(client),
     )
 
 
@@ -44,9 +47,12 @@ def processor() -> ChargeProcessor:
 @app.task(bind=True, name=CHARGE_TASK, max_retries=None, acks_late=True)
 def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     """Charge one payment; retry later when the processor says so (same idempotency key)."""
-    result = _process_when_redis_answers(payment_id)
+    # The API's request id follows the payment into every log line of its task.
+    request_id = getattr(self.request, "request_id", None)
+    with structlog.contextvars.bound_contextvars(payment_id=payment_id, request_id=request_id):
+        result = _process_when_redis_answers(payment_id)
     if isinstance(result, RetryLater):
-        raise self.retry(countdown=result.countdown)
+        raise self.retry(countdown=result.countdown, headers={"request_id": request_id or ""})
     return result.status.value if result.status else None
 
 
@@ -69,9 +75,15 @@ def _process_when_redis_answers(payment_id: str) -> Done | RetryLater:
 _maintenance: list[MaintenanceThread] = []
 
 
+def _publish_queue_depth(client: redis.Redis) -> None:
+    """The autoscaling signal, as a CloudWatch EMF line on stdout (see deploy/ecs)."""
+    print(emf_queue_depth(settings.queue_name, int(client.llen(settings.queue_name))), flush=True)
+
+
 @worker_ready.connect
 def _start_maintenance(**_: object) -> None:
-    thread = MaintenanceThread(sync_redis(settings), settings)
+    client = sync_redis(settings)
+    thread = MaintenanceThread(client, settings, extra=lambda: _publish_queue_depth(client))
     thread.start()
     _maintenance.append(thread)
 

@@ -1,0 +1,138 @@
+"""Metrics: counted where they happen, exposed by the API's ``GET /metrics`` (Prometheus text).
+
+Workers have no HTTP port (they scale by the dozen, behind nothing), so what they count goes to
+Redis, aggregated across every worker as it is written (HINCRBY in a pipeline, or inside the
+script that records an outcome), and the API reads it at scrape time. One scrape target sees the
+whole fleet, with no Pushgateway to run and nothing lost when a worker is scaled in. The API's
+own numbers (accept latency) are ordinary in-process prometheus-client metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+import redis
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+ACCEPTED = "payments:metrics:accepted"
+OUTCOMES = "payments:metrics:outcomes"  # field "status|code" -> count
+STRIPE_CALLS = "payments:metrics:stripe"  # fields "call|outcome|le", "call|outcome|sum"
+STRIPE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+ACCEPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def outcome_field(status: str, code: str | None) -> str:
+    return f"{status}|{code or ''}"
+
+
+class StripeCallMetrics:
+    """Times each Stripe call of a worker and counts it by outcome, into Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def record(self, call: str, seconds: float, outcome: str) -> None:
+        prefix = f"{call}|{outcome}|"
+        bucket = next((str(b) for b in STRIPE_BUCKETS if seconds <= b), "+Inf")
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(STRIPE_CALLS, prefix + bucket, 1)
+            pipe.hincrbyfloat(STRIPE_CALLS, prefix + "sum", seconds)
+            pipe.execute()
+
+
+class ApiMetrics:
+    """The API process's own metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.accept_seconds = Histogram(
+            "payments_accept_seconds",
+            "Time to accept POST /payments (validation, the Redis script, the answer)",
+            buckets=ACCEPT_BUCKETS,
+            registry=self.registry,
+        )
+
+
+class FleetCollector(Collector):
+    """Renders what the workers counted in Redis, read just before a scrape."""
+
+    def __init__(self) -> None:
+        self.outcomes: Mapping[bytes, bytes] = {}
+        self.stripe: Mapping[bytes, bytes] = {}
+        self.accepted = 0
+        self.queue_depth = 0
+        self.dead_letters = 0
+
+    def collect(self) -> Iterator[Any]:
+        accepted = CounterMetricFamily(
+            "payments_accepted", "Payments accepted (new, not replays)", labels=[]
+        )
+        accepted.add_metric([], self.accepted)
+        yield accepted
+
+        outcomes = CounterMetricFamily(
+            "payments_outcomes", "Final outcomes recorded by workers", labels=["status", "code"]
+        )
+        for field, count in sorted(self.outcomes.items()):
+            status, _, code = field.decode().partition("|")
+            outcomes.add_metric([status, code], int(count))
+        yield outcomes
+
+        yield GaugeMetricFamily(
+            "payments_queue_depth", "Charges waiting in the queue", value=self.queue_depth
+        )
+        yield GaugeMetricFamily(
+            "payments_dead_letters", "Payments failed for Stripe being down, kept for replay",
+            value=self.dead_letters,
+        )  # fmt: skip
+
+        yield from self._stripe_histograms()
+
+    def _stripe_histograms(self) -> Iterator[Any]:
+        series: dict[tuple[str, str], dict[str, float]] = {}
+        for raw_field, raw_value in self.stripe.items():
+            call, outcome, part = raw_field.decode().split("|")
+            series.setdefault((call, outcome), {})[part] = float(raw_value)
+        family = HistogramMetricFamily(
+            "payments_stripe_request_seconds",
+            "Stripe calls made by workers, by call and outcome (ok or the error type)",
+            labels=["call", "outcome"],
+        )
+        for (call, outcome), parts in sorted(series.items()):
+            running = 0.0
+            buckets = []
+            for bound in (*map(str, STRIPE_BUCKETS), "+Inf"):
+                running += parts.get(bound, 0.0)
+                buckets.append((bound, running))
+            family.add_metric([call, outcome], buckets, parts.get("sum", 0.0))
+        yield family
+
+
+def emf_queue_depth(queue: str, depth: int, *, now: float | None = None) -> str:
+    """A CloudWatch Embedded Metric Format line: the autoscaling signal, with no AWS SDK call."""
+    return orjson.dumps(
+        {
+            "_aws": {
+                "Timestamp": int((time.time() if now is None else now) * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": "PaymentsService",
+                        "Dimensions": [["Queue"]],
+                        "Metrics": [{"Name": "QueueDepth", "Unit": "Count"}],
+                    }
+                ],
+            },
+            "Queue": queue,
+            "QueueDepth": depth,
+        }
+    ).decode()

@@ -1,0 +1,103 @@
+"""What an operator sees of a payment: one request id from the API into its task, JSON logs,
+and the workers' numbers on the API's /metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools.processes import ProcessGroup
+from tests.integration.conftest import StripeAdmin
+
+pytestmark = pytest.mark.integration
+
+
+def json_lines(processes: ProcessGroup, name: str) -> list[dict[str, Any]]:
+    lines = (processes.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+    parsed = []
+    for line in lines:
+        if line.startswith("{"):
+            parsed.append(json.loads(line))
+    return parsed
+
+
+def test_a_request_id_follows_the_payment_into_its_task(
+    api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup
+) -> None:
+    customer = stripe.customer()
+    request_id = f"req-{customer}"
+
+    response = api.post(
+        "/payments",
+        params={"wait": 30},
+        json={"account_id": customer, "amount": "12.34"},
+        headers={"X-Request-ID": request_id, "Idempotency-Key": f"obs-{customer}"},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == request_id
+    payment_id = response.json()["id"]
+    api_events = [e for e in json_lines(processes, "api") if e.get("request_id") == request_id]
+    assert any(
+        e["event"] == "payment.accepted"
+        and e["payment_id"] == payment_id
+        and e["idempotency_key"] == f"obs-{customer}"
+        for e in api_events
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        worker_events = [
+            e for e in json_lines(processes, "worker-1") if e.get("request_id") == request_id
+        ]
+        if any(e["event"] == "charge.succeeded" for e in worker_events) or (
+            time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.2)
+    assert {e["payment_id"] for e in worker_events} == {payment_id}
+    assert any(e["event"] == "charge.succeeded" for e in worker_events)
+
+
+def test_every_log_line_of_the_api_and_the_worker_is_json(
+    api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup
+) -> None:
+    customer = stripe.customer()
+    api.post("/payments", params={"wait": 30}, json={"account_id": customer, "amount": "1.00"})
+    for name in ("api", "worker-1"):
+        lines = [
+            line
+            for line in (processes.log_dir / f"{name}.log").read_text().splitlines()
+            if line.strip()
+        ]
+        not_json = [line for line in lines if not line.startswith("{")]
+        # Celery prints its start-up banner before logging is configured; nothing after it.
+        banner_end = max((i for i, line in enumerate(lines) if "[queues]" in line), default=-1)
+        after_banner = [line for line in not_json if lines.index(line) > banner_end + 3]
+        assert after_banner == [], f"{name}: {after_banner[:3]}"
+
+
+def test_metrics_include_what_the_workers_did(api: httpx.Client, stripe: StripeAdmin) -> None:
+    customer = stripe.customer()
+    assert (
+        api.post(
+            "/payments", params={"wait": 30}, json={"account_id": customer, "amount": "2.00"}
+        ).status_code
+        == 200
+    )
+
+    text = api.get("/metrics").text
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert got[("payments_outcomes_total", (("code", ""), ("status", "succeeded")))] >= 1
+    created = (("call", "payment_intents.create"), ("outcome", "ok"))
+    assert got[("payments_stripe_request_seconds_count", created)] >= 1
+    assert ("payments_queue_depth", ()) in got
+    assert got[("payments_accept_seconds_count", ())] >= 1
