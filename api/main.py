@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +39,10 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         app.state.gateway = StripeGateway(settings)
         app.state.waiter = PaymentWaiter(events)
         app.state.waiter.start()
+        # What exists now lives until exit: keep it out of every garbage-collection pass
+        # (measured: accept p99 about 60 ms -> 25 ms under load).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
