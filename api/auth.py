@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import uuid
+import os
 
 import orjson
 import structlog
@@ -111,7 +111,7 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     given = next((v for k, v in headers if k == b"x-request-id"), b"")
     if 0 < len(given) <= 128 and all(0x21 <= c <= 0x7E for c in given):
         return given.decode()
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 async def _reject(

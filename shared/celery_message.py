@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import uuid
 from typing import Any
 
 import orjson
@@ -68,7 +67,7 @@ def task_message(
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": os.urandom(16).hex(),
             },
         }
     )

@@ -11,11 +11,13 @@ the processor below blanks any field whose name says it holds a secret.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 from shared.config import Settings
@@ -27,11 +29,25 @@ _SECRET_FIELDS = ("api_key", "authorization", "secret", "password", "card", "num
 _QUIET = ("stripe", "httpx", "httpcore", "uvicorn.access")
 
 
+@functools.cache
+def _is_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_FIELDS)
+
+
 def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event):
-        if any(marker in name.lower() for marker in _SECRET_FIELDS):
+        if _is_secret(name):
             event[name] = "[redacted]"
     return event
+
+
+def _orjson_bytes(event: Any, **_: Any) -> bytes:
+    return orjson.dumps(event, default=str)
+
+
+def _orjson_str(event: Any, **_: Any) -> str:
+    return orjson.dumps(event, default=str).decode()
 
 
 _SHARED: list[Any] = [
@@ -45,14 +61,16 @@ _SHARED: list[Any] = [
 def configure_logging(settings: Settings, *, level: int | str | None = None) -> None:
     if level is None:
         level = logging.DEBUG if settings.environment == "development" else logging.INFO
+    # orjson straight to bytes: one accept logs one line, and the standard json module made
+    # that line a tenth of the request's CPU.
     structlog.configure(
         processors=[
             *_SHARED,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_orjson_bytes),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -62,7 +80,7 @@ def configure_logging(settings: Settings, *, level: int | str | None = None) -> 
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
+                structlog.processors.JSONRenderer(serializer=_orjson_str),
             ],
         )
     )
