@@ -146,7 +146,9 @@ async def create_payment(request: Request) -> Response:
     )
     record = accepted.record
     state.metrics.accept_seconds.observe(time.perf_counter() - started)
-    log.info(
+    # A new payment is logged at debug: at INFO one line per accept was 8% of the request's
+    # CPU, and the worker's charge.* events carry the same ids (and the request id) anyway.
+    (log.info if accepted.replayed else log.debug)(
         "payment.replayed" if accepted.replayed else "payment.accepted",
         payment_id=record.id,
         idempotency_key=idempotency_key,

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
     environment: Literal["development", "test", "production"] = "development"
+    # DEBUG also logs every accepted payment in the API (development's default).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
 
     redis_url: str = "redis://localhost:6379/0"
     # Bounded so that a dead Redis turns into a 503 within a couple of seconds, not a hang.

@@ -60,7 +60,11 @@ _SHARED: list[Any] = [
 
 def configure_logging(settings: Settings, *, level: int | str | None = None) -> None:
     if level is None:
-        level = logging.DEBUG if settings.environment == "development" else logging.INFO
+        level = settings.log_level or (
+            logging.DEBUG if settings.environment == "development" else logging.INFO
+        )
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping()[level.upper()]
     # orjson straight to bytes: one accept logs one line, and the standard json module made
     # that line a tenth of the request's CPU.
     structlog.configure(

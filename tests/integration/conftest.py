@@ -80,6 +80,7 @@ def stack_env(redis_url: str, stripe_base: str) -> dict[str, str]:
         "WORKER_CONCURRENCY": "8",
         "API_KEYS": CLIENT_KEY,
         "STRIPE_API_KEY": SERVICE_STRIPE_KEY,
+        "LOG_LEVEL": "DEBUG",
     }
 
 
