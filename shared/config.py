@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     # rate x time in flight: 150 charges/s x 2 Stripe calls x 0.2 s = 60 charges at once;
     # 128 leaves room for slower answers and retries before threads, not Stripe, are the limit.
     worker_pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
+    worker_send_task_events: bool = False
     worker_concurrency: int = Field(default=128, ge=1, le=1024)
 
     @field_validator("stripe_api_base", mode="before")

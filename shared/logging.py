@@ -26,7 +26,15 @@ _SECRET_FIELDS = ("api_key", "authorization", "secret", "password", "card", "num
 
 # Per-request or per-call chatter at INFO: the SDK logs every Stripe request twice and httpx
 # once more; our own events say what happened to the payment.
-_QUIET = ("stripe", "httpx", "httpcore", "uvicorn.access")
+_QUIET = (
+    "stripe",
+    "httpx",
+    "httpcore",
+    "uvicorn.access",
+    # Celery's "Task ... received" / "... succeeded in" lines: the charge.* events say it.
+    "celery.worker.strategy",
+    "celery.app.trace",
+)
 
 
 @functools.cache

@@ -41,12 +41,14 @@ class StripeCallMetrics:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
 
-    def record(self, call: str, seconds: float, outcome: str) -> None:
-        prefix = f"{call}|{outcome}|"
-        bucket = next((str(b) for b in STRIPE_BUCKETS if seconds <= b), "+Inf")
+    def record_many(self, timings: list[tuple[str, float, str]]) -> None:
+        """(call, seconds, outcome) triples, in one round trip."""
         with self._client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(STRIPE_CALLS, prefix + bucket, 1)
-            pipe.hincrbyfloat(STRIPE_CALLS, prefix + "sum", seconds)
+            for call, seconds, outcome in timings:
+                prefix = f"{call}|{outcome}|"
+                bucket = next((str(b) for b in STRIPE_BUCKETS if seconds <= b), "+Inf")
+                pipe.hincrby(STRIPE_CALLS, prefix + bucket, 1)
+                pipe.hincrbyfloat(STRIPE_CALLS, prefix + "sum", seconds)
             pipe.execute()
 
 

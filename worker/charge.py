@@ -50,7 +50,7 @@ from shared.stripe_gateway import ChargeOutcome, StripeGateway, TransientStripeE
 log = structlog.get_logger(__name__)
 
 # Takes the payment's lease (KEYS[2]) and moves the record to `processing`, unless the record is
-# gone (-1), already final (0) or leased by another worker (-2). 1: go ahead.
+# gone (-1), already final (0) or leased by another worker (-2). {1, record}: go ahead.
 START_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
@@ -59,7 +59,7 @@ if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return -2 e
 redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'first_attempt_at', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-return 1
+return {1, redis.call('HGETALL', KEYS[1])}
 """
 
 # Writes a final outcome (fields ARGV[5..]) once, releases the lease, counts the outcome
@@ -136,15 +136,28 @@ class ChargeProcessor:
         if started == -2:
             bound.info("charge.leased_elsewhere")
             return RetryLater("another worker holds this payment", LEASE_BUSY_RETRY_SECONDS)
-        if started != 1:
+        if not isinstance(started, list):
             bound.info("charge.skipped", reason="unknown" if started == -1 else "already_final")
             return Done(None)
-        record = self.load(payment_id)
-        if record is None:  # expired between the two reads
-            return Done(None)
+        flat = started[1]
+        record = PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
         bound = bound.bind(idempotency_key=record.idempotency_key, attempt=record.attempts)
+        timings: list[tuple[str, float, str]] = []
         try:
-            outcome = self._charge(record, bound)
+            return self._attempt(record, bound, token, timings)
+        finally:
+            if timings and self._metrics is not None:
+                try:
+                    self._metrics.record_many(timings)
+                except redis.RedisError:
+                    log.debug("metrics.unrecorded", payment_id=payment_id)
+
+    def _attempt(
+        self, record: PaymentRecord, bound: Any, token: str, timings: list[tuple[str, float, str]]
+    ) -> Done | RetryLater:
+        payment_id = record.id
+        try:
+            outcome = self._charge(record, timings)
         except (TransientStripeError, RateLimitTimeout) as exc:
             retry_after = exc.retry_after if isinstance(exc, TransientStripeError) else None
             if record.attempts > self._settings.charge_max_retries:
@@ -182,9 +195,12 @@ class ChargeProcessor:
         )
         return float(min(cap, jittered * self._settings.charge_retry_backoff_seconds))
 
-    def _stripe(self, call: str, request: Callable[[], T]) -> T:
+    def _stripe(
+        self, timings: list[tuple[str, float, str]], call: str, request: Callable[[], T]
+    ) -> T:
         """One Stripe call: within the shared rate budget (waiting for it, but not past the
-        lease: better to retry the task later), timed and counted by outcome."""
+        lease: better to retry the task later), timed by outcome into ``timings`` (written to
+        Redis once per attempt)."""
         self._limiter.acquire(max_wait=self._settings.stripe_timeout_seconds / 2)
         started = time.perf_counter()
         outcome = "ok"
@@ -194,17 +210,16 @@ class ChargeProcessor:
             outcome = type(exc).__name__
             raise
         finally:
-            if self._metrics is not None:
-                try:
-                    self._metrics.record(call, time.perf_counter() - started, outcome)
-                except redis.RedisError:
-                    log.debug("metrics.unrecorded", call=call)
+            timings.append((call, time.perf_counter() - started, outcome))
 
-    def _charge(self, record: PaymentRecord, bound: Any) -> ChargeOutcome:
+    def _charge(
+        self, record: PaymentRecord, timings: list[tuple[str, float, str]]
+    ) -> ChargeOutcome:
         if record.payment_intent:
             # Stripe already has it (it was still processing): ask for its state.
             intent_id = record.payment_intent
             return self._stripe(
+                timings,
                 "payment_intents.retrieve",
                 lambda: self._gateway.retrieve_payment_intent(payment_intent_id=intent_id),
             )
@@ -212,6 +227,7 @@ class ChargeProcessor:
             # An earlier attempt may have charged without our hearing the answer, and Stripe
             # may no longer remember its idempotency key: look before charging again.
             found = self._stripe(
+                timings,
                 "charges.list",
                 lambda: self._gateway.find_payment_intent(
                     customer=record.account_id,
@@ -220,17 +236,23 @@ class ChargeProcessor:
                 ),
             )
             if found is not None:
-                bound.info("charge.reconciled", payment_intent=found.payment_intent_id)
+                log.info(
+                    "charge.reconciled",
+                    payment_id=record.id,
+                    payment_intent=found.payment_intent_id,
+                )
                 return found
         method = record.payment_method
         if method is None:
             method = self._stripe(
+                timings,
                 "customers.retrieve",
                 lambda: self._gateway.default_payment_method(customer=record.account_id),
             )
             # Stored so that every retry sends Stripe the very same parameters.
             self._redis.hset(record_key(record.id), "payment_method", method)
         return self._stripe(
+            timings,
             "payment_intents.create",
             lambda: self._gateway.create_payment_intent(
                 customer=record.account_id,

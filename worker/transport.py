@@ -1,4 +1,4 @@
-"""kombu's Redis transport, fixed for a Redis that dies while tasks are running.
+"""kombu's Redis transport, fixed for a Redis that dies while tasks are running, and cheaper.
 
 Seen with kombu 5.7 when Redis is killed mid-charge, each time killing the worker:
 1. Celery closes the broken connection and kombu pushes the channel's unacknowledged messages
@@ -15,6 +15,9 @@ returning at once (prefetch is one a thread, so few do).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 import structlog
@@ -25,6 +28,17 @@ log = structlog.get_logger(__name__)
 
 class Channel(redis.Channel):
     do_restore = False
+
+    @cached_property
+    def _shared_client(self) -> Any:
+        return self._create_client()  # type: ignore[attr-defined]
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        # kombu builds a new redis.Redis object for every ack and publish done without a client
+        # at hand: measured at a quarter of a busy worker's CPU. A redis.Redis is thread-safe
+        # (its pool hands each command a connection), so one per channel serves them all.
+        yield client or self._shared_client
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
         if self.connection is None:
