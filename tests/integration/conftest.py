@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +26,7 @@ from devtools.processes import (
     temporary_redis,
     wait_for_port,
 )
+from tests.integration.stack import wait_for_log
 
 pytestmark = pytest.mark.integration
 
@@ -82,16 +81,6 @@ def stack_env(redis_url: str, stripe_base: str) -> dict[str, str]:
         "STRIPE_API_KEY": SERVICE_STRIPE_KEY,
         "LOG_LEVEL": "DEBUG",
     }
-
-
-def wait_for_log(path: Path, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
-    raise TimeoutError(f"{path.name}: no {text!r} within {timeout}s:\n{tail}")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import pytest
 
 from devtools.processes import ROOT, ProcessGroup, free_port, python_module, wait_for_port
 from tests.integration.conftest import AUTH, StripeAdmin
+from tests.integration.stack import wait_for_log
 
 try:
     from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -122,6 +123,7 @@ def wait_for_succeeded_task(page: Page, url: str, payment_id: str) -> Locator:
 
 
 def test_an_operator_sees_the_worker_and_the_completed_payment_in_flower(
+    processes: ProcessGroup,
     browser: Browser,
     flower_url: str,
     api_url: str,
@@ -159,6 +161,8 @@ def test_an_operator_sees_the_worker_and_the_completed_payment_in_flower(
         worker_row = page.locator("#workers-table tbody tr").filter(has_text="w1@")
         expect(worker_row).to_have_count(1, timeout=WAIT_MS)
         expect(worker_row).to_contain_text("Online", timeout=WAIT_MS)
+        # Workers start with task events off; Flower switches them on every 5 s while it runs.
+        wait_for_log(processes.log_dir / "worker-1.log", "Events of group {task} enabled")
 
         customer = stripe.customer()
         paid = httpx.post(
