@@ -12,9 +12,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from api.service import PaymentService
-from api.waiter import PaymentWaiter
 from shared.config import Settings
-from shared.metrics import ApiMetrics
 from shared.stripe_gateway import StripeGateway
 
 
@@ -33,16 +31,6 @@ async def _service(request: Request) -> PaymentService:
     return service
 
 
-async def _waiter(request: Request) -> PaymentWaiter:
-    waiter: PaymentWaiter = request.app.state.waiter
-    return waiter
-
-
-async def _metrics(request: Request) -> ApiMetrics:
-    metrics: ApiMetrics = request.app.state.metrics
-    return metrics
-
-
 async def _gateway(request: Request) -> StripeGateway:
     gateway: StripeGateway = request.app.state.gateway
     return gateway
@@ -51,6 +39,4 @@ async def _gateway(request: Request) -> StripeGateway:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[Redis, Depends(_redis)]
 ServiceDep = Annotated[PaymentService, Depends(_service)]
-WaiterDep = Annotated[PaymentWaiter, Depends(_waiter)]
 GatewayDep = Annotated[StripeGateway, Depends(_gateway)]
-MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]

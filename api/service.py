@@ -10,7 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from api.schemas import PaymentRequest
-from shared.celery_message import task_message
+from shared.celery_message import charge_message
 from shared.config import Settings
 from shared.errors import (
     IdempotencyKeyMismatch,
@@ -21,7 +21,6 @@ from shared.errors import (
 from shared.metrics import ACCEPTED
 from shared.money import AmountError, parse_amount
 from shared.records import (
-    CHARGE_TASK,
     PENDING,
     RECORD_PREFIX,
     PaymentRecord,
@@ -104,13 +103,7 @@ class PaymentService:
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
         )
-        message = task_message(
-            task_name=CHARGE_TASK,
-            task_id=payment_id,
-            args=(payment_id,),
-            queue=self._settings.queue_name,
-            headers=headers,
-        )
+        message = charge_message(payment_id, queue=self._settings.queue_name, headers=headers)
         argv: list[str | bytes | int] = [
             payment_id,
             RECORD_PREFIX,

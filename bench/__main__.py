@@ -35,6 +35,7 @@ from devtools.processes import (
     python_module,
     redis_server_binary,
     temporary_redis,
+    wait_for_log,
     wait_for_port,
 )
 from shared.config import Settings
@@ -110,16 +111,6 @@ def http(method: str, url: str) -> bytes:
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
         body: bytes = resp.read()
         return body
-
-
-def wait_for_log(path: Path, text: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
-    raise TimeoutError(f"{path.name}: no {text!r} within {timeout}s:\n{tail}")
 
 
 @contextmanager

@@ -48,6 +48,16 @@ def wait_for_port(
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
 
 
+def wait_for_log(path: Path, text: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+    raise TimeoutError(f"{path.name}: no {text!r} within {timeout}s:\n{tail}")
+
+
 def redis_reachable(url: str | None) -> bool:
     if not url:
         return False

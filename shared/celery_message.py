@@ -16,7 +16,20 @@ from typing import Any
 
 import orjson
 
+from shared.records import CHARGE_TASK
+
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+
+
+def charge_message(payment_id: str, *, queue: str, headers: dict[str, Any] | None = None) -> bytes:
+    """The ``payments.charge`` task for one payment; the payment id is also the task id."""
+    return task_message(
+        task_name=CHARGE_TASK,
+        task_id=payment_id,
+        args=(payment_id,),
+        queue=queue,
+        headers=headers,
+    )
 
 
 def task_message(

@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 
 import redis
 
-from shared.celery_message import task_message
+from shared.celery_message import charge_message
 from shared.config import Settings, get_settings
 from shared.money import format_minor
 from shared.records import (
-    CHARGE_TASK,
     DEAD_LETTERS,
     PENDING,
     PaymentRecord,
@@ -62,13 +61,7 @@ def list_dead_letters(client: redis.Redis) -> list[tuple[PaymentRecord | None, s
 
 def replay(client: redis.Redis, settings: Settings, payment_id: str) -> bool:
     """Requeue one dead letter; False if it is not (or no longer) one."""
-    message = task_message(
-        task_name=CHARGE_TASK,
-        task_id=payment_id,
-        args=(payment_id,),
-        queue=settings.queue_name,
-        headers={"replayed": True},
-    )
+    message = charge_message(payment_id, queue=settings.queue_name, headers={"replayed": True})
     script = client.register_script(REPLAY_SCRIPT)
     done = script(
         keys=[record_key(payment_id), DEAD_LETTERS, settings.queue_name, PENDING],

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import redis
 import structlog
 
-from shared.celery_message import task_message
+from shared.celery_message import charge_message
 from shared.config import Settings
-from shared.records import CHARGE_TASK, LOCK_PREFIX, PENDING, RECORD_PREFIX
+from shared.records import LOCK_PREFIX, PENDING, RECORD_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -51,13 +51,7 @@ def sweep(client: redis.Redis, settings: Settings, *, now: float | None = None) 
     requeued = []
     for member in due:
         payment_id = member.decode()
-        message = task_message(
-            task_name=CHARGE_TASK,
-            task_id=payment_id,
-            args=(payment_id,),
-            queue=settings.queue_name,
-            headers={"recovered": True},
-        )
+        message = charge_message(payment_id, queue=settings.queue_name, headers={"recovered": True})
         pushed = script(
             keys=[PENDING, settings.queue_name],
             args=[payment_id, message, RECORD_PREFIX, LOCK_PREFIX,

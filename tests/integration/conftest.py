@@ -24,9 +24,9 @@ from devtools.processes import (
     free_port,
     redis_reachable,
     temporary_redis,
+    wait_for_log,
     wait_for_port,
 )
-from tests.integration.stack import wait_for_log
 
 pytestmark = pytest.mark.integration
 

@@ -30,16 +30,6 @@ from devtools.processes import (
 CLIENT_KEY = "fault-test-client-key"
 
 
-def wait_for_log(path: Path, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
-    raise TimeoutError(f"{path.name}: no {text!r} within {timeout}s:\n{tail}")
-
-
 @dataclass
 class Stack:
     group: ProcessGroup

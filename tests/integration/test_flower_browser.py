@@ -17,9 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.processes import ROOT, ProcessGroup, free_port, python_module, wait_for_port
+from devtools.processes import (
+    ROOT,
+    ProcessGroup,
+    free_port,
+    python_module,
+    wait_for_log,
+    wait_for_port,
+)
 from tests.integration.conftest import AUTH, StripeAdmin
-from tests.integration.stack import wait_for_log
 
 try:
     from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
