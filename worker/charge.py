@@ -142,6 +142,7 @@ class ChargeProcessor:
         flat = started[1]
         record = PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
         bound = bound.bind(idempotency_key=record.idempotency_key, attempt=record.attempts)
+        bound.info("charge.started")
         timings: list[tuple[str, float, str]] = []
         try:
             return self._attempt(record, bound, token, timings)

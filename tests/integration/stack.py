@@ -112,12 +112,13 @@ class Stack:
         return proc.returncode
 
     def worker_holding(self, payment_id: str, names: list[str]) -> str:
-        """Which worker received the payment's task (from the workers' own logs)."""
+        """Which worker started charging the payment (from the workers' own logs)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             for name in names:
-                if f"[{payment_id}] received" in self.worker_log(name).read_text(errors="replace"):
-                    return name
+                for line in self.worker_log(name).read_text(errors="replace").splitlines():
+                    if '"charge.started"' in line and payment_id in line:
+                        return name
             time.sleep(0.05)
         raise AssertionError(f"no worker received {payment_id}")
 
