@@ -89,6 +89,6 @@ async def test_oversized_headers_are_refused_before_any_route(secured: httpx.Asy
 
 
 def test_production_refuses_to_start_without_client_keys() -> None:
-    settings = Settings(environment="production", stripe_api_key="sk_live_placeholder")
+    settings = Settings(environment="production", stripe_api_key="sk_live_x")
     with pytest.raises(RuntimeError, match="API_KEYS is required"):
         create_app(settings)
