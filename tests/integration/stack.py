@@ -6,14 +6,17 @@ service and the emulator, N workers and the API.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from devtools.processes import (
@@ -28,6 +31,34 @@ from devtools.processes import (
 )
 
 CLIENT_KEY = "fault-test-client-key"
+
+
+def pay(
+    api: httpx.Client,
+    customer: str,
+    amount: str = "42.99",
+    *,
+    wait: int = 0,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST /payments as a client would."""
+    return api.post(
+        "/payments",
+        json={"account_id": customer, "amount": amount},
+        params={"wait": wait},
+        headers=headers or {},
+    )
+
+
+def final(api: httpx.Client, payment_id: str, timeout: float = 180) -> dict[str, Any]:
+    """Poll a payment until its status is final."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = api.get(f"/payments/{payment_id}").json()
+        if body["status"] not in ("queued", "processing"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"{payment_id} not final after {timeout}s")
 
 
 @dataclass
@@ -130,6 +161,18 @@ class Stack:
             timeout=timeout,
             headers={"Authorization": f"Bearer {CLIENT_KEY}"},
         )
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, tmp: pytest.TempPathFactory, name: str, env: dict[str, str], workers: int
+    ) -> Iterator[Stack]:
+        """A stack of its own for one test, stopped whatever happens."""
+        group = ProcessGroup(tmp.mktemp(f"{name}-logs"))
+        try:
+            yield cls(group, tmp.mktemp(f"{name}-redis"), env).start(workers=workers)
+        finally:
+            group.stop_all()
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=5)

@@ -7,6 +7,7 @@ Figures (attempts, recovery times) are printed with -s and written up in docs/RE
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from devtools.demo import create_test_customer
 from devtools.processes import ProcessGroup
 from shared.celery_message import task_message
 from tests.integration.conftest import STRIPE_KEY, StripeAdmin
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, final, pay
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,25 +61,6 @@ def stripe(stack: Stack) -> Iterator[StripeAdmin]:
 def api(stack: Stack) -> Iterator[httpx.Client]:
     with stack.api() as client:
         yield client
-
-
-def pay(api: httpx.Client, customer: str, *, wait: int = 0, **kw: Any) -> httpx.Response:
-    return api.post(
-        "/payments",
-        json={"account_id": customer, "amount": kw.pop("amount", "42.99")},
-        params={"wait": wait},
-        headers=kw.pop("headers", {}),
-    )
-
-
-def final(api: httpx.Client, payment_id: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = api.get(f"/payments/{payment_id}").json()
-        if body["status"] not in ("queued", "processing"):
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"{payment_id} not final after {timeout}s")
 
 
 def intent_posts(stack: Stack, payment_id: str) -> list[dict[str, Any]]:
@@ -261,8 +243,6 @@ def test_6_stripe_down_for_good_fails_the_payment_and_an_operator_replays_it(
 
 
 def _dead_letters(env: dict[str, str], *args: str) -> str:
-    import os
-
     done = subprocess.run(
         [sys.executable, "-m", "worker.dead_letters", *args],
         env={**os.environ, **env},
@@ -279,20 +259,19 @@ def test_7_an_outcome_lost_beyond_stripes_memory_is_reconciled_not_recharged(
 ) -> None:
     # Stripe's 24 hours pass in an instant: the proxy forgets its keys when it drops the
     # answer, and this stack's workers treat any earlier attempt as beyond Stripe's memory.
-    group = ProcessGroup(tmp_path_factory.mktemp("forget-logs"))
     env = {**FAST_RETRIES, "STRIPE_KEY_MEMORY_SECONDS": "0"}
-    try:
-        stack = Stack(group, tmp_path_factory.mktemp("forget-redis"), env).start(workers=1)
-        headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
-        with httpx.Client(base_url=stack.emulator_url, headers=headers) as http, stack.api() as api:
-            stripe = StripeAdmin(http)
-            customer = stripe.customer()
-            stack.proxy(drop=1, drop_forgets=True)
-            response = pay(api, customer, wait=30)
-            outcomes = [p["outcome"] for p in intent_posts(stack, response.json()["id"])]
-            charges = stripe.charges(customer)
-    finally:
-        group.stop_all()
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    with (
+        Stack.running(tmp_path_factory, "forget", env, workers=1) as stack,
+        httpx.Client(base_url=stack.emulator_url, headers=headers) as http,
+        stack.api() as api,
+    ):
+        stripe = StripeAdmin(http)
+        customer = stripe.customer()
+        stack.proxy(drop=1, drop_forgets=True)
+        response = pay(api, customer, wait=30)
+        outcomes = [p["outcome"] for p in intent_posts(stack, response.json()["id"])]
+        charges = stripe.charges(customer)
 
     assert response.status_code == 200
     assert outcomes == ["forwarded_then_dropped"]  # adopted: no second create
@@ -322,19 +301,16 @@ def test_8_the_same_message_delivered_twice_charges_once(
 
 
 def test_rate_limit_is_shared_by_all_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
-    group = ProcessGroup(tmp_path_factory.mktemp("rate-logs"))
-    try:
-        stack = Stack(group, tmp_path_factory.mktemp("rate-redis"), {"STRIPE_MAX_RPS": "10"}).start(
-            workers=2
-        )
-        headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
-        with httpx.Client(base_url=stack.emulator_url, headers=headers) as http, stack.api() as api:
-            customer = create_test_customer(http)
-            ids = [pay(api, customer, amount="1.00").json()["id"] for _ in range(30)]
-            outcomes = [final(api, payment_id) for payment_id in ids]
-            calls = sorted(e["time"] for e in stack.proxy_log())
-    finally:
-        group.stop_all()
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    with (
+        Stack.running(tmp_path_factory, "rate", {"STRIPE_MAX_RPS": "10"}, workers=2) as stack,
+        httpx.Client(base_url=stack.emulator_url, headers=headers) as http,
+        stack.api() as api,
+    ):
+        customer = create_test_customer(http)
+        ids = [pay(api, customer, amount="1.00").json()["id"] for _ in range(30)]
+        outcomes = [final(api, payment_id) for payment_id in ids]
+        calls = sorted(e["time"] for e in stack.proxy_log())
 
     assert [o["status"] for o in outcomes] == ["succeeded"] * 30  # nothing dropped
     busiest = max(sum(1 for t in calls if start <= t < start + 1.0) for start in calls)

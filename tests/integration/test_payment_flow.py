@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
 
 from devtools.processes import ProcessGroup
 from tests.integration.conftest import AUTH, CLIENT_KEY, SERVICE_STRIPE_KEY, StripeAdmin
+from tests.integration.stack import final, pay
 
 pytestmark = pytest.mark.integration
-
-
-def pay(api: httpx.Client, customer: str, amount: str = "42.99", **kw: Any) -> httpx.Response:
-    headers = kw.pop("headers", {})
-    params = kw.pop("params", {})
-    return api.post(
-        "/payments",
-        json={"account_id": customer, "amount": amount, **kw},
-        headers=headers,
-        params=params,
-    )
-
-
-def poll_until_final(api: httpx.Client, payment_id: str, attempts: int = 300) -> dict[str, Any]:
-    for _ in range(attempts):
-        body: dict[str, Any] = api.get(f"/payments/{payment_id}").json()
-        if body["status"] not in ("queued", "processing"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"{payment_id} never reached a final status")
 
 
 def test_a_payment_is_charged_and_confirmed_when_the_client_waits(
@@ -40,7 +19,7 @@ def test_a_payment_is_charged_and_confirmed_when_the_client_waits(
 ) -> None:
     customer = stripe.customer()
 
-    response = pay(api, customer, params={"wait": 30})
+    response = pay(api, customer, wait=30)
 
     assert response.status_code == 200
     body = response.json()
@@ -62,8 +41,8 @@ def test_an_accepted_payment_can_be_polled_to_its_outcome(
 
     assert accepted.status_code == 202
     assert accepted.json()["status"] in ("queued", "processing", "succeeded")
-    final = poll_until_final(api, accepted.json()["id"])
-    assert final["status"] == "succeeded"
+    outcome = final(api, accepted.json()["id"])
+    assert outcome["status"] == "succeeded"
     assert [c["amount"] for c in stripe.charges(customer)] == [1000]
 
 
@@ -72,7 +51,7 @@ def test_a_declined_card_fails_the_payment_with_a_402(
 ) -> None:
     customer = stripe.customer(card="pm_card_chargeCustomerFail")
 
-    response = pay(api, customer, params={"wait": 30})
+    response = pay(api, customer, wait=30)
 
     assert response.status_code == 402
     error = response.json()["error"]
@@ -86,7 +65,7 @@ def test_a_declined_card_fails_the_payment_with_a_402(
 def test_an_unknown_customer_fails_the_payment_with_a_404(
     api: httpx.Client, stripe: StripeAdmin
 ) -> None:
-    response = pay(api, "cus_DoesNotExist1", params={"wait": 30})
+    response = pay(api, "cus_DoesNotExist1", wait=30)
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "customer_not_found"
@@ -97,7 +76,7 @@ def test_a_customer_without_a_payment_method_gets_a_clear_402(
 ) -> None:
     customer = stripe.customer(card=None)
 
-    response = pay(api, customer, params={"wait": 30})
+    response = pay(api, customer, wait=30)
 
     assert response.status_code == 402
     assert response.json()["error"]["code"] == "payment_method_missing"
@@ -110,8 +89,8 @@ def test_a_replayed_request_returns_the_same_payment_and_charges_once(
     customer = stripe.customer()
     headers = {"Idempotency-Key": f"order-{customer}"}
 
-    first = pay(api, customer, headers=headers, params={"wait": 30})
-    again = pay(api, customer, headers=headers, params={"wait": 30})
+    first = pay(api, customer, headers=headers, wait=30)
+    again = pay(api, customer, headers=headers, wait=30)
 
     assert first.status_code == again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
@@ -125,7 +104,7 @@ def test_a_reused_key_with_another_amount_is_refused(
     customer = stripe.customer()
     headers = {"Idempotency-Key": f"order-{customer}"}
 
-    pay(api, customer, headers=headers, params={"wait": 30})
+    pay(api, customer, headers=headers, wait=30)
     other = pay(api, customer, amount="99.00", headers=headers)
 
     assert other.status_code == 422
@@ -150,7 +129,7 @@ def test_forty_concurrent_requests_with_one_key_make_one_charge(
     ids = {r.json()["id"] for r in responses}
     assert len(ids) == 1
     with httpx.Client(base_url=api_url, timeout=40, headers=AUTH) as client:
-        assert poll_until_final(client, ids.pop())["status"] == "succeeded"
+        assert final(client, ids.pop())["status"] == "succeeded"
     assert len(stripe.charges(customer)) == 1
 
 
@@ -159,7 +138,7 @@ def test_a_customers_payments_are_listed_newest_first_in_pages(
 ) -> None:
     customer = stripe.customer()
     for amount in ("1.00", "2.00", "3.00"):
-        assert pay(api, customer, amount=amount, params={"wait": 30}).status_code == 200
+        assert pay(api, customer, amount=amount, wait=30).status_code == 200
 
     first = api.get(f"/{customer}/payments", params={"limit": 2})
     assert first.status_code == 200
@@ -205,7 +184,7 @@ def test_logs_hold_no_secret_and_no_card_number(
     api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup
 ) -> None:
     customer = stripe.customer()
-    paid = pay(api, customer, params={"wait": 30})
+    paid = pay(api, customer, wait=30)
     assert paid.status_code == 200
 
     logs = "".join(p.read_text(errors="replace") for p in processes.log_dir.glob("*.log"))
