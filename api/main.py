@@ -16,9 +16,9 @@ from api.auth import OPEN_PATHS, RequestContextMiddleware
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.config import Settings, get_settings
-from shared.logging import configure_logging
+from shared.log_config import configure_logging
 from shared.metrics import ApiMetrics
-from shared.redis import async_redis
+from shared.redis_clients import async_redis
 from shared.stripe_gateway import StripeGateway
 
 

@@ -13,7 +13,7 @@ from celery import Celery
 from celery.signals import setup_logging
 
 from shared.config import get_settings
-from shared.logging import configure_logging
+from shared.log_config import configure_logging
 
 settings = get_settings()
 configure_logging(settings)

@@ -28,7 +28,7 @@ from shared.records import (
     now_iso,
     record_key,
 )
-from shared.redis import sync_redis
+from shared.redis_clients import sync_redis
 
 # Requeues KEYS[1] (record) if it is still a failed dead letter in KEYS[2]: status back to
 # queued, error and attempt count cleared, message ARGV[2] pushed on queue KEYS[3].

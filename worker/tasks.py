@@ -16,7 +16,7 @@ from shared.config import get_settings
 from shared.metrics import StripeCallMetrics, emf_queue_depth
 from shared.rate_limit import SharedRateLimiter
 from shared.records import CHARGE_TASK
-from shared.redis import sync_redis
+from shared.redis_clients import sync_redis
 from shared.stripe_gateway import StripeGateway
 from worker.celery_app import app
 from worker.charge import ChargeProcessor, Done, RetryLater
