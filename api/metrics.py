@@ -1,15 +1,38 @@
-"""``GET /metrics``: Prometheus text for the API process and, read from Redis, the workers."""
+"""``GET /metrics``: Prometheus text for the API process and, read from Redis, the workers.
+
+The queue depth counts what is not done yet: the messages waiting in the queue list (LLEN) plus
+those reserved by workers and not yet acknowledged (kombu's ``unacked`` hash: running,
+prefetched, or held for a retry countdown). With prefetch, LLEN alone reads near zero while a
+fleet holds hundreds of charges. ``payments_queue_reserved`` is the second part on its own.
+
+When Redis does not answer, the answer is still 200 with ``payments_redis_up 0`` (and the API's
+own metrics), so that the alert on it fires instead of the scrape just failing.
+"""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
+import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.deps import RedisDep, SettingsDep
 from api.schemas import error_responses
-from shared.metrics import ACCEPTED, OUTCOMES, STRIPE_CALLS, ApiMetrics, FleetCollector
-from shared.records import DEAD_LETTERS
+from shared.metrics import (
+    ACCEPTED,
+    OUTCOMES,
+    STRIPE_CALLS,
+    UNACKED,
+    WORKER_HEARTBEAT,
+    ApiMetrics,
+    FleetCollector,
+)
+from shared.records import DEAD_LETTERS, record_key
 
 router = APIRouter(tags=["operations"])
 
@@ -24,19 +47,55 @@ router = APIRouter(tags=["operations"])
 )
 async def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> Response:
     """Prometheus exposition: accept latency, payments accepted, outcomes by status and error
-    code, queue depth, dead letters, and Stripe call latency and errors from every worker."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(OUTCOMES)
-        pipe.hgetall(STRIPE_CALLS)
-        pipe.get(ACCEPTED)
-        pipe.llen(settings.queue_name)
-        pipe.zcard(DEAD_LETTERS)
-        outcomes, stripe_calls, accepted, depth, dead = await pipe.execute()
+    code, queue depth (ready + reserved) and the age of its oldest payment, dead letters, the
+    workers' heartbeat, Redis reachability, and Stripe call latency and errors from every
+    worker."""
     fleet = FleetCollector()
-    fleet.outcomes, fleet.stripe = outcomes, stripe_calls
-    fleet.accepted, fleet.queue_depth, fleet.dead_letters = int(accepted or 0), depth, dead
+    try:
+        await _read_fleet(redis, settings.queue_name, fleet)
+    except RedisError:
+        fleet = FleetCollector()
+        fleet.redis_up = False
     registry = CollectorRegistry(auto_describe=False)
     registry.register(fleet)
     own: ApiMetrics = request.app.state.metrics
     body = generate_latest(own.registry) + generate_latest(registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_fleet(redis: Redis, queue: str, fleet: FleetCollector) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(OUTCOMES)
+        pipe.hgetall(STRIPE_CALLS)
+        pipe.get(ACCEPTED)
+        pipe.llen(queue)
+        pipe.hlen(UNACKED)
+        pipe.zcard(DEAD_LETTERS)
+        pipe.get(WORKER_HEARTBEAT)
+        pipe.lindex(queue, -1)  # kombu pushes on the left and pops on the right: the oldest
+        results = await pipe.execute()
+    outcomes, stripe_calls, accepted, ready, reserved, dead, heartbeat, head = results
+    fleet.outcomes, fleet.stripe = outcomes, stripe_calls
+    fleet.accepted, fleet.dead_letters = int(accepted or 0), dead
+    fleet.queue_depth, fleet.queue_reserved = ready + reserved, reserved
+    fleet.worker_heartbeat = float(heartbeat) if heartbeat else None
+    fleet.queue_oldest_age = await _oldest_age(redis, head)
+
+
+async def _oldest_age(redis: Redis, message: bytes | None) -> float:
+    """Seconds since the payment at the head of the queue was accepted (0 if none or unknown)."""
+    if not message:
+        return 0.0
+    try:
+        payment_id = orjson.loads(message)["headers"]["id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return 0.0
+    created: bytes | str | None = await redis.hget(record_key(str(payment_id)), "created_at")
+    if not created:
+        return 0.0
+    try:
+        text = created if isinstance(created, str) else created.decode()
+        accepted_at = datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - accepted_at)

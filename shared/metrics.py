@@ -30,6 +30,13 @@ STRIPE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 ACCEPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
+# kombu's Redis transport keeps each message a worker has reserved (prefetched, running, or held
+# for a retry countdown) in this hash until it is acknowledged: LLEN of the queue alone misses
+# them. Its default name; worker.celery_app does not change it.
+UNACKED = "unacked"
+# Unix time of the last maintenance round (written by whichever worker ran it, every 30 s).
+WORKER_HEARTBEAT = "payments:metrics:worker_heartbeat"
+
 
 def outcome_field(status: str, code: str | None) -> str:
     return f"{status}|{code or ''}"
@@ -72,10 +79,22 @@ class FleetCollector(Collector):
         self.outcomes: Mapping[bytes, bytes] = {}
         self.stripe: Mapping[bytes, bytes] = {}
         self.accepted = 0
-        self.queue_depth = 0
+        self.queue_depth = 0  # ready (LLEN) + reserved (HLEN unacked)
+        self.queue_reserved = 0
+        self.queue_oldest_age = 0.0
         self.dead_letters = 0
+        self.worker_heartbeat: float | None = None
+        # False when Redis did not answer the scrape: only payments_redis_up 0 is rendered (no
+        # made-up zeros for the figures that live in Redis).
+        self.redis_up = True
 
     def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily(
+            "payments_redis_up", "1 if Redis answered this scrape, else 0",
+            value=1 if self.redis_up else 0,
+        )  # fmt: skip
+        if not self.redis_up:
+            return
         accepted = CounterMetricFamily(
             "payments_accepted", "Payments accepted (new, not replays)", labels=[]
         )
@@ -91,8 +110,27 @@ class FleetCollector(Collector):
         yield outcomes
 
         yield GaugeMetricFamily(
-            "payments_queue_depth", "Charges waiting in the queue", value=self.queue_depth
+            "payments_queue_depth",
+            "Charges not yet done: waiting in the queue plus reserved by workers, unacknowledged",
+            value=self.queue_depth,
         )
+        yield GaugeMetricFamily(
+            "payments_queue_reserved",
+            "Of payments_queue_depth: messages reserved by workers (running, prefetched, or "
+            "waiting for a retry countdown), not yet acknowledged",
+            value=self.queue_reserved,
+        )
+        yield GaugeMetricFamily(
+            "payments_queue_oldest_age_seconds",
+            "Age of the payment whose message is next in the queue (0 when the queue is empty)",
+            value=self.queue_oldest_age,
+        )
+        if self.worker_heartbeat is not None:
+            yield GaugeMetricFamily(
+                "payments_worker_heartbeat_timestamp_seconds",
+                "Unix time of the workers' last maintenance round (one worker every 30 s)",
+                value=self.worker_heartbeat,
+            )
         yield GaugeMetricFamily(
             "payments_dead_letters", "Payments failed for Stripe being down, kept for replay",
             value=self.dead_letters,
@@ -120,8 +158,14 @@ class FleetCollector(Collector):
         yield family
 
 
-def emf_queue_depth(queue: str, depth: int, *, now: float | None = None) -> str:
-    """A CloudWatch Embedded Metric Format line: the autoscaling signal, with no AWS SDK call."""
+def emf_queue_depth(
+    queue: str, depth: int, *, now: float | None = None, reserved: int | None = None
+) -> str:
+    """A CloudWatch Embedded Metric Format line: the autoscaling signal, with no AWS SDK call.
+
+    ``depth`` counts ready and reserved messages (LLEN + HLEN unacked); ``reserved``, when given,
+    rides along as a log field (not a metric) so that the split can be read in the logs."""
+    extra = {} if reserved is None else {"Reserved": reserved}
     return orjson.dumps(
         {
             "_aws": {
@@ -136,5 +180,6 @@ def emf_queue_depth(queue: str, depth: int, *, now: float | None = None) -> str:
             },
             "Queue": queue,
             "QueueDepth": depth,
+            **extra,
         }
     ).decode()

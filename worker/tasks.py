@@ -76,8 +76,19 @@ _maintenance: list[MaintenanceThread] = []
 
 
 def _publish_queue_depth(client: redis.Redis) -> None:
-    """The autoscaling signal, as a CloudWatch EMF line on stdout (see deploy/ecs)."""
-    print(emf_queue_depth(settings.queue_name, int(client.llen(settings.queue_name))), flush=True)
+    """The autoscaling signal, as a CloudWatch EMF line on stdout (see deploy/ecs): messages
+    waiting in the queue plus those reserved by workers and not yet acknowledged (kombu's
+    ``unacked`` hash; prefetch and retry countdowns hide them from LLEN), the same figure as
+    ``payments_queue_depth``. Also the workers' heartbeat for the "no worker" alert."""
+    from shared.metrics import UNACKED, WORKER_HEARTBEAT
+
+    with client.pipeline(transaction=False) as pipe:
+        pipe.llen(settings.queue_name)
+        pipe.hlen(UNACKED)
+        pipe.set(WORKER_HEARTBEAT, f"{time.time():.3f}")
+        ready, reserved, _ = pipe.execute()
+    line = emf_queue_depth(settings.queue_name, int(ready) + int(reserved), reserved=int(reserved))
+    print(line, flush=True)
 
 
 @worker_ready.connect
