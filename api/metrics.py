@@ -27,12 +27,11 @@ from shared.metrics import (
     ACCEPTED,
     OUTCOMES,
     STRIPE_CALLS,
-    UNACKED,
     WORKER_HEARTBEAT,
     ApiMetrics,
     FleetCollector,
 )
-from shared.records import DEAD_LETTERS, record_key
+from shared.store.keys import DEAD_LETTERS, UNACKED, record_key
 
 router = APIRouter(tags=["operations"])
 

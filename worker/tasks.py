@@ -14,13 +14,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import get_settings
 from shared.metrics import StripeCallMetrics, emf_queue_depth
-from shared.rate_limit import SharedRateLimiter
+from shared.rate_limit import StripeBudget
 from shared.records import CHARGE_TASK
 from shared.redis_clients import sync_redis
+from shared.store import PaymentStore
 from shared.stripe_gateway import StripeGateway
 from worker.celery_app import app
 from worker.charge import ChargeProcessor, Done, RetryLater
 from worker.maintenance import MaintenanceThread
+from worker.reconcile import reconcile_unknown
 
 settings = get_settings()
 log = structlog.get_logger(__name__)
@@ -29,15 +31,25 @@ REDIS_WAIT_MAX_SECONDS = 5.0
 
 
 @lru_cache(maxsize=1)
+def store() -> PaymentStore:
+    """One Redis pool per worker process, shared by its threads."""
+    return PaymentStore(sync_redis(settings), settings)
+
+
+@lru_cache(maxsize=1)
+def gateway() -> StripeGateway:
+    """One Stripe HTTP pool per worker process, shared by its threads."""
+    return StripeGateway(settings)
+
+
+@lru_cache(maxsize=1)
 def processor() -> ChargeProcessor:
-    """One Redis pool and one Stripe HTTP pool per worker process, shared by its threads."""
-    client = sync_redis(settings)
     return ChargeProcessor(
-        client,
-        StripeGateway(settings),
+        store(),
+        gateway(),
         settings,
-        SharedRateLimiter(client, settings.stripe_max_rps),
-        StripeCallMetrics(client),
+        StripeBudget(store(), settings.stripe_max_rps),
+        StripeCallMetrics(sync_redis(settings)),
     )
 
 
@@ -49,14 +61,17 @@ def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     """Charge one payment; retry later when the processor says so (same idempotency key)."""
     # The API's request id follows the payment into every log line of its task.
     request_id = getattr(self.request, "request_id", None)
+    delivery_tag = (self.request.delivery_info or {}).get("delivery_tag")
     with structlog.contextvars.bound_contextvars(payment_id=payment_id, request_id=request_id):
-        result = _process_when_redis_answers(payment_id)
+        result = _process_when_redis_answers(payment_id, delivery_tag)
     if isinstance(result, RetryLater):
-        raise self.retry(countdown=result.countdown, headers={"request_id": request_id or ""})
+        # Stamped like every message the service enqueues (see PaymentStore.requeue_stale).
+        headers = {"request_id": request_id or "", "enqueued_at": int(time.time() * 1000)}
+        raise self.retry(countdown=result.countdown, headers=headers)
     return result.status.value if result.status else None
 
 
-def _process_when_redis_answers(payment_id: str) -> Done | RetryLater:
+def _process_when_redis_answers(payment_id: str, delivery_tag: str | None) -> Done | RetryLater:
     """While Redis is down nothing can be recorded, retried or even acknowledged, and a task
     that fails now would be dropped by Celery. So the thread waits for Redis and then carries
     on: its message stays unacknowledged meanwhile, and comes back by itself if this worker
@@ -64,7 +79,7 @@ def _process_when_redis_answers(payment_id: str) -> Done | RetryLater:
     wait = 0.5
     while True:
         try:
-            return processor().process(payment_id)
+            return processor().process(payment_id, delivery_tag=delivery_tag)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("charge.redis_unavailable", payment_id=payment_id,
                         error=type(exc).__name__, retry_in=wait)  # fmt: skip
@@ -80,7 +95,8 @@ def _publish_queue_depth(client: redis.Redis) -> None:
     waiting in the queue plus those reserved by workers and not yet acknowledged (kombu's
     ``unacked`` hash; prefetch and retry countdowns hide them from LLEN), the same figure as
     ``payments_queue_depth``. Also the workers' heartbeat for the "no worker" alert."""
-    from shared.metrics import UNACKED, WORKER_HEARTBEAT
+    from shared.metrics import WORKER_HEARTBEAT
+    from shared.store.keys import UNACKED
 
     with client.pipeline(transaction=False) as pipe:
         pipe.llen(settings.queue_name)
@@ -94,7 +110,17 @@ def _publish_queue_depth(client: redis.Redis) -> None:
 @worker_ready.connect
 def _start_maintenance(**_: object) -> None:
     client = sync_redis(settings)
-    thread = MaintenanceThread(client, settings, extra=lambda: _publish_queue_depth(client))
+    payments = store()
+    thread = MaintenanceThread(
+        payments,
+        interval=settings.maintenance_interval_seconds,
+        rounds=[
+            lambda: reconcile_unknown(
+                payments, gateway(), StripeBudget(payments, settings.stripe_max_rps), settings
+            ),
+            lambda: _publish_queue_depth(client),
+        ],
+    )
     thread.start()
     _maintenance.append(thread)
 

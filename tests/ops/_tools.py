@@ -29,9 +29,26 @@ def find_tool(name: str) -> str:
     pytest.skip(f"`{name}` is not installed; it comes with the dev extra: pip install -e '.[dev]'")
 
 
-def run_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+def in_ci() -> bool:
+    """True under CI (`.ci/run` sets CI=true, as GitHub Actions and most runners do)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def find_system_tool(name: str, debian_package: str) -> str:
+    """A tool from a Debian package (not pip): skipped when absent on a developer's machine,
+    a failure under CI, where `.ci/run` installs it, so that its checks never silently vanish."""
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"`{name}` is not installed: apt-get install -y {debian_package}"
+    if in_ci():
+        pytest.fail(f"{message} (.ci/run installs it)")
+    pytest.skip(message)
+
+
+def run_tool(name: str, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [find_tool(name), *args],
+        [path or find_tool(name), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
