@@ -1,0 +1,192 @@
+"""GroupCommit: script calls of one event-loop tick share a pipeline, each caller gets its own
+answer or its own error, NOSCRIPT loads the script, a lost connection reaches every caller."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from api.group_commit import GroupCommit
+
+# Increments KEYS[1] by ARGV[1] and answers {the new value, ARGV[2]}; fails on demand.
+SCRIPT = """
+if ARGV[2] == 'boom' then
+  return redis.error_reply('boom asked for')
+end
+local value = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+return {value, ARGV[2]}
+"""
+
+
+@pytest.fixture
+def redis() -> fakeredis.FakeAsyncRedis:
+    return fakeredis.FakeAsyncRedis()
+
+
+class CountingRedis:
+    """Wraps a client and counts what is sent: pipelines, single commands."""
+
+    def __init__(self, inner: fakeredis.FakeAsyncRedis) -> None:
+        self.inner = inner
+        self.pipelines: list[int] = []
+        self.singles = 0
+        self.fail_next = False
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        assert transaction is False, "a group commit is not a transaction"
+        pipe = self.inner.pipeline(transaction=False)
+        outer = self
+        original = pipe.execute
+
+        async def execute(raise_on_error: bool = True) -> list[Any]:
+            outer.pipelines.append(len(pipe.command_stack))
+            if outer.fail_next:
+                raise RedisConnectionError("connection lost")
+            result: list[Any] = await original(raise_on_error=raise_on_error)
+            return result
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+    async def evalsha(self, *args: Any) -> Any:
+        self.singles += 1
+        if self.fail_next:
+            raise RedisConnectionError("connection lost")
+        return await self.inner.evalsha(*args)
+
+    async def script_load(self, source: str) -> Any:
+        return await self.inner.script_load(source)
+
+
+async def test_calls_of_one_tick_share_one_pipeline_and_each_gets_its_own_answer(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    counting = CountingRedis(redis)
+    group = GroupCommit(counting)  # type: ignore[arg-type]
+    script = group.script(SCRIPT)
+    await redis.script_load(SCRIPT)
+    results = await asyncio.gather(
+        *(script(keys=[f"k{i % 3}"], args=[i, f"caller-{i}"]) for i in range(10))
+    )
+    assert [r[1] for r in results] == [f"caller-{i}".encode() for i in range(10)]
+    assert counting.pipelines == [10]  # one round trip for the ten
+    assert counting.singles == 0
+    # Each script ran whole, in call order: the counters add up.
+    assert await redis.get("k0") == str(0 + 3 + 6 + 9).encode()
+    assert sorted(r[0] for r in results if r[1].endswith((b"-0", b"-3", b"-6", b"-9"))) == [
+        0,
+        3,
+        9,
+        18,
+    ]
+
+
+async def test_a_lone_call_is_a_plain_evalsha(redis: fakeredis.FakeAsyncRedis) -> None:
+    counting = CountingRedis(redis)
+    group = GroupCommit(counting)  # type: ignore[arg-type]
+    assert await group.run(SCRIPT, keys=["solo"], args=[5, "x"]) == [5, b"x"]
+    assert counting.pipelines == []
+    assert counting.singles >= 1
+
+
+async def test_calls_of_different_ticks_are_not_held_back(redis: fakeredis.FakeAsyncRedis) -> None:
+    counting = CountingRedis(redis)
+    group = GroupCommit(counting)  # type: ignore[arg-type]
+    script = group.script(SCRIPT)
+    await redis.script_load(SCRIPT)
+    assert await script(keys=["a"], args=[1, "first"]) == [1, b"first"]
+    assert await script(keys=["a"], args=[1, "second"]) == [2, b"second"]
+    assert counting.singles == 2
+    assert group.stats.batches == 2
+
+
+async def test_an_error_reaches_only_its_own_caller(redis: fakeredis.FakeAsyncRedis) -> None:
+    group = GroupCommit(redis)
+    script = group.script(SCRIPT)
+    results = await asyncio.gather(
+        script(keys=["e"], args=[1, "ok-1"]),
+        script(keys=["e"], args=[1, "boom"]),
+        script(keys=["e"], args=[1, "ok-2"]),
+        return_exceptions=True,
+    )
+    assert results[0] == [1, b"ok-1"]
+    assert isinstance(results[1], ResponseError)
+    assert "boom asked for" in str(results[1])
+    assert results[2] == [2, b"ok-2"]
+    assert group.stats.pipelined_batches >= 1
+
+
+async def test_a_lone_failing_call_gets_its_error(redis: fakeredis.FakeAsyncRedis) -> None:
+    group = GroupCommit(redis)
+    with pytest.raises(ResponseError, match="boom asked for"):
+        await group.run(SCRIPT, keys=["e"], args=[1, "boom"])
+
+
+async def test_noscript_loads_the_script_and_runs_the_calls_again(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    group = GroupCommit(redis)
+    script = group.script(SCRIPT)
+    await redis.script_flush()  # as after a Redis restart: the script cache is empty
+    results = await asyncio.gather(*(script(keys=["n"], args=[1, f"c{i}"]) for i in range(4)))
+    assert sorted(r[0] for r in results) == [1, 2, 3, 4]
+    assert [r[1] for r in results] == [b"c0", b"c1", b"c2", b"c3"]
+    assert group.stats.script_loads == 1
+    await redis.script_flush()
+    assert await script(keys=["n"], args=[1, "lone"]) == [5, b"lone"]
+    assert group.stats.script_loads == 2
+
+
+async def test_an_unknown_sha_is_noscript_for_its_caller(redis: fakeredis.FakeAsyncRedis) -> None:
+    group = GroupCommit(redis)
+    with pytest.raises(NoScriptError):
+        await group.evalsha("0" * 40, ["k"], [1, "x"])
+
+
+async def test_a_lost_connection_reaches_every_caller_of_the_batch(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    counting = CountingRedis(redis)
+    group = GroupCommit(counting)  # type: ignore[arg-type]
+    script = group.script(SCRIPT)
+    counting.fail_next = True
+    results = await asyncio.gather(
+        *(script(keys=["c"], args=[1, str(i)]) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    counting.fail_next = False
+    assert await script(keys=["c"], args=[1, "after"]) == [1, b"after"]
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    group = GroupCommit(redis)
+    script = group.script(SCRIPT)
+    first = asyncio.ensure_future(script(keys=["x"], args=[1, "a"]))
+    second = asyncio.ensure_future(script(keys=["x"], args=[1, "b"]))
+    await asyncio.sleep(0)  # both queued
+    first.cancel()
+    assert (await second)[1] == b"b"
+    await group.aclose()
+    assert first.cancelled()
+
+
+async def test_batches_are_capped(redis: fakeredis.FakeAsyncRedis) -> None:
+    counting = CountingRedis(redis)
+    group = GroupCommit(counting, max_batch=4)  # type: ignore[arg-type]
+    script = group.script(SCRIPT)
+    await redis.script_load(SCRIPT)
+    results = await asyncio.gather(*(script(keys=["m"], args=[1, str(i)]) for i in range(10)))
+    assert sorted(r[0] for r in results) == list(range(1, 11))
+    assert sorted(counting.pipelines) == [2, 4, 4]
+
+
+def test_max_batch_must_be_positive(redis: fakeredis.FakeAsyncRedis) -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        GroupCommit(redis, max_batch=0)
