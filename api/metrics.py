@@ -82,14 +82,19 @@ async def _read_fleet(redis: Redis, queue: str, fleet: FleetCollector) -> None:
 
 
 async def _oldest_age(redis: Redis, message: bytes | None) -> float:
-    """Seconds since the payment at the head of the queue was accepted (0 if none or unknown)."""
+    """Seconds the message at the head of the queue has waited: since its ``enqueued_at``
+    header (ms, stamped on every message the service enqueues), else since its payment was
+    accepted (the record's ``created_at``). 0 when the queue is empty or the age is unknown."""
     if not message:
         return 0.0
     try:
-        payment_id = orjson.loads(message)["headers"]["id"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        headers = orjson.loads(message)["headers"]
+        enqueued_ms, payment_id = headers.get("enqueued_at"), str(headers["id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return 0.0
-    created: bytes | str | None = await redis.hget(record_key(str(payment_id)), "created_at")
+    if isinstance(enqueued_ms, int | float) and enqueued_ms > 0:
+        return max(0.0, time.time() - enqueued_ms / 1000)
+    created: bytes | str | None = await redis.hget(record_key(payment_id), "created_at")
     if not created:
         return 0.0
     try:

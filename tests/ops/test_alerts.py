@@ -162,6 +162,20 @@ async def test_queue_depth_counts_reserved_messages_and_the_oldest_age(
     assert got["payments_dead_letters"] == 1
 
 
+async def test_oldest_age_prefers_the_enqueued_at_stamp(
+    client: httpx.AsyncClient, server: fakeredis.FakeServer
+) -> None:
+    """A replayed dead letter accepted days ago is not a backlog days old: the stamp is when
+    its message was queued."""
+    redis = fakeredis.FakeAsyncRedis(server=server)
+    await redis.hset(record_key("pay_old"), mapping={"created_at": "2020-01-01T00:00:00.000Z"})
+    stamp = int((time.time() - 90) * 1000)
+    message = charge_message("pay_old", queue="payments", headers={"enqueued_at": stamp})
+    await redis.lpush("payments", message)
+    got = rendered((await client.get("/metrics")).text)
+    assert 89 <= got["payments_queue_oldest_age_seconds"] <= 150
+
+
 async def test_an_empty_idle_queue_reads_zero(client: httpx.AsyncClient) -> None:
     got = rendered((await client.get("/metrics")).text)
     assert got["payments_queue_depth"] == 0
