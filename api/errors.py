@@ -1,4 +1,10 @@
-"""Every error the API gives is rendered here, as ``{"error": {...}}`` with a telling status."""
+"""Errors as answers: ``{"error": {...}}`` with a telling status.
+
+Every error raised while a route runs (and FastAPI's own 404/405/validation errors) is rendered
+here. Two answers are rendered elsewhere, in the same shape: the authentication middleware's
+401 and 431, refused before any route runs (api.auth), and a payment that failed in a worker,
+answered from its stored error (api.payments.payment_answer).
+"""
 
 from __future__ import annotations
 
@@ -37,16 +43,29 @@ FIELD_HINTS = {
     "digits",
     "limit": "limit must be a whole number from 1 to 100",
     "starting_after": "starting_after must be a charge id from a previous page (ch_...)",
-    "wait": "wait must be a whole number of seconds from 0 to 30",
 }
+
+# Every 503 says when to come back; these are the defaults when the error does not say.
+STORE_RETRY_AFTER = "1"  # Redis did not answer: the next request may find it back
+RETRY_AFTER = "5"
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
+def with_retry_after(status: int, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """``headers``, with a Retry-After when ``status`` is 503 and they carry none."""
+    if status != 503 or any(name.lower() == "retry-after" for name in headers or {}):
+        return headers
+    return {**(headers or {}), "Retry-After": RETRY_AFTER}
+
+
 def error_response(error: PaymentServiceError, headers: dict[str, str] | None = None) -> Response:
-    return json_response(error.status_code, {"error": error.to_dict()}, headers or error.headers)
+    status = error.status_code
+    return json_response(
+        status, {"error": error.to_dict()}, with_retry_after(status, headers or error.headers)
+    )
 
 
 def validation_error(errors: Sequence[Any]) -> InvalidRequest:
@@ -102,7 +121,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> Response:
         log.warning("redis.unavailable", error=exc.__class__.__name__, path=request.url.path)
-        return error_response(StoreUnavailable(), headers={"Retry-After": "1"})
+        return error_response(StoreUnavailable(), headers={"Retry-After": STORE_RETRY_AFTER})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.deps import RedisDep
-from api.errors import error_response, json_response
+from api.errors import STORE_RETRY_AFTER, error_response, json_response
 from api.schemas import error_responses
 from shared.errors import StoreUnavailable
 
@@ -26,5 +26,5 @@ async def readyz(redis: RedisDep) -> Response:
     try:
         await redis.ping()
     except (RedisError, OSError):
-        return error_response(StoreUnavailable())
+        return error_response(StoreUnavailable(), headers={"Retry-After": STORE_RETRY_AFTER})
     return json_response(200, {"status": "ready", "redis": "ok"})

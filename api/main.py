@@ -5,14 +5,12 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
 
-from api import errors, health, metrics, payments
-from api.auth import OPEN_PATHS, RequestContextMiddleware
+from api import errors, health, metrics, openapi, payments
+from api.auth import RequestContextMiddleware
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.config import Settings, get_settings
@@ -39,8 +37,8 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         app.state.gateway = StripeGateway(settings)
         app.state.waiter = PaymentWaiter(events)
         app.state.waiter.start()
-        # What exists now lives until exit: keep it out of every garbage-collection pass
-        # (measured: accept p99 about 60 ms -> 25 ms under load).
+        # What exists now lives until exit: keep it out of every garbage-collection pass, which
+        # otherwise walks it again and again under load (figures in docs/PERFORMANCE.md).
         gc.collect()
         gc.freeze()
         try:
@@ -62,45 +60,8 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
     app.include_router(metrics.router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    openapi.install(app, settings)
     return app
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents a 422 validation answer on every route; this service answers 400 with
-    its own error object instead, so the document says that."""
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
-        for operations in schema["paths"].values():
-            for operation in operations.values():
-                responses = operation["responses"]
-                generated = responses.get("422", {}).get("content", {})
-                if "HTTPValidationError" in str(generated):
-                    del responses["422"]
-        for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "A key from API_KEYS."}
-        }
-        for path, operations in schema["paths"].items():
-            if path not in OPEN_PATHS:
-                for operation in operations.values():
-                    operation["security"] = [{"bearer": []}]
-                    operation["responses"].setdefault(
-                        "401",
-                        {
-                            "description": "Missing or unknown API key",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/ErrorResponse"}
-                                }
-                            },
-                        },
-                    )
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
 app = create_app()

@@ -1,4 +1,8 @@
-"""Request and response shapes of the HTTP API (also what /docs shows)."""
+"""Request and response shapes of the HTTP API: what the routes answer and what /docs shows.
+
+Responses are built here (``payment_view``, ``customer_payments_view``) and serialized by the
+models themselves, so the document and the answers cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,14 @@ from pydantic import (
     field_validator,
 )
 
-from shared.money import SUPPORTED_CURRENCIES
+from shared.money import AMOUNT_PATTERN, MAX_MINOR_UNITS, SUPPORTED_CURRENCIES, format_minor
+from shared.records import PaymentRecord, Status
+from shared.stripe_gateway import ChargePage
 
 CUSTOMER_ID_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
 PAYMENT_METHOD_PATTERN = r"^(pm|card|src)_[A-Za-z0-9_]{1,64}$"
 PAYMENT_ID_PATTERN = r"^pay_[0-9a-f]{24}$"
 CHARGE_ID_PATTERN = r"^(ch|py)_[A-Za-z0-9]{1,64}$"
-AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
 
 
 class PaymentRequest(BaseModel):
@@ -32,12 +37,16 @@ class PaymentRequest(BaseModel):
         description="The Stripe customer to charge (cus_...).", examples=["cus_Nffrfeuf3qpRJC"]
     )
     amount: Annotated[str, StringConstraints(pattern=AMOUNT_PATTERN, max_length=32)] = Field(
-        description='Decimal string in major units, e.g. "42.99"; never a JSON number.',
+        description=(
+            'Decimal string in major units, e.g. "42.99"; never a JSON number. No more decimals '
+            "than the currency has; at least Stripe's minimum for the currency (0.50 usd); at "
+            f"most {MAX_MINOR_UNITS:,} minor units (999,999.99 usd, {MAX_MINOR_UNITS:,} jpy)."
+        ),
         examples=["42.99"],
     )
     currency: str = Field(
         default="usd",
-        description="ISO 4217 code, lower case.",
+        description="One of the listed ISO 4217 codes, lower case.",
         json_schema_extra={"enum": list[JsonValue](sorted(SUPPORTED_CURRENCIES))},
     )
     payment_method: Annotated[str, StringConstraints(pattern=PAYMENT_METHOD_PATTERN)] | None = (
@@ -53,6 +62,10 @@ class PaymentRequest(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Stripe-style error object; more fields may follow, as on Stripe's errors."""
+
+    model_config = ConfigDict(extra="allow")
+
     type: str = Field(examples=["invalid_request_error"])
     code: str = Field(examples=["amount_invalid"])
     message: str
@@ -68,7 +81,7 @@ class ErrorResponse(BaseModel):
 class Payment(BaseModel):
     id: str = Field(examples=["pay_3f9c2a7be1d04c55a9e1f0d2"])
     object: Literal["payment"] = "payment"
-    status: Literal["queued", "processing", "succeeded", "failed", "requires_action"]
+    status: Status
     account_id: str
     amount: str = Field(examples=["42.99"])
     currency: str
@@ -79,8 +92,12 @@ class Payment(BaseModel):
     payment_intent: str | None = Field(description="Stripe PaymentIntent id, once known.")
     charge: str | None = Field(description="Stripe Charge id, once known.")
     confirmation: str | None = Field(description="The PaymentIntent id once succeeded.")
-    next_action: str | None = None
-    error: ErrorBody | None = None
+    next_action: str | None = Field(
+        default=None, description="Present while the customer must act (requires_action)."
+    )
+    error: ErrorBody | None = Field(
+        default=None, description="Present once failed or requires_action: why."
+    )
 
 
 class CustomerCharge(BaseModel):
@@ -101,6 +118,49 @@ class CustomerPayments(BaseModel):
     data: list[CustomerCharge]
     has_more: bool
     next_cursor: str | None = Field(description="Pass as starting_after for the next page.")
+
+
+def payment_view(record: PaymentRecord) -> Payment:
+    """What a client sees of a record: amounts as decimal strings in major units, no internals.
+
+    ``next_action`` and ``error`` are set only when the record has them, so that answers
+    serialized with ``exclude_unset`` leave them out rather than send nulls.
+    """
+    optional: dict[str, object] = {}
+    if record.next_action:
+        optional["next_action"] = record.next_action
+    if record.error is not None:
+        optional["error"] = ErrorBody.model_validate(record.error)
+    return Payment(
+        id=record.id,
+        object="payment",
+        status=record.status,
+        account_id=record.account_id,
+        amount=format_minor(record.amount_minor, record.currency),
+        currency=record.currency,
+        payment_method=record.payment_method,
+        idempotency_key=record.idempotency_key,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        payment_intent=record.payment_intent,
+        charge=record.charge,
+        confirmation=record.payment_intent if record.status is Status.SUCCEEDED else None,
+        **optional,
+    )
+
+
+def customer_payments_view(page: ChargePage) -> CustomerPayments:
+    return CustomerPayments(
+        object="list",
+        data=[CustomerCharge.model_validate(charge, from_attributes=True) for charge in page.data],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
+
+
+def dump(model: BaseModel) -> str:
+    """A response body: the model as JSON, leaving out what the view did not set."""
+    return model.model_dump_json(exclude_unset=True)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:

@@ -16,7 +16,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.records import EVENTS_CHANNEL, PaymentRecord
+from shared.records import PaymentRecord
+from shared.store.keys import EVENTS_CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +70,7 @@ class PaymentWaiter:
         within: float,
         fetch: Callable[[], Awaitable[PaymentRecord]],
     ) -> PaymentRecord:
-        """The record once final, or as it stands after ``within`` seconds."""
+        """The record once settled (final or unknown), or as it stands after ``within`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
@@ -78,7 +79,7 @@ class PaymentWaiter:
             try:
                 record = await fetch()
                 remaining = deadline - loop.time()
-                if record.is_final or remaining <= 0:
+                if record.is_settled or remaining <= 0:
                     return record
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(future, min(remaining, RECHECK_SECONDS))

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from api.schemas import PaymentRequest
 from api.service import PaymentService
 from shared.config import Settings
-from shared.records import EVENTS_CHANNEL, record_key
+from shared.store.keys import EVENTS_CHANNEL, record_key
 
 
 @dataclass(frozen=True, slots=True)

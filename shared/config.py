@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from functools import lru_cache
 from typing import Literal
 
@@ -49,10 +51,18 @@ class Settings(BaseSettings):
     charge_retry_backoff_seconds: float = Field(default=1.0, gt=0, le=60)
     charge_retry_backoff_max_seconds: float = Field(default=30.0, gt=0, le=120)
 
-    # Stripe keeps an idempotency key at least 24 hours. A retry within this window relies on
-    # it (the same key replays the first answer); past it, the worker first looks for a
-    # PaymentIntent carrying our payment id and adopts it instead of charging again.
-    stripe_key_memory_seconds: int = Field(default=23 * 3600, ge=0, le=24 * 3600)
+    # Payment ids (and so Stripe idempotency keys) are an HMAC of the client and its
+    # Idempotency-Key under this secret, so a retry after Redis lost its data still reaches
+    # Stripe with the same key. Every API process must share it, and it must not change while
+    # keys are live; unset, it is derived from STRIPE_API_KEY (stable per Stripe account).
+    payment_id_secret: SecretStr | None = None
+
+    # An outcome Stripe could not be asked about (status `unknown`) is looked up again in the
+    # background: after RECONCILE_BACKOFF_SECONDS, doubling up to the maximum (hours).
+    reconcile_backoff_seconds: float = Field(default=30.0, gt=0)
+    reconcile_backoff_max_seconds: float = Field(default=4 * 3600.0, gt=0)
+    # How often a worker's maintenance thread runs the recovery sweep and the reconciler.
+    maintenance_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # Redelivery of a message whose worker died (Celery's Redis transport): after
     # VISIBILITY_TIMEOUT_SECONDS, checked every RESTORE_INTERVAL_SECONDS. It must exceed the
@@ -93,9 +103,15 @@ class Settings(BaseSettings):
         if self.visibility_timeout_seconds <= max(
             longest_charge, self.charge_retry_backoff_max_seconds
         ):
+            visibility = self.visibility_timeout_seconds
             raise ValueError(
-                "VISIBILITY_TIMEOUT_SECONDS must exceed both the longest charge "
-                f"({longest_charge:.0f} s) and CHARGE_RETRY_BACKOFF_MAX_SECONDS"
+                f"VISIBILITY_TIMEOUT_SECONDS ({visibility} s) must exceed the longest charge, "
+                f"2 x STRIPE_TIMEOUT_SECONDS + 10 = {longest_charge:g} s, and "
+                f"CHARGE_RETRY_BACKOFF_MAX_SECONDS ({self.charge_retry_backoff_max_seconds:g} s), "
+                "or a running charge would be delivered twice. Raise VISIBILITY_TIMEOUT_SECONDS "
+                f"to {math.floor(max(longest_charge, self.charge_retry_backoff_max_seconds)) + 1}"
+                f" or more, or lower STRIPE_TIMEOUT_SECONDS below {(visibility - 10) / 2:g} and "
+                f"CHARGE_RETRY_BACKOFF_MAX_SECONDS below {visibility}."
             )
         if self.environment == "production":
             key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
@@ -108,6 +124,13 @@ class Settings(BaseSettings):
         """API_KEYS entries: raw keys, or ``sha256:<hex>`` digests of keys."""
         raw = self.api_keys.get_secret_value() if self.api_keys else ""
         return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+    @property
+    def payment_id_key(self) -> bytes:
+        """The secret payment ids are derived with (see payment_id_secret)."""
+        if self.payment_id_secret is not None:
+            return self.payment_id_secret.get_secret_value().encode()
+        return hashlib.sha256(b"payment-id:" + self.stripe_key.encode()).digest()
 
     @property
     def stripe_key(self) -> str:

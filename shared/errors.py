@@ -92,13 +92,6 @@ class MethodNotAllowed(PaymentServiceError):
     default_message = "This method is not allowed on this route."
 
 
-class IdempotencyKeyInUse(PaymentServiceError):
-    http_status = 409
-    type = "idempotency_error"
-    default_code = "idempotency_key_in_use"
-    default_message = "A request with this Idempotency-Key is still being processed."
-
-
 class PayloadTooLarge(PaymentServiceError):
     http_status = 413
     default_code = "payload_too_large"
@@ -159,3 +152,17 @@ class InternalError(PaymentServiceError):
     type = "api_error"
     default_code = "internal_error"
     default_message = "An unexpected error occurred; it has been logged."
+
+
+class OutcomeUnknown(PaymentServiceError):
+    """Stripe could not be asked whether an attempt charged. Not a failure: the payment's
+    status is ``unknown`` and the service keeps asking; the client must not pay again."""
+
+    http_status = 502
+    type = "api_error"
+    default_code = "outcome_unknown"
+    default_message = (
+        "The payment processor could not be reached to learn whether this payment was "
+        "charged. The service keeps checking and will record the outcome; do not retry with a "
+        "new Idempotency-Key. Poll the payment, or retry with the same key, to see it."
+    )

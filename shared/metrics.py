@@ -23,9 +23,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-ACCEPTED = "payments:metrics:accepted"
-OUTCOMES = "payments:metrics:outcomes"  # field "status|code" -> count
-STRIPE_CALLS = "payments:metrics:stripe"  # fields "call|outcome|le", "call|outcome|sum"
+from shared.store import keys
+
+# Where the counts live (see shared.store.keys): ACCEPTED a counter, OUTCOMES "status|code" ->
+# count, STRIPE_CALLS "call|outcome|le" -> count and "call|outcome|sum" -> seconds.
+ACCEPTED = keys.ACCEPTED_COUNT
+OUTCOMES = keys.OUTCOME_COUNTS
+STRIPE_CALLS = keys.STRIPE_CALL_STATS
 STRIPE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 ACCEPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)

@@ -67,7 +67,10 @@ SUPPORTED_CURRENCIES = frozenset(MINIMUM_CHARGE)
 # Stripe accepts at most eight digits in minor units (999,999.99 in a two-decimal currency).
 MAX_MINOR_UNITS = 99_999_999
 
-_AMOUNT_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
+# What an amount looks like on the wire (the API schema uses it too): digits and one optional
+# point, nothing else. Range and decimal places are checked by parse_amount.
+AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
+_AMOUNT_RE = re.compile(AMOUNT_PATTERN)
 
 
 class AmountError(ValueError):

@@ -2,22 +2,13 @@
 
 A record holds only what the service needs: ids, status, amount in minor units, currency, the
 idempotency key and the fingerprint of the request that claimed it, Stripe ids, the error and
-timestamps. No card data is ever stored. Records expire (``RECORD_TTL_SECONDS``, >= 24 h).
-
-Keys (one Redis, no cluster):
-- ``payments:record:{payment_id}``: hash, the record;
-- ``payments:idem:{sha256(key)}``: the payment id that claimed an idempotency key;
-- ``payments:events``: pub/sub channel; a worker publishes a payment id when its status is final;
-- ``payments:lock:{payment_id}``: the lease of the worker charging it;
-- ``payments:dead_letters``: sorted set (by time) of payments failed because Stripe was down;
-- ``payments:pending``: sorted set of payments not yet final, scored by when the recovery sweep
-  should look at them again (see worker.maintenance).
+timestamps. No card data is ever stored. Where it lives and who writes it: ``shared.store``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,14 +17,6 @@ from typing import Any
 
 import orjson
 
-from shared.money import format_minor
-
-RECORD_PREFIX = "payments:record:"
-IDEMPOTENCY_PREFIX = "payments:idem:"
-EVENTS_CHANNEL = "payments:events"
-DEAD_LETTERS = "payments:dead_letters"
-PENDING = "payments:pending"
-LOCK_PREFIX = "payments:lock:"
 CHARGE_TASK = "payments.charge"
 
 
@@ -43,26 +26,22 @@ class Status(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REQUIRES_ACTION = "requires_action"
+    # Stripe may or may not have charged it and could not be asked: the service keeps asking
+    # (see worker.reconcile) and never tells the client "not charged" meanwhile.
+    UNKNOWN = "unknown"
 
 
+# Final: the record will not change again (a replay answers the same).
 FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION})
+# Settled for now: a request waiting for the outcome is answered (unknown may still move).
+SETTLED_STATUSES = FINAL_STATUSES | {Status.UNKNOWN}
 
 
-def new_payment_id() -> str:
-    return "pay_" + secrets.token_hex(12)
-
-
-def record_key(payment_id: str) -> str:
-    return RECORD_PREFIX + payment_id
-
-
-def lock_key(payment_id: str) -> str:
-    return LOCK_PREFIX + payment_id
-
-
-def idempotency_key_slot(key: str) -> str:
-    """Where a client's key is claimed; hashed so that any printable key makes a short name."""
-    return IDEMPOTENCY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+def payment_id_for(*, secret: bytes, client: str, idempotency_key: str) -> str:
+    """The payment id of a client's Idempotency-Key: the same after any loss of our own state,
+    so a retry reaches Stripe with the same idempotency key; unguessable without ``secret``."""
+    digest = hmac.new(secret, f"{client}\x1f{idempotency_key}".encode(), hashlib.sha256)
+    return "pay_" + digest.hexdigest()[:24]
 
 
 def request_fingerprint(
@@ -101,10 +80,17 @@ class PaymentRecord:
     error_status: int | None = None
     attempts: int = 0
     first_attempt_at: int | None = None
+    # Set by a dead-letter replay: look for an earlier charge before making one.
+    reconcile_first: bool = False
+    reconcile_attempts: int = 0
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def is_settled(self) -> bool:
+        return self.status in SETTLED_STATUSES
 
     @classmethod
     def from_redis(cls, raw: Mapping[Any, Any]) -> PaymentRecord:
@@ -130,30 +116,9 @@ class PaymentRecord:
             error_status=int(h["error_status"]) if h.get("error_status") else None,
             attempts=int(h.get("attempts", 0)),
             first_attempt_at=int(h["first_attempt_at"]) if h.get("first_attempt_at") else None,
+            reconcile_first=h.get("reconcile_first") == "1",
+            reconcile_attempts=int(h.get("reconcile_attempts", 0)),
         )
-
-    def to_public(self) -> dict[str, Any]:
-        """What clients see; amounts as decimal strings in major units."""
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "payment",
-            "status": self.status.value,
-            "account_id": self.account_id,
-            "amount": format_minor(self.amount_minor, self.currency),
-            "currency": self.currency,
-            "payment_method": self.payment_method,
-            "idempotency_key": self.idempotency_key,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "payment_intent": self.payment_intent,
-            "charge": self.charge,
-            "confirmation": self.payment_intent if self.status is Status.SUCCEEDED else None,
-        }
-        if self.next_action:
-            body["next_action"] = self.next_action
-        if self.error is not None:
-            body["error"] = self.error
-        return body
 
 
 def new_record_fields(

@@ -1,9 +1,9 @@
 """The only module that imports ``stripe``.
 
-Typed, keyword-only calls for what the service does with Stripe, with Stripe's errors translated
-into ``shared.errors`` types. Transient failures (network, 429, 5xx, a concurrent request on the
-same idempotency key) raise :class:`TransientStripeError`, which the worker retries with the same
-idempotency key; everything else is final.
+Typed, keyword-only calls for what the service does with Stripe. A failed call is described as a
+``shared.outcomes.StripeFailure`` and mapped by that module's one table into the service's
+errors, or into :class:`TransientStripeError` (network, 429, 5xx, a concurrent request on the
+same idempotency key), which the worker retries with the same idempotency key.
 """
 
 from __future__ import annotations
@@ -14,36 +14,19 @@ from typing import Any
 import stripe
 
 from shared.config import Settings
-from shared.errors import (
-    CardDeclined,
-    CustomerNotFound,
-    InvalidRequest,
-    PaymentMethodMissing,
-    RateLimited,
-    StripeUnavailable,
-    UpstreamError,
-)
+from shared.errors import CustomerNotFound, PaymentMethodMissing
 from shared.money import format_minor
+from shared.outcomes import (
+    ChargeOutcome,
+    StripeFailure,
+    TransientStripeError,
+    for_reader,
+    translate,
+)
 
 # Pinned: the shapes below (latest_charge, invoice_settings) are those of this API version, and
 # an SDK upgrade must not silently change what Stripe sends back.
 STRIPE_API_VERSION = "2026-10-28.endive"
-
-
-class TransientStripeError(Exception):
-    """Stripe could not answer now; the same request with the same key may succeed later."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeOutcome:
-    status: str  # the PaymentIntent's status: succeeded, requires_action, processing, ...
-    payment_intent_id: str
-    charge_id: str | None
-    next_action: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +41,6 @@ class ChargeSummary:
     payment_id: str | None
     failure_code: str | None
     refunded: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "amount": self.amount,
-            "currency": self.currency,
-            "status": self.status,
-            "created": self.created,
-            "payment_intent": self.payment_intent,
-            "description": self.description,
-            "payment_id": self.payment_id,
-            "failure_code": self.failure_code,
-            "refunded": self.refunded,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,60 +65,45 @@ def _field(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else None
 
 
-def translate_error(
-    exc: stripe.StripeError, *, customer: str | None = None, customer_param: str = "account_id"
-) -> Exception:
-    """Map a Stripe SDK error to the service's error (final) or a TransientStripeError."""
-    status = exc.http_status or 0
-    code = exc.code
-    should_retry = (exc.headers or {}).get("stripe-should-retry")
-    if should_retry == "true" and not isinstance(exc, stripe.CardError):
-        return TransientStripeError(
-            f"Stripe asked for a retry ({status})", retry_after=_retry_after(exc)
-        )
-    message = exc.user_message if isinstance(exc, stripe.CardError) else None
+def describe(exc: stripe.StripeError) -> StripeFailure:
+    """A Stripe SDK error as plain data for shared.outcomes' table."""
+    kind: Any
     if isinstance(exc, stripe.APIConnectionError):
-        return TransientStripeError(f"connection to Stripe failed: {exc.__class__.__name__}")
-    if isinstance(exc, stripe.RateLimitError) or status == 429:
-        return TransientStripeError("Stripe rate limit", retry_after=_retry_after(exc))
-    if isinstance(exc, stripe.IdempotencyError) and status == 409:
-        # Stripe is still processing the first request with this key: ask again shortly.
-        return TransientStripeError("concurrent request on the same idempotency key")
-    if status >= 500 or isinstance(exc, stripe.APIError):
-        if should_retry == "false":
-            return UpstreamError(f"Stripe refused the request ({status})", code="stripe_error")
-        return TransientStripeError(f"Stripe answered {status}", retry_after=_retry_after(exc))
-    if isinstance(exc, stripe.CardError) or status == 402:
-        decline_code = getattr(exc.error, "decline_code", None) if exc.error else None
-        return CardDeclined(
-            message or str(exc.user_message or "The card was declined."),
-            code=code or "card_declined",
-            decline_code=decline_code,
-        )
-    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        return StripeUnavailable(
-            "The payment processor rejected the service's credentials.",
-            code="stripe_authentication_failed",
-        )
-    param = getattr(exc, "param", None)
-    if status == 404 or code == "resource_missing":
-        if param in (None, "customer", "id") and customer is not None:
-            return CustomerNotFound(f"No such customer: {customer}", param=customer_param)
-        if param == "payment_method":
-            return InvalidRequest(
-                "No such payment method.", code="payment_method_not_found", param="payment_method"
-            )
-    if isinstance(exc, stripe.IdempotencyError):
-        return UpstreamError("Stripe refused a reused idempotency key.", code="idempotency_error")
-    return InvalidRequest(
-        exc.user_message or "Stripe rejected the request.",
-        code=code or "stripe_invalid_request",
-        param=param,
+        kind = "connection"
+    elif isinstance(exc, stripe.RateLimitError):
+        kind = "rate_limit"
+    elif isinstance(exc, stripe.CardError):
+        kind = "card"
+    elif isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        kind = "authentication"
+    elif isinstance(exc, stripe.IdempotencyError):
+        kind = "idempotency"
+    elif isinstance(exc, stripe.APIError):
+        kind = "api"
+    else:
+        kind = "invalid_request"
+    headers = exc.headers or {}
+    should_retry = headers.get("stripe-should-retry")
+    return StripeFailure(
+        kind=kind,
+        http_status=exc.http_status or 0,
+        code=exc.code,
+        message=exc.user_message,
+        param=getattr(exc, "param", None),
+        decline_code=getattr(exc.error, "decline_code", None) if exc.error else None,
+        should_retry=None if should_retry is None else should_retry == "true",
+        retry_after=_retry_after(headers.get("retry-after")),
     )
 
 
-def _retry_after(exc: stripe.StripeError) -> float | None:
-    value = (exc.headers or {}).get("retry-after")
+def translate_error(
+    exc: stripe.StripeError, *, customer: str | None = None, customer_param: str = "account_id"
+) -> Exception:
+    """A Stripe SDK error as the service's error (final) or a TransientStripeError."""
+    return translate(describe(exc), customer=customer, customer_param=customer_param)
+
+
+def _retry_after(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except ValueError:
@@ -249,15 +203,7 @@ class StripeGateway:
             response = await self._client.raw_request_async("get", "/v1/charges", **params)
         except stripe.StripeError as exc:
             error = translate_error(exc, customer=customer, customer_param="customer_id")
-            if isinstance(error, TransientStripeError):
-                # A reader asked: tell it now rather than retrying on its time.
-                headers = {"Retry-After": str(int(error.retry_after or 1))}
-                if exc.http_status == 429:
-                    raise RateLimited(
-                        "Stripe is rate limiting; retry later.", headers=headers
-                    ) from exc
-                raise StripeUnavailable(headers=headers) from exc
-            raise error from exc
+            raise (for_reader(error) if isinstance(error, TransientStripeError) else error) from exc
         page: dict[str, Any] = response.data
         return ChargePage(
             data=[_summary(c) for c in page.get("data", ())], has_more=bool(page.get("has_more"))

@@ -61,12 +61,13 @@ def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     """Charge one payment; retry later when the processor says so (same idempotency key)."""
     # The API's request id follows the payment into every log line of its task.
     request_id = getattr(self.request, "request_id", None)
-    delivery_tag = (self.request.delivery_info or {}).get("delivery_tag")
+    tag = (self.request.delivery_info or {}).get("delivery_tag")
+    delivery_tag = str(tag) if tag else None
     with structlog.contextvars.bound_contextvars(payment_id=payment_id, request_id=request_id):
         result = _process_when_redis_answers(payment_id, delivery_tag)
     if isinstance(result, RetryLater):
         # Stamped like every message the service enqueues (see PaymentStore.requeue_stale).
-        headers = {"request_id": request_id or "", "enqueued_at": int(time.time() * 1000)}
+        headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}
         raise self.retry(countdown=result.countdown, headers=headers)
     return result.status.value if result.status else None
 

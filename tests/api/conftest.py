@@ -1,9 +1,13 @@
-"""API unit tests: the real app over ASGI, Redis faked by fakeredis, Stripe faked at the gateway."""
+"""API unit tests: the real app over ASGI, Redis faked by fakeredis, Stripe faked at the gateway.
+
+Fixtures only; the helpers (``payment``, ``FakeListGateway``, ``app_client``,
+``fake_worker_records``) are in ``tests/support.py``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import fakeredis
 import httpx
@@ -12,22 +16,12 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from shared.config import Settings
-from shared.stripe_gateway import ChargePage
+from tests.support import FakeListGateway, app_client, payment
 
+# Still imported from here by older test modules; new code imports them from tests.support.
+__all__ = ["FakeListGateway", "payment"]
 
-class FakeListGateway:
-    """Stands in for Stripe's charge list at the gateway boundary."""
-
-    def __init__(self) -> None:
-        self.pages: dict[str, ChargePage] = {}
-        self.error: Exception | None = None
-
-    async def list_charges(
-        self, *, customer: str, limit: int, starting_after: str | None
-    ) -> ChargePage:
-        if self.error is not None:
-            raise self.error
-        return self.pages[customer]
+ClientFor = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
@@ -46,23 +40,28 @@ def gateway() -> FakeListGateway:
 
 
 @pytest.fixture
-async def app(
-    settings: Settings, redis: fakeredis.FakeAsyncRedis, gateway: FakeListGateway
-) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, redis=redis)
-    async with application.router.lifespan_context(application):
-        application.state.gateway = gateway
-        yield application
+def app(settings: Settings, redis: fakeredis.FakeAsyncRedis) -> FastAPI:
+    return create_app(settings, redis=redis)
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+async def client(app: FastAPI, gateway: FakeListGateway) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the app built from the ``settings``, ``redis`` and ``gateway`` fixtures."""
+    async with app_client(app, gateway=gateway) as c:
         yield c
 
 
-def payment(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"account_id": "cus_Abc123", "amount": "42.99"}
-    body.update(overrides)
-    return body
+@pytest.fixture
+def client_for() -> ClientFor:
+    """For an app with other settings, Redis or gateway:
+    ``async with client_for(settings, redis=None, gateway=None) as client:`` (``None``: the
+    app connects to ``settings.redis_url`` and Stripe itself)."""
+
+    def make(
+        settings: Settings,
+        redis: fakeredis.FakeAsyncRedis | None = None,
+        gateway: FakeListGateway | None = None,
+    ) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return app_client(create_app(settings, redis=redis), gateway=gateway)
+
+    return make

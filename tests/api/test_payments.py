@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from typing import Any
 
 import fakeredis
@@ -12,7 +13,8 @@ from fastapi import FastAPI
 
 from shared.config import Settings
 from shared.errors import CustomerNotFound, StripeUnavailable
-from shared.records import EVENTS_CHANNEL, record_key
+from shared.records import Status
+from shared.store.keys import EVENTS_CHANNEL, record_key
 from shared.stripe_gateway import ChargePage, ChargeSummary
 from tests.api.conftest import FakeListGateway, payment
 
@@ -310,7 +312,10 @@ async def test_redis_down_is_a_503_with_an_error_object() -> None:
 
     assert accept.status_code == 503
     assert accept.json()["error"]["code"] == "redis_unavailable"
+    assert accept.headers["retry-after"] == "1"
     assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "redis_unavailable"
+    assert ready.headers["retry-after"] == "1"  # every 503 says when to come back
     assert alive.status_code == 200
 
 
@@ -421,3 +426,180 @@ async def test_an_accepted_payment_is_filed_for_the_recovery_sweep(
 ) -> None:
     response = await client.post("/payments", json=payment())
     assert await redis.zscore("payments:pending", response.json()["id"]) is not None
+
+
+async def test_a_payment_is_answered_with_exactly_the_documented_fields(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    response = await client.post("/payments", json=payment(), headers={"Idempotency-Key": "o-1"})
+    polled = await client.get(response.headers["location"])
+
+    documented = app.openapi()["components"]["schemas"]["Payment"]["properties"]
+    # next_action and error appear only once the payment has them: never as nulls.
+    expected = set(documented) - {"next_action", "error"}
+    for body in (response.json(), polled.json()):
+        assert set(body) == expected
+        assert body["object"] == "payment"
+        assert body["idempotency_key"] == "o-1"
+        assert body["confirmation"] is None
+
+
+async def test_a_failed_payment_reads_back_with_its_error_and_no_other_extra_field(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    accepted = (await client.post("/payments", json=payment())).json()
+    error = {"type": "card_error", "code": "card_declined", "message": "Declined.", "x": 1}
+    await redis.hset(
+        record_key(accepted["id"]),
+        mapping={"status": "failed", "error": json.dumps(error), "error_status": "402"},
+    )
+
+    body = (await client.get(f"/payments/{accepted['id']}")).json()
+
+    assert body["status"] == "failed"
+    assert body["error"] == error  # as stored, extra fields included, no nulls added
+    assert "next_action" not in body
+
+
+async def test_customer_payments_carry_every_documented_charge_field(
+    client: httpx.AsyncClient, gateway: FakeListGateway, app: FastAPI
+) -> None:
+    charge = ChargeSummary(
+        id="ch_1",
+        amount="500",
+        currency="jpy",
+        status="failed",
+        created=1_700_000_000,
+        payment_intent=None,
+        description="order 7",
+        payment_id="pay_000000000000000000000001",
+        failure_code="card_declined",
+        refunded=False,
+    )
+    gateway.pages["cus_Abc123"] = ChargePage(data=[charge], has_more=False)
+
+    body = (await client.get("/cus_Abc123/payments")).json()
+
+    schemas = app.openapi()["components"]["schemas"]
+    assert set(body) == set(schemas["CustomerPayments"]["properties"])
+    assert body["object"] == "list"
+    assert body["next_cursor"] is None
+    assert body["data"] == [
+        {
+            "id": "ch_1",
+            "amount": "500",
+            "currency": "jpy",
+            "status": "failed",
+            "created": 1_700_000_000,
+            "payment_intent": None,
+            "description": "order 7",
+            "payment_id": "pay_000000000000000000000001",
+            "failure_code": "card_declined",
+            "refunded": False,
+        }
+    ]
+
+
+async def test_openapi_payment_status_lists_every_status_the_service_has(app: FastAPI) -> None:
+    schemas = app.openapi()["components"]["schemas"]
+    status = schemas["Payment"]["properties"]["status"]
+    name = status["$ref"].rsplit("/", 1)[1]
+    assert sorted(schemas[name]["enum"]) == sorted(s.value for s in Status)
+
+
+async def test_openapi_declares_the_headers_post_payments_reads(app: FastAPI) -> None:
+    post = app.openapi()["paths"]["/payments"]["post"]
+    params = {p["name"]: p for p in post["parameters"]}
+
+    key = params["Idempotency-Key"]
+    assert key["in"] == "header"
+    assert not key["required"]
+    assert key["schema"]["maxLength"] == 255
+    # What a client generated from the document needs to know about replays and mismatches.
+    assert "Idempotent-Replayed: true" in key["description"]
+    assert "422" in key["description"]
+    pattern = re.compile(key["schema"]["pattern"])
+    assert pattern.search("order-1001")
+    assert pattern.search("x" * 255)
+    assert not pattern.search("caf\u00e9")
+
+    assert params["X-Request-ID"]["in"] == "header"
+    assert params["wait"]["in"] == "query"
+    assert post["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "account_id",
+        "amount",
+    ]
+    for status in ("200", "202"):
+        assert {"Location", "Idempotency-Key", "Idempotent-Replayed"} <= set(
+            post["responses"][status]["headers"]
+        )
+
+
+async def test_openapi_documents_the_statuses_each_route_returns(app: FastAPI) -> None:
+    paths = app.openapi()["paths"]
+    post = paths["/payments"]["post"]["responses"]
+    listing = paths["/{customer_id}/payments"]["get"]["responses"]
+
+    assert "409" not in post  # never returned: concurrent requests with one key share a payment
+    assert "429" not in post  # the accept path does not rate limit (yet)
+    assert {"400", "402", "413", "415", "422", "503"} <= set(post)
+    assert "429" in listing  # Stripe rate limiting the list call
+    for operations in paths.values():
+        for operation in operations.values():
+            if "503" in operation["responses"]:
+                assert "Retry-After" in operation["responses"]["503"]["headers"]
+
+
+async def test_wait_is_bounded_by_max_wait_seconds_and_documented_so(
+    settings: Settings, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    from api.main import create_app
+
+    app = create_app(settings.model_copy(update={"max_wait_seconds": 5}), redis=redis)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            refused = await client.post("/payments?wait=6", json=payment())
+            accepted = await client.post("/payments?wait=0", json=payment())
+    wait = next(
+        p for p in app.openapi()["paths"]["/payments"]["post"]["parameters"] if p["name"] == "wait"
+    )
+
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "wait"
+    assert "from 0 to 5" in refused.json()["error"]["message"]
+    assert accepted.status_code == 202
+    assert wait["schema"]["maximum"] == 5
+
+
+async def test_a_payment_that_failed_with_a_503_says_when_to_retry(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    async def worker_gives_up() -> None:
+        while not await redis.llen("payments"):
+            await asyncio.sleep(0.01)
+        (message,) = await queued_messages(redis)
+        payment_id = message["headers"]["id"]
+        error = {"type": "api_error", "code": "stripe_unavailable", "message": "Down."}
+        await redis.hset(
+            record_key(payment_id),
+            mapping={"status": "failed", "error": json.dumps(error), "error_status": "503"},
+        )
+        await redis.publish(EVENTS_CHANNEL, payment_id)
+
+    finisher = asyncio.create_task(worker_gives_up())
+    response = await client.post("/payments?wait=10", json=payment())
+    await finisher
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "stripe_unavailable"
+    assert int(response.headers["retry-after"]) > 0
+
+
+async def test_a_stripe_failure_without_its_own_retry_after_still_gets_one(
+    client: httpx.AsyncClient, gateway: FakeListGateway
+) -> None:
+    gateway.error = StripeUnavailable(code="stripe_authentication_failed")
+    response = await client.get("/cus_Abc123/payments")
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0

@@ -6,6 +6,7 @@ Stripe does, so "one charge" below means one entry in what the customer would be
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,9 +15,13 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import CardDeclined, CustomerNotFound, PaymentMethodMissing
-from shared.records import DEAD_LETTERS, EVENTS_CHANNEL, lock_key, new_record_fields, record_key
-from shared.stripe_gateway import ChargeOutcome, TransientStripeError
+from shared.outcomes import ChargeOutcome, TransientStripeError
+from shared.rate_limit import StripeBudget
+from shared.records import PaymentRecord, new_record_fields
+from shared.store import PaymentStore
+from shared.store.keys import DEAD_LETTERS, EVENTS_CHANNEL, UNKNOWN_INDEX, lock_key, record_key
 from worker.charge import ChargeProcessor, Done, RetryLater
+from worker.reconcile import reconcile_unknown
 
 
 @dataclass
@@ -29,6 +34,8 @@ class FakeStripe:
     decline: bool = False
     ledger: list[dict[str, Any]] = field(default_factory=list)
     saved: dict[str, ChargeOutcome] = field(default_factory=dict)
+    fail_find: list[Exception] = field(default_factory=list)
+    finds: int = 0
 
     def default_payment_method(self, *, customer: str) -> str:
         if customer not in self.customers:
@@ -64,6 +71,9 @@ class FakeStripe:
     def find_payment_intent(
         self, *, customer: str, payment_id: str, created_after: int
     ) -> ChargeOutcome | None:
+        self.finds += 1
+        if self.fail_find:
+            raise self.fail_find.pop(0)
         for n, params in enumerate(self.ledger, start=1):
             if params["payment_id"] == payment_id and params["customer"] == customer:
                 return ChargeOutcome("succeeded", f"pi_{n}", f"ch_{n}")
@@ -86,10 +96,20 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def processor(
-    redis: fakeredis.FakeRedis, stripe: FakeStripe, settings: Settings
-) -> ChargeProcessor:
-    return ChargeProcessor(redis, stripe, settings)  # type: ignore[arg-type]
+def store(redis: fakeredis.FakeRedis, settings: Settings) -> PaymentStore:
+    return PaymentStore(redis, settings)
+
+
+@pytest.fixture
+def processor(store: PaymentStore, stripe: FakeStripe, settings: Settings) -> ChargeProcessor:
+    return ChargeProcessor(store, stripe, settings)  # type: ignore[arg-type]
+
+
+def load(redis: fakeredis.FakeRedis, payment_id: str) -> PaymentRecord:
+    """The record as a client polling the payment would see it."""
+    raw = redis.hgetall(record_key(payment_id))
+    assert raw, f"no record for {payment_id}"
+    return PaymentRecord.from_redis(raw)
 
 
 def queue_payment(
@@ -117,8 +137,7 @@ def test_a_charge_succeeds_and_records_stripe_ids(
 
     assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
 
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.status == "succeeded"
     assert record.payment_intent == "pi_1"
     assert record.charge == "ch_1"
@@ -150,8 +169,7 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_charges_once(
 
     first = processor.process(payment_id)
     assert isinstance(first, RetryLater)
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.status == "processing"  # not final: a poll says it is still going
 
     second = processor.process(payment_id)
@@ -179,8 +197,7 @@ def test_a_decline_fails_the_payment_with_a_402_and_the_decline_code(
 
     processor.process(payment_id)
 
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.status == "failed"
     assert record.error_status == 402
     assert record.error is not None
@@ -193,8 +210,7 @@ def test_an_unknown_customer_fails_with_a_404(
 ) -> None:
     payment_id = queue_payment(redis, account_id="cus_Missing")
     processor.process(payment_id)
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.status == "failed"
     assert record.error_status == 404
     assert record.error is not None
@@ -207,8 +223,7 @@ def test_no_payment_method_fails_with_a_clear_402(
     stripe.default_method = None
     payment_id = queue_payment(redis)
     processor.process(payment_id)
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.error_status == 402
     assert record.error is not None
     assert record.error["code"] == "payment_method_missing"
@@ -221,8 +236,7 @@ def test_authentication_required_leaves_the_payment_requiring_action(
     stripe.outcome_status = "requires_action"
     payment_id = queue_payment(redis)
     processor.process(payment_id)
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.status == "requires_action"
     assert record.payment_intent == "pi_1"
     assert record.error is not None
@@ -240,12 +254,13 @@ def test_stripe_down_past_the_retry_budget_fails_with_a_503_as_a_dead_letter(
     assert 0 <= first.countdown <= 0.5  # full jitter over backoff x 2^0
     processor.process(payment_id)
 
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.status == "failed"
     assert record.error_status == 503
     assert record.error is not None
     assert record.error["code"] == "stripe_unavailable"
+    assert "not charged" in record.error["message"]
+    assert stripe.finds == 2  # before the second attempt, and once more before giving up
     assert record.attempts == 2
     assert stripe.ledger == []
     assert redis.zscore(DEAD_LETTERS, payment_id) is not None
@@ -262,26 +277,22 @@ def test_a_payment_leased_by_another_worker_waits_without_using_its_budget(
 
     assert isinstance(result, RetryLater)
     assert stripe.ledger == []
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.attempts == 0
     assert record.status == "queued"
 
 
 def test_an_unrecorded_earlier_charge_is_adopted_even_after_stripe_forgot_the_key(
-    redis: fakeredis.FakeRedis, stripe: FakeStripe, settings: Settings
+    redis: fakeredis.FakeRedis, stripe: FakeStripe, processor: ChargeProcessor
 ) -> None:
-    forgetful = settings.model_copy(update={"stripe_key_memory_seconds": 0})
-    processor = ChargeProcessor(redis, stripe, forgetful)  # type: ignore[arg-type]
     stripe.lose_answer_once = True
     payment_id = queue_payment(redis)
     assert isinstance(processor.process(payment_id), RetryLater)
-    stripe.saved.clear()  # Stripe's 24 hours have passed
+    stripe.saved.clear()  # Stripe no longer holds the key, whatever its age
 
     processor.process(payment_id)
 
-    record = processor.load(payment_id)
-    assert record is not None
+    record = load(redis, payment_id)
     assert record.status == "succeeded"
     assert record.payment_intent == "pi_1"
     assert len(stripe.ledger) == 1
@@ -306,22 +317,127 @@ def test_an_unknown_or_expired_payment_is_skipped(
 def test_an_operator_replays_a_dead_letter_and_it_is_charged_once(
     redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe, settings: Settings
 ) -> None:
-    from worker.dead_letters import list_dead_letters, replay
-
+    store = PaymentStore(redis, settings)
     stripe.fail_next = [TransientStripeError("503"), TransientStripeError("503")]
     payment_id = queue_payment(redis)
     processor.process(payment_id)
     processor.process(payment_id)
-    assert [pid for _, pid, _ in list_dead_letters(redis)] == [payment_id]
+    assert [pid for pid, _, _ in store.dead_letters()] == [payment_id]
 
-    assert replay(redis, settings, payment_id) is True
-    assert replay(redis, settings, payment_id) is False  # no longer a dead letter
-    assert list_dead_letters(redis) == []
-    record = processor.load(payment_id)
-    assert record is not None
+    assert store.replay(payment_id) is True
+    assert store.replay(payment_id) is False  # no longer a dead letter
+    assert store.dead_letters() == []
+    record = load(redis, payment_id)
     assert record.status == "queued"
     assert record.error is None
+    assert record.reconcile_first
     assert redis.llen("payments") == 1
 
+    finds = stripe.finds
     assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+    assert stripe.finds == finds + 1  # a replay looks for an earlier charge first
     assert len(stripe.ledger) == 1
+
+
+def test_an_answer_lost_then_stripe_refusing_writes_still_ends_with_the_one_charge(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.lose_answer_once = True  # the charge lands, its answer does not
+    payment_id = queue_payment(redis)
+    assert isinstance(processor.process(payment_id), RetryLater)
+    stripe.saved.clear()
+    stripe.fail_next = [TransientStripeError("503")] * 5  # every write refused from now on
+
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+    record = load(redis, payment_id)
+    assert record.payment_intent == "pi_1"
+    assert len(stripe.ledger) == 1
+
+
+def test_stripe_unreachable_for_writes_and_reads_is_told_as_unknown_never_not_charged(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.fail_next = [TransientStripeError("timeout")] * 2
+    stripe.fail_find = [TransientStripeError("503")] * 2
+    payment_id = queue_payment(redis)
+    assert isinstance(processor.process(payment_id), RetryLater)
+    # The second attempt cannot look (its reconcile fails): retry budget spent, look once more.
+    assert processor.process(payment_id) == Done(status="unknown")  # type: ignore[arg-type]
+
+    record = load(redis, payment_id)
+    assert record.status == "unknown"
+    assert record.error is not None
+    assert record.error["code"] == "outcome_unknown"
+    assert "not charged" not in record.error["message"]
+    assert redis.zscore(UNKNOWN_INDEX, payment_id) is not None
+    assert redis.zscore(DEAD_LETTERS, payment_id) is None
+    assert redis.get(lock_key(payment_id)) is None
+
+
+def test_the_reconciler_adopts_a_charge_found_later_and_clears_the_error(
+    redis: fakeredis.FakeRedis, store: PaymentStore, stripe: FakeStripe, settings: Settings
+) -> None:
+    processor = ChargeProcessor(store, stripe, settings)  # type: ignore[arg-type]
+    stripe.lose_answer_once = True  # charged, answer lost
+    payment_id = queue_payment(redis)
+    processor.process(payment_id)
+    stripe.fail_next = [TransientStripeError("503")]
+    stripe.fail_find = [TransientStripeError("503")] * 2
+    assert processor.process(payment_id) == Done(status="unknown")  # type: ignore[arg-type]
+    redis.zadd(UNKNOWN_INDEX, {payment_id: 0})  # due now
+
+    counts = reconcile_unknown(store, stripe, StripeBudget(store, 0), settings)  # type: ignore[arg-type]
+
+    assert counts["settled"] == 1
+    record = load(redis, payment_id)
+    assert record.status == "succeeded"
+    assert record.payment_intent == "pi_1"
+    assert record.error is None
+    assert redis.zscore(UNKNOWN_INDEX, payment_id) is None
+    assert len(stripe.ledger) == 1
+
+
+def test_the_reconciler_says_not_charged_only_once_stripe_answers_and_has_nothing(
+    redis: fakeredis.FakeRedis, store: PaymentStore, stripe: FakeStripe, settings: Settings
+) -> None:
+    processor = ChargeProcessor(store, stripe, settings)  # type: ignore[arg-type]
+    stripe.fail_next = [TransientStripeError("503")] * 2
+    stripe.fail_find = [TransientStripeError("503")] * 3
+    payment_id = queue_payment(redis)
+    processor.process(payment_id)
+    processor.process(payment_id)
+    redis.zadd(UNKNOWN_INDEX, {payment_id: 0})
+    budget = StripeBudget(store, 0)
+
+    # Stripe still down: looked again later, with backoff, still unknown.
+    assert reconcile_unknown(store, stripe, budget, settings)["postponed"] == 1  # type: ignore[arg-type]
+    assert load(redis, payment_id).status == "unknown"
+    assert load(redis, payment_id).reconcile_attempts == 1
+    next_check = redis.zscore(UNKNOWN_INDEX, payment_id)
+    assert next_check is not None
+    assert next_check > time.time()
+
+    redis.zadd(UNKNOWN_INDEX, {payment_id: 0})
+    reconcile_unknown(store, stripe, budget, settings)  # type: ignore[arg-type]
+    record = load(redis, payment_id)
+    assert record.status == "failed"
+    assert record.error is not None
+    assert "not charged" in record.error["message"]
+    assert redis.zscore(DEAD_LETTERS, payment_id) is not None
+    assert stripe.ledger == []
+
+
+def test_a_budget_wait_books_once_and_never_fails_the_payment(
+    redis: fakeredis.FakeRedis, store: PaymentStore, stripe: FakeStripe, settings: Settings
+) -> None:
+    budget = StripeBudget(store, rate_per_second=20)
+    processor = ChargeProcessor(store, stripe, settings, budget)  # type: ignore[arg-type]
+    # Other workers booked the next 0.6 s of the budget.
+    store.reserve_stripe_slots(count=12, interval_us=50_000)
+    payment_id = queue_payment(redis)
+
+    started = time.monotonic()
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+
+    assert time.monotonic() - started >= 0.5  # it waited its turn...
+    assert load(redis, payment_id).attempts == 1  # ...as one attempt, not a failure

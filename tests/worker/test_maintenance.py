@@ -1,4 +1,5 @@
-"""The recovery sweep brings back a payment whose message was lost, and nothing else."""
+"""The recovery sweep brings back a payment whose message was lost, and nothing else: not one
+still waiting in the queue (however long the backlog), held by a worker, or final."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import fakeredis
 import pytest
 
 from shared.config import Settings
-from shared.records import PENDING, lock_key, new_record_fields, record_key
-from worker.maintenance import sweep
+from shared.records import new_record_fields
+from shared.store import PaymentStore
+from shared.store.keys import PENDING_INDEX, lock_key, record_key
+
+QUEUE = "payments"
 
 
 @pytest.fixture
@@ -18,7 +22,25 @@ def settings() -> Settings:
     return Settings(environment="test", sweep_stale_seconds=600)
 
 
-def pending(client: fakeredis.FakeRedis, payment_id: str, status: str, due: float) -> None:
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def store(client: fakeredis.FakeRedis, settings: Settings) -> PaymentStore:
+    return PaymentStore(client, settings)
+
+
+def pending(
+    client: fakeredis.FakeRedis,
+    payment_id: str,
+    status: str,
+    due: float,
+    *,
+    enqueued_ms: int,
+    in_queue: bool = False,
+) -> None:
     fields = new_record_fields(
         payment_id=payment_id,
         account_id="cus_A",
@@ -29,31 +51,87 @@ def pending(client: fakeredis.FakeRedis, payment_id: str, status: str, due: floa
         fingerprint="f" * 64,
     )
     fields["status"] = status
+    fields["enqueued_at"] = str(enqueued_ms)
     client.hset(record_key(payment_id), mapping=fields)  # type: ignore[arg-type]
-    client.zadd(PENDING, {payment_id: due})
+    client.zadd(PENDING_INDEX, {payment_id: due})
+    if in_queue:
+        message = {"headers": {"id": payment_id, "enqueued_at": enqueued_ms}}
+        client.lpush(QUEUE, json.dumps(message))
 
 
-def test_a_stale_payment_nobody_holds_is_enqueued_again(settings: Settings) -> None:
-    client = fakeredis.FakeRedis()
+def test_a_lost_message_is_enqueued_again_and_a_recent_payment_is_not(
+    client: fakeredis.FakeRedis, store: PaymentStore
+) -> None:
     now = time.time()
-    pending(client, "pay_lost", "queued", due=now - 1)
-    pending(client, "pay_recent", "queued", due=now + 300)
+    old = int((now - 900) * 1000)
+    pending(client, "pay_lost", "queued", due=now - 1, enqueued_ms=old)
+    pending(client, "pay_recent", "queued", due=now + 300, enqueued_ms=int(now * 1000))
 
-    assert sweep(client, settings, now=now) == ["pay_lost"]
+    assert store.requeue_stale(now=now) == ["pay_lost"]
 
-    (message,) = client.lrange("payments", 0, -1)
+    (message,) = client.lrange(QUEUE, 0, -1)
     assert json.loads(message)["headers"]["id"] == "pay_lost"
-    assert client.zscore(PENDING, "pay_lost") == int(now) + 600  # looked at again later
+    assert client.zscore(PENDING_INDEX, "pay_lost") == int(now) + 600  # looked at again later
 
 
-def test_a_payment_being_charged_or_finished_is_left_alone(settings: Settings) -> None:
-    client = fakeredis.FakeRedis()
+def test_a_payment_being_charged_or_finished_is_left_alone(
+    client: fakeredis.FakeRedis, store: PaymentStore
+) -> None:
     now = time.time()
-    pending(client, "pay_busy", "processing", due=now - 1)
+    old = int((now - 900) * 1000)
+    pending(client, "pay_busy", "processing", due=now - 1, enqueued_ms=old)
     client.set(lock_key("pay_busy"), "worker-1")
-    pending(client, "pay_done", "succeeded", due=now - 1)
+    pending(client, "pay_done", "succeeded", due=now - 1, enqueued_ms=old)
+    pending(client, "pay_unknown", "unknown", due=now - 1, enqueued_ms=old)
 
-    assert sweep(client, settings, now=now) == []
-    assert client.llen("payments") == 0
-    assert client.zscore(PENDING, "pay_done") is None
-    assert client.zscore(PENDING, "pay_busy") is not None
+    assert store.requeue_stale(now=now) == []
+    assert client.llen(QUEUE) == 0
+    assert client.zscore(PENDING_INDEX, "pay_done") is None
+    assert client.zscore(PENDING_INDEX, "pay_unknown") is None  # the reconciler's now
+    assert client.zscore(PENDING_INDEX, "pay_busy") is not None
+
+
+def test_a_long_backlog_older_than_the_sweep_age_is_never_echoed(
+    client: fakeredis.FakeRedis, store: PaymentStore
+) -> None:
+    now = time.time()
+    start = int((now - 3600) * 1000)
+    for n in range(2_000):  # an hour-old backlog, still in the queue
+        pending(client, f"pay_{n}", "queued", due=now - 1, enqueued_ms=start + n, in_queue=True)
+
+    for _ in range(5):
+        assert store.requeue_stale(now=now) == []
+    assert client.llen(QUEUE) == 2_000
+
+    # Workers take all but the newest ten: those are still queued, the rest were delivered.
+    for n in range(1_990):
+        client.rpop(QUEUE)
+        client.zrem(PENDING_INDEX, f"pay_{n}")
+    assert store.requeue_stale(now=now) == []
+    assert client.llen(QUEUE) == 10
+
+
+def test_a_popped_message_is_recovered_once_the_queue_has_moved_past_it(
+    client: fakeredis.FakeRedis, store: PaymentStore
+) -> None:
+    now = time.time()
+    start = int((now - 3600) * 1000)
+    pending(client, "pay_dropped", "queued", due=now - 1, enqueued_ms=start, in_queue=True)
+    pending(client, "pay_next", "queued", due=now + 600, enqueued_ms=start + 60_000,
+            in_queue=True)  # fmt: skip
+    client.rpop(QUEUE)  # popped by a worker that crashed before recording it
+
+    assert store.requeue_stale(now=now) == ["pay_dropped"]
+
+
+def test_a_worker_waiting_for_the_stripe_budget_keeps_its_payment(
+    client: fakeredis.FakeRedis, store: PaymentStore
+) -> None:
+    now = time.time()
+    pending(client, "pay_waiting", "processing", due=now - 1,
+            enqueued_ms=int((now - 900) * 1000))  # fmt: skip
+    client.set(lock_key("pay_waiting"), "token", px=1000)
+    assert store.heartbeat("pay_waiting", token="token", delivery_tag=None)
+    client.delete(lock_key("pay_waiting"))  # even between the lease's lapses, alive_at counts
+
+    assert store.requeue_stale(now=now) == []

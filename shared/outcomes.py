@@ -1,0 +1,203 @@
+"""Where Stripe's answers become the service's outcomes and HTTP statuses: the one map.
+
+Three tables, read top to bottom:
+- ``STRIPE_FAILURES``: a failed Stripe call (as the gateway describes it, ``StripeFailure``) to
+  either a final service error (its class in ``shared.errors`` carries the HTTP status) or a
+  ``TransientStripeError`` (try again with the same idempotency key);
+- ``INTENT_STATUSES``: a PaymentIntent's status to the payment's status and error;
+- what a worker tells the client when Stripe cannot be reached (``not_charged``,
+  ``outcome_unknown``) and what a reader is told (``for_reader``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.errors import (
+    CardDeclined,
+    CustomerNotFound,
+    InvalidRequest,
+    OutcomeUnknown,
+    PaymentServiceError,
+    RateLimited,
+    StripeUnavailable,
+    UpstreamError,
+)
+from shared.records import Status
+
+FailureKind = Literal[
+    "connection",  # no answer: the request may or may not have reached Stripe
+    "rate_limit",
+    "card",
+    "authentication",  # our key was refused
+    "idempotency",  # the key was reused with other parameters, or is in flight (409)
+    "api",  # Stripe's own error (5xx)
+    "invalid_request",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StripeFailure:
+    """A failed Stripe call, described without the SDK's types (see stripe_gateway)."""
+
+    kind: FailureKind
+    http_status: int = 0
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    decline_code: str | None = None
+    should_retry: bool | None = None  # Stripe-Should-Retry, when sent
+    retry_after: float | None = None
+
+
+class TransientStripeError(Exception):
+    """Stripe could not answer now; the same request with the same key may succeed later.
+    Whether an earlier write landed is unknown: the next attempt reconciles first."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, http_status: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.http_status = http_status
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcome:
+    """What Stripe says of a PaymentIntent."""
+
+    status: str  # succeeded, requires_action, processing, requires_payment_method, ...
+    payment_intent_id: str
+    charge_id: str | None
+    next_action: str | None = None
+
+
+def _transient(why: str) -> Callable[[StripeFailure], TransientStripeError]:
+    return lambda f: TransientStripeError(
+        f"{why} ({f.http_status})", retry_after=f.retry_after, http_status=f.http_status
+    )
+
+
+def _missing(f: StripeFailure, customer: str | None, customer_param: str) -> PaymentServiceError:
+    if f.param == "payment_method":
+        return InvalidRequest(
+            "No such payment method.", code="payment_method_not_found", param="payment_method"
+        )
+    if customer is not None and f.param in (None, "customer", "id"):
+        return CustomerNotFound(f"No such customer: {customer}", param=customer_param)
+    return InvalidRequest(f.message or "No such object.", code=f.code or "resource_missing",
+                          param=f.param)  # fmt: skip
+
+
+Rule = tuple[
+    str,
+    Callable[[StripeFailure], bool],
+    Callable[[StripeFailure, str | None, str], PaymentServiceError | TransientStripeError],
+]
+
+# First matching row wins.
+STRIPE_FAILURES: tuple[Rule, ...] = (
+    ("Stripe-Should-Retry: true (not a decline)",
+     lambda f: f.should_retry is True and f.kind != "card",
+     lambda f, *_: _transient("Stripe asked for a retry")(f)),
+    ("no answer from Stripe", lambda f: f.kind == "connection",
+     lambda f, *_: TransientStripeError("connection to Stripe failed")),
+    ("rate limited", lambda f: f.kind == "rate_limit" or f.http_status == 429,
+     lambda f, *_: _transient("Stripe rate limit")(f)),
+    ("same key still in flight", lambda f: f.kind == "idempotency" and f.http_status == 409,
+     lambda f, *_: _transient("concurrent request on the same idempotency key")(f)),
+    ("5xx that must not be retried", lambda f: f.http_status >= 500 and f.should_retry is False,
+     lambda f, *_: UpstreamError(f"Stripe refused the request ({f.http_status})")),
+    ("5xx", lambda f: f.http_status >= 500 or f.kind == "api",
+     lambda f, *_: _transient("Stripe answered")(f)),
+    ("card declined", lambda f: f.kind == "card" or f.http_status == 402,
+     lambda f, *_: CardDeclined(f.message or "The card was declined.",
+                                code=f.code or "card_declined", decline_code=f.decline_code)),
+    ("our Stripe key refused", lambda f: f.kind == "authentication",
+     lambda f, *_: StripeUnavailable(
+         "The payment processor rejected the service's credentials.",
+         code="stripe_authentication_failed")),
+    ("no such object", lambda f: f.http_status == 404 or f.code == "resource_missing", _missing),
+    ("key reused with other parameters", lambda f: f.kind == "idempotency",
+     lambda f, *_: UpstreamError("Stripe refused a reused idempotency key.",
+                                 code="idempotency_error")),
+    ("anything else Stripe refused", lambda f: True,
+     lambda f, *_: InvalidRequest(f.message or "Stripe rejected the request.",
+                                  code=f.code or "stripe_invalid_request", param=f.param)),
+)  # fmt: skip
+
+
+def translate(
+    failure: StripeFailure, *, customer: str | None = None, customer_param: str = "account_id"
+) -> PaymentServiceError | TransientStripeError:
+    """A failed Stripe call as a final service error or a TransientStripeError."""
+    for _, matches, make in STRIPE_FAILURES:
+        if matches(failure):
+            return make(failure, customer, customer_param)
+    raise AssertionError("the last rule matches everything")  # pragma: no cover
+
+
+def for_reader(error: TransientStripeError) -> PaymentServiceError:
+    """A reader asked (GET): tell it now rather than retrying on its time."""
+    headers = {"Retry-After": str(max(1, int(error.retry_after or 1)))}
+    if error.http_status == 429:
+        return RateLimited("Stripe is rate limiting; retry later.", headers=headers)
+    return StripeUnavailable(headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Where a payment stands after Stripe's answer about its PaymentIntent."""
+
+    status: Status  # PROCESSING: not settled yet, ask again shortly
+    error: PaymentServiceError | None = None
+
+
+INTENT_STATUSES: dict[str, Callable[[ChargeOutcome], Settled]] = {
+    "succeeded": lambda o: Settled(Status.SUCCEEDED),
+    "processing": lambda o: Settled(Status.PROCESSING),
+    "requires_action": lambda o: Settled(
+        Status.REQUIRES_ACTION,
+        CardDeclined(
+            "The card requires authentication by the customer (3-D Secure); "
+            "the payment was not charged.",
+            code="authentication_required",
+        ),
+    ),
+    "requires_payment_method": lambda o: Settled(
+        Status.FAILED,
+        CardDeclined("The payment was not completed.", code="payment_intent_" + o.status),
+    ),
+    "canceled": lambda o: Settled(
+        Status.FAILED,
+        CardDeclined("The payment was not completed.", code="payment_intent_" + o.status),
+    ),
+}
+
+
+def settle(outcome: ChargeOutcome) -> Settled:
+    """The payment's status for a PaymentIntent's (an unexpected one is a 502, not charged
+    as far as the service knows only because Stripe said so)."""
+    make = INTENT_STATUSES.get(outcome.status)
+    if make is not None:
+        return make(outcome)
+    return Settled(
+        Status.FAILED, UpstreamError(f"Unexpected PaymentIntent status {outcome.status}.")
+    )
+
+
+def not_charged(attempts: int) -> StripeUnavailable:
+    """Retries ran out, and Stripe's own records show no charge: only then is this said."""
+    return StripeUnavailable(
+        f"The payment processor could not be reached after {attempts} attempts, and it holds "
+        "no charge for this payment: the payment was not charged. Retry later with a new "
+        "Idempotency-Key.",
+        code="stripe_unavailable",
+    )
+
+
+def outcome_unknown() -> OutcomeUnknown:
+    """Retries ran out and Stripe could not be asked whether an earlier attempt charged."""
+    return OutcomeUnknown()

@@ -1,0 +1,24 @@
+"""The one home of the service's Redis state: keys (``keys``), scripts (``lua/``) and the typed
+steps that use them (``payments``)."""
+
+from shared.store.payments import (
+    BUSY,
+    SKIP,
+    AsyncPaymentStore,
+    Busy,
+    Claimed,
+    PaymentStore,
+    Skip,
+    Started,
+)
+
+__all__ = [
+    "BUSY",
+    "SKIP",
+    "AsyncPaymentStore",
+    "Busy",
+    "Claimed",
+    "PaymentStore",
+    "Skip",
+    "Started",
+]

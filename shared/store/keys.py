@@ -1,0 +1,62 @@
+"""The Redis layout: every key the service writes, in one table.
+
+One Redis (no cluster): scripts may touch any key. All names start with ``payments:`` except the
+queue list (``QUEUE_NAME``) and kombu's own ``unacked``/``unacked_index``, which the Celery
+transport owns.
+
+Key (type; TTL; written by):
+- ``payments:record:{payment_id}`` (hash, the payment record; RECORD_TTL_SECONDS; the API on
+  accept, workers on each attempt and outcome, the sweep, replay and the reconciler). Its
+  existence is the claim of the client's Idempotency-Key: the id derives from that key.
+- ``payments:lock:{payment_id}`` (string, the lease of the worker charging it; 2 x Stripe
+  timeout + 10 s, heartbeated while waiting for the Stripe budget; workers).
+- ``payments:pending`` (sorted set of payments not final, scored by when the sweep looks again;
+  no TTL, members leave when final; API, workers, sweep, replay).
+- ``payments:unknown`` (sorted set of payments whose outcome could not be learned, scored by the
+  next check; workers, reconciler).
+- ``payments:dead_letters`` (sorted set of payments failed because Stripe was down, by time;
+  workers, reconciler, replay).
+- ``payments:events`` (pub/sub channel: a payment id when its status settles; workers).
+- ``payments:stripe_rate`` (string, the shared Stripe budget's next free slot in µs; until that
+  slot; workers).
+- ``payments:maintenance`` (string, one worker's turn at the maintenance round; the round).
+- ``payments:metrics:accepted`` (counter; API), ``payments:metrics:outcomes`` (hash
+  ``status|code`` -> count; workers), ``payments:metrics:stripe`` (hash ``call|outcome|le`` ->
+  count, ``call|outcome|sum`` -> seconds; workers).
+- ``{QUEUE_NAME}`` (list of Celery protocol-2 messages, stamped ``enqueued_at``; API, sweep,
+  replay, Celery retries) and kombu's ``unacked`` / ``unacked_index`` (delivered messages not
+  yet acknowledged; kombu, and a waiting worker moves its own entry's time forward).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+RECORD_PREFIX = "payments:record:"
+IDEMPOTENCY_PREFIX = "payments:idem:"
+LOCK_PREFIX = "payments:lock:"
+PENDING_INDEX = "payments:pending"
+UNKNOWN_INDEX = "payments:unknown"
+DEAD_LETTERS = "payments:dead_letters"
+EVENTS_CHANNEL = "payments:events"
+STRIPE_RATE = "payments:stripe_rate"
+MAINTENANCE_LOCK = "payments:maintenance"
+ACCEPTED_COUNT = "payments:metrics:accepted"
+OUTCOME_COUNTS = "payments:metrics:outcomes"
+STRIPE_CALL_STATS = "payments:metrics:stripe"
+# kombu's Redis transport: delivered, unacknowledged messages (hash) and their delivery times.
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
+
+
+def record_key(payment_id: str) -> str:
+    return RECORD_PREFIX + payment_id
+
+
+def lock_key(payment_id: str) -> str:
+    return LOCK_PREFIX + payment_id
+
+
+def idempotency_key_slot(scoped_key: str) -> str:
+    """Where a client's key is claimed; hashed so that any printable key makes a short name."""
+    return IDEMPOTENCY_PREFIX + hashlib.sha256(scoped_key.encode()).hexdigest()

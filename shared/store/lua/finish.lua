@@ -1,0 +1,29 @@
+-- finish: record where a payment now stands, once.
+-- KEYS: record, lease, events channel, dead letters, pending index, outcome counts, unknown
+-- index.
+-- A final status (succeeded, failed, requires_action) leaves the pending and unknown indexes
+-- and is counted; `unknown` moves the payment to the unknown index (checked again at
+-- a.check_at). Either way waiting requests are told, the lease is released and, if asked,
+-- the payment is filed as a dead letter. -1: no record; 0: already final (nothing written).
+local a = cjson.decode(ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if FINAL[status] then return 0 end
+local fields = {'status', a.status, 'updated_at', a.now_iso}
+for name, value in pairs(a.fields) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
+redis.call('ZREM', KEYS[5], a.payment_id)
+if FINAL[a.status] then
+  redis.call('ZREM', KEYS[7], a.payment_id)
+  redis.call('HINCRBY', KEYS[6], a.outcome_field, 1)
+else
+  redis.call('ZADD', KEYS[7], a.check_at, a.payment_id)
+end
+if a.dead_letter then redis.call('ZADD', KEYS[4], a.now, a.payment_id) end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', KEYS[3], a.payment_id)
+return 1

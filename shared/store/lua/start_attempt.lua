@@ -1,0 +1,14 @@
+-- start_attempt: take the payment's lease and count an attempt.
+-- KEYS: record, lease.
+-- {-1}: no such record (expired); {0}: already final; {-2}: another worker holds the lease;
+-- {1, record}: the lease is ours, the record says `processing`.
+local a = cjson.decode(ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {-1} end
+if FINAL[status] then return {0} end
+if not redis.call('SET', KEYS[2], a.token, 'NX', 'PX', a.lease_ms) then return {-2} end
+redis.call('HSET', KEYS[1], 'status', STATUS.PROCESSING, 'updated_at', a.now_iso,
+  'alive_at', a.now)
+redis.call('HSETNX', KEYS[1], 'first_attempt_at', a.now)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return {1, redis.call('HGETALL', KEYS[1])}

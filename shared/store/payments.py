@@ -1,0 +1,376 @@
+"""Every read and write of payment state in Redis, one typed method per atomic step.
+
+Each method that changes more than one key is one Lua script (``lua/<name>.lua``): one step of
+a payment's life, all or nothing, in one round trip. ``AsyncPaymentStore`` serves the API's
+event loop, ``PaymentStore`` the workers' threads; the key layout is in ``shared.store.keys``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from shared.celery_message import charge_message
+from shared.config import Settings
+from shared.records import PaymentRecord, Status, now_iso
+from shared.store import keys
+from shared.store.scripts import source
+
+# Producers stamp messages with their own clock; the sweep allows this much disagreement
+# between two hosts' clocks before it believes the queue has moved past a payment.
+CLOCK_SKEW_MS = 5_000
+SWEEP_BATCH = 500
+
+
+def _args(**named: Any) -> bytes:
+    return orjson.dumps(named)
+
+
+def decode_record(flat: list[Any]) -> PaymentRecord:
+    """A record from a script's ``HGETALL`` reply (a flat list of names and values)."""
+    return PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def lease_ms(settings: Settings) -> int:
+    """A lease outlives a charge's two Stripe calls, and ends before the message would be
+    delivered again (settings check that)."""
+    return int((2 * settings.stripe_timeout_seconds + 10) * 1000)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- the API's side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """claim_and_enqueue's answer: the new record, or the one that already had the key."""
+
+    record: PaymentRecord | None  # None: the queue is full, nothing was written
+    created: bool
+
+
+class AsyncPaymentStore:
+    def __init__(self, client: AsyncRedis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+        self._accept = client.register_script(source("accept"))
+
+    async def claim_and_enqueue(
+        self, *, fields: dict[str, str], headers: dict[str, Any]
+    ) -> Claimed:
+        """Write a new payment's record and enqueue its charge, unless its id (derived from
+        the client's Idempotency-Key) already has a record or the queue is full."""
+        payment_id = fields["id"]
+        enqueued_at = now_ms()
+        fields = {**fields, "enqueued_at": str(enqueued_at)}
+        message = charge_message(
+            payment_id,
+            queue=self._settings.queue_name,
+            headers={**headers, "enqueued_at": enqueued_at},
+        )
+        result = await self._accept(
+            keys=[
+                keys.record_key(payment_id),
+                self._settings.queue_name,
+                keys.PENDING_INDEX,
+                keys.ACCEPTED_COUNT,
+            ],
+            args=[
+                _args(
+                    payment_id=payment_id,
+                    fields=fields,
+                    message=message.decode(),
+                    record_ttl=self._settings.record_ttl_seconds,
+                    max_backlog=self._settings.queue_max_backlog,
+                    sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
+                )
+            ],
+        )
+        if result[0] == 1:
+            return Claimed(PaymentRecord.from_redis(fields), created=True)
+        if result[0] == 2:
+            return Claimed(None, created=False)
+        return Claimed(decode_record(result[1]), created=False)
+
+    async def get(self, payment_id: str) -> PaymentRecord | None:
+        raw = await self._redis.hgetall(keys.record_key(payment_id))
+        return PaymentRecord.from_redis(raw) if raw else None
+
+
+# --- the workers' side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    record: PaymentRecord
+
+
+class Busy:
+    """Another worker holds the payment's lease."""
+
+
+class Skip:
+    """Nothing to do: the record is gone (expired) or already final."""
+
+
+BUSY = Busy()
+SKIP = Skip()
+
+
+class PaymentStore:
+    """The workers' steps. Thread-safe: one instance per process, shared by its threads."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+        self.lease_ms = lease_ms(settings)
+        self._scripts = {
+            name: client.register_script(source(name))
+            for name in (
+                "start_attempt",
+                "take_lease",
+                "heartbeat",
+                "release",
+                "finish",
+                "postpone_check",
+                "requeue_stale",
+                "replay",
+                "reserve_slots",
+            )
+        }
+
+    def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
+        return self._scripts[name](keys=keys_, args=[_args(**named)])
+
+    def get(self, payment_id: str) -> PaymentRecord | None:
+        raw: dict[bytes, bytes] = self._redis.hgetall(keys.record_key(payment_id))  # type: ignore[assignment]
+        return PaymentRecord.from_redis(raw) if raw else None
+
+    # charge attempts ---------------------------------------------------------------------
+
+    def start_attempt(self, payment_id: str, *, token: str) -> Started | Busy | Skip:
+        result = self._run(
+            "start_attempt",
+            [keys.record_key(payment_id), keys.lock_key(payment_id)],
+            token=token,
+            lease_ms=self.lease_ms,
+            now_iso=now_iso(),
+            now=int(time.time()),
+        )
+        if result[0] == 1:
+            return Started(decode_record(result[1]))
+        return BUSY if result[0] == -2 else SKIP
+
+    def take_lease(self, payment_id: str, *, token: str) -> Started | Busy | Skip:
+        """Hold a payment that is not final without counting a charge attempt."""
+        result = self._run(
+            "take_lease",
+            [keys.record_key(payment_id), keys.lock_key(payment_id)],
+            token=token,
+            lease_ms=self.lease_ms,
+        )
+        if result[0] == 1:
+            return Started(decode_record(result[1]))
+        return BUSY if result[0] == -2 else SKIP
+
+    def heartbeat(self, payment_id: str, *, token: str, delivery_tag: str | None) -> bool:
+        """Extend the lease and the message's visibility while waiting; False if lost."""
+        return bool(
+            self._run(
+                "heartbeat",
+                [keys.lock_key(payment_id), keys.record_key(payment_id), keys.UNACKED_INDEX],
+                token=token,
+                lease_ms=self.lease_ms,
+                now=int(time.time()),
+                delivery_tag=delivery_tag or "",
+            )
+        )
+
+    def remember_payment_method(self, payment_id: str, method: str) -> None:
+        """Stored so that every retry sends Stripe the very same parameters."""
+        self._redis.hset(keys.record_key(payment_id), "payment_method", method)
+
+    def release(
+        self, payment_id: str, *, token: str, fields: Mapping[str, str] | None = None
+    ) -> None:
+        """Give the lease back before a retry, saving ``fields`` (e.g. Stripe ids) first."""
+        self._run(
+            "release",
+            [keys.lock_key(payment_id), keys.record_key(payment_id)],
+            token=token,
+            fields=dict(fields or {}),
+        )
+
+    def finish(
+        self,
+        payment_id: str,
+        *,
+        status: Status,
+        fields: Mapping[str, str],
+        outcome_field: str = "",
+        dead_letter: bool = False,
+        clear: tuple[str, ...] = (),
+        check_at: float = 0,
+    ) -> bool:
+        """Record where the payment stands (final, or ``unknown`` until ``check_at``), release
+        its lease and tell waiting requests. False if it was already final."""
+        done = self._run(
+            "finish",
+            [
+                keys.record_key(payment_id),
+                keys.lock_key(payment_id),
+                keys.EVENTS_CHANNEL,
+                keys.DEAD_LETTERS,
+                keys.PENDING_INDEX,
+                keys.OUTCOME_COUNTS,
+                keys.UNKNOWN_INDEX,
+            ],
+            payment_id=payment_id,
+            status=status.value,
+            fields=dict(fields),
+            clear=list(clear),
+            outcome_field=outcome_field,
+            dead_letter=dead_letter,
+            check_at=int(check_at),
+            now=int(time.time()),
+            now_iso=now_iso(),
+        )
+        return bool(done == 1)
+
+    # reconciliation of unknown outcomes ------------------------------------------------
+
+    def due_unknown(self, *, limit: int) -> list[str]:
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.UNKNOWN_INDEX, "-inf", time.time(), start=0, num=limit
+        )
+        return [member.decode() for member in due]
+
+    def postpone_check(self, payment_id: str, *, token: str, check_at: float) -> None:
+        self._run(
+            "postpone_check",
+            [keys.lock_key(payment_id), keys.record_key(payment_id), keys.UNKNOWN_INDEX],
+            payment_id=payment_id,
+            token=token,
+            check_at=int(check_at),
+        )
+
+    # the shared Stripe budget ----------------------------------------------------------
+
+    def reserve_stripe_slots(self, *, count: int, interval_us: int) -> float:
+        """Book ``count`` calls; seconds until the first (the rest follow every interval)."""
+        wait_us = self._run("reserve_slots", [keys.STRIPE_RATE], count=count,
+                            interval_us=interval_us)  # fmt: skip
+        return int(wait_us) / 1e6
+
+    # recovery sweep --------------------------------------------------------------------
+
+    def queue_oldest_ms(self) -> int:
+        """When the oldest message still in the queue was enqueued (-1: queue empty; 0: a
+        message without the stamp, which makes the sweep assume nothing was lost)."""
+        raw: bytes | None = self._redis.lindex(self._settings.queue_name, -1)  # type: ignore[assignment]
+        if raw is None:
+            return -1
+        try:
+            stamp = orjson.loads(raw)["headers"].get("enqueued_at")
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return 0
+        return int(stamp) if str(stamp).isdigit() else 0
+
+    def requeue_stale(self, *, now: float | None = None) -> list[str]:
+        """Push again the due pending payments whose messages are provably lost; a round
+        looks at most SWEEP_BATCH payments and reads the queue once, however long it is."""
+        now = time.time() if now is None else now
+        stale_seconds = self._settings.sweep_stale_seconds
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.PENDING_INDEX, "-inf", now, start=0, num=SWEEP_BATCH
+        )
+        if not due:
+            return []
+        oldest = self.queue_oldest_ms()
+        requeued = []
+        for member in due:
+            payment_id = member.decode()
+            stamp = int(now * 1000)
+            message = charge_message(
+                payment_id,
+                queue=self._settings.queue_name,
+                headers={"recovered": True, "enqueued_at": stamp},
+            )
+            pushed = self._run(
+                "requeue_stale",
+                [
+                    keys.PENDING_INDEX,
+                    self._settings.queue_name,
+                    keys.record_key(payment_id),
+                    keys.lock_key(payment_id),
+                ],
+                payment_id=payment_id,
+                message=message.decode(),
+                next_at=int(now) + stale_seconds,
+                queue_oldest_ms=oldest,
+                clock_skew_ms=CLOCK_SKEW_MS,
+                stale_before=int(now) - stale_seconds,
+                now_ms=stamp,
+            )
+            if pushed == 1:
+                requeued.append(payment_id)
+        return requeued
+
+    def take_maintenance_turn(self, seconds: float) -> bool:
+        """One worker a round; the turn expires before the next round is due."""
+        return bool(
+            self._redis.set(keys.MAINTENANCE_LOCK, "1", nx=True, ex=max(1, int(seconds) - 1))
+        )
+
+    # dead letters ----------------------------------------------------------------------
+
+    def dead_letters(self) -> list[tuple[str, PaymentRecord | None, float]]:
+        entries: list[tuple[bytes, float]] = self._redis.zrange(  # type: ignore[assignment]
+            keys.DEAD_LETTERS, 0, -1, withscores=True
+        )
+        return [(member.decode(), self.get(member.decode()), score) for member, score in entries]
+
+    def replay(self, payment_id: str) -> bool:
+        """Requeue one dead letter (reconciled before any new charge); False if it is not
+        (or no longer) one."""
+        stamp = now_ms()
+        message = charge_message(
+            payment_id,
+            queue=self._settings.queue_name,
+            headers={"replayed": True, "enqueued_at": stamp},
+        )
+        done = self._run(
+            "replay",
+            [
+                keys.record_key(payment_id),
+                keys.DEAD_LETTERS,
+                self._settings.queue_name,
+                keys.PENDING_INDEX,
+            ],
+            payment_id=payment_id,
+            message=message.decode(),
+            now_iso=now_iso(),
+            now_ms=stamp,
+            sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
+        )
+        return bool(done == 1)
+
+    # sizing ------------------------------------------------------------------------------
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the queue plus those delivered to workers and not yet
+        acknowledged (prefetch hides them from the list's length)."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.llen(self._settings.queue_name)
+            pipe.hlen(keys.UNACKED)
+            waiting, reserved = pipe.execute()
+        return int(waiting) + int(reserved)

@@ -1,0 +1,27 @@
+"""The Lua scripts of ``shared/store/lua``, each loaded with the statuses of the Python enum.
+
+A script sees ``STATUS.<NAME>`` (every ``Status``) and ``FINAL[status]`` (the final ones),
+generated from ``shared.records``, so no status is spelled inside Lua. Each script takes one
+JSON object of named arguments (``ARGV[1]``), decoded as ``a``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from shared.records import FINAL_STATUSES, Status
+
+LUA_DIR = Path(__file__).with_name("lua")
+
+
+def _preamble() -> str:
+    names = ", ".join(f"{s.name} = '{s.value}'" for s in Status)
+    final = ", ".join(f"['{s.value}'] = true" for s in sorted(FINAL_STATUSES))
+    return f"local STATUS = {{{names}}}\nlocal FINAL = {{{final}}}\n"
+
+
+@cache
+def source(name: str) -> str:
+    """The script ``lua/<name>.lua`` with its preamble."""
+    return _preamble() + (LUA_DIR / f"{name}.lua").read_text()
