@@ -52,16 +52,20 @@ app.conf.update(
     worker_pool=settings.worker_pool,
     worker_concurrency=settings.worker_concurrency,
     worker_hijack_root_logger=False,
-    # Task events cost a Redis publish each (received, started, succeeded): a fifth of a
-    # worker's CPU. They start off, and Flower switches them on in every worker while it runs
+    # Task events cost a Redis publish each (received, started, succeeded), a sizeable share of
+    # a worker's CPU. They start off, and Flower switches them on in every worker while it runs
     # (flowerconfig.py: enable_events), so tasks still show up live there.
     worker_send_task_events=settings.worker_send_task_events,
     task_send_sent_event=settings.worker_send_task_events,
 )
-celery = app
+
+
+def log_level(configured: str | None, command_line: int | str | None) -> int | str:
+    """LOG_LEVEL when set, as in the API; else the command line's ``--loglevel``; else INFO."""
+    return configured or command_line or logging.INFO
 
 
 @setup_logging.connect
 def _json_logs(loglevel: Any = None, **_: Any) -> None:
     """The worker's logs (Celery's own included) as JSON lines, instead of Celery's format."""
-    configure_logging(settings, level=loglevel or logging.INFO)
+    configure_logging(settings, level=log_level(settings.log_level, loglevel))

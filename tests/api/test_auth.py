@@ -92,3 +92,21 @@ def test_production_refuses_to_start_without_client_keys() -> None:
     settings = Settings(environment="production", stripe_api_key="sk_live_x")
     with pytest.raises(RuntimeError, match="API_KEYS is required"):
         create_app(settings)
+
+
+async def test_the_document_offers_the_bearer_key_to_every_guarded_route(
+    secured: httpx.AsyncClient,
+) -> None:
+    """What Swagger UI's "Authorize" (at /docs) and generated clients go by."""
+    response = await secured.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
+    schema = response.json()
+
+    scheme = schema["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            if path in ("/healthz", "/readyz"):
+                assert "security" not in operation
+            else:
+                assert operation["security"] == [{"bearer": []}]
+                assert "401" in operation["responses"]

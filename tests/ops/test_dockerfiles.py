@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import re
@@ -24,6 +25,9 @@ HEALTHCHECKS = {
     "Dockerfile.emulator": "8420",
 }
 DOCKERFILES = sorted(ENTRY_POINTS)
+# Each service's image holds its own package and what it stands on, never the other service's.
+SERVICE_PACKAGES = {"Dockerfile.api": {"api", "shared"}, "Dockerfile.worker": {"worker", "shared"}}
+FIRST_PARTY = {"api", "shared", "worker", "devtools", "bench", "tests", "flowerconfig"}
 
 
 def instructions(name: str) -> list[tuple[str, str]]:
@@ -105,6 +109,48 @@ def test_healthcheck(name: str) -> None:
     assert HEALTHCHECKS[name] in check
     assert "curl" not in check, "python:3.11-slim has no curl"
     assert "wget" not in check, "python:3.11-slim has no wget"
+
+
+def copied_sources(name: str) -> list[str]:
+    return [
+        src
+        for op, args in instructions(name)
+        if op == "COPY" and "--from" not in args
+        for src in [a for a in args.split() if not a.startswith("--")][:-1]
+    ]
+
+
+def first_party_imports(path: Path) -> set[str]:
+    """Top-level first-party modules a file imports, anywhere in it (function bodies too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & FIRST_PARTY
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_PACKAGES))
+def test_each_service_image_ships_its_own_package_and_shared_only(name: str) -> None:
+    packages = {src.rstrip("/") for src in copied_sources(name) if src.endswith("/")}
+    assert packages == SERVICE_PACKAGES[name]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_PACKAGES))
+def test_what_a_service_image_ships_imports_nothing_left_out(name: str) -> None:
+    """The image runs: no module in it imports a first-party package it does not ship."""
+    shipped = [src.rstrip("/") for src in copied_sources(name) if src != "requirements.lock"]
+    importable = {Path(src).stem for src in shipped}
+    files = [
+        path
+        for src in shipped
+        for path in ((REPO / src).rglob("*.py") if (REPO / src).is_dir() else [REPO / src])
+    ]
+    assert files
+    for path in files:
+        missing = first_party_imports(path) - importable
+        assert not missing, f"{name}: {path.relative_to(REPO)} imports {missing}, not shipped"
 
 
 def _dockerignore() -> list[str]:
