@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import pytest
@@ -9,7 +11,12 @@ import pytest
 from ._tools import REPO, run_tool
 
 TEMPLATE = REPO / "deploy" / "ecs" / "payments.yaml"
-SECRET_NAMES = {"STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH"}
+README = REPO / "deploy" / "ecs" / "README.md"
+SECRET_NAMES = {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH"}
+# What one worker task (1 vCPU, threads pool of 128) completes when only Stripe's latency
+# limits it; deploy/ecs/README.md states the same figure and how to measure it.
+PER_TASK_CHARGES_PER_SECOND = 100
+ACCEPTABLE_QUEUEING_SECONDS = 30
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +61,11 @@ def test_worker_gets_120_s_to_finish_in_flight_charges(template: Any) -> None:
 @pytest.mark.parametrize(
     ("name", "secrets"),
     [
-        ("api", {"STRIPE_API_KEY", "API_KEYS"}),
-        ("worker", {"STRIPE_API_KEY"}),
+        # REDIS_URL carries the ElastiCache AUTH token.
+        ("api", {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS"}),
+        ("worker", {"REDIS_URL", "STRIPE_API_KEY"}),
         # Importing worker.celery_app validates settings: production needs the Stripe key.
-        ("flower", {"FLOWER_BASIC_AUTH", "STRIPE_API_KEY"}),
+        ("flower", {"REDIS_URL", "FLOWER_BASIC_AUTH", "STRIPE_API_KEY"}),
     ],
 )
 def test_secrets_come_from_secrets_manager(template: Any, name: str, secrets: set[str]) -> None:
@@ -68,7 +76,15 @@ def test_secrets_come_from_secrets_manager(template: Any, name: str, secrets: se
     for value in from_secrets.values():
         param = value["Ref"]
         assert template["Parameters"][param]["Type"] == "String"
-        assert "Default" not in template["Parameters"][param]
+        if param == "FlowerBasicAuthSecretArn":  # optional while Flower is off; a rule insists
+            assert not rules_pass(
+                template,
+                with_defaults(
+                    template, CertificateArn=CERT, EnableFlower="true", EnableExecuteCommand="true"
+                ),
+            )
+        else:
+            assert "Default" not in template["Parameters"][param]
 
 
 def test_every_container_logs_to_cloudwatch(template: Any) -> None:
@@ -89,11 +105,194 @@ def test_api_behind_alb_checked_on_readyz(template: Any) -> None:
     assert api["Properties"]["LoadBalancers"][0]["ContainerName"] == "api"
 
 
-def test_redis_url_is_configurable(template: Any) -> None:
+def test_redis_url_comes_from_one_secret_the_tasks_may_read(template: Any) -> None:
     for name in ("api", "worker", "flower"):
-        env = env_entries(container(template, name))
-        assert env["REDIS_URL"] == {"Ref": "RedisUrl"}
-        assert env["ENVIRONMENT"] == "production"
+        c = container(template, name)
+        assert "REDIS_URL" not in env_entries(c), "the URL carries the AUTH token"
+        secrets = {s["Name"]: s["ValueFrom"] for s in c["Secrets"]}
+        assert secrets["REDIS_URL"] == {"Ref": "RedisUrlSecretArn"}
+        assert env_entries(c)["ENVIRONMENT"] == "production"
+    assert "RedisUrl" not in template["Parameters"], "a plain parameter shows in the console"
+    (statement,) = template["Resources"]["ExecutionRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"
+    ]["Statement"]
+    assert {"Ref": "RedisUrlSecretArn"} in statement["Resource"]
+
+
+def test_readme_documents_tls_and_auth_for_redis() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert "rediss://:" in text, "the example URL shows the AUTH token's place"
+    assert "ssl_cert_reqs=required" in text, "kombu skips certificate checks without it"
+
+
+# ---------------------------------------------------------------- conditions, as CloudFormation
+
+
+def evaluate(template: Any, node: Any, params: dict[str, str]) -> Any:
+    """Fn::Equals / Not / And / Or / Condition / Ref over parameter values (defaults filled)."""
+    if isinstance(node, dict) and len(node) == 1:
+        ((fn, arg),) = node.items()
+        if fn == "Ref":
+            return params[arg]
+        if fn in ("Condition", "Fn::Condition"):  # the loader spells !Condition Fn::Condition
+            return evaluate(template, template["Conditions"][arg], params)
+        if fn == "Fn::Equals":
+            a, b = (evaluate(template, x, params) for x in arg)
+            return str(a) == str(b)
+        if fn == "Fn::Not":
+            return not evaluate(template, arg[0], params)
+        if fn == "Fn::And":
+            return all(evaluate(template, x, params) for x in arg)
+        if fn == "Fn::Or":
+            return any(evaluate(template, x, params) for x in arg)
+    return node
+
+
+def with_defaults(template: Any, **given: str) -> dict[str, str]:
+    params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
+    params.update(given)
+    return params
+
+
+def rules_pass(template: Any, params: dict[str, str]) -> bool:
+    """Whether CloudFormation would accept these parameters (the template's Rules)."""
+    for rule in template.get("Rules", {}).values():
+        if "RuleCondition" in rule and not evaluate(template, rule["RuleCondition"], params):
+            continue
+        if not all(evaluate(template, a["Assert"], params) for a in rule["Assertions"]):
+            return False
+    return True
+
+
+def resolve(template: Any, node: Any, params: dict[str, str]) -> Any:
+    """Fn::If resolved everywhere; AWS::NoValue branches dropped."""
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            cond, yes, no = node["Fn::If"]
+            chosen = yes if evaluate(template, template["Conditions"][cond], params) else no
+            return resolve(template, chosen, params)
+        resolved = {k: resolve(template, v, params) for k, v in node.items()}
+        return {k: v for k, v in resolved.items() if v != {"Ref": "AWS::NoValue"}}
+    if isinstance(node, list):
+        items = [resolve(template, v, params) for v in node]
+        return [v for v in items if v != {"Ref": "AWS::NoValue"}]
+    return node
+
+
+def created(template: Any, params: dict[str, str]) -> dict[str, Any]:
+    """The resources a stack with these parameters has, their Fn::If resolved."""
+    out = {}
+    for name, res in template["Resources"].items():
+        cond = res.get("Condition")
+        if cond is None or evaluate(template, template["Conditions"][cond], params):
+            out[name] = resolve(template, res, params)
+    return out
+
+
+def forwarding_listeners(resources: dict[str, Any]) -> dict[str, str]:
+    """Listener name -> protocol, for listeners that pass requests on to the API."""
+    return {
+        name: r["Properties"]["Protocol"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
+        and any(a["Type"] == "forward" for a in r["Properties"]["DefaultActions"])
+    }
+
+
+CERT = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+
+
+def test_defaults_without_a_certificate_do_not_deploy(template: Any) -> None:
+    assert not rules_pass(template, with_defaults(template))
+    assert rules_pass(template, with_defaults(template, CertificateArn=CERT))
+
+
+def test_no_plain_http_listener_reaches_the_api_unless_allowed(template: Any) -> None:
+    # Even past the rule (say, it were removed), port 80 answers 403 without forwarding.
+    resources = created(template, with_defaults(template))
+    assert forwarding_listeners(resources) == {}
+    (action,) = resources["HttpListener"]["Properties"]["DefaultActions"]
+    assert action["Type"] == "fixed-response"
+
+
+def test_with_a_certificate_http_only_redirects_to_https(template: Any) -> None:
+    for allow in ("false", "true"):
+        params = with_defaults(template, CertificateArn=CERT, AllowPlainHttp=allow)
+        resources = created(template, params)
+        assert forwarding_listeners(resources) == {"HttpsListener": "HTTPS"}
+        (action,) = resources["HttpListener"]["Properties"]["DefaultActions"]
+        assert action["Type"] == "redirect"
+        assert action["RedirectConfig"]["Protocol"] == "HTTPS"
+
+
+def test_plain_http_only_when_asked_for_explicitly(template: Any) -> None:
+    assert template["Parameters"]["AllowPlainHttp"]["Default"] == "false"
+    params = with_defaults(template, AllowPlainHttp="true")
+    assert rules_pass(template, params)
+    assert forwarding_listeners(created(template, params)) == {"HttpListener": "HTTP"}
+    text = README.read_text(encoding="utf-8")
+    assert "AllowPlainHttp" in text
+    assert "bearer" in text.lower(), "the README says why plain HTTP is unsafe"
+
+
+def test_execute_command_off_by_default(template: Any) -> None:
+    params = with_defaults(template, CertificateArn=CERT)
+    resources = created(template, params)
+    services = {k: r for k, r in resources.items() if r["Type"] == "AWS::ECS::Service"}
+    assert services, "no ECS service"
+    for name, service in services.items():
+        assert service["Properties"].get("EnableExecuteCommand", False) is False, name
+    assert not resources["TaskRole"]["Properties"].get("Policies"), "no SSM rights unused"
+    on = created(
+        template, with_defaults(template, CertificateArn=CERT, EnableExecuteCommand="true")
+    )
+    for name in services:
+        assert on[name]["Properties"]["EnableExecuteCommand"] is True, name
+    actions = on["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+    assert "ssmmessages:OpenDataChannel" in actions["Action"]
+
+
+def test_flower_off_by_default_and_reachable_when_on(template: Any) -> None:
+    resources = created(template, with_defaults(template, CertificateArn=CERT))
+    assert "FlowerService" not in resources
+    assert "FlowerTaskDefinition" not in resources
+    flower_without_exec = with_defaults(template, CertificateArn=CERT, EnableFlower="true")
+    assert not rules_pass(template, flower_without_exec), "Flower is reached through ECS Exec"
+    flower = with_defaults(
+        template,
+        CertificateArn=CERT,
+        EnableFlower="true",
+        EnableExecuteCommand="true",
+        FlowerBasicAuthSecretArn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:f-AbCdEf",
+    )
+    assert rules_pass(template, flower)
+    assert created(template, flower)["FlowerService"]["Properties"]["EnableExecuteCommand"]
+
+
+# ---------------------------------------------------------------- scaling within the budget
+
+
+def test_worker_scaling_bounds_derive_from_the_stripe_budget(template: Any) -> None:
+    """STRIPE_MAX_RPS caps the whole fleet at STRIPE_MAX_RPS / 2 charges/s (two Stripe calls a
+    charge): tasks beyond what that needs only wait for the budget."""
+    from shared.config import Settings
+
+    p = template["Parameters"]
+    rps = float(p["StripeMaxRps"]["Default"] or Settings().stripe_max_rps)
+    assert rps == Settings().stripe_max_rps, "the template's default budget is the app's"
+    budget = rps / 2
+    needed = math.ceil(budget / PER_TASK_CHARGES_PER_SECOND)
+    assert p["WorkerMaxCapacity"]["Default"] == needed + 1, "the tasks the budget needs + 1 spare"
+    assert p["WorkerMinCapacity"]["Default"] <= p["WorkerMaxCapacity"]["Default"]
+    target = min(PER_TASK_CHARGES_PER_SECOND, budget) * ACCEPTABLE_QUEUEING_SECONDS
+    assert p["BacklogPerTaskTarget"]["Default"] == target
+    # A busy task holds WorkerConcurrency reserved messages, counted in QueueDepth: a target
+    # below that would scale out on the fleet's own prefetch.
+    assert p["BacklogPerTaskTarget"]["Default"] > p["WorkerConcurrency"]["Default"]
+    text = README.read_text(encoding="utf-8")
+    for figure in (f"{PER_TASK_CHARGES_PER_SECOND} charges/s", f"= {target:g}", "ceil("):
+        assert figure in text, f"deploy/ecs/README.md lacks {figure!r}"
+    assert re.search(r"LLEN.*unacked|unacked.*LLEN", text, re.S)
 
 
 def _worker_target(template: Any) -> tuple[str, Any]:
@@ -162,3 +361,30 @@ def test_worker_desired_count_is_left_to_autoscaling(template: Any) -> None:
     assert "DesiredCount" not in worker, "a stack update would reset the autoscaled count"
     task = template["Resources"][worker["TaskDefinition"]["Ref"]]
     assert [c["Name"] for c in task["Properties"]["ContainerDefinitions"]] == ["worker"]
+
+
+def test_the_scaling_metric_counts_messages_reserved_by_workers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The EMF line the backlog policy reads: LLEN + HLEN unacked, not LLEN alone (a busy
+    fleet's prefetch empties the list while hundreds of charges are still to do)."""
+    import json
+
+    import fakeredis
+
+    from shared.store.keys import UNACKED
+    from worker.tasks import _publish_queue_depth
+
+    client = fakeredis.FakeRedis()
+    client.lpush("payments", b"m1", b"m2", b"m3")
+    client.hset(UNACKED, mapping={f"tag{i}": b"[]" for i in range(128)})
+    _publish_queue_depth(client)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["QueueDepth"] == 3 + 128
+    assert line["Reserved"] == 128
+    assert line["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
+        {"Name": "QueueDepth", "Unit": "Count"}
+    ]
+    from shared.metrics import WORKER_HEARTBEAT
+
+    assert client.get(WORKER_HEARTBEAT), "the maintenance round is the workers' heartbeat"
