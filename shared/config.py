@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -14,6 +15,10 @@ DAY = 24 * 60 * 60
 
 # Only ever used against the local emulator, which accepts any key shaped like ``sk_...``.
 EMULATOR_API_KEY = "sk_test_emulator"
+
+# The placeholders of .env.example and docker-compose.yml's development defaults ("change-me…",
+# "<your-stripe-secret-key>"): production refuses to start with one in any secret or REDIS_URL.
+PLACEHOLDER = re.compile(r"change-?me|<[^<>]*>", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -33,6 +38,8 @@ class Settings(BaseSettings):
 
     # Client keys (comma-separated); enforced by the authentication layer.
     api_keys: SecretStr | None = None
+    # Flower's user:password (Flower reads it itself); here only to refuse a placeholder.
+    flower_basic_auth: SecretStr | None = None
 
     # Stripe keeps idempotency keys for 24 hours; ours live at least as long.
     idempotency_ttl_seconds: int = Field(default=DAY, ge=DAY)
@@ -117,6 +124,22 @@ class Settings(BaseSettings):
             key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
             if not key or key == EMULATOR_API_KEY:
                 raise ValueError("STRIPE_API_KEY is required when ENVIRONMENT=production")
+        return self
+
+    @model_validator(mode="after")
+    def _no_placeholders_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        values = {"REDIS_URL": self.redis_url}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                values[name.upper()] = value.get_secret_value()
+        for name, value in values.items():
+            if PLACEHOLDER.search(value):
+                raise ValueError(
+                    f"{name} still holds a placeholder from .env.example or docker-compose.yml "
+                    "(change-me, <...>); set a real value when ENVIRONMENT=production"
+                )
         return self
 
     @property
