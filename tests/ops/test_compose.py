@@ -36,11 +36,14 @@ def env_of(service: dict[str, Any]) -> dict[str, Any]:
     return env
 
 
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
+# Innermost first: an argument holding no `${` (nested defaults resolve from the inside out).
+_VAR = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>(?:(?!\$\{)[^}])*))?\}"
+)
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default} (enough for this file)."""
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, nested (enough for this file)."""
 
     def sub(m: re.Match[str]) -> str:
         name, op, arg = m["name"], m["op"], m["arg"] or ""
@@ -51,7 +54,11 @@ def interpolate(value: str, env: dict[str, str]) -> str:
         assert op is None, f"unsupported interpolation {m[0]!r}"
         return env.get(name, "")
 
-    return _VAR.sub(sub, value)
+    while True:
+        expanded = _VAR.sub(sub, value)
+        if expanded == value:
+            return expanded
+        value = expanded
 
 
 def effective_env(service: dict[str, Any], shell: dict[str, str]) -> dict[str, str]:
@@ -126,7 +133,6 @@ def test_app_services_wait_for_healthy_redis(services: dict[str, Any], name: str
 def test_redis_is_healthchecked_and_durable(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     assert str(redis["image"]).startswith("redis:7")
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     cmd = redis["command"]
     cmd = cmd if isinstance(cmd, list) else str(cmd).split()
     joined = " ".join(cmd)
@@ -155,7 +161,7 @@ def test_defaults_without_env_file_are_development_against_emulator(
         env = effective_env(services[name], {})
         assert env["ENVIRONMENT"] == "development"
         assert env["STRIPE_API_BASE"] == "http://stripe-emulator:8420"
-        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["REDIS_URL"] == "redis://:change-me-dev-redis@redis:6379/0"
         assert "STRIPE_API_KEY" not in env  # unset, so the app's development default applies
 
 
@@ -211,6 +217,7 @@ def test_env_example_documents_every_variable_and_env_is_ignored() -> None:
         "API_KEYS",
         "FLOWER_BASIC_AUTH",
         "REDIS_URL",
+        "REDIS_PASSWORD",
         "WORKER_POOL",
         "WORKER_CONCURRENCY",
         "STRIPE_MAX_RPS",
@@ -218,3 +225,121 @@ def test_env_example_documents_every_variable_and_env_is_ignored() -> None:
         assert re.search(rf"^#?\s*{var}=", example, re.M), f".env.example lacks {var}"
     ignored = (REPO / ".gitignore").read_text(encoding="utf-8").split()
     assert ".env" in ignored, "a filled-in .env must never be committed"
+
+
+# ---------------------------------------------------------------- Redis password
+
+
+def redis_password_of(compose: dict[str, Any], shell: dict[str, str]) -> str:
+    cmd = [interpolate(str(c), shell) for c in compose["services"]["redis"]["command"]]
+    assert cmd[0] == "redis-server", "the image's entry point drops root only for redis-server"
+    assert "--requirepass" in cmd, "Redis must ask for a password"
+    return cmd[cmd.index("--requirepass") + 1]
+
+
+@pytest.mark.parametrize(
+    "shell",
+    [{}, {"REDIS_PASSWORD": "0f3a9c2e7b"}, {"REDIS_PASSWORD": "0f3a9c2e7b", "ENVIRONMENT": "x"}],
+)
+def test_every_service_carries_the_redis_password(
+    compose: dict[str, Any], services: dict[str, Any], shell: dict[str, str]
+) -> None:
+    password = redis_password_of(compose, shell)
+    assert password == shell.get("REDIS_PASSWORD", "change-me-dev-redis")
+    # Every service that talks to Redis: the API, workers, Flower.
+    talkers = [n for n, svc in services.items() if "redis" in (svc.get("depends_on") or {})]
+    assert set(talkers) == set(APP_SERVICES)
+    for name in talkers:
+        url = effective_env(services[name], shell)["REDIS_URL"]
+        assert url == f"redis://:{password}@redis:6379/0", name
+
+
+def test_redis_healthcheck_authenticates(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    shell = {"REDIS_PASSWORD": "0f3a9c2e7b"}
+    env = effective_env(redis, shell)
+    assert env["REDISCLI_AUTH"] == redis_password_of(compose, shell), "redis-cli's password"
+    test = redis["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    # An unauthenticated or wrong-password ping prints NOAUTH/WRONGPASS and may exit 0: only
+    # PONG is healthy. The password never sits on the check's command line.
+    assert "redis-cli" in test[1]
+    assert "PONG" in test[1]
+    assert "-a " not in test[1]
+    assert "REDIS_PASSWORD" not in test[1]
+
+
+def test_redis_url_can_still_point_elsewhere(services: dict[str, Any]) -> None:
+    shell = {"REDIS_URL": "rediss://:tok@cache.example:6379/0?ssl_cert_reqs=required"}
+    for name in APP_SERVICES:
+        assert effective_env(services[name], shell)["REDIS_URL"] == shell["REDIS_URL"]
+
+
+# ---------------------------------------------------------------- placeholders in production
+
+
+def env_example() -> dict[str, str]:
+    """Every KEY=value of .env.example, commented-out ones included (what a user uncomments)."""
+    text = (REPO / ".env.example").read_text(encoding="utf-8")
+    return dict(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
+
+
+REAL = {
+    "STRIPE_API_KEY": "sk_live_" + "realistic0value",
+    "API_KEYS": "k9Fq2,zX81p",
+    "FLOWER_BASIC_AUTH": "ops:Zq81mX",
+    "REDIS_PASSWORD": "0f3a9c2e7b",
+}
+
+
+def production_settings(shell: dict[str, str]) -> Any:
+    """Settings as the API/worker containers would build them from compose and this shell."""
+    from shared.config import Settings
+
+    env = effective_env(load_yaml(COMPOSE)["services"]["flower"], shell)
+    env.update(effective_env(load_yaml(COMPOSE)["services"]["api"], shell))
+    return Settings(**{k.lower(): v for k, v in env.items() if k != "ENVIRONMENT"},
+                    environment="production")  # fmt: skip
+
+
+def test_production_starts_with_real_values() -> None:
+    settings = production_settings({**REAL, "ENVIRONMENT": "production", "STRIPE_API_BASE": ""})
+    assert settings.environment == "production"
+    assert settings.redis_url == "redis://:0f3a9c2e7b@redis:6379/0"
+
+
+@pytest.mark.parametrize(
+    "name", ["API_KEYS", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD", "STRIPE_API_KEY"]
+)
+def test_production_refuses_each_placeholder_of_env_example(name: str) -> None:
+    from pydantic import ValidationError
+
+    example = env_example()
+    assert name in example, f".env.example lacks {name}"
+    placeholder = example[name]
+    assert re.search(r"change-?me|<[^<>]*>", placeholder), f"{name}={placeholder} is no placeholder"
+    shell = {**REAL, "ENVIRONMENT": "production", "STRIPE_API_BASE": "", name: placeholder}
+    with pytest.raises(ValidationError, match="placeholder"):
+        production_settings(shell)
+
+
+def test_production_refuses_the_development_redis_password() -> None:
+    from pydantic import ValidationError
+
+    shell = {**REAL, "ENVIRONMENT": "production", "STRIPE_API_BASE": ""}
+    del shell["REDIS_PASSWORD"]  # compose falls back to its development default
+    with pytest.raises(ValidationError, match="REDIS_URL"):
+        production_settings(shell)
+
+
+def test_development_keeps_working_with_the_placeholders() -> None:
+    from shared.config import Settings
+
+    example = env_example()
+    settings = Settings(
+        environment="development",
+        api_keys=example["API_KEYS"],
+        flower_basic_auth=example["FLOWER_BASIC_AUTH"],
+        redis_url=f"redis://:{example['REDIS_PASSWORD']}@redis:6379/0",
+    )
+    assert settings.client_keys
