@@ -298,8 +298,9 @@ def production_settings(shell: dict[str, str]) -> Any:
 
     env = effective_env(load_yaml(COMPOSE)["services"]["flower"], shell)
     env.update(effective_env(load_yaml(COMPOSE)["services"]["api"], shell))
-    return Settings(**{k.lower(): v for k, v in env.items() if k != "ENVIRONMENT"},
-                    environment="production")  # fmt: skip
+    values: dict[str, Any] = {k.lower(): v for k, v in env.items()}
+    values["environment"] = "production"
+    return Settings.model_validate(values)
 
 
 def test_production_starts_with_real_values() -> None:
