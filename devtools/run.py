@@ -1,6 +1,7 @@
 """`make run`: the whole service in the foreground until Ctrl-C (or SIGTERM).
 
-- Redis: ``REDIS_URL`` if it answers, else an embedded redis-server (AOF on, data in .run/redis).
+- Redis: ``REDIS_URL`` if it answers (unset: ``redis://localhost:6379/0``, so a Redis already on
+  the default port is used), else an embedded redis-server (AOF on, data in .run/redis).
 - Stripe: real Stripe when ``STRIPE_API_KEY`` is set and ``STRIPE_API_BASE`` is not; otherwise
   the localstripe emulator on 127.0.0.1:8420.
 - One Celery worker (the tuned pool from the Celery config), Flower on 5555 with basic auth,
@@ -27,6 +28,7 @@ from devtools.processes import (
     redis_server_argv,
     wait_for_port,
 )
+from shared.config import Settings
 
 EMULATOR_PORT = 8420
 API_PORT = 8080
@@ -52,9 +54,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
 
     try:
-        redis_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+        redis_url = os.environ.get("REDIS_URL", Settings.model_fields["redis_url"].default)
         if redis_reachable(redis_url):
-            say(f"Redis: using {redis_url}")
+            if "REDIS_URL" in os.environ:
+                say(f"Redis: using {redis_url}")
+            else:
+                say(
+                    f"Redis: REDIS_URL unset, using the Redis answering at its default "
+                    f"{redis_url} (this run writes payments there; set REDIS_URL to choose)"
+                )
         else:
             data = run_dir / "redis"
             data.mkdir(parents=True, exist_ok=True)
@@ -105,7 +113,10 @@ def main() -> int:
         wait_for_port(API_PORT, proc=api)
         wait_for_port(FLOWER_PORT, proc=group.procs["flower"])
         user = flower_auth.split(":", 1)[0]
-        say(f"API:    http://127.0.0.1:{API_PORT}  (docs: http://127.0.0.1:{API_PORT}/docs)")
+        say(
+            f"API:    http://127.0.0.1:{API_PORT}  (docs: http://127.0.0.1:{API_PORT}/docs, with "
+            "the client key below sent by the browser: README, OpenAPI and /docs)"
+        )
         say(
             f"Flower: http://127.0.0.1:{FLOWER_PORT}  (user {user!r}; password in "
             "FLOWER_BASIC_AUTH"
