@@ -30,8 +30,11 @@ def find_tool(name: str) -> str:
 
 
 def in_ci() -> bool:
-    """True under CI (`.ci/run` sets CI=true, as GitHub Actions and most runners do)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    """True under CI: `.ci/run` sets PAYMENTS_CI=1; GitHub Actions and most runners set CI."""
+    return any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+        for name in ("PAYMENTS_CI", "CI")
+    )
 
 
 def find_system_tool(name: str, debian_package: str) -> str:
