@@ -9,7 +9,8 @@ and, on demand (``POST /_proxy/config``), it injects faults:
   502/503) before the idempotency layer, with ``Stripe-Should-Retry`` and ``Retry-After``;
 - ``latency_ms``: delay every request;
 - ``drop``: forward the next N POSTs, save Stripe's answer, then cut the connection so the
-  caller never sees it (``drop_forgets``: and forget every saved key at that moment);
+  caller never sees it (``drop_forgets``: and forget every saved key at that moment;
+  ``then_fail``: and from then on inject these ``fail`` entries);
 - ``forget``: drop every saved idempotency key (Stripe forgets them after 24 hours).
 ``GET /_proxy/log`` lists what came through; ``POST /_proxy/reset`` clears faults and the log.
 
@@ -46,6 +47,7 @@ class State:
     latency_ms: int = 0
     drop: int = 0
     drop_forgets: bool = False
+    then_fail: list[dict[str, Any]] = field(default_factory=list)
     saved: dict[str, Saved] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
     log: list[dict[str, Any]] = field(default_factory=list)
@@ -65,6 +67,7 @@ async def configure(request: web.Request) -> web.Response:
     if "drop" in config:
         state.drop = int(config["drop"])
         state.drop_forgets = bool(config.get("drop_forgets", False))
+        state.then_fail = [dict(f) for f in config.get("then_fail", ())]
     if config.get("forget"):
         state.saved.clear()
     return web.json_response({"ok": True})
@@ -76,6 +79,7 @@ async def reset(request: web.Request) -> web.Response:
     state.latency_ms = 0
     state.drop = 0
     state.drop_forgets = False
+    state.then_fail = []
     state.log.clear()
     if (await request.json() if request.can_read_body else {}).get("forget"):
         state.saved.clear()
@@ -166,6 +170,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         entry["outcome"] = "forwarded_then_dropped"
         if state.drop_forgets:
             state.saved.clear()  # as if Stripe's 24 hours passed before the retry
+        if state.then_fail:  # faults that start the moment the answer is lost
+            state.fail = [f for f in state.then_fail for _ in range(int(f.get("count", 1)))]
+            state.then_fail = []
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError  # nothing reaches the caller

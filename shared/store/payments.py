@@ -285,9 +285,24 @@ class PaymentStore:
             return 0
         return int(stamp) if str(stamp).isdigit() else 0
 
+    def reserved_task_ids(self) -> set[str]:
+        """Task ids of the messages delivered to workers and not yet acknowledged (kombu's
+        ``unacked`` hash: bounded by the fleet's threads x prefetch, not by the backlog)."""
+        ids = set()
+        raw: list[bytes] = self._redis.hvals(keys.UNACKED)  # type: ignore[assignment]
+        for value in raw:
+            try:
+                ids.add(str(orjson.loads(value)[0]["headers"]["id"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+                continue
+        return ids
+
     def requeue_stale(self, *, now: float | None = None) -> list[str]:
-        """Push again the due pending payments whose messages are provably lost; a round
-        looks at most SWEEP_BATCH payments and reads the queue once, however long it is."""
+        """Push again the due pending payments whose messages are provably lost: not final, no
+        worker holds the payment or its message, the queue has moved past it, and no worker
+        has shown life for it since SWEEP_STALE_SECONDS ago. A round looks at most SWEEP_BATCH
+        payments and reads the queue's tail and the reserved messages once, so its cost does
+        not grow with the backlog."""
         now = time.time() if now is None else now
         stale_seconds = self._settings.sweep_stale_seconds
         due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
@@ -295,10 +310,14 @@ class PaymentStore:
         )
         if not due:
             return []
-        oldest = self.queue_oldest_ms()
+        oldest = self.queue_oldest_ms()  # read first: a message only ever leaves the queue
+        reserved = self.reserved_task_ids()
         requeued = []
         for member in due:
             payment_id = member.decode()
+            if payment_id in reserved:
+                self._redis.zadd(keys.PENDING_INDEX, {payment_id: int(now) + stale_seconds})
+                continue
             stamp = int(now * 1000)
             message = charge_message(
                 payment_id,

@@ -135,3 +135,16 @@ def test_a_worker_waiting_for_the_stripe_budget_keeps_its_payment(
     client.delete(lock_key("pay_waiting"))  # even between the lease's lapses, alive_at counts
 
     assert store.requeue_stale(now=now) == []
+
+
+def test_a_message_reserved_by_a_worker_but_not_started_is_not_echoed(
+    client: fakeredis.FakeRedis, store: PaymentStore
+) -> None:
+    now = time.time()
+    pending(client, "pay_reserved", "queued", due=now - 1, enqueued_ms=int((now - 900) * 1000))
+    # kombu keeps a delivered message in its unacked hash until the task acknowledges it.
+    delivered = [{"headers": {"id": "pay_reserved"}}, "", "payments"]
+    client.hset("unacked", "tag-1", json.dumps(delivered))
+
+    assert store.requeue_stale(now=now) == []
+    assert client.llen(QUEUE) == 0
