@@ -9,8 +9,10 @@ request. :class:`GroupCommit` queues the calls made during one tick and, at the 
 - each script stays atomic on its own (Redis runs a script whole, pipelined or not); the batch
   is not a transaction, so a failing call fails alone;
 - each caller gets its own answer, or its own exception;
-- a call never waits longer than the next tick: nothing is held back to fill a batch;
-- a batch of one is sent as a plain ``EVALSHA`` (no pipeline overhead when idle);
+- a call never waits longer than the next tick: nothing is held back to fill a batch, and a
+  call made while nothing else is on its way to Redis is sent at once (at low load the helper
+  costs nothing: there is no one to share a round trip with);
+- a batch of one is sent as a plain ``EVALSHA`` (no pipeline overhead);
 - ``NOSCRIPT`` (a restarted or flushed Redis) loads the script and runs the refused calls again;
 - a connection or timeout error reaches every caller of the batch it hit.
 
@@ -41,7 +43,7 @@ class _Call:
     source: str | None
     keys: Sequence[Arg]
     args: Sequence[Arg]
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | None  # None: a direct call, its caller awaits it itself
 
 
 @dataclass(slots=True)
@@ -49,6 +51,7 @@ class GroupCommitStats:
     """What the helper did, for tests and the benchmark."""
 
     calls: int = 0
+    direct: int = 0  # sent at once: nothing else was in flight
     batches: int = 0
     pipelined_batches: int = 0
     largest_batch: int = 0
@@ -68,6 +71,7 @@ class GroupCommit:
         self._scheduled = False
         self._sources: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # direct calls and batches on their way to Redis
         self.stats = GroupCommitStats()
 
     def script(self, source: str) -> GroupedScript:
@@ -79,6 +83,9 @@ class GroupCommit:
     async def evalsha(self, sha: str, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         """Run the script ``sha`` (its source is loaded on NOSCRIPT when :meth:`script` or
         :meth:`run` registered it) in the next batch; its own result, or its own error."""
+        if self._in_flight == 0 and not self._pending:
+            # Nothing on its way to Redis: no batch to join, so no tick to wait for either.
+            return await self._direct(_Call(sha, self._sources.get(sha), keys, args, None))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Call(sha, self._sources.get(sha), keys, args, future))
@@ -86,6 +93,22 @@ class GroupCommit:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
+
+    async def _direct(self, call: _Call) -> Any:
+        self._in_flight += 1
+        stats = self.stats
+        stats.calls += 1
+        stats.direct += 1
+        try:
+            result = (await self._send([call]))[0]
+            if isinstance(result, NoScriptError) and call.source is not None:
+                await self._load({call.sha: call.source})
+                result = (await self._send([call]))[0]
+        finally:
+            self._in_flight -= 1
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def run(self, source: str, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         """Run the script ``source`` in the next batch."""
@@ -109,6 +132,13 @@ class GroupCommit:
             task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, batch: list[_Call]) -> None:
+        self._in_flight += 1
+        try:
+            await self._execute_batch(batch)
+        finally:
+            self._in_flight -= 1
+
+    async def _execute_batch(self, batch: list[_Call]) -> None:
         stats = self.stats
         stats.calls += len(batch)
         stats.batches += 1
@@ -128,13 +158,13 @@ class GroupCommit:
                     results[i] = result
         except BaseException as exc:  # connection lost, timeout, cancelled: every caller hears
             for call in batch:
-                if not call.future.done():
+                if call.future is not None and not call.future.done():
                     call.future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for call, result in zip(batch, results, strict=True):
-            if call.future.done():  # the caller was cancelled meanwhile
+            if call.future is None or call.future.done():  # the caller was cancelled meanwhile
                 continue
             if isinstance(result, Exception):
                 call.future.set_exception(result)

@@ -110,3 +110,59 @@ async def test_the_document_offers_the_bearer_key_to_every_guarded_route(
             else:
                 assert operation["security"] == [{"bearer": []}]
                 assert "401" in operation["responses"]
+
+
+async def test_one_constant_time_comparison_per_request_however_many_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The presented key's digest is looked up, then compared once (hmac.compare_digest),
+    whether it is known or not: no loop over the configured keys, no shortcut on a miss."""
+    import hmac
+
+    keys = [f"client-key-{i}" for i in range(50)]
+    settings = Settings(environment="test", redis_url="redis://fake", api_keys=",".join(keys))
+    calls: list[tuple[bytes, bytes]] = []
+    real_compare = hmac.compare_digest
+
+    def counting_compare(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real_compare(a, b)
+
+    monkeypatch.setattr("api.auth.hmac.compare_digest", counting_compare)
+    app = create_app(settings, redis=fakeredis.FakeAsyncRedis())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for key, status in ((keys[37], 404), ("not-a-key", 401), (keys[0], 404)):
+                calls.clear()
+                response = await client.get(
+                    "/payments/pay_000000000000000000000000",
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert response.status_code == status
+                assert len(calls) == 1
+                presented, expected = calls[0]
+                assert presented == hashlib.sha256(key.encode()).digest()
+                assert len(expected) == len(presented) == 32
+
+
+def test_a_wrong_key_is_refused_and_a_right_one_identified() -> None:
+    from api.auth import RequestContextMiddleware, key_identity
+
+    digest = hashlib.sha256(OTHER.encode()).hexdigest()
+    settings = Settings(environment="test", api_keys=f"{KEY},sha256:{digest.upper()}")
+    middleware = RequestContextMiddleware(app=None, settings=settings)  # type: ignore[arg-type]
+    assert middleware._identify(f"Bearer {KEY}".encode()) == key_identity(
+        hashlib.sha256(KEY.encode()).hexdigest()
+    )
+    assert middleware._identify(f"Bearer  {OTHER} ".encode()) == key_identity(digest)
+    for wrong in (
+        b"",
+        b"Bearer",
+        b"Bearer ",
+        f"Basic {KEY}".encode(),
+        f"Bearer {KEY}x".encode(),
+        f"Bearer {digest}".encode(),  # the digest itself is not the key
+        b"Bearer " + bytes(32).hex().encode(),
+    ):
+        assert middleware._identify(wrong) is None, wrong
