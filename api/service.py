@@ -68,7 +68,9 @@ class PaymentService:
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
         )
-        claimed = await self._store.claim_and_enqueue(fields=fields, headers=headers)
+        claimed = await self._store.claim_and_enqueue(
+            fields=fields, headers=headers, scoped_key=f"{client}:{idempotency_key}"
+        )
         if claimed.record is None:
             raise ServiceUnavailable(
                 "Too many payments are waiting to be charged; retry shortly.",

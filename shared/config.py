@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     def _secrets_outside_development(self) -> Settings:
         if self.record_ttl_seconds < self.idempotency_ttl_seconds:
             raise ValueError("RECORD_TTL_SECONDS must be >= IDEMPOTENCY_TTL_SECONDS")
-        longest_charge = 2 * self.stripe_timeout_seconds + 10
+        longest_charge = self.lease_seconds
         if self.visibility_timeout_seconds <= max(
             longest_charge, self.charge_retry_backoff_max_seconds
         ):
@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         """API_KEYS entries: raw keys, or ``sha256:<hex>`` digests of keys."""
         raw = self.api_keys.get_secret_value() if self.api_keys else ""
         return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+    @property
+    def lease_seconds(self) -> float:
+        """A worker's hold on a payment: it outlives a charge's two Stripe calls (and is
+        extended while the worker waits for the Stripe budget)."""
+        return 2 * self.stripe_timeout_seconds + 10
 
     @property
     def payment_id_key(self) -> bytes:

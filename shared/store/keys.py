@@ -8,6 +8,8 @@ Key (type; TTL; written by):
 - ``payments:record:{payment_id}`` (hash, the payment record; RECORD_TTL_SECONDS; the API on
   accept, workers on each attempt and outcome, the sweep, replay and the reconciler). Its
   existence is the claim of the client's Idempotency-Key: the id derives from that key.
+- ``payments:idem:{sha256(client:key)}`` (string, a payment id; written only by versions before
+  derived ids, read by accept until they expire, 24 h).
 - ``payments:lock:{payment_id}`` (string, the lease of the worker charging it; 2 x Stripe
   timeout + 10 s, heartbeated while waiting for the Stripe budget; workers).
 - ``payments:pending`` (sorted set of payments not final, scored by when the sweep looks again;
@@ -58,5 +60,6 @@ def lock_key(payment_id: str) -> str:
 
 
 def idempotency_key_slot(scoped_key: str) -> str:
-    """Where a client's key is claimed; hashed so that any printable key makes a short name."""
+    """Where a client's key was claimed before payment ids derived from it (read only, for
+    retries of requests accepted by an older version; those slots expire within 24 h)."""
     return IDEMPOTENCY_PREFIX + hashlib.sha256(scoped_key.encode()).hexdigest()

@@ -37,12 +37,6 @@ def decode_record(flat: list[Any]) -> PaymentRecord:
     return PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
-def lease_ms(settings: Settings) -> int:
-    """A lease outlives a charge's two Stripe calls, and ends before the message would be
-    delivered again (settings check that)."""
-    return int((2 * settings.stripe_timeout_seconds + 10) * 1000)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -65,7 +59,7 @@ class AsyncPaymentStore:
         self._accept = client.register_script(source("accept"))
 
     async def claim_and_enqueue(
-        self, *, fields: dict[str, str], headers: dict[str, Any]
+        self, *, fields: dict[str, str], headers: dict[str, Any], scoped_key: str
     ) -> Claimed:
         """Write a new payment's record and enqueue its charge, unless its id (derived from
         the client's Idempotency-Key) already has a record or the queue is full."""
@@ -83,10 +77,12 @@ class AsyncPaymentStore:
                 self._settings.queue_name,
                 keys.PENDING_INDEX,
                 keys.ACCEPTED_COUNT,
+                keys.idempotency_key_slot(scoped_key),
             ],
             args=[
                 _args(
                     payment_id=payment_id,
+                    record_prefix=keys.RECORD_PREFIX,
                     fields=fields,
                     message=message.decode(),
                     record_ttl=self._settings.record_ttl_seconds,
@@ -132,7 +128,7 @@ class PaymentStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._redis = client
         self._settings = settings
-        self.lease_ms = lease_ms(settings)
+        self.lease_ms = int(settings.lease_seconds * 1000)
         self._scripts = {
             name: client.register_script(source(name))
             for name in (

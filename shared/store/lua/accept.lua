@@ -1,5 +1,5 @@
 -- claim_and_enqueue: one accept, all or nothing.
--- KEYS: record, queue, pending index, accepted counter.
+-- KEYS: record, queue, pending index, accepted counter, legacy claim.
 -- The payment id is derived from the client and its Idempotency-Key, so the record itself is
 -- the claim: an existing record answers {0, record} (a replay or a conflict, the caller
 -- compares fingerprints). A full queue answers {2} and writes nothing. Otherwise the record is
@@ -8,6 +8,15 @@ local a = cjson.decode(ARGV[1])
 local existing = redis.call('HGETALL', KEYS[1])
 if #existing > 0 then
   return {0, existing}
+end
+-- Before ids were derived from the key, a key was claimed in a slot of its own (kept 24 h):
+-- a retry of such a request still finds its payment.
+local legacy = redis.call('GET', KEYS[5])
+if legacy then
+  existing = redis.call('HGETALL', a.record_prefix .. legacy)
+  if #existing > 0 then
+    return {0, existing}
+  end
 end
 if redis.call('LLEN', KEYS[2]) >= a.max_backlog then
   return {2}

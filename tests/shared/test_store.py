@@ -1,0 +1,74 @@
+"""The accept step of the store: the record is the claim of a client's Idempotency-Key."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from shared.config import Settings
+from shared.records import new_record_fields, payment_id_for
+from shared.store import AsyncPaymentStore
+from shared.store.keys import idempotency_key_slot, record_key
+
+SECRET = b"test-secret"
+
+
+def fields(client: str, key: str) -> dict[str, str]:
+    return new_record_fields(
+        payment_id=payment_id_for(secret=SECRET, client=client, idempotency_key=key),
+        account_id="cus_A",
+        amount_minor=4299,
+        currency="usd",
+        payment_method=None,
+        idempotency_key=key,
+        fingerprint="f" * 64,
+    )
+
+
+@pytest.fixture
+def store() -> AsyncPaymentStore:
+    return AsyncPaymentStore(fakeredis.FakeAsyncRedis(), Settings(environment="test"))
+
+
+def test_ids_derive_from_client_and_key_and_are_not_guessable_without_the_secret() -> None:
+    one = payment_id_for(secret=SECRET, client="client-a", idempotency_key="order-1")
+    assert one == payment_id_for(secret=SECRET, client="client-a", idempotency_key="order-1")
+    assert one != payment_id_for(secret=SECRET, client="client-b", idempotency_key="order-1")
+    assert one != payment_id_for(secret=b"other", client="client-a", idempotency_key="order-1")
+    assert one.startswith("pay_")
+    assert len(one) == 28
+
+
+async def test_the_same_key_again_finds_the_payment_and_enqueues_nothing(
+    store: AsyncPaymentStore,
+) -> None:
+    first = await store.claim_and_enqueue(
+        fields=fields("client-a", "order-1"), headers={}, scoped_key="client-a:order-1"
+    )
+    again = await store.claim_and_enqueue(
+        fields=fields("client-a", "order-1"), headers={}, scoped_key="client-a:order-1"
+    )
+    assert first.created
+    assert not again.created
+    assert again.record is not None
+    assert first.record is not None
+    assert again.record.id == first.record.id
+    assert await store._redis.llen("payments") == 1
+
+
+async def test_a_key_claimed_by_an_older_version_still_finds_its_payment(
+    store: AsyncPaymentStore,
+) -> None:
+    # Before ids were derived, a random id was claimed in a slot of its own.
+    await store._redis.set(idempotency_key_slot("client-a:order-9"), "pay_" + "0" * 24)
+    old = fields("client-a", "old") | {"id": "pay_" + "0" * 24}
+    await store._redis.hset(record_key("pay_" + "0" * 24), mapping=old)
+
+    retry = await store.claim_and_enqueue(
+        fields=fields("client-a", "order-9"), headers={}, scoped_key="client-a:order-9"
+    )
+
+    assert not retry.created
+    assert retry.record is not None
+    assert retry.record.id == "pay_" + "0" * 24
+    assert await store._redis.llen("payments") == 0
