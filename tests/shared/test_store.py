@@ -62,7 +62,7 @@ async def test_a_key_claimed_by_an_older_version_still_finds_its_payment(
     # Before ids were derived, a random id was claimed in a slot of its own.
     await store._redis.set(idempotency_key_slot("client-a:order-9"), "pay_" + "0" * 24)
     old = fields("client-a", "old") | {"id": "pay_" + "0" * 24}
-    await store._redis.hset(record_key("pay_" + "0" * 24), mapping=old)
+    await store._redis.hset(record_key("pay_" + "0" * 24), mapping=old)  # type: ignore[arg-type]
 
     retry = await store.claim_and_enqueue(
         fields=fields("client-a", "order-9"), headers={}, scoped_key="client-a:order-9"
