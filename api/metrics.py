@@ -30,6 +30,7 @@ from shared.metrics import (
     WORKER_HEARTBEAT,
     ApiMetrics,
     FleetCollector,
+    message_wait_seconds,
 )
 from shared.store.keys import DEAD_LETTERS, UNACKED, record_key
 
@@ -85,15 +86,13 @@ async def _oldest_age(redis: Redis, message: bytes | None) -> float:
     """Seconds the message at the head of the queue has waited: since its ``enqueued_at``
     header (ms, stamped on every message the service enqueues), else since its payment was
     accepted (the record's ``created_at``). 0 when the queue is empty or the age is unknown."""
-    if not message:
-        return 0.0
+    waited = message_wait_seconds(message)
+    if waited is not None:
+        return waited
     try:
-        headers = orjson.loads(message)["headers"]
-        enqueued_ms, payment_id = headers.get("enqueued_at"), str(headers["id"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        payment_id = str(orjson.loads(message or b"")["headers"]["id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
         return 0.0
-    if isinstance(enqueued_ms, int | float) and enqueued_ms > 0:
-        return max(0.0, time.time() - enqueued_ms / 1000)
     created: bytes | str | None = await redis.hget(record_key(payment_id), "created_at")
     if not created:
         return 0.0

@@ -158,14 +158,45 @@ class FleetCollector(Collector):
         yield family
 
 
+def message_wait_seconds(message: bytes | None, *, now: float | None = None) -> float | None:
+    """How long a queued task message has waited, from its ``enqueued_at`` header (ms, stamped
+    on every message the service enqueues); 0 for no message, None if it carries no stamp."""
+    if not message:
+        return 0.0
+    try:
+        stamp = orjson.loads(message)["headers"].get("enqueued_at")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool) or stamp <= 0:
+        return None
+    return max(0.0, (time.time() if now is None else now) - stamp / 1000)
+
+
 def emf_queue_depth(
-    queue: str, depth: int, *, now: float | None = None, reserved: int | None = None
+    queue: str,
+    depth: int,
+    *,
+    now: float | None = None,
+    reserved: int | None = None,
+    oldest_age: float | None = None,
+    dead_letters: int | None = None,
 ) -> str:
     """A CloudWatch Embedded Metric Format line: the autoscaling signal, with no AWS SDK call.
 
     ``depth`` counts ready and reserved messages (LLEN + HLEN unacked); ``reserved``, when given,
-    rides along as a log field (not a metric) so that the split can be read in the logs."""
-    extra = {} if reserved is None else {"Reserved": reserved}
+    rides along as a log field (not a metric) so that the split can be read in the logs.
+    ``oldest_age`` (OldestMessageAgeSeconds) and ``dead_letters`` (DeadLetters), when given, are
+    metrics too: the ECS template's CloudWatch alarms read them."""
+    metrics: list[dict[str, str]] = [{"Name": "QueueDepth", "Unit": "Count"}]
+    values: dict[str, float | int] = {"QueueDepth": depth}
+    if oldest_age is not None:
+        metrics.append({"Name": "OldestMessageAgeSeconds", "Unit": "Seconds"})
+        values["OldestMessageAgeSeconds"] = round(oldest_age, 3)
+    if dead_letters is not None:
+        metrics.append({"Name": "DeadLetters", "Unit": "Count"})
+        values["DeadLetters"] = dead_letters
+    if reserved is not None:
+        values["Reserved"] = reserved
     return orjson.dumps(
         {
             "_aws": {
@@ -174,12 +205,11 @@ def emf_queue_depth(
                     {
                         "Namespace": "PaymentsService",
                         "Dimensions": [["Queue"]],
-                        "Metrics": [{"Name": "QueueDepth", "Unit": "Count"}],
+                        "Metrics": metrics,
                     }
                 ],
             },
             "Queue": queue,
-            "QueueDepth": depth,
-            **extra,
+            **values,
         }
     ).decode()

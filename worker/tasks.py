@@ -95,16 +95,25 @@ def _publish_queue_depth(client: redis.Redis) -> None:
     """The autoscaling signal, as a CloudWatch EMF line on stdout (see deploy/ecs): messages
     waiting in the queue plus those reserved by workers and not yet acknowledged (kombu's
     ``unacked`` hash; prefetch and retry countdowns hide them from LLEN), the same figure as
-    ``payments_queue_depth``. Also the workers' heartbeat for the "no worker" alert."""
-    from shared.metrics import WORKER_HEARTBEAT
-    from shared.store.keys import UNACKED
+    ``payments_queue_depth``; with the oldest message's wait and the dead letters, which the
+    template's alarms read. Also the workers' heartbeat for the "no worker" alert."""
+    from shared.metrics import WORKER_HEARTBEAT, message_wait_seconds
+    from shared.store.keys import DEAD_LETTERS, UNACKED
 
     with client.pipeline(transaction=False) as pipe:
         pipe.llen(settings.queue_name)
         pipe.hlen(UNACKED)
+        pipe.lindex(settings.queue_name, -1)  # pushed on the left, popped on the right
+        pipe.zcard(DEAD_LETTERS)
         pipe.set(WORKER_HEARTBEAT, f"{time.time():.3f}")
-        ready, reserved, _ = pipe.execute()
-    line = emf_queue_depth(settings.queue_name, int(ready) + int(reserved), reserved=int(reserved))
+        ready, reserved, head, dead, _ = pipe.execute()
+    line = emf_queue_depth(
+        settings.queue_name,
+        int(ready) + int(reserved),
+        reserved=int(reserved),
+        oldest_age=message_wait_seconds(head) or 0.0,
+        dead_letters=int(dead),
+    )
     print(line, flush=True)
 
 

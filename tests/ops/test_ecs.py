@@ -363,28 +363,83 @@ def test_worker_desired_count_is_left_to_autoscaling(template: Any) -> None:
     assert [c["Name"] for c in task["Properties"]["ContainerDefinitions"]] == ["worker"]
 
 
+def emf_line_of_a_busy_fleet(capsys: pytest.CaptureFixture[str]) -> Any:
+    """What the worker's maintenance prints for 3 queued messages (the oldest waiting 90 s),
+    128 reserved by workers and 2 dead letters."""
+    import json
+    import time
+
+    import fakeredis
+
+    from shared.celery_message import charge_message
+    from shared.store.keys import DEAD_LETTERS, UNACKED
+    from worker.tasks import _publish_queue_depth
+
+    client = fakeredis.FakeRedis()
+    stamp = int((time.time() - 90) * 1000)
+    client.lpush(
+        "payments", charge_message("pay_1", queue="payments", headers={"enqueued_at": stamp})
+    )
+    client.lpush("payments", b"m2", b"m3")
+    client.hset(UNACKED, mapping={f"tag{i}": b"[]" for i in range(128)})
+    client.zadd(DEAD_LETTERS, {"pay_x": 1, "pay_y": 2})
+    _publish_queue_depth(client)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    from shared.metrics import WORKER_HEARTBEAT
+
+    assert client.get(WORKER_HEARTBEAT), "the maintenance round is the workers' heartbeat"
+    return line
+
+
 def test_the_scaling_metric_counts_messages_reserved_by_workers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The EMF line the backlog policy reads: LLEN + HLEN unacked, not LLEN alone (a busy
     fleet's prefetch empties the list while hundreds of charges are still to do)."""
-    import json
-
-    import fakeredis
-
-    from shared.store.keys import UNACKED
-    from worker.tasks import _publish_queue_depth
-
-    client = fakeredis.FakeRedis()
-    client.lpush("payments", b"m1", b"m2", b"m3")
-    client.hset(UNACKED, mapping={f"tag{i}": b"[]" for i in range(128)})
-    _publish_queue_depth(client)
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    line = emf_line_of_a_busy_fleet(capsys)
     assert line["QueueDepth"] == 3 + 128
     assert line["Reserved"] == 128
-    assert line["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
-        {"Name": "QueueDepth", "Unit": "Count"}
-    ]
-    from shared.metrics import WORKER_HEARTBEAT
+    assert 89 <= line["OldestMessageAgeSeconds"] <= 150
+    assert line["DeadLetters"] == 2
 
-    assert client.get(WORKER_HEARTBEAT), "the maintenance round is the workers' heartbeat"
+
+def alarms(template: Any, params: dict[str, str]) -> dict[str, Any]:
+    return {
+        k: r["Properties"]
+        for k, r in created(template, params).items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def alarm_metrics(alarm: Any) -> list[Any]:
+    if "MetricName" in alarm:
+        return [alarm]
+    return [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+
+
+def test_alarms_on_dead_letters_backlog_age_and_alb_5xx(template: Any) -> None:
+    found = alarms(template, with_defaults(template, CertificateArn=CERT))
+    names = {m["MetricName"] for a in found.values() for m in alarm_metrics(a)}
+    assert {"DeadLetters", "OldestMessageAgeSeconds", "HTTPCode_Target_5XX_Count"} <= names
+    assert {"HTTPCode_ELB_5XX_Count", "QueueDepth"} <= names  # LB errors; workers silent
+    for alarm in found.values():
+        assert "AlarmActions" not in alarm, "no topic given: no action"
+    topic = "arn:aws:sns:eu-west-1:123456789012:payments-oncall"
+    for name, alarm in alarms(template, with_defaults(template, CertificateArn=CERT,
+                                                      AlarmTopicArn=topic)).items():  # fmt: skip
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopicArn"}], name
+
+
+def test_alarms_read_what_the_workers_publish(
+    template: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = emf_line_of_a_busy_fleet(capsys)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    published = {m["Name"] for m in directive["Metrics"]}
+    for name, alarm in alarms(template, with_defaults(template, CertificateArn=CERT)).items():
+        for metric in alarm_metrics(alarm):
+            if metric["Namespace"] != directive["Namespace"]:
+                continue
+            assert metric["MetricName"] in published, f"{name}: nothing publishes it"
+            dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            assert dims == {dim: line[dim] for dim in directive["Dimensions"][0]}, name
