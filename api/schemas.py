@@ -150,11 +150,15 @@ def payment_view(record: PaymentRecord) -> Payment:
 
 
 def customer_payments_view(page: ChargePage) -> CustomerPayments:
-    return CustomerPayments(
-        object="list",
-        data=[CustomerCharge.model_validate(charge, from_attributes=True) for charge in page.data],
-        has_more=page.has_more,
-        next_cursor=page.next_cursor,
+    """One page of the customer's charges (read from the gateway's ChargeSummary attributes)."""
+    return CustomerPayments.model_validate(
+        {
+            "object": "list",
+            "data": page.data,
+            "has_more": page.has_more,
+            "next_cursor": page.next_cursor,
+        },
+        from_attributes=True,
     )
 
 
