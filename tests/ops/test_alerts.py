@@ -1,13 +1,16 @@
-"""deploy/prometheus: the alert rules pass promtool and their unit tests, every alert has a case
-where it fires and one where it stays quiet, and every metric they name is what GET /metrics
-really renders (including the figures added for them: reserved messages, the oldest queued
-payment's age, the workers' heartbeat, Redis reachability)."""
+"""deploy/prometheus and deploy/grafana: the alert rules pass promtool and their unit tests,
+every alert has a case where it fires and one where it stays quiet, the dashboard's queries
+parse, and every metric either names is what GET /metrics really renders (including the figures
+added for them: reserved messages, the oldest queued payment's age, the workers' heartbeat,
+Redis reachability)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -27,6 +30,7 @@ RULES_DIR = REPO / "deploy" / "prometheus"
 RULES = RULES_DIR / "alerts.yml"
 RULE_TESTS = RULES_DIR / "alerts_test.yml"
 RUNBOOK = RULES_DIR / "README.md"
+DASHBOARD = REPO / "deploy" / "grafana" / "payments.json"
 
 
 def promtool(*args: str) -> str:
@@ -79,13 +83,52 @@ def test_every_alert_has_a_severity_and_a_runbook_section() -> None:
         assert re.search(rf"^### {name}$", runbook, re.M), f"README has no section for {name}"
 
 
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
 def metric_names_in_rules() -> set[str]:
     rules = load_yaml(RULES)
-    names: set[str] = set()
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            names |= set(re.findall(r"\b(payments_[a-z_]+)\b", rule["expr"]))
-    return names
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]] + dashboard_queries()
+    return {name for e in exprs for name in re.findall(r"\b(payments_[a-z_]+)\b", e)}
+
+
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    """Each panel's PromQL, as a recording rule promtool checks ($__rate_interval: Grafana's)."""
+    queries = dashboard_queries()
+    assert len(queries) >= 10
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": q.replace("$__rate_interval", "5m")}
+                    for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(json.dumps(rules), encoding="utf-8")  # JSON is YAML
+    assert "SUCCESS" in promtool("check", "rules", str(path))
+
+
+def test_dashboard_shows_what_the_issue_asks_for() -> None:
+    text = " ".join(dashboard_queries())
+    for metric in (
+        "payments_accepted_total",  # accept rate
+        "payments_accept_seconds_bucket",  # accept latency
+        "payments_outcomes_total",  # outcomes
+        "payments_queue_depth",  # backlog depth
+        "payments_queue_oldest_age_seconds",  # backlog age
+        "payments_stripe_request_seconds_bucket",  # Stripe latency by call
+        "payments_dead_letters",
+    ):
+        assert metric in text, metric
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
 
 
 # ---------------------------------------------------------------- what /metrics renders
@@ -146,7 +189,7 @@ async def test_every_metric_the_rules_name_is_exported(
     assert response.status_code == 200
     names = set(rendered(response.text))
     missing = metric_names_in_rules() - names
-    assert not missing, f"the rules name metrics /metrics does not render: {missing}"
+    assert not missing, f"rules or dashboard name metrics /metrics does not render: {missing}"
 
 
 async def test_queue_depth_counts_reserved_messages_and_the_oldest_age(
