@@ -17,7 +17,13 @@ from pydantic import (
     field_validator,
 )
 
-from shared.money import AMOUNT_PATTERN, MAX_MINOR_UNITS, SUPPORTED_CURRENCIES, format_minor
+from shared.money import (
+    AMOUNT_PATTERN,
+    MAX_MINOR_UNITS,
+    MINIMUM_CHARGE,
+    SUPPORTED_CURRENCIES,
+    format_minor,
+)
 from shared.records import PaymentRecord, Status
 from shared.stripe_gateway import ChargePage
 
@@ -39,8 +45,10 @@ class PaymentRequest(BaseModel):
     amount: Annotated[str, StringConstraints(pattern=AMOUNT_PATTERN, max_length=32)] = Field(
         description=(
             'Decimal string in major units, e.g. "42.99"; never a JSON number. No more decimals '
-            "than the currency has; at least Stripe's minimum for the currency (0.50 usd); at "
-            f"most {MAX_MINOR_UNITS:,} minor units (999,999.99 usd, {MAX_MINOR_UNITS:,} jpy)."
+            "than the currency has; at least Stripe's minimum for the currency "
+            f"({MINIMUM_CHARGE['usd']} usd, {MINIMUM_CHARGE['jpy']} jpy); at "
+            f"most {MAX_MINOR_UNITS:,} minor units ({MAX_MINOR_UNITS / 100:,.2f} usd, "
+            f"{MAX_MINOR_UNITS:,} jpy)."
         ),
         examples=["42.99"],
     )
