@@ -207,3 +207,19 @@ class GroupedScript:
 
     async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         return await self._group.evalsha(self.sha, keys, args)
+
+
+class GroupedScriptsClient:
+    """A Redis client whose ``register_script`` runs the script through a :class:`GroupCommit`;
+    every other attribute is the wrapped client's. Lets code that registers its scripts on a
+    client (``shared.store.AsyncPaymentStore``) use the group commit unchanged."""
+
+    def __init__(self, client: Redis, group: GroupCommit | None = None) -> None:
+        self._client = client
+        self.group = group or GroupCommit(client)
+
+    def register_script(self, source: str) -> GroupedScript:
+        return self.group.script(source)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api import errors, health, metrics, openapi, payments
 from api.auth import RequestContextMiddleware
+from api.group_commit import GroupedScriptsClient
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.config import Settings, get_settings
@@ -33,7 +35,13 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         app.state.settings = settings
         app.state.metrics = ApiMetrics()
         app.state.redis = client
-        app.state.service = PaymentService(client, settings)
+        # --- group commit hook (issue 10): the accept scripts of one event-loop tick share
+        # one Redis round trip (api/group_commit.py); ACCEPT_GROUP_COMMIT=false turns it off.
+        scripts: Redis = client
+        if settings.accept_group_commit:
+            scripts = cast(Redis, GroupedScriptsClient(client))
+        app.state.service = PaymentService(scripts, settings)
+        # --- end of the group commit hook
         app.state.gateway = StripeGateway(settings)
         app.state.waiter = PaymentWaiter(events)
         app.state.waiter.start()

@@ -179,15 +179,21 @@ async def get_payment(payment_id: str, service: ServiceDep) -> Response:
     responses=error_responses(400, 404, 429, 502, 503),
 )
 async def list_customer_payments(
+    request: Request,
     customer_id: str,
     gateway: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[str | None, Query(pattern=CHARGE_ID_PATTERN)] = None,
 ) -> Response:
-    """The customer's payments, newest first, read from Stripe on every call (no cache)."""
+    """The customer's payments, newest first, read from Stripe on every call (no cache).
+    At most LIST_MAX_CONCURRENCY run at once per process; past it, 503 + Retry-After."""
+    from api.list_limit import ListLimiter  # only this route uses it
+
     if not _CUSTOMER_ID.fullmatch(customer_id):
         raise validation_error([{"loc": ("path", "customer_id"), "type": "string_pattern"}])
-    page = await gateway.list_charges(
-        customer=customer_id, limit=limit, starting_after=starting_after
-    )
-    return model_response(200, customer_payments_view(page))
+    limiter = ListLimiter.of(request.app.state, request.app.state.settings)
+    async with limiter.slot():
+        page = await gateway.list_charges(
+            customer=customer_id, limit=limit, starting_after=starting_after
+        )
+        return model_response(200, customer_payments_view(page))

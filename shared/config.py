@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     # Backpressure: above this many queued charges, POST /payments answers 503 + Retry-After.
     queue_max_backlog: int = Field(default=50_000, ge=1)
 
+    # Reads must not starve accepts: at most this many GET /{customer_id}/payments calls wait
+    # on Stripe at once in one API process; past it the route answers 503 + Retry-After at once
+    # (each list costs the event loop milliseconds of JSON, which accepts would wait behind).
+    list_max_concurrency: int = Field(default=4, ge=1, le=1024)
+    list_retry_after_seconds: int = Field(default=1, ge=1, le=60)
+    # Accept scripts that arrive in one event-loop tick share one Redis round trip (a
+    # non-transactional pipeline; each script atomic, each request its own answer).
+    accept_group_commit: bool = True
+
     # Worker pool: a charge waits on Stripe's network latency, not on CPU, so one process runs
     # many at once in threads (a prefork pool of 2 manages 10/s at 200 ms). Concurrency is
     # rate x time in flight: 150 charges/s x 2 Stripe calls x 0.2 s = 60 charges at once;

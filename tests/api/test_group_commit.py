@@ -195,3 +195,19 @@ async def test_batches_are_capped(redis: fakeredis.FakeAsyncRedis) -> None:
 def test_max_batch_must_be_positive(redis: fakeredis.FakeAsyncRedis) -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommit(redis, max_batch=0)
+
+
+async def test_a_client_whose_registered_scripts_share_round_trips(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    from api.group_commit import GroupedScriptsClient
+
+    client = GroupedScriptsClient(redis)
+    script = client.register_script(SCRIPT)
+    results = await asyncio.gather(*(script(keys=["g"], args=[1, str(i)]) for i in range(5)))
+    assert sorted(r[0] for r in results) == [1, 2, 3, 4, 5]
+    assert client.group.stats.calls == 5
+    assert client.group.stats.direct == 1  # the first went at once, the four others together
+    assert client.group.stats.batches == 1
+    await client.set("plain", "command")  # everything else is the client's own
+    assert await client.get("plain") == b"command"
