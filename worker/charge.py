@@ -96,7 +96,6 @@ class ChargeProcessor:
                          attempt=record.attempts)  # fmt: skip
         bound.info("charge.started")
         stripe = MeteredStripe(
-            self._gateway,
             self._budget,
             self._metrics,
             keepalive=lambda: self._store.heartbeat(
@@ -117,7 +116,7 @@ class ChargeProcessor:
             return RetryLater(str(exc), countdown)
         except PaymentServiceError as exc:
             bound.info("charge.failed", code=exc.code, status=exc.status_code)
-            return self._finish(record, Settled(Status.FAILED, exc), {})
+            return finish(self._store, record.id, Settled(Status.FAILED, exc), {})
         finally:
             stripe.flush(payment_id)
         return self._settle(record, intent, token, bound)
@@ -126,7 +125,8 @@ class ChargeProcessor:
         if record.payment_intent:
             # Stripe already has it (it was still processing): ask for its state.
             stripe.plan(1)
-            return stripe.retrieve_payment_intent(payment_intent_id=record.payment_intent)
+            return stripe.call("payment_intents.retrieve", self._gateway.retrieve_payment_intent,
+                               payment_intent_id=record.payment_intent)  # fmt: skip
         reconcile = record.attempts > 1 or record.reconcile_first
         stripe.plan(1 + int(reconcile) + int(record.payment_method is None))
         if reconcile:
@@ -135,10 +135,13 @@ class ChargeProcessor:
                 return found
         method = record.payment_method
         if method is None:
-            method = stripe.default_payment_method(customer=record.account_id)
+            method = stripe.call("customers.retrieve", self._gateway.default_payment_method,
+                                 customer=record.account_id)  # fmt: skip
             self._store.remember_payment_method(record.id, method)
         try:
-            return stripe.create_payment_intent(
+            return stripe.call(
+                "payment_intents.create",
+                self._gateway.create_payment_intent,
                 customer=record.account_id,
                 amount_minor=record.amount_minor,
                 currency=record.currency,
@@ -154,11 +157,7 @@ class ChargeProcessor:
             return found
 
     def _find(self, record: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome | None:
-        found = stripe.find_payment_intent(
-            customer=record.account_id,
-            payment_id=record.id,
-            created_after=epoch_seconds(record.created_at) - 60,
-        )
+        found = find_charge(self._gateway, stripe, record)
         if found is not None:
             log.info("charge.reconciled", payment_id=record.id,
                      payment_intent=found.payment_intent_id)  # fmt: skip
@@ -172,8 +171,9 @@ class ChargeProcessor:
             found = self._find(record, stripe)
         except (TransientStripeError, PaymentServiceError, LeaseLost) as exc:
             bound.warning("charge.outcome_unknown", reason=str(exc))
-            return self._finish(
-                record,
+            return finish(
+                self._store,
+                record.id,
                 Settled(Status.UNKNOWN, outcome_unknown()),
                 {},
                 check_at=time.time() + self._settings.reconcile_backoff_seconds,
@@ -183,9 +183,8 @@ class ChargeProcessor:
         if found is not None:
             return self._settle(record, found, None, bound)
         bound.warning("charge.gave_up", attempts=record.attempts)
-        return self._finish(
-            record, Settled(Status.FAILED, not_charged(record.attempts)), {}, dead_letter=True
-        )
+        return finish(self._store, record.id, Settled(Status.FAILED, not_charged(record.attempts)),
+                      {}, dead_letter=True)  # fmt: skip
 
     def _settle(
         self, record: PaymentRecord, intent: ChargeOutcome, token: str | None, bound: Any
@@ -200,19 +199,7 @@ class ChargeProcessor:
         bound.info("charge." + settled.status.value, payment_intent=intent.payment_intent_id)
         if intent.next_action or settled.status is Status.REQUIRES_ACTION:
             ids["next_action"] = intent.next_action or "use_stripe_sdk"
-        return self._finish(record, settled, ids)
-
-    def _finish(
-        self,
-        record: PaymentRecord,
-        settled: Settled,
-        fields: dict[str, str],
-        *,
-        dead_letter: bool = False,
-        check_at: float = 0,
-    ) -> Done:
-        return finish(self._store, record.id, settled, fields, dead_letter=dead_letter,
-                      check_at=check_at)  # fmt: skip
+        return finish(self._store, record.id, settled, ids)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         """Exponential with full jitter (Celery's own), or Stripe's Retry-After, capped."""
@@ -249,6 +236,19 @@ def finish(
         check_at=check_at,
     )
     return Done(settled.status)
+
+
+def find_charge(
+    gateway: StripeGateway, stripe: MeteredStripe, record: PaymentRecord
+) -> ChargeOutcome | None:
+    """The PaymentIntent that already charged this payment, if Stripe has one."""
+    return stripe.call(
+        "charges.list",
+        gateway.find_payment_intent,
+        customer=record.account_id,
+        payment_id=record.id,
+        created_after=epoch_seconds(record.created_at) - 60,
+    )
 
 
 def epoch_seconds(iso: str) -> int:

@@ -30,7 +30,7 @@ from shared.rate_limit import StripeBudget
 from shared.records import Status
 from shared.store import PaymentStore, Started
 from shared.stripe_gateway import StripeGateway
-from worker.charge import epoch_seconds, finish
+from worker.charge import find_charge, finish
 from worker.stripe_calls import LeaseLost, MeteredStripe
 
 log = structlog.get_logger(__name__)
@@ -51,16 +51,12 @@ def reconcile_unknown(
             continue
         record = held.record
         stripe = MeteredStripe(
-            gateway, budget, None,
+            budget, None,
             keepalive=lambda pid=payment_id, t=token: store.heartbeat(  # type: ignore[misc]
                 pid, token=t, delivery_tag=None),
         )  # fmt: skip
         try:
-            found = stripe.find_payment_intent(
-                customer=record.account_id,
-                payment_id=record.id,
-                created_after=epoch_seconds(record.created_at) - 60,
-            )
+            found = find_charge(gateway, stripe, record)
         except (TransientStripeError, PaymentServiceError, LeaseLost) as exc:
             delay = min(
                 settings.reconcile_backoff_seconds * 2**record.reconcile_attempts,

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import structlog
 
 from shared.metrics import StripeCallMetrics
-from shared.outcomes import ChargeOutcome
 from shared.rate_limit import Slots, StripeBudget
-from shared.stripe_gateway import StripeGateway
 
 log = structlog.get_logger(__name__)
 
@@ -35,12 +33,10 @@ class LeaseLost(Exception):
 class MeteredStripe:
     def __init__(
         self,
-        gateway: StripeGateway,
         budget: StripeBudget,
         metrics: StripeCallMetrics | None,
         keepalive: Callable[[], bool],
     ) -> None:
-        self._gateway = gateway
         self._budget = budget
         self._metrics = metrics
         self._keepalive = keepalive
@@ -68,12 +64,14 @@ class MeteredStripe:
                 return
             time.sleep(min(at - now, KEEPALIVE_SECONDS))
 
-    def _call(self, name: str, request: Callable[[], T]) -> T:
+    def call(self, name: str, request: Callable[..., T], /, **params: Any) -> T:
+        """``request(**params)`` (a StripeGateway method) in its booked slot, timed as
+        ``name``."""
         self._wait_turn()
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return request()
+            return request(**params)
         except Exception as exc:
             outcome = type(exc).__name__
             raise
@@ -88,49 +86,3 @@ class MeteredStripe:
             except redis.RedisError:
                 log.debug("metrics.unrecorded", payment_id=payment_id)
         self._timings = []
-
-    # the calls ---------------------------------------------------------------------------
-
-    def default_payment_method(self, *, customer: str) -> str:
-        return self._call(
-            "customers.retrieve",
-            lambda: self._gateway.default_payment_method(customer=customer),
-        )
-
-    def create_payment_intent(
-        self,
-        *,
-        customer: str,
-        amount_minor: int,
-        currency: str,
-        payment_method: str,
-        payment_id: str,
-        idempotency_key: str,
-    ) -> ChargeOutcome:
-        return self._call(
-            "payment_intents.create",
-            lambda: self._gateway.create_payment_intent(
-                customer=customer,
-                amount_minor=amount_minor,
-                currency=currency,
-                payment_method=payment_method,
-                payment_id=payment_id,
-                idempotency_key=idempotency_key,
-            ),
-        )
-
-    def retrieve_payment_intent(self, *, payment_intent_id: str) -> ChargeOutcome:
-        return self._call(
-            "payment_intents.retrieve",
-            lambda: self._gateway.retrieve_payment_intent(payment_intent_id=payment_intent_id),
-        )
-
-    def find_payment_intent(
-        self, *, customer: str, payment_id: str, created_after: int
-    ) -> ChargeOutcome | None:
-        return self._call(
-            "charges.list",
-            lambda: self._gateway.find_payment_intent(
-                customer=customer, payment_id=payment_id, created_after=created_after
-            ),
-        )

@@ -147,6 +147,11 @@ class PaymentStore:
     def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
         return self._scripts[name](keys=keys_, args=[_args(**named)])
 
+    def _message(self, payment_id: str, enqueued_at: int, **headers: Any) -> str:
+        """The charge task's message, stamped with when it was enqueued (see requeue_stale)."""
+        headers["enqueued_at"] = enqueued_at
+        return charge_message(payment_id, queue=self._settings.queue_name, headers=headers).decode()
+
     def get(self, payment_id: str) -> PaymentRecord | None:
         raw: dict[bytes, bytes] = self._redis.hgetall(keys.record_key(payment_id))  # type: ignore[assignment]
         return PaymentRecord.from_redis(raw) if raw else None
@@ -315,11 +320,7 @@ class PaymentStore:
                 self._redis.zadd(keys.PENDING_INDEX, {payment_id: int(now) + stale_seconds})
                 continue
             stamp = int(now * 1000)
-            message = charge_message(
-                payment_id,
-                queue=self._settings.queue_name,
-                headers={"recovered": True, "enqueued_at": stamp},
-            )
+            message = self._message(payment_id, stamp, recovered=True)
             pushed = self._run(
                 "requeue_stale",
                 [
@@ -329,7 +330,7 @@ class PaymentStore:
                     keys.lock_key(payment_id),
                 ],
                 payment_id=payment_id,
-                message=message.decode(),
+                message=message,
                 next_at=int(now) + stale_seconds,
                 queue_oldest_ms=oldest,
                 clock_skew_ms=CLOCK_SKEW_MS,
@@ -358,11 +359,7 @@ class PaymentStore:
         """Requeue one dead letter (reconciled before any new charge); False if it is not
         (or no longer) one."""
         stamp = now_ms()
-        message = charge_message(
-            payment_id,
-            queue=self._settings.queue_name,
-            headers={"replayed": True, "enqueued_at": stamp},
-        )
+        message = self._message(payment_id, stamp, replayed=True)
         done = self._run(
             "replay",
             [
@@ -372,7 +369,7 @@ class PaymentStore:
                 keys.PENDING_INDEX,
             ],
             payment_id=payment_id,
-            message=message.decode(),
+            message=message,
             now_iso=now_iso(),
             now_ms=stamp,
             sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
