@@ -7,24 +7,24 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.deps import RedisDep
-from api.errors import STORE_RETRY_AFTER, error_response, json_response
-from api.schemas import error_responses
+from api.errors import JSON, STORE_RETRY_AFTER, error_response
+from api.schemas import Health, Readiness, dump, error_responses
 from shared.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> Response:
     """The process is alive (no dependency is checked)."""
-    return json_response(200, {"status": "ok"})
+    return Response(dump(Health(status="ok")), media_type=JSON)
 
 
-@router.get("/readyz", responses=error_responses(503))
+@router.get("/readyz", response_model=Readiness, responses=error_responses(503))
 async def readyz(redis: RedisDep) -> Response:
     """Ready to accept payments: Redis answers."""
     try:
         await redis.ping()
     except (RedisError, OSError):
         return error_response(StoreUnavailable(), headers={"Retry-After": STORE_RETRY_AFTER})
-    return json_response(200, {"status": "ready", "redis": "ok"})
+    return Response(dump(Readiness(status="ready", redis="ok")), media_type=JSON)

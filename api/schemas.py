@@ -128,6 +128,15 @@ class CustomerPayments(BaseModel):
     next_cursor: str | None = Field(description="Pass as starting_after for the next page.")
 
 
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="The process is alive.")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    redis: Literal["ok"] = Field(description="Redis answered a PING.")
+
+
 def payment_view(record: PaymentRecord) -> Payment:
     """What a client sees of a record: amounts as decimal strings in major units, no internals.
 

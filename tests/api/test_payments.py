@@ -603,3 +603,15 @@ async def test_a_stripe_failure_without_its_own_retry_after_still_gets_one(
     response = await client.get("/cus_Abc123/payments")
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
+
+
+async def test_health_checks_answer_their_documented_shapes(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    schemas = app.openapi()["components"]["schemas"]
+    alive = (await client.get("/healthz")).json()
+    ready = (await client.get("/readyz")).json()
+    assert alive == {"status": "ok"}
+    assert ready == {"status": "ready", "redis": "ok"}
+    assert set(alive) == set(schemas["Health"]["properties"])
+    assert set(ready) == set(schemas["Readiness"]["properties"])
