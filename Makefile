@@ -27,8 +27,10 @@ demo: install
 test: install lint
 	$(PY) -m pytest
 
+## Unit tests only: fakeredis and fakes, no process started; keep it under 30 s. Anything that
+## starts a real process is marked integration (everything under tests/integration is).
 unit: install
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration" --ignore=tests/integration --durations=5
 
 integration: install
 	$(PY) -m pytest -m integration

@@ -48,14 +48,35 @@ def wait_for_port(
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
 
 
-def wait_for_log(path: Path, text: str, timeout: float = 90.0) -> None:
+def log_size(path: Path) -> int:
+    """Where a log ends now: pass it as ``since`` to wait for what is written after it."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def wait_for_log(
+    path: Path,
+    text: str,
+    timeout: float = 90.0,
+    *,
+    since: int = 0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Wait until ``text`` is in the log past byte ``since``; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
+        if path.exists():
+            with path.open("rb") as log:
+                log.seek(since)
+                if text in log.read().decode(errors="replace"):
+                    return
+        if proc is not None and proc.poll() is not None:
+            break
         time.sleep(0.1)
     tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
-    raise TimeoutError(f"{path.name}: no {text!r} within {timeout}s:\n{tail}")
+    exited = ""
+    if proc is not None and proc.poll() is not None:
+        exited = f" ({proc.args!r} exited with {proc.returncode})"
+    raise TimeoutError(f"{path.name}: no {text!r} within {timeout}s{exited}:\n{tail}")
 
 
 def redis_reachable(url: str | None) -> bool:
@@ -169,6 +190,12 @@ def python_module(module: str, *args: str) -> list[str]:
 
 def celery_worker_argv(*extra: str) -> list[str]:
     return python_module("celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", *extra)
+
+
+def flower_argv(port: int) -> list[str]:
+    return python_module(
+        "celery", "-A", "worker.celery_app", "flower", f"--port={port}", "--address=127.0.0.1"
+    )
 
 
 def api_argv(port: int) -> list[str]:

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.wrk import INSTALL_HINT
-
-ROOT = Path(__file__).resolve().parents[2]
+from devtools.processes import ROOT
 
 
 @pytest.mark.integration

@@ -1,7 +1,11 @@
-"""A whole service stack of real processes that a fault test can break and mend.
+"""The one way to build a service stack of real processes: Redis, the Stripe emulator, the fault
+proxy (optional), workers and the API.
 
-Redis (always its own here, so it can be killed), the emulator, the fault proxy between the
-service and the emulator, N workers and the API.
+Two kinds are built with it:
+- the session's (``tests/integration/conftest.py``): Redis at ``REDIS_URL`` when that answers,
+  else one of its own; no fault proxy; each piece started when a test first asks for it.
+- a fault test's own (``Stack.running`` or ``Stack(...).start()``): always its own Redis, so it
+  can be killed, and the fault proxy between the service and the emulator.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,41 +27,28 @@ from devtools.processes import (
     api_argv,
     celery_worker_argv,
     emulator_argv,
+    flower_argv,
     free_port,
+    log_size,
     python_module,
     redis_server_argv,
+    wait_for_log,
     wait_for_port,
 )
+from shared.store.keys import UNACKED
+from tests.support import (
+    CLIENT_KEY,
+    QUEUE,
+    SERVICE_STRIPE_KEY,
+    StripeAdmin,
+    final,
+    json_lines,
+    pay,
+    stripe_admin_http,
+    wait_until,
+)
 
-CLIENT_KEY = "fault-test-client-key"
-
-
-def pay(
-    api: httpx.Client,
-    customer: str,
-    amount: str = "42.99",
-    *,
-    wait: int = 0,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    """POST /payments as a client would."""
-    return api.post(
-        "/payments",
-        json={"account_id": customer, "amount": amount},
-        params={"wait": wait},
-        headers=headers or {},
-    )
-
-
-def final(api: httpx.Client, payment_id: str, timeout: float = 180) -> dict[str, Any]:
-    """Poll a payment until its status is final."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = api.get(f"/payments/{payment_id}").json()
-        if body["status"] not in ("queued", "processing"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"{payment_id} not final after {timeout}s")
+__all__ = ["Stack", "final", "pay"]
 
 
 @dataclass
@@ -70,10 +60,12 @@ class Stack:
     emulator_port: int = field(default_factory=free_port)
     proxy_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
+    fault_proxy: bool = True
+    external_redis: str | None = None  # a Redis that answers already: used, never started
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        return self.external_redis or f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
     def emulator_url(self) -> str:
@@ -84,6 +76,11 @@ class Stack:
         return f"http://127.0.0.1:{self.proxy_port}"
 
     @property
+    def stripe_base(self) -> str:
+        """Where the service sends its Stripe calls."""
+        return self.proxy_url if self.fault_proxy else self.emulator_url
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
@@ -91,50 +88,62 @@ class Stack:
     def env(self) -> dict[str, str]:
         return {
             "REDIS_URL": self.redis_url,
-            "STRIPE_API_BASE": self.proxy_url,
+            "STRIPE_API_BASE": self.stripe_base,
             "ENVIRONMENT": "test",
             "API_KEYS": CLIENT_KEY,
+            "STRIPE_API_KEY": SERVICE_STRIPE_KEY,
             "WORKER_CONCURRENCY": "8",
+            "LOG_LEVEL": "DEBUG",
             **self.extra_env,
         }
 
+    # --- building ------------------------------------------------------------------------
+
     def start(self, workers: int = 2) -> Stack:
         self.start_redis()
-        proc = self.group.start("stripe-emulator", emulator_argv(self.emulator_port))
-        wait_for_port(self.emulator_port, proc=proc)
-        proc = self.group.start(
-            "fault-proxy",
-            python_module("tests.fault_proxy", "--upstream", self.emulator_url,
-                          "--port", str(self.proxy_port)),
-        )  # fmt: skip
-        wait_for_port(self.proxy_port, proc=proc)
+        self.start_emulator()
         for n in range(1, workers + 1):
             self.start_worker(f"w{n}")
-        proc = self.group.start("api", api_argv(self.api_port), env=self.env)
-        wait_for_port(self.api_port, proc=proc)
+        self.start_api()
         return self
 
     def start_redis(self) -> None:
+        if self.external_redis:
+            return
         proc = self.group.start("redis", redis_server_argv(self.redis_port, self.data_dir))
         wait_for_port(self.redis_port, proc=proc)
 
     def kill_redis(self) -> None:
+        if self.external_redis:
+            raise RuntimeError("this stack uses a Redis it did not start: not killing it")
         self.group.stop("redis", sig=signal.SIGKILL, grace=5)
+
+    def start_emulator(self) -> None:
+        """The emulator and, on a fault stack, the fault proxy in front of it."""
+        proc = self.group.start("stripe-emulator", emulator_argv(self.emulator_port))
+        wait_for_port(self.emulator_port, proc=proc)
+        if self.fault_proxy:
+            proc = self.group.start(
+                "fault-proxy",
+                python_module("tests.fault_proxy", "--upstream", self.emulator_url,
+                              "--port", str(self.proxy_port)),
+            )  # fmt: skip
+            wait_for_port(self.proxy_port, proc=proc)
+
+    def start_api(self) -> None:
+        proc = self.group.start("api", api_argv(self.api_port), env=self.env)
+        wait_for_port(self.api_port, proc=proc)
 
     def worker_log(self, name: str) -> Path:
         return self.group.log_dir / f"worker-{name}.log"
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         log = self.worker_log(name)
-        offset = log.stat().st_size if log.exists() else 0
+        since = log_size(log)  # a restarted worker appends to its old log
         proc = self.group.start(
             f"worker-{name}", celery_worker_argv("-n", f"{name}@%h"), env=self.env
         )
-        deadline = time.monotonic() + 60
-        while "ready." not in log.read_text(errors="replace")[offset:]:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise TimeoutError(f"worker {name} did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_for_log(log, "ready.", since=since, proc=proc)
         return proc
 
     def signal_worker(self, name: str, sig: int, grace: float = 150) -> int | None:
@@ -142,16 +151,80 @@ class Stack:
         self.group.stop(f"worker-{name}", sig=sig, grace=grace)
         return proc.returncode
 
+    @contextlib.contextmanager
+    def flower(self, login: tuple[str, str], name: str = "flower") -> Iterator[str]:
+        """Flower with basic auth ``login`` while the block runs; yields its URL."""
+        port = free_port()
+        env = {**self.env, "FLOWER_BASIC_AUTH": ":".join(login)}
+        proc = self.group.start(name, flower_argv(port), env=env)
+        try:
+            wait_for_port(port, proc=proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            self.group.stop(name)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls,
+        tmp: pytest.TempPathFactory,
+        name: str,
+        env: dict[str, str],
+        workers: int,
+        *,
+        fault_proxy: bool = True,
+    ) -> Iterator[Stack]:
+        """A stack of its own for one test, stopped whatever happens."""
+        group = ProcessGroup(tmp.mktemp(f"{name}-logs"))
+        try:
+            stack = cls(group, tmp.mktemp(f"{name}-redis"), env, fault_proxy=fault_proxy)
+            yield stack.start(workers=workers)
+        finally:
+            group.stop_all()
+
+    # --- watching ------------------------------------------------------------------------
+
+    def worker_events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines a worker wrote, oldest first."""
+        log = self.worker_log(name)
+        return json_lines(log.read_text(errors="replace")) if log.exists() else []
+
     def worker_holding(self, payment_id: str, names: list[str]) -> str:
         """Which worker started charging the payment (from the workers' own logs)."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def holder() -> str | None:
             for name in names:
                 for line in self.worker_log(name).read_text(errors="replace").splitlines():
                     if '"charge.started"' in line and payment_id in line:
                         return name
-            time.sleep(0.05)
-        raise AssertionError(f"no worker received {payment_id}")
+            return None
+
+        return wait_until(holder, timeout=30, what=f"a worker received {payment_id}")
+
+    def wait_until_idle(self, timeout: float = 60) -> None:
+        """Until every message given to the queue was taken and acknowledged: the queue and
+        the transport's unacknowledged set are both empty (twice in a row, so a message caught
+        between its pop and its entry in the unacked set is not missed)."""
+        client = self.redis()
+        queue = self.env.get("QUEUE_NAME", QUEUE)
+        seen_idle = False
+
+        def idle_twice() -> bool:
+            nonlocal seen_idle
+            idle = client.llen(queue) == 0 and client.hlen(UNACKED) == 0
+            seen_idle, was = idle, seen_idle
+            return idle and was
+
+        try:
+            wait_until(idle_twice, timeout=timeout, what="queue and unacked set empty")
+        finally:
+            client.close()
+
+    def wait_for_stripe_call(self, path: str, timeout: float = 30) -> dict[str, Any]:
+        def call() -> dict[str, Any] | None:
+            return next((e for e in self.proxy_log() if e["path"] == path), None)
+
+        return wait_until(call, timeout=timeout, what=f"a Stripe call to {path}")
 
     # --- clients -------------------------------------------------------------------------
 
@@ -162,17 +235,13 @@ class Stack:
             headers={"Authorization": f"Bearer {CLIENT_KEY}"},
         )
 
-    @classmethod
     @contextlib.contextmanager
-    def running(
-        cls, tmp: pytest.TempPathFactory, name: str, env: dict[str, str], workers: int
-    ) -> Iterator[Stack]:
-        """A stack of its own for one test, stopped whatever happens."""
-        group = ProcessGroup(tmp.mktemp(f"{name}-logs"))
-        try:
-            yield cls(group, tmp.mktemp(f"{name}-redis"), env).start(workers=workers)
-        finally:
-            group.stop_all()
+    def stripe_admin(self) -> Iterator[StripeAdmin]:
+        """The emulator itself (never through the proxy), emptied first: it slows down as its
+        store grows, and each test starts from an empty one."""
+        with stripe_admin_http(self.emulator_url) as http:
+            http.delete("/_config/data").raise_for_status()
+            yield StripeAdmin(http)
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, socket_timeout=5)
@@ -186,12 +255,3 @@ class Stack:
     def proxy_log(self) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = httpx.get(f"{self.proxy_url}/_proxy/log").json()
         return entries
-
-    def wait_for_stripe_call(self, path: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in self.proxy_log():
-                if entry["path"] == path:
-                    return entry
-            time.sleep(0.05)
-        raise AssertionError(f"no Stripe call to {path}")

@@ -21,8 +21,8 @@ import pytest
 from devtools.demo import create_test_customer
 from devtools.processes import ProcessGroup
 from shared.celery_message import task_message
-from tests.integration.conftest import STRIPE_KEY, StripeAdmin
 from tests.integration.stack import Stack, final, pay
+from tests.support import STRIPE_KEY, StripeAdmin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

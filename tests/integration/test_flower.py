@@ -8,17 +8,12 @@ import subprocess
 import httpx
 import pytest
 
-from devtools.processes import ProcessGroup, free_port, python_module, wait_for_port
+from devtools.processes import flower_argv, free_port
+from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 LOGIN = ("ops", "flower-test-password")
-
-
-def flower_argv(port: int) -> list[str]:
-    return python_module(
-        "celery", "-A", "worker.celery_app", "flower", f"--port={port}", "--address=127.0.0.1"
-    )
 
 
 def test_flower_refuses_to_start_without_credentials(stack_env: dict[str, str]) -> None:
@@ -30,18 +25,9 @@ def test_flower_refuses_to_start_without_credentials(stack_env: dict[str, str]) 
     assert "FLOWER_BASIC_AUTH" in done.stderr + done.stdout
 
 
-def test_flower_and_its_api_need_the_login(
-    processes: ProcessGroup, stack_env: dict[str, str], worker: None
-) -> None:
-    port = free_port()
-    env = {**stack_env, "FLOWER_BASIC_AUTH": ":".join(LOGIN)}
-    proc = processes.start("flower", flower_argv(port), env=env)
-    try:
-        wait_for_port(port, proc=proc)
-        base = f"http://127.0.0.1:{port}"
+def test_flower_and_its_api_need_the_login(session_stack: Stack, worker: str) -> None:
+    with session_stack.flower(LOGIN) as base:
         for path in ("/", "/tasks", "/api/workers", "/api/tasks"):
             assert httpx.get(base + path).status_code == 401, path
             assert httpx.get(base + path, auth=("ops", "wrong")).status_code == 401, path
         assert httpx.get(base + "/api/workers", auth=LOGIN, timeout=30).status_code == 200
-    finally:
-        processes.stop("flower")

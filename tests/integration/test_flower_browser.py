@@ -17,15 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.processes import (
-    ROOT,
-    ProcessGroup,
-    free_port,
-    python_module,
-    wait_for_log,
-    wait_for_port,
-)
-from tests.integration.conftest import AUTH, StripeAdmin
+from devtools.processes import ROOT, wait_for_log
+from tests.integration.stack import Stack
+from tests.support import AUTH, StripeAdmin
 
 try:
     from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -62,12 +56,6 @@ def chromium_binary() -> str | None:
     return None
 
 
-def flower_argv(port: int) -> list[str]:
-    return python_module(
-        "celery", "-A", "worker.celery_app", "flower", f"--port={port}", "--address=127.0.0.1"
-    )
-
-
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     executable = chromium_binary()
@@ -87,15 +75,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def flower_url(processes: ProcessGroup, stack_env: dict[str, str], worker: None) -> Iterator[str]:
-    port = free_port()
-    env = {**stack_env, "FLOWER_BASIC_AUTH": ":".join(LOGIN)}
-    proc = processes.start("flower-browser", flower_argv(port), env=env)
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        processes.stop("flower-browser")
+def flower_url(session_stack: Stack, worker: str) -> Iterator[str]:
+    with session_stack.flower(LOGIN, name="flower-browser") as url:
+        yield url
 
 
 def screenshot_path(tmp_path: Path) -> Path:
@@ -129,9 +111,10 @@ def wait_for_succeeded_task(page: Page, url: str, payment_id: str) -> Locator:
 
 
 def test_an_operator_sees_the_worker_and_the_completed_payment_in_flower(
-    processes: ProcessGroup,
     browser: Browser,
     flower_url: str,
+    session_stack: Stack,
+    worker: str,
     api_url: str,
     stripe: StripeAdmin,
     tmp_path: Path,
@@ -164,11 +147,11 @@ def test_an_operator_sees_the_worker_and_the_completed_payment_in_flower(
         assert workers.status == 200
         # "Online" comes from the worker's heartbeat events: Flower is receiving events now,
         # so the payment's task events below reach it.
-        worker_row = page.locator("#workers-table tbody tr").filter(has_text="w1@")
+        worker_row = page.locator("#workers-table tbody tr").filter(has_text=f"{worker}@")
         expect(worker_row).to_have_count(1, timeout=WAIT_MS)
         expect(worker_row).to_contain_text("Online", timeout=WAIT_MS)
         # Workers start with task events off; Flower switches them on every 5 s while it runs.
-        wait_for_log(processes.log_dir / "worker-1.log", "Events of group {task} enabled")
+        wait_for_log(session_stack.worker_log(worker), "Events of group {task} enabled")
 
         customer = stripe.customer()
         paid = httpx.post(
@@ -185,7 +168,7 @@ def test_an_operator_sees_the_worker_and_the_completed_payment_in_flower(
         row = wait_for_succeeded_task(page, flower_url + "/tasks", payment_id)
         expect(row).to_contain_text("payments.charge")
         expect(row).to_contain_text(payment_id)
-        expect(row).to_contain_text("w1@")
+        expect(row).to_contain_text(f"{worker}@")
 
         page.screenshot(path=str(screenshot_path(tmp_path)), full_page=True)
     finally:

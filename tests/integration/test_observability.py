@@ -3,8 +3,6 @@ and the workers' numbers on the API's /metrics."""
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 import httpx
@@ -12,22 +10,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.processes import ProcessGroup
-from tests.integration.conftest import StripeAdmin
+from tests.integration.stack import Stack
+from tests.support import StripeAdmin, json_lines, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def json_lines(processes: ProcessGroup, name: str) -> list[dict[str, Any]]:
-    lines = (processes.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
-    parsed = []
-    for line in lines:
-        if line.startswith("{"):
-            parsed.append(json.loads(line))
-    return parsed
-
-
 def test_a_request_id_follows_the_payment_into_its_task(
-    api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup
+    api: httpx.Client, stripe: StripeAdmin, session_stack: Stack, worker: str
 ) -> None:
     customer = stripe.customer()
     request_id = f"req-{customer}"
@@ -42,33 +32,33 @@ def test_a_request_id_follows_the_payment_into_its_task(
     assert response.status_code == 200
     assert response.headers["x-request-id"] == request_id
     payment_id = response.json()["id"]
-    api_events = [e for e in json_lines(processes, "api") if e.get("request_id") == request_id]
+    api_log = (session_stack.group.log_dir / "api.log").read_text(errors="replace")
+    api_events = [e for e in json_lines(api_log) if e.get("request_id") == request_id]
     assert any(
         e["event"] == "payment.accepted"
         and e["payment_id"] == payment_id
         and e["idempotency_key"] == f"obs-{customer}"
         for e in api_events
     )
-    deadline = time.monotonic() + 10
-    while True:
-        worker_events = [
-            e for e in json_lines(processes, "worker-1") if e.get("request_id") == request_id
+
+    # The answer comes from the record; the worker logs charge.succeeded just after writing it.
+    def events_up_to_success() -> list[dict[str, Any]] | None:
+        events = [
+            e for e in session_stack.worker_events(worker) if e.get("request_id") == request_id
         ]
-        if any(e["event"] == "charge.succeeded" for e in worker_events) or (
-            time.monotonic() > deadline
-        ):
-            break
-        time.sleep(0.2)
+        return events if any(e["event"] == "charge.succeeded" for e in events) else None
+
+    worker_events = wait_until(events_up_to_success, timeout=10, what="charge.succeeded logged")
     assert {e["payment_id"] for e in worker_events} == {payment_id}
     assert any(e["event"] == "charge.succeeded" for e in worker_events)
 
 
 def test_every_log_line_of_the_api_and_the_worker_is_json(
-    api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup
+    api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup, worker: str
 ) -> None:
     customer = stripe.customer()
     api.post("/payments", params={"wait": 30}, json={"account_id": customer, "amount": "1.00"})
-    for name in ("api", "worker-1"):
+    for name in ("api", f"worker-{worker}"):
         lines = [
             line
             for line in (processes.log_dir / f"{name}.log").read_text().splitlines()

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from devtools.processes import ProcessGroup
-from tests.integration.conftest import AUTH, CLIENT_KEY, SERVICE_STRIPE_KEY, StripeAdmin
-from tests.integration.stack import final, pay
+from tests.support import AUTH, CLIENT_KEY, SERVICE_STRIPE_KEY, StripeAdmin, final, pay
 
 pytestmark = pytest.mark.integration
 

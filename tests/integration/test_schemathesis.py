@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.integration.conftest import AUTH
+from tests.support import AUTH
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,162 @@
+"""What the tests share, in one plain module (conftest modules hold fixtures only).
+
+- Keys: the one client key every test's API accepts, the emulator's key, and the Stripe key the
+  integration stacks give the service (made per run, so a log that shows it is caught).
+- API unit tests: a request body, a fake Stripe charge list, an ASGI client for an app, a fake
+  worker that records an outcome the way a real one does.
+- Integration tests: the emulator seen directly (``StripeAdmin``), ``pay``/``final`` as a client
+  calls them, and ``wait_until`` for every poll (each one has a deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from fastapi import FastAPI
+
+from devtools.demo import create_test_customer
+from shared.config import EMULATOR_API_KEY
+from shared.store.keys import EVENTS_CHANNEL, record_key
+from shared.stripe_gateway import ChargePage
+
+T = TypeVar("T")
+
+CLIENT_KEY = "test-client-key"
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+# The key the tests use to set up the emulator and read what it charged.
+STRIPE_KEY = EMULATOR_API_KEY
+# The key the service is given: looks like a real one, made per run; logs must never show it.
+SERVICE_STRIPE_KEY = "sk_test_" + secrets.token_hex(16)
+QUEUE = "payments"
+
+
+def wait_until(condition: Callable[[], T | None], *, timeout: float, what: str) -> T:
+    """Poll ``condition`` until it returns something other than None/False, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+
+
+# --- API unit tests --------------------------------------------------------------------------
+
+
+def payment(**overrides: Any) -> dict[str, Any]:
+    """A valid POST /payments body, with ``overrides``."""
+    body: dict[str, Any] = {"account_id": "cus_Abc123", "amount": "42.99"}
+    body.update(overrides)
+    return body
+
+
+class FakeListGateway:
+    """Stands in for Stripe's charge list at the gateway boundary."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, ChargePage] = {}
+        self.error: Exception | None = None
+
+    async def list_charges(
+        self, *, customer: str, limit: int, starting_after: str | None
+    ) -> ChargePage:
+        if self.error is not None:
+            raise self.error
+        return self.pages[customer]
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    app: FastAPI, *, gateway: FakeListGateway | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``app`` over ASGI, its lifespan run around it."""
+    async with app.router.lifespan_context(app):
+        if gateway is not None:
+            app.state.gateway = gateway
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def fake_worker_records(redis: Any, fields: Mapping[str, str]) -> str:
+    """Do what a worker does with the next queued charge: record ``fields`` on the payment and
+    publish the event that wakes waiting requests. Returns the payment id."""
+    async with asyncio.timeout(5):  # the charge is queued by a request running alongside
+        while not await redis.llen(QUEUE):
+            await asyncio.sleep(0.01)
+    (raw,) = await redis.lrange(QUEUE, 0, -1)
+    payment_id: str = json.loads(raw)["headers"]["id"]
+    await redis.hset(record_key(payment_id), mapping=dict(fields))
+    await redis.publish(EVENTS_CHANNEL, payment_id)
+    return payment_id
+
+
+# --- integration tests -----------------------------------------------------------------------
+
+
+@dataclass
+class StripeAdmin:
+    """Direct HTTP to the emulator, to set up customers and to see what was really charged."""
+
+    http: httpx.Client
+
+    def customer(self, card: str | None = "pm_card_visa") -> str:
+        if card is not None:
+            return create_test_customer(self.http, card)
+        customer = self.http.post("/v1/customers", data={"email": "t@example.com"}).json()
+        return str(customer["id"])
+
+    def charges(self, customer: str) -> list[dict[str, Any]]:
+        page = self.http.get("/v1/charges", params={"customer": customer, "limit": 100})
+        page.raise_for_status()
+        data: list[dict[str, Any]] = page.json()["data"]
+        return data
+
+
+def stripe_admin_http(base_url: str) -> httpx.Client:
+    """An HTTP client for the emulator itself, with the emulator's key."""
+    return httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {STRIPE_KEY}"}, timeout=30
+    )
+
+
+def pay(
+    api: httpx.Client,
+    customer: str,
+    amount: str = "42.99",
+    *,
+    wait: int = 0,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST /payments as a client would."""
+    return api.post(
+        "/payments",
+        json={"account_id": customer, "amount": amount},
+        params={"wait": wait},
+        headers=headers or {},
+    )
+
+
+def final(api: httpx.Client, payment_id: str, timeout: float = 180) -> dict[str, Any]:
+    """Poll a payment until its status is final."""
+
+    def outcome() -> dict[str, Any] | None:
+        body: dict[str, Any] = api.get(f"/payments/{payment_id}").json()
+        return body if body["status"] not in ("queued", "processing") else None
+
+    return wait_until(outcome, timeout=timeout, what=f"{payment_id} final")
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a process's log (Celery's start-up banner is not JSON)."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
