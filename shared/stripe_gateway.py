@@ -129,8 +129,8 @@ class StripeGateway:
 
     # Every call is a raw request read as plain JSON: the SDK still encodes the parameters,
     # sends the idempotency key and pinned version, and raises its typed errors, but does not
-    # build StripeObjects (measured at ~5 ms of CPU for a 20-charge page with expanded
-    # PaymentIntents, which on the API's event loop stalls every other request).
+    # build StripeObjects, whose CPU on the API's event loop would stall every other request
+    # (docs/PERFORMANCE.md).
 
     def _get(self, path: str, **params: Any) -> dict[str, Any]:
         data: dict[str, Any] = self._client.raw_request("get", path, **params).data

@@ -1,13 +1,13 @@
 """Periodic work every worker process runs in a background thread, one worker a round.
 
-Each round (every MAINTENANCE_INTERVAL_SECONDS):
+Each round (every MAINTENANCE_INTERVAL_SECONDS), the jobs the worker gives it, in order:
+- The queue-depth line for autoscaling, also the workers' heartbeat (see worker.tasks).
 - Recovery sweep (``PaymentStore.requeue_stale``): Celery's Redis transport pops a message and
   records it as unacknowledged in two steps, and a Redis crash between them loses the message.
   A payment that is not final SWEEP_STALE_SECONDS after it was enqueued is pushed again only
   when its message is provably lost: no worker holds it, the queue has moved past it, and no
   worker has shown life for it since. A long backlog is never echoed.
 - Reconciler (``worker.reconcile``): payments whose outcome is unknown are looked up in Stripe.
-- Whatever else the worker adds (the queue-depth line for autoscaling, see worker.tasks).
 
 No beat process is needed (one fewer thing to run and scale): each worker starts the thread, and
 a Redis key gives one of them each round.
@@ -44,18 +44,30 @@ class MaintenanceThread(threading.Thread):
         self._stop_event.set()
 
     def run_once(self) -> None:
-        requeued = self._store.requeue_stale()
-        if requeued:
-            log.warning("sweep.requeued", count=len(requeued), payment_ids=requeued[:20])
+        """Each job in turn; one that fails does not keep the others from running."""
         for job in self._rounds:
-            job()
+            try:
+                job()
+            except redis.RedisError as exc:
+                log.warning("maintenance.failed", job=getattr(job, "__name__", "?"),
+                            error=type(exc).__name__)  # fmt: skip
+            except Exception:
+                log.exception("maintenance.crashed", job=getattr(job, "__name__", "?"))
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
             try:
-                if self._store.take_maintenance_turn(self._interval):
-                    self.run_once()
+                mine = self._store.take_maintenance_turn(self._interval)
             except redis.RedisError as exc:
                 log.warning("maintenance.failed", error=type(exc).__name__)
-            except Exception:
-                log.exception("maintenance.crashed")
+                continue
+            if mine:
+                self.run_once()
+
+
+def sweep(store: PaymentStore) -> list[str]:
+    """The recovery sweep's round (see PaymentStore.requeue_stale)."""
+    requeued = store.requeue_stale()
+    if requeued:
+        log.warning("sweep.requeued", count=len(requeued), payment_ids=requeued[:20])
+    return requeued

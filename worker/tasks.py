@@ -21,7 +21,7 @@ from shared.store import PaymentStore
 from shared.stripe_gateway import StripeGateway
 from worker.celery_app import app
 from worker.charge import ChargeProcessor, Done, RetryLater
-from worker.maintenance import MaintenanceThread
+from worker.maintenance import MaintenanceThread, sweep
 from worker.reconcile import reconcile_unknown
 
 settings = get_settings()
@@ -124,11 +124,14 @@ def _start_maintenance(**_: object) -> None:
     thread = MaintenanceThread(
         payments,
         interval=settings.maintenance_interval_seconds,
+        # The queue-depth line first: it is also the workers' heartbeat, and a reconciler
+        # round waiting on a slow Stripe must not delay it.
         rounds=[
+            lambda: _publish_queue_depth(client),
+            lambda: sweep(payments),
             lambda: reconcile_unknown(
                 payments, gateway(), StripeBudget(payments, settings.stripe_max_rps), settings
             ),
-            lambda: _publish_queue_depth(client),
         ],
     )
     thread.start()

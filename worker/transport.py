@@ -36,8 +36,8 @@ class Channel(redis.Channel):
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         # kombu builds a new redis.Redis object for every ack and publish done without a client
-        # at hand: measured at a quarter of a busy worker's CPU. A redis.Redis is thread-safe
-        # (its pool hands each command a connection), so one per channel serves them all.
+        # at hand, a large share of a busy worker's CPU (docs/PERFORMANCE.md). A redis.Redis is
+        # thread-safe (its pool hands each command a connection): one per channel serves all.
         yield client or self._shared_client
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
