@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     # Bounded so that a dead Redis turns into a 503 within a couple of seconds, not a hang.
     redis_socket_timeout: float = Field(default=1.0, gt=0, le=30)
+    # --- replicated Redis (issue 13; shared/redis_url.py): REDIS_URL may name Sentinels
+    # (redis+sentinel://...); their own AUTH password, when they have one.
+    redis_sentinel_password: SecretStr | None = None
+    # Accepted means replicated: after the accept script (and a worker's outcome write) WAIT
+    # until this many replicas hold the write, else 503 not_durable. 0: no WAIT (as before).
+    redis_min_replicas: int = Field(default=0, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=500, ge=1, le=30_000)
+    # --- end of replicated Redis
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
@@ -99,12 +107,20 @@ class Settings(BaseSettings):
     accept_group_commit: bool = True
 
     # Worker pool: a charge waits on Stripe's network latency, not on CPU, so one process runs
-    # many at once in threads (a prefork pool of 2 manages 10/s at 200 ms). Concurrency is
+    # many at once in threads (a prefork pool would need a process per charge). Concurrency is
     # rate x time in flight: 150 charges/s x 2 Stripe calls x 0.2 s = 60 charges at once;
     # 128 leaves room for slower answers and retries before threads, not Stripe, are the limit.
     worker_pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
     worker_send_task_events: bool = False
     worker_concurrency: int = Field(default=128, ge=1, le=1024)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, value: str) -> str:
+        from shared.redis_url import parse_sentinel_url
+
+        parse_sentinel_url(value)  # a malformed Sentinel URL is refused at start, saying why
+        return value
 
     @field_validator("stripe_api_base", mode="before")
     @classmethod
@@ -133,6 +149,19 @@ class Settings(BaseSettings):
             key = self.stripe_api_key.get_secret_value() if self.stripe_api_key else ""
             if not key or key == EMULATOR_API_KEY:
                 raise ValueError("STRIPE_API_KEY is required when ENVIRONMENT=production")
+        return self
+
+    @model_validator(mode="after")
+    def _wait_fits_socket_timeout(self) -> Settings:
+        # A WAIT longer than the API's socket timeout would end as a timeout (503
+        # redis_unavailable) instead of its own answer (issue 13).
+        wait_ms, socket_ms = self.redis_wait_timeout_ms, self.redis_socket_timeout * 1000
+        if self.redis_min_replicas and wait_ms >= socket_ms:
+            raise ValueError(
+                f"REDIS_WAIT_TIMEOUT_MS ({self.redis_wait_timeout_ms}) must stay below "
+                f"REDIS_SOCKET_TIMEOUT ({self.redis_socket_timeout:g} s): raise the socket timeout "
+                "or lower the wait"
+            )
         return self
 
     @model_validator(mode="after")

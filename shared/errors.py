@@ -166,3 +166,19 @@ class OutcomeUnknown(PaymentServiceError):
         "charged. The service keeps checking and will record the outcome; do not retry with a "
         "new Idempotency-Key. Poll the payment, or retry with the same key, to see it."
     )
+
+
+class NotDurable(ServiceUnavailable):
+    """Fewer replicas than ``REDIS_MIN_REPLICAS`` acknowledged the write in time (issue 13).
+    The write may stand on the primary alone, where a failover could lose it: retry with the
+    same Idempotency-Key (the same payment id), which answers once the write is replicated."""
+
+    default_code = "not_durable"
+    default_message = (
+        "The payment was written but not yet replicated, so a failover could lose it; retry "
+        "with the same Idempotency-Key shortly (it never charges twice)."
+    )
+
+    def __init__(self, message: str | None = None, **kwargs: object) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -9,27 +11,46 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared.config import Settings
+from shared.redis_url import Broker, async_master, broker, parse_sentinel_url, sync_master
 
 # One immediate retry covers a pooled connection that died with a Redis restart; more would
 # turn "Redis is down" into a long hang instead of a prompt 503.
 RETRIES = 1
 
 
+def _sentinel_password(settings: Settings) -> str | None:
+    secret = settings.redis_sentinel_password
+    return secret.get_secret_value() if secret else None
+
+
 def async_redis(settings: Settings, *, for_pubsub: bool = False) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_socket_timeout,
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_socket_timeout,
         # A subscription idles between events: no read timeout, a periodic health check.
-        socket_timeout=None if for_pubsub else settings.redis_socket_timeout,
-        health_check_interval=15 if for_pubsub else 0,
-        retry=AsyncRetry(NoBackoff(), retries=RETRIES),
-    )
+        "socket_timeout": None if for_pubsub else settings.redis_socket_timeout,
+        "health_check_interval": 15 if for_pubsub else 0,
+        "retry": AsyncRetry(NoBackoff(), retries=RETRIES),
+    }
+    # REDIS_URL's Sentinel form (shared/redis_url.py): the primary the Sentinels name, found
+    # again after a failover (a connection error or READONLY is retried on the new one).
+    target = parse_sentinel_url(settings.redis_url)
+    if target is not None:
+        return async_master(target, _sentinel_password(settings), **options)
+    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_socket_timeout,
-        socket_timeout=max(settings.redis_socket_timeout, 5.0),
-        retry=Retry(NoBackoff(), retries=RETRIES),
-    )
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_socket_timeout,
+        "socket_timeout": max(settings.redis_socket_timeout, 5.0),
+        "retry": Retry(NoBackoff(), retries=RETRIES),
+    }
+    target = parse_sentinel_url(settings.redis_url)
+    if target is not None:
+        return sync_master(target, _sentinel_password(settings), **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def celery_broker(settings: Settings) -> Broker:
+    """Celery's broker URL, kombu transport and options for REDIS_URL (either form)."""
+    return broker(settings.redis_url, _sentinel_password(settings), settings.redis_socket_timeout)

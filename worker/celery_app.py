@@ -14,14 +14,17 @@ from celery.signals import setup_logging
 
 from shared.config import get_settings
 from shared.log_config import configure_logging
+from shared.redis_clients import celery_broker
 
 settings = get_settings()
 configure_logging(settings)
 
-app = Celery("payments", broker=settings.redis_url, include=["worker.tasks"])
+# REDIS_URL's Redis, through kombu's Redis transport with one fix (see worker.transport); for
+# the Sentinel form, kombu's Sentinel transport with the same fix (shared.redis_url.broker).
+broker = celery_broker(settings)
+app = Celery("payments", broker=broker.url, include=["worker.tasks"])
 app.conf.update(
-    # REDIS_URL's Redis, through kombu's Redis transport with one fix (see worker.transport).
-    broker_transport="worker.transport:Transport",
+    broker_transport=broker.transport,
     task_default_queue=settings.queue_name,
     task_serializer="json",
     accept_content=["json"],
@@ -42,6 +45,7 @@ app.conf.update(
         "unacked_restore_interval": settings.restore_interval_seconds,
         "unacked_restore_throttle": 1,
         "health_check_interval": 10,
+        **broker.transport_options,
     },
     broker_connection_retry_on_startup=True,
     broker_connection_retry=True,
@@ -58,6 +62,9 @@ app.conf.update(
     worker_send_task_events=settings.worker_send_task_events,
     task_send_sent_event=settings.worker_send_task_events,
 )
+
+if broker.use_ssl:  # rediss+sentinel://: TLS to the primary the Sentinels name
+    app.conf.broker_use_ssl = broker.use_ssl
 
 
 def log_level(configured: str | None, command_line: int | str | None) -> int | str:

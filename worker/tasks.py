@@ -80,7 +80,13 @@ def _process_when_redis_answers(payment_id: str, delivery_tag: str | None) -> Do
     wait = 0.5
     while True:
         try:
-            return processor().process(payment_id, delivery_tag=delivery_tag)
+            result = processor().process(payment_id, delivery_tag=delivery_tag)
+            if isinstance(result, Done) and result.status is None:
+                # Nothing written (already final, say): with REDIS_MIN_REPLICAS, replicas hold
+                # what was before the message is acknowledged (a final outcome's write WAITs
+                # in PaymentStore.finish).
+                store().replicated()
+            return result
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("charge.redis_unavailable", payment_id=payment_id,
                         error=type(exc).__name__, retry_in=wait)  # fmt: skip

@@ -55,3 +55,14 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+# --- Sentinel (issue 13): REDIS_URL's redis+sentinel:// form (shared.redis_url.broker) runs
+# the broker through kombu's Sentinel transport, with the same fixes: our Channel's methods come
+# first, kombu's SentinelChannel then finds the primary (and finds it again after a failover).
+class SentinelChannel(Channel, redis.SentinelChannel):
+    pass
+
+
+class SentinelTransport(redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -25,6 +25,9 @@ Key (type; TTL; written by):
 - ``payments:metrics:accepted`` (counter; API), ``payments:metrics:outcomes`` (hash
   ``status|code`` -> count; workers), ``payments:metrics:stripe`` (hash ``call|outcome|le`` ->
   count, ``call|outcome|sum`` -> seconds; workers).
+- ``payments:fence`` (counter; API and workers, only with REDIS_MIN_REPLICAS > 0): written
+  just before a ``WAIT`` on the same connection, so the ``WAIT`` covers every earlier write,
+  also when the step itself wrote nothing (a replay, an outcome already recorded).
 - ``{QUEUE_NAME}`` (list of Celery protocol-2 messages, stamped ``enqueued_at``; API, sweep,
   replay, Celery retries) and kombu's ``unacked`` / ``unacked_index`` (delivered messages not
   yet acknowledged; kombu, and a waiting worker moves its own entry's time forward).
@@ -46,6 +49,7 @@ MAINTENANCE_LOCK = "payments:maintenance"
 ACCEPTED_COUNT = "payments:metrics:accepted"
 OUTCOME_COUNTS = "payments:metrics:outcomes"
 STRIPE_CALL_STATS = "payments:metrics:stripe"
+DURABILITY_FENCE = "payments:fence"
 # kombu's Redis transport: delivered, unacknowledged messages (hash) and their delivery times.
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"

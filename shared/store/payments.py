@@ -7,6 +7,7 @@ event loop, ``PaymentStore`` the workers' threads; the key layout is in ``shared
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ from typing import Any
 
 import orjson
 import redis
+import structlog
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import NoScriptError
 
 from shared.celery_message import charge_message
 from shared.config import Settings
+from shared.errors import NotDurable
 from shared.records import PaymentRecord, Status, now_iso
 from shared.store import keys
 from shared.store.scripts import source
@@ -26,6 +30,11 @@ from shared.store.scripts import source
 # between two hosts' clocks before it believes the queue has moved past a payment.
 CLOCK_SKEW_MS = 5_000
 SWEEP_BATCH = 500
+# A worker whose outcome write is not replicated yet tries again after this, doubling.
+REPLICATION_RETRY_SECONDS = 0.1
+REPLICATION_RETRY_MAX_SECONDS = 5.0
+
+log = structlog.get_logger(__name__)
 
 
 def _args(**named: Any) -> bytes:
@@ -57,6 +66,13 @@ class AsyncPaymentStore:
         self._redis = client
         self._settings = settings
         self._accept = client.register_script(source("accept"))
+        # --- replicated accept (issue 13): REDIS_MIN_REPLICAS > 0 sends the script with a
+        # WAIT on the same connection (see _accept_replicated).
+        self._min_replicas = settings.redis_min_replicas
+        self._wait_ms = settings.redis_wait_timeout_ms
+        self._accept_source = source("accept")
+        self._accept_sha = hashlib.sha1(self._accept_source.encode(), usedforsecurity=False)
+        # --- end of replicated accept
 
     async def claim_and_enqueue(
         self, *, fields: dict[str, str], headers: dict[str, Any], scoped_key: str
@@ -71,31 +87,56 @@ class AsyncPaymentStore:
             queue=self._settings.queue_name,
             headers={**headers, "enqueued_at": enqueued_at},
         )
-        result = await self._accept(
-            keys=[
-                keys.record_key(payment_id),
-                self._settings.queue_name,
-                keys.PENDING_INDEX,
-                keys.ACCEPTED_COUNT,
-                keys.idempotency_key_slot(scoped_key),
-            ],
-            args=[
-                _args(
-                    payment_id=payment_id,
-                    record_prefix=keys.RECORD_PREFIX,
-                    fields=fields,
-                    message=message.decode(),
-                    record_ttl=self._settings.record_ttl_seconds,
-                    max_backlog=self._settings.queue_max_backlog,
-                    sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
-                )
-            ],
-        )
+        keys_ = [
+            keys.record_key(payment_id),
+            self._settings.queue_name,
+            keys.PENDING_INDEX,
+            keys.ACCEPTED_COUNT,
+            keys.idempotency_key_slot(scoped_key),
+        ]
+        args_ = [
+            _args(
+                payment_id=payment_id,
+                record_prefix=keys.RECORD_PREFIX,
+                fields=fields,
+                message=message.decode(),
+                record_ttl=self._settings.record_ttl_seconds,
+                max_backlog=self._settings.queue_max_backlog,
+                sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
+            )
+        ]
+        if self._min_replicas:
+            result = await self._accept_replicated(keys_, args_)
+        else:
+            result = await self._accept(keys=keys_, args=args_)
         if result[0] == 1:
             return Claimed(PaymentRecord.from_redis(fields), created=True)
         if result[0] == 2:
             return Claimed(None, created=False)
         return Claimed(decode_record(result[1]), created=False)
+
+    async def _accept_replicated(self, keys_: list[str], args_: list[bytes]) -> Any:
+        """The accept script, then a fence write and ``WAIT n timeout``, in one
+        non-transactional pipeline: one connection, so the WAIT covers the script's writes (and,
+        through the fence, the earlier request's writes that a replay finds). NotDurable when
+        fewer than REDIS_MIN_REPLICAS replicas acknowledged within REDIS_WAIT_TIMEOUT_MS: the
+        client retries with the same Idempotency-Key, which answers once replicated."""
+        sha = self._accept_sha.hexdigest()
+        for _ in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.evalsha(sha, len(keys_), *keys_, *args_)
+            pipe.incr(keys.DURABILITY_FENCE)
+            pipe.wait(self._min_replicas, self._wait_ms)
+            result, _, acked = await pipe.execute(raise_on_error=False)
+            if not isinstance(result, NoScriptError):
+                break
+            await self._redis.script_load(self._accept_source)  # a restarted or new primary
+        for answer in (result, acked):
+            if isinstance(answer, Exception):
+                raise answer
+        if int(acked) < self._min_replicas:
+            raise NotDurable(replicas=int(acked))
+        return result
 
     async def get(self, payment_id: str) -> PaymentRecord | None:
         raw = await self._redis.hgetall(keys.record_key(payment_id))
@@ -224,17 +265,16 @@ class PaymentStore:
     ) -> bool:
         """Record where the payment stands (final, or ``unknown`` until ``check_at``), release
         its lease and tell waiting requests. False if it was already final."""
-        done = self._run(
-            "finish",
-            [
-                keys.record_key(payment_id),
-                keys.lock_key(payment_id),
-                keys.EVENTS_CHANNEL,
-                keys.DEAD_LETTERS,
-                keys.PENDING_INDEX,
-                keys.OUTCOME_COUNTS,
-                keys.UNKNOWN_INDEX,
-            ],
+        keys_ = [
+            keys.record_key(payment_id),
+            keys.lock_key(payment_id),
+            keys.EVENTS_CHANNEL,
+            keys.DEAD_LETTERS,
+            keys.PENDING_INDEX,
+            keys.OUTCOME_COUNTS,
+            keys.UNKNOWN_INDEX,
+        ]
+        named = dict(
             payment_id=payment_id,
             status=status.value,
             fields=dict(fields),
@@ -245,7 +285,50 @@ class PaymentStore:
             now=int(time.time()),
             now_iso=now_iso(),
         )
+        if self._settings.redis_min_replicas:
+            return self._finish_replicated(payment_id, keys_, _args(**named))
+        done = self._run("finish", keys_, **named)
         return bool(done == 1)
+
+    # --- replicated outcome (issue 13): with REDIS_MIN_REPLICAS > 0 the outcome is written,
+    # fenced and WAITed for on one connection, and written again until enough replicas hold it,
+    # before the task returns and its message is acknowledged.
+    def _finish_replicated(self, payment_id: str, keys_: list[str], args_: bytes) -> bool:
+        done = False
+        delay = REPLICATION_RETRY_SECONDS
+        while True:
+            with self._redis.pipeline(transaction=False) as pipe:
+                self._scripts["finish"](keys=keys_, args=[args_], client=pipe)
+                pipe.incr(keys.DURABILITY_FENCE)
+                pipe.wait(self._settings.redis_min_replicas, self._settings.redis_wait_timeout_ms)
+                written, _, acked = pipe.execute()
+            # Written again after a failover lost it: still this call's outcome.
+            done = done or written == 1
+            if int(acked) >= self._settings.redis_min_replicas:
+                return done
+            log.warning("store.not_durable", payment_id=payment_id, replicas=int(acked),
+                        retry_in=delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, REPLICATION_RETRY_MAX_SECONDS)
+
+    def replicated(self) -> None:
+        """Return once REDIS_MIN_REPLICAS replicas hold every write made so far (a fence and
+        WAIT): for a task that wrote nothing itself (its payment already final) before its
+        message is acknowledged. Nothing to do with REDIS_MIN_REPLICAS=0."""
+        wanted = self._settings.redis_min_replicas
+        delay = REPLICATION_RETRY_SECONDS
+        while wanted:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.incr(keys.DURABILITY_FENCE)
+                pipe.wait(wanted, self._settings.redis_wait_timeout_ms)
+                _, acked = pipe.execute()
+            if int(acked) >= wanted:
+                return
+            log.warning("store.not_durable", replicas=int(acked), retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, REPLICATION_RETRY_MAX_SECONDS)
+
+    # --- end of replicated outcome
 
     # reconciliation of unknown outcomes ------------------------------------------------
 
