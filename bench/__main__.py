@@ -12,6 +12,7 @@ plain entry point (``celery -A worker.celery_app worker``). Load comes from wrk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import drain, report
+from bench import profile as bench_profile
 from bench import wrk as wrk_mod
 from devtools.processes import (
     ROOT,
@@ -45,42 +47,66 @@ SCALING_CONCURRENCY = 16
 
 @dataclass
 class Plan:
-    accept_seconds: float = 8.0
+    accept_seconds: float = 6.0
     accept_rounds: int = 3
-    accept_connections: int = 32
-    sweep_connections: tuple[int, ...] = (1, 4, 16, 32, 64)
-    sweep_seconds: float = 4.0
+    accept_connections: tuple[int, ...] = (32, 64)
+    sweep_connections: tuple[int, ...] = (1, 8, 32, 64)
+    sweep_seconds: float = 3.0
+    profile_seconds: float = 8.0
     list_seconds: float = 6.0
     list_latency_ms: float = 50.0
-    list_load_connections: int = 64
-    drain_latencies_ms: tuple[float, ...] = (50.0, 200.0)
+    list_load_connections: int = 32
+    list_rounds: int = 2
+    drain_latencies_ms: tuple[float, ...] = (200.0,)
     drain_workers: tuple[int, ...] = (1, 2)
     drain_seconds: float = 12.0  # aimed-for length of one drain run (sets the payment count)
+    capped_seconds: float = 60.0  # the drain of two workers under the default Stripe cap
+    capped_latency_ms: float = 50.0
 
 
 SMOKE = Plan(
     accept_seconds=1,
     accept_rounds=1,
+    accept_connections=(32,),
     sweep_connections=(8,),
     sweep_seconds=1,
+    profile_seconds=1,
     list_seconds=1,
     list_load_connections=8,
+    list_rounds=1,
     drain_latencies_ms=(50.0,),
     drain_seconds=0.5,
+    capped_seconds=2.0,
 )
+
+# The servers of the accept parts, all with the API's uvicorn flags and logging: (app, env).
+SERVERS: dict[str, tuple[str, dict[str, str]]] = {
+    "bare": ("bench.bare_app:app", {}),
+    "script": ("bench.script_app:app", {"BENCH_GROUP_COMMIT": "0"}),
+    "script_gc": ("bench.script_app:app", {"BENCH_GROUP_COMMIT": "1"}),
+    "real_nogc": ("api.main:app", {"ACCEPT_GROUP_COMMIT": "false"}),
+    "real": ("api.main:app", {}),
+    "real_unbounded": ("api.main:app", {"LIST_MAX_CONCURRENCY": "1024"}),
+}
 
 
 @dataclass
 class Results:
-    accept: dict[str, list[wrk_mod.WrkResult]] = field(default_factory=dict)
+    # connections -> server -> rounds
+    accept: dict[int, dict[str, list[wrk_mod.WrkResult]]] = field(default_factory=dict)
     sweep: dict[str, dict[int, wrk_mod.WrkResult]] = field(default_factory=dict)
+    profile: list[str] = field(default_factory=list)  # the profile's table, or why none
     list_direct: wrk_mod.WrkResult | None = None
     list_api: wrk_mod.WrkResult | None = None
-    accept_under_list: wrk_mod.WrkResult | None = None
-    list_under_load: wrk_mod.WrkResult | None = None
-    accept_alone: wrk_mod.WrkResult | None = None
+    # server -> rounds of (accept alone, accept next to the list load, the list load)
+    under_list: dict[str, list[tuple[wrk_mod.WrkResult, wrk_mod.WrkResult, wrk_mod.WrkResult]]] = (
+        field(default_factory=dict)
+    )
     drains: list[drain.DrainResult] = field(default_factory=list)
     scaling: list[drain.DrainResult] = field(default_factory=list)
+    capped: drain.DrainResult | None = None
+    capped_rps: float = 0.0
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def service_env(redis_url: str, stub: str) -> dict[str, str]:
@@ -114,15 +140,18 @@ def http(method: str, url: str) -> bytes:
 
 
 @contextmanager
-def uvicorn(group: ProcessGroup, name: str, app: str, env: dict[str, str]) -> Iterator[str]:
-    """``app`` served with exactly the flags of the real API (devtools.processes.api_argv)."""
+def uvicorn(
+    group: ProcessGroup, name: str, app: str, env: dict[str, str]
+) -> Iterator[tuple[str, int]]:
+    """``app`` served with exactly the flags of the real API (devtools.processes.api_argv);
+    yields its URL and pid."""
     port = free_port()
     argv = api_argv(port)
     argv[argv.index("api.main:app")] = app
     proc = group.start(name, argv, env=env)
     wait_for_port(port, proc=proc)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         group.stop(name)
 
@@ -131,34 +160,68 @@ def warm_up(url: str) -> None:
     wrk_mod.run(url + "/payments", connections=8, seconds=1)
 
 
-def bench_accept(plan: Plan, results: Results, bare: str, real: str) -> None:
-    say("warming up both servers")
-    warm_up(bare)
-    warm_up(real)
-    results.accept = {"bare": [], "real": []}
-    for i in range(plan.accept_rounds):
-        for name, url in (("bare", bare), ("real", real)):
-            r = wrk_mod.run(
-                url + "/payments", connections=plan.accept_connections, seconds=plan.accept_seconds
-            )
-            results.accept[name].append(r)
-            say(
-                f"accept round {i + 1} {name}: {r.rps:.0f} req/s p50 {r.p50_ms:.1f} ms "
-                f"p99 {r.p99_ms:.1f} ms errors {r.errors}"
-            )
-    results.sweep = {"bare": {}, "real": {}}
+def log_lines(group: ProcessGroup, names: list[str]) -> dict[str, int]:
+    """Lines each server has logged so far: the yardstick and the API must log alike."""
+    counts = {}
+    for name in names:
+        path = group.log_dir / f"{name}.log"
+        counts[name] = len(path.read_bytes().splitlines()) if path.exists() else 0
+    return counts
+
+
+def bench_accept(
+    plan: Plan, results: Results, urls: dict[str, str], group: ProcessGroup, pid: int
+) -> None:
+    say("warming up the servers")
+    for url in urls.values():
+        warm_up(url)
+    before = log_lines(group, ["bare", "real"])
+    for conns in plan.accept_connections:
+        runs: dict[str, list[wrk_mod.WrkResult]] = {"bare": [], "real": []}
+        for i in range(plan.accept_rounds):
+            for name in ("bare", "real"):
+                r = wrk_mod.run(
+                    urls[name] + "/payments", connections=conns, seconds=plan.accept_seconds
+                )
+                runs[name].append(r)
+                say(
+                    f"accept {conns} connections round {i + 1} {name}: {r.rps:.0f} req/s "
+                    f"p50 {r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms errors {r.errors}"
+                )
+        results.accept[conns] = runs
+    after = log_lines(group, ["bare", "real"])
+    results.settings["log lines written during the accept rounds"] = ", ".join(
+        f"{name} {after[name] - before[name]}" for name in ("bare", "real")
+    )
+    # Bare, bare + one script call (direct / group commit), the API without and with it.
+    results.sweep = {name: {} for name in ("bare", "script", "script_gc", "real_nogc", "real")}
     for conns in plan.sweep_connections:
-        for name, url in (("bare", bare), ("real", real)):
-            r = wrk_mod.run(url + "/payments", connections=conns, seconds=plan.sweep_seconds)
+        for name in results.sweep:
+            r = wrk_mod.run(urls[name] + "/payments", connections=conns, seconds=plan.sweep_seconds)
             results.sweep[name][conns] = r
             say(f"sweep {conns:3d} connections {name}: {r.rps:.0f} req/s p99 {r.p99_ms:.1f} ms")
+    # The profile of the API under the accept load (py-spy, when it can attach).
+    out = group.log_dir / "profile.txt"
+    lister = wrk_mod.start(
+        wrk_mod.wrk_argv(
+            urls["real"] + "/payments", connections=32, seconds=plan.profile_seconds + 2
+        )
+    )
+    time.sleep(1)
+    ok = bench_profile.record(pid, plan.profile_seconds, out)
+    wrk_mod.finish(lister)
+    if ok:
+        results.profile = bench_profile.table(bench_profile.summarize(out.read_text()))
+        say("profiled the API under load")
+    else:
+        results.profile = ["(no profile: py-spy is missing or may not attach to the API here)"]
 
 
-def bench_list(plan: Plan, results: Results, stub: str, real: str) -> None:
+def bench_list(plan: Plan, results: Results, stub: str, urls: dict[str, str]) -> None:
     http("POST", f"{stub}/_bench/latency?ms={plan.list_latency_ms:g}")
     # The very request the gateway sends (limit 20, PaymentIntents expanded), straight to Stripe.
     direct = f"{stub}/v1/charges?customer=cus_bench1&limit=20&expand%5B0%5D=data.payment_intent"
-    through = f"{real}/cus_bench1/payments?limit=20"
+    through = f"{urls['real']}/cus_bench1/payments?limit=20"
     wrk_mod.run(through, connections=1, seconds=1, post=False)  # warm the HTTP pool
     results.list_direct = wrk_mod.run(direct, connections=1, seconds=plan.list_seconds, post=False)
     results.list_api = wrk_mod.run(through, connections=1, seconds=plan.list_seconds, post=False)
@@ -166,25 +229,30 @@ def bench_list(plan: Plan, results: Results, stub: str, real: str) -> None:
         f"list p50: Stripe stub {results.list_direct.p50_ms:.2f} ms, "
         f"through the API {results.list_api.p50_ms:.2f} ms"
     )
-    # Many concurrent list calls, each waiting on Stripe, next to the accept load.
-    results.accept_alone = wrk_mod.run(
-        real + "/payments", connections=plan.accept_connections, seconds=plan.list_seconds
-    )
-    lister = wrk_mod.start(
-        wrk_mod.wrk_argv(
-            through, connections=plan.list_load_connections, seconds=plan.list_seconds, post=False
-        )
-    )
-    results.accept_under_list = wrk_mod.run(
-        real + "/payments", connections=plan.accept_connections, seconds=plan.list_seconds
-    )
-    results.list_under_load = wrk_mod.finish(lister)
-    say(
-        f"accept alone {results.accept_alone.rps:.0f} req/s p99 "
-        f"{results.accept_alone.p99_ms:.1f} ms; with {plan.list_load_connections} list "
-        f"connections {results.accept_under_list.rps:.0f} req/s p99 "
-        f"{results.accept_under_list.p99_ms:.1f} ms ({results.list_under_load.rps:.0f} lists/s)"
-    )
+    # Accept alone, then next to many list connections (polite: they honour Retry-After),
+    # alternated; on the API with its default list bound, and on one without a bound.
+    for name, rounds in (("real", plan.list_rounds), ("real_unbounded", 1)):
+        url = urls[name]
+        results.under_list[name] = []
+        for _ in range(rounds):
+            alone = wrk_mod.run(url + "/payments", connections=32, seconds=plan.list_seconds)
+            lister = wrk_mod.start(
+                wrk_mod.polite_list_argv(
+                    f"{url}/cus_bench1/payments?limit=20",
+                    connections=plan.list_load_connections,
+                    seconds=plan.list_seconds + 1,
+                )
+            )
+            time.sleep(0.5)
+            loaded = wrk_mod.run(url + "/payments", connections=32, seconds=plan.list_seconds)
+            lists = wrk_mod.finish(lister)
+            results.under_list[name].append((alone, loaded, lists))
+            say(
+                f"{name}: accept alone {alone.rps:.0f} req/s p99 {alone.p99_ms:.1f} ms; with "
+                f"{plan.list_load_connections} list connections {loaded.rps:.0f} req/s p99 "
+                f"{loaded.p99_ms:.1f} ms; lists {lists.ok} ok, {lists.busy} busy, p99 "
+                f"{lists.p99_ms:.1f} ms"
+            )
 
 
 def bench_drain(
@@ -206,6 +274,26 @@ def bench_drain(
         results.scaling.append(
             drain_run(plan, group, redis_url, stub, scaling_env, n, 200.0, SCALING_CONCURRENCY)
         )
+    # Two workers under the default Stripe cap (STRIPE_MAX_RPS, all workers together): about
+    # cap / 2 calls per charge; nothing may fail for waiting on the budget. Redis cost measured
+    # on this run: it is the production path, cap included.
+    cap = float(Settings.model_fields["stripe_max_rps"].default)
+    results.capped_rps = cap
+    capped_env = {**env, "STRIPE_MAX_RPS": f"{cap:g}"}
+    count = max(20, int(cap / 2 * plan.capped_seconds))
+    results.capped = drain_run(
+        plan,
+        group,
+        redis_url,
+        stub,
+        capped_env,
+        2,
+        plan.capped_latency_ms,
+        concurrency,
+        count=count,
+        timeout=plan.capped_seconds * 2 + 60,
+        cost=True,
+    )
 
 
 def drain_run(
@@ -217,6 +305,10 @@ def drain_run(
     n: int,
     latency: float,
     concurrency: int,
+    *,
+    count: int | None = None,
+    timeout: float | None = None,
+    cost: bool = False,
 ) -> drain.DrainResult:
     import redis
 
@@ -229,25 +321,27 @@ def drain_run(
         group.start(name, celery_worker_argv("-n", f"bench{i}@%h"), env=env)
     for name in names:
         wait_for_log(group.log_dir / f"{name}.log", "ready.")
-    # Two Stripe calls per charge: the bound with `concurrency` threads per worker.
-    ideal = n * concurrency / (2 * latency / 1000)
-    count = max(40, int(min(ideal, 250 * n) * plan.drain_seconds))
+    if count is None:
+        # Two Stripe calls per charge: the bound with `concurrency` threads per worker.
+        ideal = n * concurrency / (2 * latency / 1000)
+        count = max(40, int(min(ideal, 250 * n) * plan.drain_seconds))
     try:
         r = drain.measure(
             redis_url,
             workers=n,
             latency_ms=latency,
             count=count,
-            timeout=60 + 4 * plan.drain_seconds,
+            timeout=timeout or 60 + 4 * plan.drain_seconds,
             run_id=f"drain-{uuid.uuid4().hex[:8]}",
+            cost=cost,
         )
     finally:
         for name in names:
             group.stop(name, grace=30)
     say(
-        f"drain {n} worker(s) x {concurrency} threads at {latency:g} ms: "
-        f"{r.steady_rate:.1f} charges/s ({r.succeeded}/{r.count} succeeded, "
-        f"overall {r.overall_rate:.1f}/s)"
+        f"drain {n} worker(s) x {concurrency} threads at {latency:g} ms "
+        f"(STRIPE_MAX_RPS={env.get('STRIPE_MAX_RPS')}): {r.steady_rate:.1f} charges/s "
+        f"({r.succeeded}/{r.count} succeeded, {r.failed} failed, overall {r.overall_rate:.1f}/s)"
     )
     return r
 
@@ -304,12 +398,25 @@ def main(argv: list[str] | None = None) -> int:
             stub = f"http://127.0.0.1:{stub_port}"
             env = service_env(redis_url, stub)
             say(f"redis {redis_url}, Stripe stub {stub}")
-            with (
-                uvicorn(group, "bare", "bench.bare_app:app", env) as bare,
-                uvicorn(group, "api", "api.main:app", env) as real,
-            ):
-                bench_accept(plan, results, bare, real)
-                bench_list(plan, results, stub, real)
+            defaults = Settings(environment="test")
+            results.settings.update(
+                {
+                    "accept and list servers": "STRIPE_MAX_RPS=0 (no worker runs), "
+                    "QUEUE_MAX_BACKLOG=100000000, LOG_LEVEL INFO (ENVIRONMENT=test), "
+                    "uvicorn's access log off on every server",
+                    "API": f"ACCEPT_GROUP_COMMIT={defaults.accept_group_commit} (default), "
+                    f"LIST_MAX_CONCURRENCY={defaults.list_max_concurrency} (default)",
+                }
+            )
+            with contextlib.ExitStack() as stack:
+                urls: dict[str, str] = {}
+                pids: dict[str, int] = {}
+                for name, (app, extra) in SERVERS.items():
+                    urls[name], pids[name] = stack.enter_context(
+                        uvicorn(group, name, app, {**env, **extra})
+                    )
+                bench_accept(plan, results, urls, group, pids["real"])
+                bench_list(plan, results, stub, urls)
             if not args.skip_drain:
                 bench_drain(plan, results, group, redis_url, stub)
     elapsed = time.time() - started

@@ -5,6 +5,10 @@ through the API's own accept path (``PaymentService.accept``: the one Lua script
 record and pushes the Celery message), and every final status the workers publish on
 ``payments:events`` is timestamped. The rate is taken over the middle of the run (from the 10th
 to the 90th percent of completions), so that neither the ramp-up nor the last stragglers count.
+
+With ``cost=True`` the run also measures what the payments cost Redis (``bench.redis_cost``):
+commands and round trips from the accept to the worker's acknowledgement, and bytes per queued
+payment and per kept record.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from api.schemas import PaymentRequest
 from api.service import PaymentService
+from bench import redis_cost
 from shared.config import Settings
-from shared.store.keys import EVENTS_CHANNEL, record_key
+from shared.store.keys import EVENTS_CHANNEL, UNACKED, record_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +36,11 @@ class DrainResult:
     count: int
     completed: int
     succeeded: int
+    failed: int  # final status failed (anything else not succeeded is counted as not done)
     steady_rate: float  # charges/s between 10 % and 90 % of the completions
     overall_rate: float  # charges/s from the first enqueue to the last completion
     seconds: float
+    cost: redis_cost.RedisCost | None = None
 
 
 async def _enqueue(service: PaymentService, count: int, run_id: str) -> list[str]:
@@ -50,7 +59,12 @@ async def _enqueue(service: PaymentService, count: int, run_id: str) -> list[str
 
 
 async def _drain(
-    redis_url: str, count: int, *, deadline: float, run_id: str
+    redis_url: str,
+    count: int,
+    *,
+    deadline: float,
+    run_id: str,
+    after_enqueue: Callable[[], None] | None = None,
 ) -> tuple[float, list[float], list[str], Redis]:
     client = Redis.from_url(redis_url, max_connections=256)
     settings = Settings(redis_url=redis_url, environment="test")
@@ -68,6 +82,8 @@ async def _drain(
     listener = asyncio.create_task(listen())
     t0 = time.perf_counter()
     ids = await _enqueue(service, count, run_id)
+    if after_enqueue is not None:
+        after_enqueue()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(listener, deadline)
     await pubsub.unsubscribe()
@@ -75,12 +91,21 @@ async def _drain(
     return t0, done, ids, client
 
 
-async def _statuses(client: Redis, ids: list[str]) -> int:
+async def _statuses(client: Redis, ids: list[str]) -> tuple[int, int]:
     pipe = client.pipeline(transaction=False)
     for payment_id in ids:
         pipe.hget(record_key(payment_id), "status")
     statuses = await pipe.execute()
-    return sum(1 for s in statuses if s == b"succeeded")
+    return sum(1 for s in statuses if s == b"succeeded"), sum(1 for s in statuses if s == b"failed")
+
+
+def _wait_acked(client: sync_redis.Redis, queue: str, timeout: float = 15.0) -> None:
+    """Until the queue is empty and kombu holds no unacknowledged message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.llen(queue) == 0 and client.hlen(UNACKED) == 0:
+            return
+        time.sleep(0.2)
 
 
 def measure(
@@ -91,13 +116,49 @@ def measure(
     count: int,
     timeout: float,
     run_id: str,
+    cost: bool = False,
+    queue: str = "payments",
 ) -> DrainResult:
+    probe = sync_redis.Redis.from_url(redis_url)
+    monitor: redis_cost.Monitor | None = None
+    before: dict[str, int] = {}
+    cost_result: redis_cost.RedisCost | None = None
+    queued: list[tuple[int, int]] = []
+    idle = 0.0
+    if cost:
+        idle_from, idle_t = redis_cost.stats(probe), time.perf_counter()
+        time.sleep(3.0)
+        idle_to = redis_cost.stats(probe)
+        idle = (idle_to["commands"] - idle_from["commands"] - 2) / (time.perf_counter() - idle_t)
+        before = redis_cost.stats(probe)
+        monitor = redis_cost.Monitor(redis_url)
+
+    def after_enqueue() -> None:
+        if cost:
+            queued.append(redis_cost.queue_bytes(probe, queue))
+
     async def go() -> DrainResult:
-        t0, done, ids, client = await _drain(redis_url, count, deadline=timeout, run_id=run_id)
+        nonlocal cost_result
+        t0, done, ids, client = await _drain(
+            redis_url, count, deadline=timeout, run_id=run_id, after_enqueue=after_enqueue
+        )
         try:
-            succeeded = await _statuses(client, ids)
+            if monitor is not None:
+                _wait_acked(probe, queue)
+                after = redis_cost.stats(probe)
+                monitor.stop()
+                cost_result = redis_cost.per_payment(before, after, monitor, count)
+                cost_result.idle_commands_per_s = idle
+                cost_result.seconds = time.perf_counter() - t0
+                size, length = queued[0] if queued else (0, 0)
+                cost_result.queued_bytes = size / length if length else 0.0
+                cost_result.kept_bytes, cost_result.fixed_bytes = redis_cost.kept_bytes(
+                    probe, count
+                )
+            succeeded, failed = await _statuses(client, ids)
         finally:
             await client.aclose()
+            probe.close()
         n = len(done)
         lo, hi = int(n * 0.1), max(int(n * 0.9) - 1, 0)
         steady = (hi - lo) / (done[hi] - done[lo]) if n > 10 and done[hi] > done[lo] else 0.0
@@ -108,9 +169,11 @@ def measure(
             count=count,
             completed=n,
             succeeded=succeeded,
+            failed=failed,
             steady_rate=steady,
             overall_rate=n / total if total else 0.0,
             seconds=total,
+            cost=cost_result,
         )
 
     return asyncio.run(go())

@@ -6,15 +6,27 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench import profile as bench_profile
+
 if TYPE_CHECKING:
     from bench.__main__ import Plan, Results
+    from bench.drain import DrainResult
     from bench.wrk import WrkResult
 
 ACCEPT_RATIO_GOAL = 0.5
 ACCEPT_P99_GOAL_MS = 50.0
+UNDER_LIST_GOAL = 0.8
 DRAIN_GOAL = 150.0  # charges/s, one worker, 200 ms per Stripe call
 SCALING_GOAL = 1.8
 LIST_OVERHEAD_GOAL_MS = 5.0
+
+LABELS = {
+    "bare": "bare FastAPI POST",
+    "script": "bare + 1 script call",
+    "script_gc": "bare + 1 script call, group commit",
+    "real_nogc": "POST /payments, group commit off",
+    "real": "POST /payments",
+}
 
 
 def _met(ok: bool) -> str:
@@ -25,20 +37,21 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def accept_summary(results: Results) -> tuple[float, float, float, float, list[float]]:
-    """Median req/s of bare and real, median p99 of real, ratio, per-round ratios."""
-    bare = results.accept.get("bare", [])
-    real = results.accept.get("real", [])
-    rounds = [r.rps / b.rps for b, r in zip(bare, real, strict=False) if b.rps]
-    bare_rps = _median([r.rps for r in bare])
-    real_rps = _median([r.rps for r in real])
-    p99 = _median([r.p99_ms for r in real])
-    ratio = real_rps / bare_rps if bare_rps else 0.0
-    return bare_rps, real_rps, p99, ratio, rounds
-
-
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def accept_summary(results: Results, conns: int) -> tuple[float, float, float, list[float]]:
+    """Median ratio of the alternated rounds, median p99 of the real API, req/s, per round."""
+    runs = results.accept.get(conns, {})
+    bare, real = runs.get("bare", []), runs.get("real", [])
+    rounds = [r.rps / b.rps for b, r in zip(bare, real, strict=False) if b.rps]
+    return (
+        _median(rounds),
+        _median([r.p99_ms for r in real]),
+        _median([r.rps for r in real]),
+        rounds,
+    )
 
 
 def _wrk_row(name: str, runs: list[WrkResult]) -> str:
@@ -53,90 +66,105 @@ def _wrk_row(name: str, runs: list[WrkResult]) -> str:
     )
 
 
-def table(results: Results, plan: Plan) -> str:
-    lines: list[str] = []
-    _, _, p99, ratio, rounds = accept_summary(results)
-    lines += [
-        f"Accept: {plan.accept_connections} connections, unique Idempotency-Key per request, "
-        f"no worker; median of {plan.accept_rounds} alternated {plan.accept_seconds:g} s runs",
+def _accept_lines(results: Results, plan: Plan) -> list[str]:
+    lines = [
+        "### Accept against the honest yardstick",
         "",
-        _row(["endpoint", "req/s", "p50 ms", "p99 ms", "errors"]),
-        _row(["---"] * 5),
-        _wrk_row("bare FastAPI POST (pydantic body, 202)", results.accept.get("bare", [])),
-        _wrk_row("POST /payments", results.accept.get("real", [])),
-        "",
-        f"ratio POST /payments / bare: **{ratio:.2f}** "
-        f"(per round: {', '.join(f'{x:.2f}' for x in rounds)}); "
-        f"goal >= {ACCEPT_RATIO_GOAL} with p99 <= {ACCEPT_P99_GOAL_MS:g} ms: "
-        f"{_met(ratio >= ACCEPT_RATIO_GOAL and p99 <= ACCEPT_P99_GOAL_MS)}",
+        f"Unique Idempotency-Key per request, no worker; {plan.accept_rounds} alternated "
+        f"{plan.accept_seconds:g} s rounds per connection count (bare, API, bare, API, ...); the "
+        "ratio is the median of the rounds' ratios.",
         "",
     ]
-    if results.drains:
-        latencies = sorted({d.latency_ms for d in results.drains})
-        workers = sorted({d.workers for d in results.drains})
+    for conns in sorted(results.accept):
+        runs = results.accept[conns]
+        ratio, p99, _, rounds = accept_summary(results, conns)
+        goal_ratio = ACCEPT_RATIO_GOAL if conns == 32 else None
+        verdict = (
+            f"goal >= {ACCEPT_RATIO_GOAL} with p99 <= {ACCEPT_P99_GOAL_MS:g} ms: "
+            f"{_met(ratio >= ACCEPT_RATIO_GOAL and p99 <= ACCEPT_P99_GOAL_MS)}"
+            if goal_ratio
+            else f"goal p99 <= {ACCEPT_P99_GOAL_MS:g} ms: {_met(p99 <= ACCEPT_P99_GOAL_MS)}"
+        )
         lines += [
-            "Drain: charges/s completed (steady state, 10th-90th percent of completions); "
-            "the Stripe stub answers every call after a fixed latency; a charge makes 2 calls",
+            f"**{conns} connections**",
             "",
-            _row(["Stripe latency", *[f"{n} worker(s)" for n in workers], "2 / 1"]),
-            _row(["---"] * (len(workers) + 2)),
+            _row(["endpoint", "req/s", "p50 ms", "p99 ms", "errors"]),
+            _row(["---"] * 5),
+            _wrk_row(LABELS["bare"] + " (pydantic body, 202)", runs.get("bare", [])),
+            _wrk_row(LABELS["real"], runs.get("real", [])),
+            "",
+            f"ratio POST /payments / bare at {conns} connections: **{ratio:.2f}** (per round: "
+            f"{', '.join(f'{x:.2f}' for x in rounds)}), p99 {p99:.1f} ms; {verdict}",
+            "",
         ]
-        for latency in latencies:
-            rates = {d.workers: d for d in results.drains if d.latency_ms == latency}
-            cells = [
-                f"{rates[n].steady_rate:.1f} ({rates[n].succeeded}/{rates[n].count} ok)"
-                if n in rates
-                else "-"
-                for n in workers
+    return lines
+
+
+def _sweep_lines(results: Results) -> list[str]:
+    sweep = results.sweep
+    if not sweep.get("bare"):
+        return []
+    lines = [
+        "### Group commit: where it pays",
+        "",
+        "One run per cell (closed loop, wrk keeps the connections busy). The micro-benchmark is "
+        "the bare endpoint plus one small Lua script call (`bench/script_app.py`), sent "
+        "directly or through `api/group_commit.py`; then the API with `ACCEPT_GROUP_COMMIT` "
+        "off and on. Gain = with / without.",
+        "",
+        _row(
+            [
+                "connections",
+                "bare req/s",
+                "+script",
+                "+script, grouped",
+                "gain",
+                "API, off",
+                "API, on",
+                "gain",
+                "API on / bare",
+                "API on p99 ms",
             ]
-            scale = (
-                f"{rates[2].steady_rate / rates[1].steady_rate:.2f}x"
-                if 1 in rates and 2 in rates and rates[1].steady_rate
-                else "-"
-            )
-            lines.append(_row([f"{latency:g} ms", *cells, scale]))
-        at200 = {d.workers: d.steady_rate for d in results.drains if d.latency_ms == 200}
-        if 1 in at200:
-            lines += [
-                "",
-                f"one worker at 200 ms: {at200[1]:.1f} charges/s; goal >= {DRAIN_GOAL:g}: "
-                f"{_met(at200[1] >= DRAIN_GOAL)}",
-            ]
-        if 1 in at200 and 2 in at200 and at200[1]:
-            lines.append(
-                f"two workers / one at 200 ms with the default threads: "
-                f"{at200[2] / at200[1]:.2f}x (both workers and the stub share 2 cores: CPU-bound)"
-            )
-        lines.append("")
-    scaling = {d.workers: d for d in results.scaling}
-    if 1 in scaling and 2 in scaling and scaling[1].steady_rate:
-        ratio = scaling[2].steady_rate / scaling[1].steady_rate
-        lines += [
-            "Scaling where Stripe's latency is the limit: WORKER_CONCURRENCY=16 at 200 ms, so "
-            "one worker can at most 16 / (2 calls x 0.2 s) = 40 charges/s and the cores stay "
-            "mostly idle",
-            "",
-            _row(["", "1 worker", "2 workers", "2 / 1"]),
-            _row(["---"] * 4),
+        ),
+        _row(["---"] * 10),
+    ]
+    for conns in sorted(sweep["bare"]):
+        cell = {name: runs.get(conns) for name, runs in sweep.items()}
+        if any(v is None for v in cell.values()):
+            continue
+        b, s, sg, rn, r = (
+            cell[name] for name in ("bare", "script", "script_gc", "real_nogc", "real")
+        )
+        if b is None or s is None or sg is None or rn is None or r is None:
+            continue
+        lines.append(
             _row(
                 [
-                    "charges/s",
-                    f"{scaling[1].steady_rate:.1f} ({scaling[1].succeeded}/{scaling[1].count} ok)",
-                    f"{scaling[2].steady_rate:.1f} ({scaling[2].succeeded}/{scaling[2].count} ok)",
-                    f"{ratio:.2f}x",
+                    str(conns),
+                    f"{b.rps:.0f}",
+                    f"{s.rps:.0f}",
+                    f"{sg.rps:.0f}",
+                    f"{sg.rps / s.rps:.2f}x" if s.rps else "-",
+                    f"{rn.rps:.0f}",
+                    f"{r.rps:.0f}",
+                    f"{r.rps / rn.rps:.2f}x" if rn.rps else "-",
+                    f"{r.rps / b.rps:.2f}" if b.rps else "-",
+                    f"{r.p99_ms:.1f}",
                 ]
-            ),
-            "",
-            f"two workers / one when latency is the limit: {ratio:.2f}x; goal >= {SCALING_GOAL}: "
-            f"{_met(ratio >= SCALING_GOAL)}",
-            "",
-        ]
+            )
+        )
+    lines.append("")
+    return lines
+
+
+def _list_lines(results: Results, plan: Plan) -> list[str]:
+    lines: list[str] = ["### Reads next to accepts", ""]
     if results.list_direct and results.list_api:
         d, a = results.list_direct, results.list_api
         overhead = a.p50_ms - d.p50_ms
         lines += [
-            f"List: GET /{{customer}}/payments?limit=20, Stripe stub {plan.list_latency_ms:g} ms, "
-            "1 connection",
+            f"List alone: GET /{{customer}}/payments?limit=20, Stripe stub "
+            f"{plan.list_latency_ms:g} ms, 1 connection",
             "",
             _row(["", "req/s", "p50 ms", "mean ms", "p99 ms"]),
             _row(["---"] * 5),
@@ -161,45 +189,229 @@ def table(results: Results, plan: Plan) -> str:
             "",
             f"list overhead (p50): **{overhead:.2f} ms** (mean {a.mean_ms - d.mean_ms:.2f} ms); "
             f"goal <= {LIST_OVERHEAD_GOAL_MS:g} ms: {_met(overhead <= LIST_OVERHEAD_GOAL_MS)}",
+            "",
         ]
-    if results.accept_alone and results.accept_under_list and results.list_under_load:
-        alone, loaded, lists = (
-            results.accept_alone,
-            results.accept_under_list,
-            results.list_under_load,
-        )
+    if results.under_list:
         lines += [
-            f"accept alone: {alone.rps:.0f} req/s, p99 {alone.p99_ms:.1f} ms; with "
-            f"{plan.list_load_connections} concurrent list connections "
-            f"({lists.rps:.0f} lists/s, p99 {lists.p99_ms:.1f} ms): {loaded.rps:.0f} req/s, "
-            f"p99 {loaded.p99_ms:.1f} ms",
+            f"Accept (32 connections) alone, then next to {plan.list_load_connections} list "
+            "connections that honour Retry-After (`bench/wrk_list.lua`), alternated; "
+            f"{plan.list_seconds:g} s each.",
+            "",
+            _row(
+                [
+                    "API",
+                    "accept alone req/s",
+                    "accept with lists req/s",
+                    "ratio",
+                    "accept p99 ms with lists",
+                    "lists served/s",
+                    "lists refused 503/s",
+                    "list p99 ms",
+                ]
+            ),
+            _row(["---"] * 8),
         ]
+        for name, rounds in results.under_list.items():
+            label = (
+                "LIST_MAX_CONCURRENCY default"
+                if name == "real"
+                else "no list bound (LIST_MAX_CONCURRENCY=1024)"
+            )
+            alone = _median([r[0].rps for r in rounds])
+            loaded = _median([r[1].rps for r in rounds])
+            ratio = _median([r[1].rps / r[0].rps for r in rounds if r[0].rps])
+            lists = [r[2] for r in rounds]
+            lines.append(
+                _row(
+                    [
+                        label,
+                        f"{alone:.0f}",
+                        f"{loaded:.0f}",
+                        f"**{ratio:.2f}**" if name == "real" else f"{ratio:.2f}",
+                        f"{_median([r[1].p99_ms for r in rounds]):.1f}",
+                        f"{_median([(x.ok or 0) / x.seconds for x in lists]):.0f}",
+                        f"{_median([(x.busy or 0) / x.seconds for x in lists]):.0f}",
+                        f"{_median([x.p99_ms for x in lists]):.1f}",
+                    ]
+                )
+            )
+        ratio = under_list_ratio(results)
+        lines += [
+            "",
+            f"accept with lists / alone, default bound: **{ratio:.2f}**; goal >= "
+            f"{UNDER_LIST_GOAL}: {_met(ratio >= UNDER_LIST_GOAL)}",
+            "",
+        ]
+    return lines
+
+
+def under_list_ratio(results: Results) -> float:
+    rounds = results.under_list.get("real", [])
+    return _median([r[1].rps / r[0].rps for r in rounds if r[0].rps])
+
+
+def _drain_cell(d: DrainResult) -> str:
+    return f"{d.steady_rate:.1f} ({d.succeeded}/{d.count} ok, {d.failed} failed)"
+
+
+def _drain_lines(results: Results, plan: Plan) -> list[str]:
+    lines: list[str] = []
+    if results.drains:
+        latencies = sorted({d.latency_ms for d in results.drains})
+        workers = sorted({d.workers for d in results.drains})
+        lines += [
+            "### Drain",
+            "",
+            "Charges/s completed (steady state, 10th-90th percent of completions), Stripe cap "
+            "off (STRIPE_MAX_RPS=0); the Stripe stub answers every call after a fixed latency; "
+            "a charge makes 2 calls",
+            "",
+            _row(["Stripe latency", *[f"{n} worker(s)" for n in workers], "2 / 1"]),
+            _row(["---"] * (len(workers) + 2)),
+        ]
+        for latency in latencies:
+            rates = {d.workers: d for d in results.drains if d.latency_ms == latency}
+            cells = [_drain_cell(rates[n]) if n in rates else "-" for n in workers]
+            scale = (
+                f"{rates[2].steady_rate / rates[1].steady_rate:.2f}x"
+                if 1 in rates and 2 in rates and rates[1].steady_rate
+                else "-"
+            )
+            lines.append(_row([f"{latency:g} ms", *cells, scale]))
+        at200 = {d.workers: d.steady_rate for d in results.drains if d.latency_ms == 200}
+        if 1 in at200:
+            lines += [
+                "",
+                f"one worker at 200 ms, cap off: {at200[1]:.1f} charges/s; goal >= "
+                f"{DRAIN_GOAL:g}: {_met(at200[1] >= DRAIN_GOAL)}",
+            ]
+        lines.append("")
+    scaling = {d.workers: d for d in results.scaling}
+    if 1 in scaling and 2 in scaling and scaling[1].steady_rate:
+        ratio = scaling[2].steady_rate / scaling[1].steady_rate
+        lines += [
+            "Scaling where Stripe's latency is the limit: WORKER_CONCURRENCY=16 at 200 ms, cap "
+            "off, so one worker can at most 16 / (2 calls x 0.2 s) = 40 charges/s",
+            "",
+            _row(["", "1 worker", "2 workers", "2 / 1"]),
+            _row(["---"] * 4),
+            _row(["charges/s", _drain_cell(scaling[1]), _drain_cell(scaling[2]), f"{ratio:.2f}x"]),
+            "",
+            f"two workers / one when latency is the limit: {ratio:.2f}x; goal >= {SCALING_GOAL}: "
+            f"{_met(ratio >= SCALING_GOAL)}",
+            "",
+        ]
+    c = results.capped
+    if c is not None:
+        expected = results.capped_rps / 2
+        lines += [
+            f"Two workers under the default Stripe cap (STRIPE_MAX_RPS={results.capped_rps:g}, "
+            f"all workers together), Stripe stub {c.latency_ms:g} ms, {c.count} payments "
+            f"(about {plan.capped_seconds:g} s at the cap)",
+            "",
+            _row(["", "charges/s (steady)", "overall", "succeeded", "failed", "not final"]),
+            _row(["---"] * 6),
+            _row(
+                [
+                    "2 workers, default cap",
+                    f"{c.steady_rate:.1f}",
+                    f"{c.overall_rate:.1f}",
+                    str(c.succeeded),
+                    str(c.failed),
+                    str(c.count - c.succeeded - c.failed),
+                ]
+            ),
+            "",
+            f"expected about cap / 2 calls = {expected:g} charges/s with nothing failed: "
+            f"{_met(c.failed == 0 and c.succeeded == c.count and c.steady_rate <= expected * 1.1 and c.steady_rate >= expected * 0.8)}",  # noqa: E501
+            "",
+        ]
+    return lines
+
+
+def _cost_lines(results: Results) -> list[str]:
+    c = results.capped
+    cost = c.cost if c is not None else None
+    if cost is None:
+        return []
+    lines = [
+        "### What a payment costs Redis",
+        "",
+        f"Measured on the capped drain run above ({cost.payments} payments, accepted with the "
+        "API's accept script, charged by two workers with the default cap, until kombu's "
+        "`unacked` was empty): `INFO commandstats`/`INFO stats` before and after, `MONITOR` "
+        "meanwhile. The workers' background polling while idle was "
+        f"{cost.idle_commands_per_s:.1f} commands/s (included below, over "
+        f"{cost.seconds:.0f} s).",
+        "",
+        _row(["per payment", "value"]),
+        _row(["---", "---"]),
+        _row(
+            [
+                "commands Redis ran (commandstats; scripts' inner calls included)",
+                f"{cost.commands:.1f}",
+            ]
+        ),
+        _row(["commands clients sent (MONITOR)", f"{cost.sent:.1f}"]),
+        _row(["round trips (socket reads Redis processed)", f"{cost.round_trips:.1f}"]),
+        _row(
+            [
+                "bytes per queued payment (MEMORY USAGE of the queue / its length)",
+                f"{cost.queued_bytes:.0f}",
+            ]
+        ),
+        _row(
+            [
+                "bytes kept per payment once charged (the keys holding its id)",
+                f"{cost.kept_total:.0f}",
+            ]
+        ),
+        "",
+        "By command (per payment; sent by a client, and run inside a Lua script):",
+        "",
+        _row(["command", "sent", "in scripts"]),
+        _row(["---"] * 3),
+    ]
+    for name, sent, lua in cost.by_command:
+        if sent + lua >= 0.05:
+            lines.append(_row([name, f"{sent:.2f}", f"{lua:.2f}"]))
+    lines += [
+        "",
+        "HELLO, SUBSCRIBE, MEMORY, SCRIPT, HLEN and the like are the benchmark's own "
+        "connections and probes; BRPOP, ZRANGE and the MULTI/EXEC pairs around kombu's "
+        "`unacked` bookkeeping are Celery's transport.",
+        "",
+        "Bytes kept per payment once charged, by key (keys holding a payment id):",
+        "",
+        _row(["key", "bytes / payment"]),
+        _row(["---"] * 2),
+    ]
+    for kind, size in cost.kept_bytes.items():
+        lines.append(_row([f"`{kind}`", f"{size:.0f}"]))
+    fixed = ", ".join(f"`{k}` {v}" for k, v in cost.fixed_bytes.items())
+    lines += [
+        "",
+        f"Keys of no single payment (bytes, whatever the number of payments): {fixed}",
+        "",
+    ]
+    return lines
+
+
+def table(results: Results, plan: Plan) -> str:
+    lines: list[str] = []
+    lines += _accept_lines(results, plan)
+    lines += _sweep_lines(results)
+    lines += _list_lines(results, plan)
+    lines += _drain_lines(results, plan)
+    lines += _cost_lines(results)
     return "\n".join(lines)
 
 
 def render(
     results: Results, plan: Plan, machine: dict[str, str], *, command: str, elapsed: float
 ) -> str:
-    sweep_lines = [
-        _row(["connections", "bare req/s", "bare p99 ms", "real req/s", "real p99 ms", "ratio"]),
-        _row(["---"] * 6),
-    ]
-    bare, real = results.sweep.get("bare", {}), results.sweep.get("real", {})
-    for conns in sorted(bare):
-        if conns in real:
-            b, r = bare[conns], real[conns]
-            sweep_lines.append(
-                _row(
-                    [
-                        str(conns),
-                        f"{b.rps:.0f}",
-                        f"{b.p99_ms:.1f}",
-                        f"{r.rps:.0f}",
-                        f"{r.p99_ms:.1f}",
-                        f"{r.rps / b.rps:.2f}" if b.rps else "-",
-                    ]
-                )
-            )
+    settings = [f"- {k}: {v}" for k, v in results.settings.items()]
+    before = bench_profile.load_before()
     return "\n".join(
         [
             "# Performance",
@@ -212,38 +424,60 @@ def render(
             "",
             "Everything runs on this one machine, over loopback: a redis-server of its own (AOF "
             "`appendfsync everysec`, as `make run`), a constant-latency Stripe stub "
-            "(`bench/stripe_stub.py`, aiohttp), uvicorn with the API's flags "
-            "(`devtools.processes.api_argv`) for both the real API and the bare yardstick "
-            "(`bench/bare_app.py`), and workers started by `celery -A worker.celery_app worker`. "
-            "The machine is shared and noisy: the bare endpoint and the real one are measured "
-            "side by side, alternated, in the same run, and the ratios are what to compare.",
+            "(`bench/stripe_stub.py`, aiohttp), and every HTTP server under test (the real API, "
+            "the bare yardstick `bench/bare_app.py`, the script micro-benchmark "
+            "`bench/script_app.py`) served by uvicorn with the API's very flags "
+            "(`devtools.processes.api_argv`) and the API's logging set-up "
+            "(`shared.log_config.configure_logging`: JSON lines, uvicorn's access log off), "
+            "so that the yardstick pays for no logging the API does not do. Workers are "
+            "started by `celery -A worker.celery_app worker`. The machine is shared with other "
+            "engineers running tests and is noisy: what is compared is measured side by side, "
+            "alternated, in the same run, and the ratios are what to read.",
+            "",
+            "Settings per part:",
+            "",
+            *settings,
+            "- drains: STRIPE_MAX_RPS=0 (cap off) unless the row says the default cap; "
+            "WORKER_CONCURRENCY default (128 threads) unless the row says 16",
             "",
             "## Results",
             "",
             table(results, plan),
+            "![accept and group commit versus offered load, accept under list load, drain]"
+            "(performance.png)",
             "",
-            "## Accept versus offered load",
+            "## Profile of the accept path, before and after",
             "",
-            "wrk keeps a fixed number of connections busy (closed loop): more connections, more "
-            "offered load.",
+            "py-spy (`--rate 200 --nonblocking`, raw stacks summarized by `bench/profile.py`) on "
+            "the API process while wrk sends `POST /payments` on 32 connections. Own time: the "
+            "frame running when sampled. Inclusive: samples with the function anywhere on the "
+            "stack, for the service's code and redis-py only (an awaited coroutine resumed by "
+            "the event loop shows a short stack, so inclusive shares are lower bounds).",
             "",
-            *sweep_lines,
+            "Before (commit d30f741, the yardstick fix only; `bench/profiles/before-d30f741.md`):",
             "",
-            "![throughput and p99 versus offered load and worker count](performance.png)",
+            *before,
+            "",
+            "After (this run):",
+            "",
+            *results.profile,
             "",
             "## How it is measured",
             "",
-            "- Accept: `wrk -t1 -c32` with `bench/wrk.lua`, which gives every request its own "
-            "`Idempotency-Key` (so each one claims a key, writes a record and enqueues); no "
-            "worker runs, so the queue only grows.",
+            "- Accept: `wrk -t1 -c32` and `-c64` with `bench/wrk.lua`, which gives every request "
+            "its own `Idempotency-Key` (so each one writes a record and enqueues); no worker "
+            "runs, so the queue only grows. The yardstick's and the API's log lines during the "
+            "accept rounds are counted (above): equal logging, no access lines.",
             "- Drain: the workers are started and ready first; then the payments are accepted "
-            "through `PaymentService.accept` (the API's own Lua script) and every final status "
-            "published on `payments:events` is timestamped. The rate is taken between the 10th "
-            "and the 90th percent of completions. Each charge asks Stripe for the customer's "
-            "default payment method, then creates and confirms the PaymentIntent: two calls.",
+            "through `PaymentService.accept` (the API's own accept script) and every final "
+            "status published on `payments:events` is timestamped. The rate is taken between "
+            "the 10th and the 90th percent of completions. Each charge asks Stripe for the "
+            "customer's default payment method, then creates and confirms the PaymentIntent: "
+            "two calls.",
             "- List: `wrk -c1` on the stub's `GET /v1/charges` (the gateway's very request) and "
             "on the API's `GET /cus_bench1/payments?limit=20`; the overhead is the difference of "
-            "the medians. Then the accept load runs alone and next to many list connections.",
+            "the medians. Then the accept load runs alone and next to the list connections.",
+            "- Redis cost: see its section; `bench/redis_cost.py`.",
             "",
         ]
     )
@@ -259,37 +493,73 @@ def plot(results: Results, plan: Plan, path: Path) -> bool:
     except ImportError:
         print("[bench] matplotlib is not installed: no plot")
         return False
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
-    for name, style in (("bare", "o--"), ("real", "s-")):
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax1, ax2, ax3, ax4 = axes[0][0], axes[0][1], axes[1][0], axes[1][1]
+    styles = {
+        "bare": "o--",
+        "script": "v:",
+        "script_gc": "^:",
+        "real_nogc": "s--",
+        "real": "s-",
+    }
+    for name, style in styles.items():
         runs = results.sweep.get(name, {})
         conns = sorted(runs)
-        label = "bare FastAPI" if name == "bare" else "POST /payments"
-        ax1.plot(conns, [runs[c].rps for c in conns], style, label=label)
-        ax2.plot(conns, [runs[c].p99_ms for c in conns], style, label=label)
+        ax1.plot(conns, [runs[c].rps for c in conns], style, label=LABELS[name])
+        ax2.plot(conns, [runs[c].p99_ms for c in conns], style, label=LABELS[name])
     ax1.set(xlabel="concurrent connections (offered load)", ylabel="requests/s", title="Accept")
     ax2.set(xlabel="concurrent connections (offered load)", ylabel="p99 ms", title="Accept p99")
     ax2.axhline(ACCEPT_P99_GOAL_MS, color="grey", linestyle=":", label="goal p99")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
+    names = list(results.under_list)
+    if names:
+        xs = range(len(names))
+        alone = [_median([r[0].rps for r in results.under_list[n]]) for n in names]
+        loaded = [_median([r[1].rps for r in results.under_list[n]]) for n in names]
+        ax3.bar([x - 0.2 for x in xs], alone, width=0.4, label="accept alone")
+        ax3.bar(
+            [x + 0.2 for x in xs],
+            loaded,
+            width=0.4,
+            label=f"accept + {plan.list_load_connections} list connections",
+        )
+        ax3.set_xticks(
+            list(xs),
+            ["default list bound" if n == "real" else "no list bound" for n in names],
+        )
+    ax3.set(ylabel="accept requests/s", title="Accept under list load")
+    ax3.grid(alpha=0.3, axis="y")
+    ax3.legend(fontsize=8)
     for latency in sorted({d.latency_ms for d in results.drains}):
         points = sorted(
             (d.workers, d.steady_rate) for d in results.drains if d.latency_ms == latency
         )
-        ax3.plot(
+        ax4.plot(
             [p[0] for p in points],
             [p[1] for p in points],
             "o-",
-            label=f"Stripe {latency:g} ms/call",
+            label=f"Stripe {latency:g} ms/call, cap off",
+        )
+    if results.scaling:
+        points = sorted((d.workers, d.steady_rate) for d in results.scaling)
+        ax4.plot([p[0] for p in points], [p[1] for p in points], "s--", label="16 threads, 200 ms")
+    if results.capped is not None:
+        ax4.plot(
+            [results.capped.workers],
+            [results.capped.steady_rate],
+            "D",
+            label=f"default cap {results.capped_rps:g} calls/s",
         )
     if results.drains:
-        ax3.axhline(DRAIN_GOAL, color="grey", linestyle=":", label="goal, 1 worker at 200 ms")
-        ax3.set_xticks(sorted({d.workers for d in results.drains}))
-    ax3.set(xlabel="worker processes", ylabel="charges/s", title="Drain")
-    ax3.grid(alpha=0.3)
-    ax3.legend()
+        ax4.axhline(DRAIN_GOAL, color="grey", linestyle=":", label="goal, 1 worker at 200 ms")
+        ax4.set_xticks(sorted({d.workers for d in results.drains}))
+    ax4.set(xlabel="worker processes", ylabel="charges/s", title="Drain")
+    ax4.grid(alpha=0.3)
+    ax4.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent / "wrk.lua"
+LIST_SCRIPT = Path(__file__).resolve().parent / "wrk_list.lua"
 
 INSTALL_HINT = (
     "wrk (the HTTP load generator) is not on PATH. Install it, then run `make bench` again:\n"
@@ -47,6 +48,8 @@ class WrkResult:
     max_ms: float
     mean_ms: float
     errors: int  # socket errors and non-2xx/3xx answers
+    ok: int | None = None  # wrk_list.lua only: 2xx answers
+    busy: int | None = None  # wrk_list.lua only: 503 answers (the client then waited)
 
     @property
     def rps(self) -> float:
@@ -79,6 +82,23 @@ def wrk_argv(
     ]
 
 
+def polite_list_argv(url: str, *, connections: int, seconds: float) -> list[str]:
+    """GETs that honour Retry-After after a 503 (bench/wrk_list.lua)."""
+    return [
+        wrk_binary(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LIST_SCRIPT),
+        url,
+        "--",
+        CLIENT_KEY,
+    ]
+
+
 def parse(output: str) -> WrkResult:
     for line in output.splitlines():
         if line.startswith("BENCH_JSON "):
@@ -96,6 +116,8 @@ def parse(output: str) -> WrkResult:
                 max_ms=d["max_us"] / 1000,
                 mean_ms=float(d["mean_us"]) / 1000,
                 errors=errors,
+                ok=int(d["ok"]) if "ok" in d else None,
+                busy=int(d["busy"]) if "busy" in d else None,
             )
     raise RuntimeError(f"wrk printed no summary:\n{output[-2000:]}")
 
