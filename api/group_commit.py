@@ -62,11 +62,20 @@ class GroupCommitStats:
 class GroupCommit:
     """Batches ``EVALSHA`` calls made in the same event-loop tick into one pipeline."""
 
-    def __init__(self, redis: Redis, *, max_batch: int = 512) -> None:
+    def __init__(
+        self, redis: Redis, *, max_batch: int = 512, max_in_flight: int | None = None
+    ) -> None:
+        """``max_in_flight``: at most this many batches (and direct calls) on their way to Redis
+        at once; calls made meanwhile wait for one to return and then go together (the classic
+        group commit: bigger batches under load, at most one round trip more of waiting).
+        ``None``: every tick's batch goes at once."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self._redis = redis
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[_Call] = []
         self._scheduled = False
         self._sources: dict[str, str] = {}
@@ -89,10 +98,18 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Call(sha, self._sources.get(sha), keys, args, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        self._schedule(loop)
         return await future
+
+    def _room(self) -> int:
+        if self._max_in_flight is None:
+            return len(self._pending)
+        return self._max_in_flight - self._in_flight
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not self._scheduled and self._pending and self._room() > 0:
+            self._scheduled = True
+            (loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     async def _direct(self, call: _Call) -> Any:
         self._in_flight += 1
@@ -106,6 +123,7 @@ class GroupCommit:
                 result = (await self._send([call]))[0]
         finally:
             self._in_flight -= 1
+            self._schedule()
         if isinstance(result, Exception):
             raise result
         return result
@@ -117,26 +135,29 @@ class GroupCommit:
     async def aclose(self) -> None:
         """Wait for the batches in flight."""
         while self._tasks or self._pending:
-            if self._pending and not self._scheduled:
-                self._flush()
+            self._schedule()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await asyncio.sleep(0)
 
     def _flush(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self._max_batch):
-            batch = pending[start : start + self._max_batch]
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
+        loop = asyncio.get_running_loop()
+        while self._pending and self._room() > 0:
+            batch, self._pending = (
+                self._pending[: self._max_batch],
+                self._pending[self._max_batch :],
+            )
+            self._in_flight += 1  # counted now: the room left is for the next batch
+            task = loop.create_task(self._execute(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, batch: list[_Call]) -> None:
-        self._in_flight += 1
         try:
             await self._execute_batch(batch)
         finally:
             self._in_flight -= 1
+            self._schedule()
 
     async def _execute_batch(self, batch: list[_Call]) -> None:
         stats = self.stats

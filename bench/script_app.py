@@ -32,6 +32,7 @@ return 0
 """
 
 GROUPED = os.environ.get("BENCH_GROUP_COMMIT") == "1"
+IN_FLIGHT = int(os.environ.get("BENCH_GROUP_COMMIT_IN_FLIGHT", "0")) or None
 
 settings = get_settings()
 configure_logging(settings)
@@ -42,7 +43,11 @@ _state: dict[str, Any] = {}
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     client = async_redis(settings)
-    run: Runner = GroupCommit(client).script(SCRIPT) if GROUPED else client.register_script(SCRIPT)
+    run: Runner = (
+        GroupCommit(client, max_in_flight=IN_FLIGHT).script(SCRIPT)
+        if GROUPED
+        else client.register_script(SCRIPT)
+    )
     _state["run"] = run
     try:
         yield

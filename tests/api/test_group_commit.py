@@ -211,3 +211,30 @@ async def test_a_client_whose_registered_scripts_share_round_trips(
     assert client.group.stats.batches == 1
     await client.set("plain", "command")  # everything else is the client's own
     assert await client.get("plain") == b"command"
+
+
+async def test_with_one_batch_in_flight_the_calls_made_meanwhile_go_together(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    counting = CountingRedis(redis)
+    group = GroupCommit(counting, max_in_flight=1)  # type: ignore[arg-type]
+    script = group.script(SCRIPT)
+    await redis.script_load(SCRIPT)
+    first = asyncio.ensure_future(script(keys=["f"], args=[1, "first"]))
+    await asyncio.sleep(0)  # "first" is on its way (direct)
+    later = [asyncio.ensure_future(script(keys=["f"], args=[1, f"l{i}"])) for i in range(3)]
+    more: list[asyncio.Future[Any]] = []
+    for _ in range(3):  # ticks pass while "first" is in flight: nothing else is sent
+        await asyncio.sleep(0)
+        more.append(asyncio.ensure_future(script(keys=["f"], args=[1, f"m{len(more)}"])))
+    results = await asyncio.gather(first, *later, *more)
+    assert [r[1] for r in results] == [b"first", b"l0", b"l1", b"l2", b"m0", b"m1", b"m2"]
+    assert sorted(r[0] for r in results) == list(range(1, 8))
+    assert group.stats.direct == 1
+    assert group.stats.batches <= 2  # the six waited and went in one or two batches
+    assert group.stats.largest_batch >= 3
+
+
+def test_max_in_flight_must_be_positive(redis: fakeredis.FakeAsyncRedis) -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        GroupCommit(redis, max_in_flight=0)
