@@ -43,9 +43,11 @@ lint: install
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
 
-## Benchmarks (code in bench/): accept vs a bare FastAPI endpoint, drain at 50/200 ms Stripe
-## latency with 1 and 2 workers, list overhead; writes docs/PERFORMANCE.md and docs/performance.png.
-## Needs wrk (apt-get install -y wrk). About 4 minutes.
+## Benchmarks (code in bench/), in one run: accept vs a bare FastAPI endpoint served alike (32 and
+## 64 connections), the group commit at 1-64 connections, a py-spy profile, accept under list
+## load, drain at 200 ms (1 and 2 workers, cap off; 16 threads), two workers under the default
+## Stripe cap, Redis cost per payment; writes docs/PERFORMANCE.md and docs/performance.png.
+## Needs wrk (apt-get install -y wrk); py-spy (in the dev extra) for the profile. About 6 minutes.
 bench: install
 	$(PY) -m bench
 
