@@ -47,7 +47,8 @@ clean:
 ## 64 connections), the group commit at 1-64 connections, a py-spy profile, accept under list
 ## load, drain at 200 ms (1 and 2 workers, cap off; 16 threads), two workers under the default
 ## Stripe cap, Redis cost per payment; writes docs/PERFORMANCE.md and docs/performance.png.
-## Needs wrk (apt-get install -y wrk); py-spy (in the dev extra) for the profile. About 6 minutes.
+## Needs wrk (apt-get install -y wrk); the profile needs py-spy in .venv (pip install py-spy;
+## skipped without it). About 6 minutes.
 bench: install
 	$(PY) -m bench
 
