@@ -25,7 +25,7 @@ from shared.errors import AuthenticationFailed, PaymentServiceError
 
 log = structlog.get_logger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/webhooks/stripe"})  # webhooks: signed, no key
 MAX_HEADER_BYTES = 16 * 1024
 
 

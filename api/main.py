@@ -10,7 +10,7 @@ from typing import cast
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from api import errors, health, metrics, openapi, payments
+from api import errors, health, metrics, openapi, payments, webhooks
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
 from api.service import PaymentService
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
     app.include_router(metrics.router)
+    app.include_router(webhooks.router, tags=["webhooks"])
     openapi.install(app, settings)
     return app
 

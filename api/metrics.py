@@ -32,7 +32,14 @@ from shared.metrics import (
     FleetCollector,
     message_wait_seconds,
 )
-from shared.store.keys import DEAD_LETTERS, UNACKED, record_key
+from shared.store.keys import (
+    CALLBACK_COUNTS,
+    DEAD_LETTERS,
+    TRANSITION_COUNTS,
+    UNACKED,
+    WEBHOOK_COUNTS,
+    record_key,
+)
 
 router = APIRouter(tags=["operations"])
 
@@ -73,8 +80,12 @@ async def _read_fleet(redis: Redis, queue: str, fleet: FleetCollector) -> None:
         pipe.zcard(DEAD_LETTERS)
         pipe.get(WORKER_HEARTBEAT)
         pipe.lindex(queue, -1)  # kombu pushes on the left and pops on the right: the oldest
+        pipe.hgetall(WEBHOOK_COUNTS)
+        pipe.hgetall(TRANSITION_COUNTS)
+        pipe.hgetall(CALLBACK_COUNTS)
         results = await pipe.execute()
-    outcomes, stripe_calls, accepted, ready, reserved, dead, heartbeat, head = results
+    outcomes, stripe_calls, accepted, ready, reserved, dead, heartbeat, head = results[:8]
+    fleet.webhooks, fleet.transitions, fleet.callbacks = results[8:11]
     fleet.outcomes, fleet.stripe = outcomes, stripe_calls
     fleet.accepted, fleet.dead_letters = int(accepted or 0), dead
     fleet.queue_depth, fleet.queue_reserved = ready + reserved, reserved

@@ -51,6 +51,7 @@ def build(app: FastAPI, settings: Settings) -> dict[str, Any]:
         for operation in operations.values():
             operation.setdefault("parameters", []).append(REQUEST_ID_PARAMETER)
     _describe_create_payment(schema["paths"]["/payments"]["post"], settings)
+    _describe_lifecycle(schema, settings)  # issue 11: webhooks in, refunds, callbacks
     _retry_after_on_503(schema)
     return schema
 
@@ -155,6 +156,43 @@ def _describe_create_payment(operation: dict[str, Any], settings: Settings) -> N
     }
     for status in ("200", "202"):
         operation["responses"][status]["headers"] = answer_headers
+
+
+def _describe_lifecycle(schema: dict[str, Any], settings: Settings) -> None:
+    """``POST /webhooks/stripe`` reads its raw body and ``Stripe-Signature`` itself (the
+    signature is over the exact bytes)."""
+    webhook = schema["paths"].get("/webhooks/stripe", {}).get("post")
+    if webhook is not None:
+        webhook["parameters"][:0] = [
+            {
+                "name": "Stripe-Signature",
+                "in": "header",
+                "required": True,
+                "description": (
+                    "Stripe's signature of the raw body (t=<unix time>,v1=<HMAC-SHA256>), "
+                    "checked with STRIPE_WEBHOOK_SECRET's secrets and a 300 s tolerance. "
+                    "Missing, malformed, stale or wrong: 400 signature_invalid, nothing recorded."
+                ),
+                "schema": {"type": "string"},
+            }
+        ]
+        webhook["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "A Stripe Event object, as Stripe sends it.",
+                        "required": ["id", "type", "data"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "type": {"type": "string"},
+                            "data": {"type": "object"},
+                        },
+                    }
+                }
+            },
+        }
 
 
 def _retry_after_on_503(schema: dict[str, Any]) -> None:

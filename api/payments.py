@@ -44,6 +44,9 @@ _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
+# Charged, whatever happened since (a refund, a dispute): a replay answers 200 like the first.
+CHARGED = frozenset({Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED})
+
 _WAIT = re.compile(r"[0-9]{1,2}")  # MAX_WAIT_SECONDS is at most 30
 
 
@@ -103,7 +106,7 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
     headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    if record.status is Status.SUCCEEDED:
+    if record.status in CHARGED:
         return model_response(200, payment_view(record), headers)
     if record.is_final and record.error is not None:
         error = {**record.error, "payment_id": record.id}
@@ -165,12 +168,15 @@ async def create_payment(request: Request) -> Response:
     response_model=Payment,
     responses=error_responses(404, 503),
 )
-async def get_payment(payment_id: str, service: ServiceDep) -> Response:
-    """A payment's record: its status, Stripe ids once known, the error once failed."""
+async def get_payment(request: Request, payment_id: str, service: ServiceDep) -> Response:
+    """A payment's record: its status, Stripe ids once known, the error once failed; while
+    requires_action, ``next_action`` and (for the client that made it) ``client_secret``."""
     if not _PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
     record = await service.get(payment_id)
-    return model_response(200, payment_view(record))
+    client = request.state.client
+    viewer = str(getattr(client, "name", client))  # a client's name, or its key identity
+    return model_response(200, payment_view(record, viewer=viewer))
 
 
 @router.get(

@@ -106,6 +106,19 @@ class Payment(BaseModel):
     error: ErrorBody | None = Field(
         default=None, description="Present once failed or requires_action: why."
     )
+    client_secret: str | None = Field(
+        default=None,
+        description=(
+            "The PaymentIntent's client_secret while requires_action, shown only to the client "
+            "that made the payment: hand it to Stripe.js (confirmCardPayment / handleNextAction) "
+            "so the customer completes 3-D Secure; the payment then moves to succeeded or failed."
+        ),
+    )
+    amount_refunded: str = Field(
+        default="0.00",
+        description="Refunded so far (ours and any made in Stripe's dashboard), major units.",
+        examples=["10.00"],
+    )
 
 
 class CustomerCharge(BaseModel):
@@ -137,17 +150,26 @@ class Readiness(BaseModel):
     redis: Literal["ok"] = Field(description="Redis answered a PING.")
 
 
-def payment_view(record: PaymentRecord) -> Payment:
+def payment_view(record: PaymentRecord, *, viewer: str | None = None) -> Payment:
     """What a client sees of a record: amounts as decimal strings in major units, no internals.
 
     ``next_action`` and ``error`` are set only when the record has them, so that answers
-    serialized with ``exclude_unset`` leave them out rather than send nulls.
+    serialized with ``exclude_unset`` leave them out rather than send nulls; ``client_secret``
+    only while the customer must act, and only for ``viewer`` being the client that paid.
     """
     optional: dict[str, object] = {}
     if record.next_action:
         optional["next_action"] = record.next_action
     if record.error is not None:
         optional["error"] = ErrorBody.model_validate(record.error)
+    if (
+        record.client_secret
+        and record.status is Status.REQUIRES_ACTION
+        and viewer is not None
+        and viewer == record.client
+    ):
+        optional["client_secret"] = record.client_secret
+    optional["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
     return Payment(
         id=record.id,
         object="payment",

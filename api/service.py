@@ -68,6 +68,7 @@ class PaymentService:
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
         )
+        fields["client"] = client  # only this client is shown the 3-D Secure client_secret
         claimed = await self._store.claim_and_enqueue(
             fields=fields, headers=headers, scoped_key=f"{client}:{idempotency_key}"
         )

@@ -83,6 +83,10 @@ def main() -> int:
             proc = group.start("stripe-emulator", emulator_argv(EMULATOR_PORT))
             wait_for_port(EMULATOR_PORT, proc=proc)
             env["STRIPE_API_BASE"] = f"http://127.0.0.1:{EMULATOR_PORT}"
+            # The emulator sends the API its signed webhooks (registered once the API is up).
+            env["STRIPE_WEBHOOK_SECRET"] = os.environ.get("STRIPE_WEBHOOK_SECRET") or (
+                "whsec_" + secrets.token_urlsafe(24)
+            )
             env.setdefault("ENVIRONMENT", os.environ.get("ENVIRONMENT", "development"))
             say(f"Stripe: emulator (localstripe) at {env['STRIPE_API_BASE']}")
 
@@ -111,11 +115,18 @@ def main() -> int:
         )
         api = group.start("api", api_argv_public(), env=env, stdout_to_console=True)
         wait_for_port(API_PORT, proc=api)
+        if "stripe-emulator" in group.procs:
+            from devtools.stripe_emulator import register_webhook_endpoint
+
+            webhook_url = f"http://127.0.0.1:{API_PORT}/webhooks/stripe"
+            secret = env["STRIPE_WEBHOOK_SECRET"].split(",")[0].strip()
+            register_webhook_endpoint(env["STRIPE_API_BASE"], webhook_url, secret)
+            say(f"Stripe webhooks: the emulator sends its events to {webhook_url} (signed)")
         wait_for_port(FLOWER_PORT, proc=group.procs["flower"])
         user = flower_auth.split(":", 1)[0]
         say(
-            f"API:    http://127.0.0.1:{API_PORT}  (docs: http://127.0.0.1:{API_PORT}/docs, with "
-            "the client key below sent by the browser: README, OpenAPI and /docs)"
+            f"API:    http://127.0.0.1:{API_PORT}  (docs: http://127.0.0.1:{API_PORT}/docs; "
+            "Authorize there with the client key below)"
         )
         say(
             f"Flower: http://127.0.0.1:{FLOWER_PORT}  (user {user!r}; password in "

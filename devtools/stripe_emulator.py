@@ -6,7 +6,13 @@ store grows, and crashing on restart past ~64 KB). Here the store lives in memor
 
 Two gaps are filled so that it answers like Stripe does for what this service uses:
 - lists come back newest first (localstripe returns insertion order, oldest first);
-- ``GET /v1/charges?customer=`` keeps its 404 for an unknown customer (already the case).
+- ``GET /v1/charges?customer=`` keeps its 404 for an unknown customer (already the case);
+- 3-D Secure: ``pm_card_threeDSecure2Required`` (a card whose charges need authentication,
+  completed with ``POST /v1/payment_intents/{id}/_authenticate``), and the
+  ``payment_intent.payment_failed`` event when authentication fails.
+
+Signed webhooks: ``POST /_config/webhooks/{id}`` with ``url``, ``secret`` and ``events``
+(``make run`` registers the API's ``/webhooks/stripe``).
 
 Usage: ``python -m devtools.stripe_emulator [--host 127.0.0.1] [--port 8420]``.
 Flush between tests with ``DELETE /_config/data``.
@@ -20,7 +26,7 @@ from typing import Any
 
 
 def build_app() -> Any:
-    from localstripe import resources, server
+    from localstripe import resources
 
     resources.Store.dump_to_disk = lambda self: None
     resources.Store.try_load_from_disk = lambda self: None
@@ -35,7 +41,48 @@ def build_app() -> Any:
         return li
 
     resources.StripeObject._api_list_all = classmethod(newest_first)
+    _three_d_secure(resources)
+    from localstripe import server  # after the patches: it routes resources.extra_apis
+
     return server.app
+
+
+# Stripe's test payment method whose every charge needs 3-D Secure (card 4000 0027 6000 3184).
+THREE_D_SECURE_CARD = "pm_card_threeDSecure2Required"
+
+
+def _three_d_secure(resources: Any) -> None:
+    """3-D Secure as Stripe does it: ``pm_card_threeDSecure2Required`` exists (localstripe
+    knows the card number, not the id), and a failed ``_authenticate`` sends
+    ``payment_intent.payment_failed`` (localstripe sends nothing then)."""
+    from localstripe.webhooks import schedule_webhook
+
+    pm = resources.PaymentMethod
+    canonical = pm.__dict__["_try_get_canonical_test_article"].__func__
+
+    def with_3ds(cls: Any, /, id: Any) -> Any:
+        if id == THREE_D_SECURE_CARD:
+            card = {"number": "4000002760003184", "exp_month": "12", "exp_year": "2030",
+                    "cvc": "123"}  # fmt: skip
+            return cls(type="card", card=card)
+        return canonical(cls, id)
+
+    pm._try_get_canonical_test_article = classmethod(with_3ds)
+
+    intent = resources.PaymentIntent
+    authenticate = intent.__dict__["_api_authenticate"].__func__
+
+    def authenticate_and_report(cls: Any, /, id: Any, **kwargs: Any) -> Any:
+        obj = authenticate(cls, id, **kwargs)
+        if obj.status == "requires_payment_method":
+            schedule_webhook(resources.Event("payment_intent.payment_failed", obj))
+        return obj
+
+    intent._api_authenticate = classmethod(authenticate_and_report)
+    resources.extra_apis[:] = [
+        (method, url, intent._api_authenticate if url.endswith("/_authenticate") else func)
+        for method, url, func in resources.extra_apis
+    ]
 
 
 def main() -> None:
@@ -61,3 +108,20 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def register_webhook_endpoint(
+    emulator_url: str, endpoint: str, secret: str, *, name: str = "payments"
+) -> None:
+    """Have the emulator send its events of the types the service handles to ``endpoint``,
+    signed with ``secret`` (Stripe-Signature), as a webhook endpoint in Stripe's dashboard
+    would."""
+    import httpx
+
+    from shared.outcomes import HANDLED_EVENTS
+
+    httpx.post(
+        f"{emulator_url}/_config/webhooks/{name}",
+        json={"url": endpoint, "secret": secret, "events": sorted(HANDLED_EVENTS)},
+        timeout=10,
+    ).raise_for_status()

@@ -116,6 +116,29 @@ class Settings(BaseSettings):
     worker_send_task_events: bool = False
     worker_concurrency: int = Field(default=128, ge=1, le=1024)
 
+    # --- payment lifecycle (issue 11): Stripe webhooks in, callbacks out (README).
+    # Stripe's webhook signing secrets (whsec_...), comma-separated during a rotation.
+    stripe_webhook_secret: SecretStr | None = None
+    # Standard Webhooks secrets (whsec_<base64>) for callbacks: the first signs, every one
+    # signs during a rotation (receivers accept any).
+    callback_signing_secrets: SecretStr | None = None
+    # A client key's default callback endpoint: key_<12 hex>=https://... (the key's identity,
+    # as logs show it), comma-separated; a payment's own callback_url wins.
+    callback_endpoints: str = ""
+    # Hosts callbacks may go to (comma-separated; a leading "." allows subdomains); empty:
+    # any public host.
+    callback_allowed_hosts: str = ""
+    # Loopback, link-local and private addresses are refused unless this is set
+    # (development and tests; refused in production).
+    callback_allow_private_networks: bool = False
+    callback_queue: str = "callbacks"
+    callback_timeout_seconds: float = Field(default=10.0, gt=0, le=10)
+    # Retries with backoff and full jitter for about a day, then a dead letter.
+    callback_max_attempts: int = Field(default=20, ge=1, le=100)
+    callback_retry_backoff_seconds: float = Field(default=10.0, gt=0)
+    callback_retry_backoff_max_seconds: float = Field(default=7200.0, gt=0)
+    # --- end of payment lifecycle
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_parses(cls, value: str) -> str:
@@ -165,6 +188,21 @@ class Settings(BaseSettings):
                 "or lower the wait"
             )
         return self
+
+    @model_validator(mode="after")
+    def _callbacks_safe_in_production(self) -> Settings:
+        if self.environment == "production" and self.callback_allow_private_networks:
+            raise ValueError(
+                "CALLBACK_ALLOW_PRIVATE_NETWORKS is refused when ENVIRONMENT=production: "
+                "callbacks must never reach the service's own network (SSRF)"
+            )
+        return self
+
+    @property
+    def stripe_webhook_secrets(self) -> tuple[str, ...]:
+        """STRIPE_WEBHOOK_SECRET's secrets: any one verifies a webhook (rotation)."""
+        raw = self.stripe_webhook_secret.get_secret_value() if self.stripe_webhook_secret else ""
+        return tuple(s.strip() for s in raw.split(",") if s.strip())
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:

@@ -182,3 +182,42 @@ class NotDurable(ServiceUnavailable):
     def __init__(self, message: str | None = None, **kwargs: object) -> None:
         kwargs.setdefault("headers", {"Retry-After": "1"})
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+# --- payment lifecycle (issue 11): webhooks in, refunds, callbacks ---------------------------
+
+
+class WebhookSignatureInvalid(InvalidRequest):
+    """A Stripe webhook whose ``Stripe-Signature`` is missing, malformed, stale or made with
+    none of STRIPE_WEBHOOK_SECRET's secrets: nothing was recorded."""
+
+    default_code = "signature_invalid"
+    default_message = "The Stripe-Signature header does not verify this body."
+
+
+class Conflict(PaymentServiceError):
+    http_status = 409
+    default_code = "conflict"
+    default_message = "The request conflicts with the payment's state."
+
+
+class PaymentNotRefundable(Conflict):
+    default_code = "payment_not_refundable"
+    default_message = "Only a succeeded payment can be refunded."
+
+
+class RefundExceedsCharge(Conflict):
+    default_code = "refund_exceeds_charge"
+    default_message = "The refund would exceed what is left of the charge."
+
+
+class RefundNotFound(NotFound):
+    default_code = "refund_not_found"
+    default_message = "No such refund."
+
+
+class CallbackUrlRefused(InvalidRequest):
+    """A ``callback_url`` the SSRF rules refuse (scheme, host not allowed, private address)."""
+
+    default_code = "callback_url_invalid"
+    default_message = "callback_url is not an allowed callback endpoint."

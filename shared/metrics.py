@@ -84,6 +84,11 @@ class FleetCollector(Collector):
         self.queue_oldest_age = 0.0
         self.dead_letters = 0
         self.worker_heartbeat: float | None = None
+        # Issue 11: Stripe webhooks (``type|outcome``), moves after the first answer
+        # (``from|to``), callbacks (``outcome``).
+        self.webhooks: Mapping[bytes, bytes] = {}
+        self.transitions: Mapping[bytes, bytes] = {}
+        self.callbacks: Mapping[bytes, bytes] = {}
         # False when Redis did not answer the scrape: only payments_redis_up 0 is rendered (no
         # made-up zeros for the figures that live in Redis).
         self.redis_up = True
@@ -137,6 +142,35 @@ class FleetCollector(Collector):
         )  # fmt: skip
 
         yield from self._stripe_histograms()
+        yield from self._lifecycle()
+
+    def _lifecycle(self) -> Iterator[Any]:
+        webhooks = CounterMetricFamily(
+            "payments_stripe_webhooks",
+            "Stripe webhook events by type (handled ones; other for the rest) and outcome "
+            "(received, duplicate, ignored, applied, unchanged, not_ours, ...)",
+            labels=["type", "outcome"],
+        )
+        for field, count in sorted(self.webhooks.items()):
+            kind, _, outcome = field.decode().partition("|")
+            webhooks.add_metric([kind, outcome], int(count))
+        yield webhooks
+        transitions = CounterMetricFamily(
+            "payments_transitions",
+            "Payments moved after the charge path's first answer (3-D Secure, refunds, "
+            "disputes, late outcomes)",
+            labels=["from_status", "to_status"],
+        )
+        for field, count in sorted(self.transitions.items()):
+            was, _, now = field.decode().partition("|")
+            transitions.add_metric([was, now], int(count))
+        yield transitions
+        callbacks = CounterMetricFamily(
+            "payments_callbacks", "Callback deliveries by outcome", labels=["outcome"]
+        )
+        for field, count in sorted(self.callbacks.items()):
+            callbacks.add_metric([field.decode()], int(count))
+        yield callbacks
 
     def _stripe_histograms(self) -> Iterator[Any]:
         series: dict[tuple[str, str], dict[str, float]] = {}

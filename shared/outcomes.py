@@ -12,7 +12,7 @@ Three tables, read top to bottom:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from shared.errors import (
@@ -72,6 +72,10 @@ class ChargeOutcome:
     payment_intent_id: str
     charge_id: str | None
     next_action: str | None = None
+    # Our payment id, from the PaymentIntent's metadata (set on every one the service makes).
+    payment_id: str | None = None
+    # For the customer's front end while it must act (3-D Secure); kept out of logs and reprs.
+    client_secret: str | None = field(default=None, repr=False)
 
 
 def _transient(why: str) -> Callable[[StripeFailure], TransientStripeError]:
@@ -201,3 +205,23 @@ def not_charged(attempts: int) -> StripeUnavailable:
 def outcome_unknown() -> OutcomeUnknown:
     """Retries ran out and Stripe could not be asked whether an earlier attempt charged."""
     return OutcomeUnknown()
+
+
+# --- Stripe's webhook events (issue 11): the types the service acts on -----------------------
+# Each only names the object to fetch again (worker.stripe_events); its data is never trusted.
+INTENT_EVENTS = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.requires_action",
+        "payment_intent.processing",
+        "payment_intent.canceled",
+    }
+)
+CHARGE_EVENTS = frozenset({"charge.refunded", "charge.dispute.created"})
+HANDLED_EVENTS = INTENT_EVENTS | CHARGE_EVENTS
+
+
+def event_type_label(event_type: str) -> str:
+    """The metric label of an event type: handled ones by name, any other as ``other``."""
+    return event_type if event_type in HANDLED_EVENTS else "other"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 CHARGE_TASK = "payments.charge"
+STRIPE_EVENT_TASK = "payments.stripe_event"
 
 
 class Status(StrEnum):
@@ -29,10 +30,41 @@ class Status(StrEnum):
     # Stripe may or may not have charged it and could not be asked: the service keeps asking
     # (see worker.reconcile) and never tells the client "not charged" meanwhile.
     UNKNOWN = "unknown"
+    # After the charge: Stripe says so later (a refund of the whole amount, a dispute opened).
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
 
 
-# Final: the record will not change again (a replay answers the same).
-FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION})
+# Final for the charge path: past the charge, so a charge worker never attempts or overwrites
+# it (start_attempt, finish and the sweep refuse them). Some still move after the fact, only
+# through LIFECYCLE_TRANSITIONS, when Stripe reports what happened later.
+FINAL_STATUSES = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION, Status.REFUNDED, Status.DISPUTED}
+)
+
+# The one table of moves after the charge path's first answer: status -> where Stripe's later
+# word (a webhook, a re-check, a refund) may take it. Anything absent is refused, so an event
+# arriving late or out of order never moves a payment backwards. Scripts are passed the rows
+# they need (``allowed_from``); no status is spelled inside Lua.
+LIFECYCLE_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    # 3-D Secure completed (or the PaymentIntent canceled, authentication failed).
+    Status.REQUIRES_ACTION: frozenset({Status.SUCCEEDED, Status.FAILED}),
+    # The charge path could not learn the outcome: whatever Stripe reports is the truth.
+    Status.UNKNOWN: frozenset({Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION}),
+    Status.SUCCEEDED: frozenset({Status.REFUNDED, Status.DISPUTED}),
+    # Stripe says its PaymentIntent succeeded after all (the customer retried 3-D Secure with
+    # another card through Stripe.js): the customer was charged, so the record says so.
+    Status.FAILED: frozenset({Status.SUCCEEDED}),
+    Status.REFUNDED: frozenset({Status.DISPUTED}),
+    Status.DISPUTED: frozenset({Status.REFUNDED}),
+}
+
+
+def may_move_to(target: Status) -> list[str]:
+    """The statuses LIFECYCLE_TRANSITIONS lets move to ``target`` (a script's argument)."""
+    return sorted(s.value for s, targets in LIFECYCLE_TRANSITIONS.items() if target in targets)
+
+
 # Settled for now: a request waiting for the outcome is answered (unknown may still move).
 SETTLED_STATUSES = FINAL_STATUSES | {Status.UNKNOWN}
 
@@ -83,6 +115,22 @@ class PaymentRecord:
     # Set by a dead-letter replay: look for an earlier charge before making one.
     reconcile_first: bool = False
     reconcile_attempts: int = 0
+    # The client that made it (its name): the only one that sees it, besides admins.
+    client: str | None = None
+    # The PaymentIntent's client_secret while the customer must act (3-D Secure), for the
+    # merchant's front end (Stripe.js); never logged.
+    client_secret: str | None = field(default=None, repr=False)
+    # Refunds (minor units): what our succeeded refunds add up to, what Stripe last said the
+    # charge's amount_refunded is (dashboard refunds included), and what refunds in flight hold.
+    refunded_minor: int = 0
+    stripe_refunded_minor: int = 0
+    refund_reserved_minor: int = 0
+    callback_url: str | None = None
+
+    @property
+    def amount_refunded_minor(self) -> int:
+        """Refunded as far as anyone knows (Stripe's figure includes ours once it has it)."""
+        return max(self.refunded_minor, self.stripe_refunded_minor)
 
     @property
     def is_final(self) -> bool:
@@ -118,6 +166,12 @@ class PaymentRecord:
             first_attempt_at=int(h["first_attempt_at"]) if h.get("first_attempt_at") else None,
             reconcile_first=h.get("reconcile_first") == "1",
             reconcile_attempts=int(h.get("reconcile_attempts", 0)),
+            client=h.get("client") or None,
+            client_secret=h.get("client_secret") or None,
+            refunded_minor=int(h.get("refunded_minor", 0)),
+            stripe_refunded_minor=int(h.get("stripe_refunded_minor", 0)),
+            refund_reserved_minor=int(h.get("refund_reserved_minor", 0)),
+            callback_url=h.get("callback_url") or None,
         )
 
 

@@ -8,13 +8,19 @@ same idempotency key), which the worker retries with the same idempotency key.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import stripe
 
 from shared.config import Settings
-from shared.errors import CustomerNotFound, PaymentMethodMissing
+from shared.errors import (
+    CustomerNotFound,
+    InvalidRequest,
+    PaymentMethodMissing,
+    WebhookSignatureInvalid,
+)
 from shared.money import format_minor
 from shared.outcomes import (
     ChargeOutcome,
@@ -235,6 +241,94 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise translate_error(exc, customer=customer) from exc
 
+    # --- payment lifecycle (issue 11) -------------------------------------------------------
+
+    def retrieve_charge(self, *, charge_id: str) -> ChargeState:
+        """A charge as Stripe has it now (refunds, dispute), with our payment id."""
+        try:
+            charge = self._get(f"/v1/charges/{charge_id}", expand=["payment_intent"])
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return _charge_state(charge)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeState:
+    """What Stripe says of a charge after the fact."""
+
+    id: str
+    payment_intent: str | None
+    payment_id: str | None
+    amount_minor: int
+    amount_refunded_minor: int
+    disputed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StripeEventRef:
+    """A verified webhook event: which object it is about (its data is never trusted)."""
+
+    id: str
+    type: str
+    object_type: str
+    object_id: str
+    charge_id: str | None  # a dispute's charge
+
+
+def verify_stripe_event(
+    payload: bytes, signature: str | None, secrets: tuple[str, ...], *, tolerance: int = 300
+) -> StripeEventRef:
+    """The event in ``payload`` if ``signature`` (Stripe-Signature) verifies it with one of
+    ``secrets`` within ``tolerance`` seconds (the stripe library's own check); else
+    WebhookSignatureInvalid."""
+    if not secrets:
+        raise WebhookSignatureInvalid("No STRIPE_WEBHOOK_SECRET is configured: nothing verifies.")
+    if not signature:
+        raise WebhookSignatureInvalid("The Stripe-Signature header is missing.")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookSignatureInvalid("The body is not UTF-8.") from None
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, signature, secret, tolerance)
+            break
+        except stripe.SignatureVerificationError:
+            continue
+    else:
+        raise WebhookSignatureInvalid(
+            "The Stripe-Signature header is malformed, stale or made with another secret."
+        )
+    try:
+        event = json.loads(text)
+        obj = event["data"]["object"]
+        return StripeEventRef(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            object_type=str(obj.get("object", "")),
+            object_id=str(obj["id"]),
+            charge_id=_id_of(obj.get("charge")) if obj.get("object") == "dispute" else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InvalidRequest(
+            "The signed body is not a Stripe event.", code="event_invalid"
+        ) from None
+
+
+def _charge_state(charge: dict[str, Any]) -> ChargeState:
+    intent = charge.get("payment_intent")
+    payment_id = _field(charge.get("metadata"), "payment_id") or (
+        _field(_field(intent, "metadata"), "payment_id") if isinstance(intent, dict) else None
+    )
+    return ChargeState(
+        id=str(charge["id"]),
+        payment_intent=_id_of(intent),
+        payment_id=payment_id,
+        amount_minor=int(charge["amount"]),
+        amount_refunded_minor=int(charge.get("amount_refunded") or 0),
+        disputed=bool(charge.get("disputed")),
+    )
+
 
 def _outcome(intent: dict[str, Any]) -> ChargeOutcome:
     next_action = intent.get("next_action")
@@ -243,6 +337,8 @@ def _outcome(intent: dict[str, Any]) -> ChargeOutcome:
         payment_intent_id=str(intent["id"]),
         charge_id=_id_of(intent.get("latest_charge")),
         next_action=str(_field(next_action, "type")) if next_action else None,
+        payment_id=_field(intent.get("metadata"), "payment_id"),
+        client_secret=intent.get("client_secret") if next_action else None,
     )
 
 
@@ -269,8 +365,11 @@ __all__ = [
     "STRIPE_API_VERSION",
     "ChargeOutcome",
     "ChargePage",
+    "ChargeState",
     "ChargeSummary",
+    "StripeEventRef",
     "StripeGateway",
     "TransientStripeError",
     "translate_error",
+    "verify_stripe_event",
 ]

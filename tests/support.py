@@ -160,3 +160,31 @@ def final(api: httpx.Client, payment_id: str, timeout: float = 180) -> dict[str,
 def json_lines(text: str) -> list[dict[str, Any]]:
     """The JSON lines of a process's log (Celery's start-up banner is not JSON)."""
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+# --- payment lifecycle (issue 11) ------------------------------------------------------------
+
+WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(8)
+
+
+def stripe_signature(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """A ``Stripe-Signature`` header as Stripe (and the emulator) makes it."""
+    import hashlib
+    import hmac
+
+    at = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), b"%d.%s" % (at, payload), hashlib.sha256).hexdigest()
+    return f"t={at},v1={digest}"
+
+
+def stripe_event(event_type: str, obj: dict[str, Any], event_id: str | None = None) -> bytes:
+    """A Stripe event's body about ``obj``."""
+    return json.dumps(
+        {
+            "id": event_id or "evt_" + secrets.token_hex(12),
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": obj},
+        }
+    ).encode()

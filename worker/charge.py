@@ -83,7 +83,9 @@ class ChargeProcessor:
         self._metrics = metrics
 
     def process(self, payment_id: str, *, delivery_tag: str | None = None) -> Done | RetryLater:
-        token = secrets.token_hex(8)
+        # The delivery's own tag: if Redis drops out mid-attempt, the same delivery starts
+        # again under the lease it already holds instead of waiting for it to expire.
+        token = delivery_tag or secrets.token_hex(8)
         started = self._store.start_attempt(payment_id, token=token)
         if started is BUSY:
             log.info("charge.leased_elsewhere", payment_id=payment_id)
@@ -199,6 +201,8 @@ class ChargeProcessor:
         bound.info("charge." + settled.status.value, payment_intent=intent.payment_intent_id)
         if intent.next_action or settled.status is Status.REQUIRES_ACTION:
             ids["next_action"] = intent.next_action or "use_stripe_sdk"
+            if intent.client_secret:  # for the merchant's front end (Stripe.js); never logged
+                ids["client_secret"] = intent.client_secret
         return finish(self._store, record.id, settled, ids)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:

@@ -78,6 +78,8 @@ def reconcile_unknown(
             ids = {"payment_intent": found.payment_intent_id, "charge": found.charge_id or ""}
             if found.next_action:
                 ids["next_action"] = found.next_action
+                if found.client_secret:
+                    ids["client_secret"] = found.client_secret
             log.info(
                 "reconcile.adopted",
                 payment_id=payment_id,

@@ -148,3 +148,7 @@ def _start_maintenance(**_: object) -> None:
 def _stop_maintenance(**_: object) -> None:
     for thread in _maintenance:
         thread.stop()
+
+
+# The tasks of a payment's life after its first answer (issue 11), on the same app.
+from worker import lifecycle_tasks  # noqa: E402, F401

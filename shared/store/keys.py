@@ -28,6 +28,21 @@ Key (type; TTL; written by):
 - ``payments:fence`` (counter; API and workers, only with REDIS_MIN_REPLICAS > 0): written
   just before a ``WAIT`` on the same connection, so the ``WAIT`` covers every earlier write,
   also when the step itself wrote nothing (a replay, an outcome already recorded).
+- ``payments:stripe_event:{event_id}`` (string, a Stripe webhook event seen; 3 days, Stripe's
+  retry horizon; API, in the script that enqueues the event's task).
+- ``payments:refund:{refund_id}`` (hash, a refund; RECORD_TTL_SECONDS; API on accept, workers)
+  and ``payments:refunds:{payment_id}`` (list of the payment's refund ids, oldest first; same
+  TTL; API). A refund's lease is ``payments:lock:{refund_id}``.
+- ``payments:refunds_unknown`` (sorted set of refunds whose outcome Stripe could not be asked
+  about, by next check; workers).
+- ``payments:metrics:transitions`` (hash ``from|to`` -> count: moves after the first answer;
+  workers), ``payments:metrics:webhooks`` (hash ``type|outcome`` -> count; API and workers),
+  ``payments:metrics:callbacks`` (hash ``outcome`` -> count; workers).
+- ``payments:callback_dead_letters`` (sorted set of callback event ids whose retries ran out,
+  by time; workers, replay) and ``payments:callback:{event_id}`` (hash: the event's payload,
+  endpoint and attempts; RECORD_TTL_SECONDS; written with the state change that made it).
+- ``{CALLBACK_QUEUE}`` (``callbacks``: list of callback task messages, pushed by the same
+  script that changes the state; workers consume it besides ``{QUEUE_NAME}``).
 - ``{QUEUE_NAME}`` (list of Celery protocol-2 messages, stamped ``enqueued_at``; API, sweep,
   replay, Celery retries) and kombu's ``unacked`` / ``unacked_index`` (delivered messages not
   yet acknowledged; kombu, and a waiting worker moves its own entry's time forward).
@@ -50,6 +65,16 @@ ACCEPTED_COUNT = "payments:metrics:accepted"
 OUTCOME_COUNTS = "payments:metrics:outcomes"
 STRIPE_CALL_STATS = "payments:metrics:stripe"
 DURABILITY_FENCE = "payments:fence"
+STRIPE_EVENT_PREFIX = "payments:stripe_event:"
+STRIPE_EVENT_TTL_SECONDS = 3 * 24 * 3600
+REFUND_PREFIX = "payments:refund:"
+REFUNDS_PREFIX = "payments:refunds:"
+REFUNDS_UNKNOWN = "payments:refunds_unknown"
+TRANSITION_COUNTS = "payments:metrics:transitions"
+WEBHOOK_COUNTS = "payments:metrics:webhooks"
+CALLBACK_COUNTS = "payments:metrics:callbacks"
+CALLBACK_PREFIX = "payments:callback:"
+CALLBACK_DEAD_LETTERS = "payments:callback_dead_letters"
 # kombu's Redis transport: delivered, unacknowledged messages (hash) and their delivery times.
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
@@ -67,3 +92,19 @@ def idempotency_key_slot(scoped_key: str) -> str:
     """Where a client's key was claimed before payment ids derived from it (read only, for
     retries of requests accepted by an older version; those slots expire within 24 h)."""
     return IDEMPOTENCY_PREFIX + hashlib.sha256(scoped_key.encode()).hexdigest()
+
+
+def stripe_event_key(event_id: str) -> str:
+    return STRIPE_EVENT_PREFIX + event_id
+
+
+def refund_key(refund_id: str) -> str:
+    return REFUND_PREFIX + refund_id
+
+
+def refunds_key(payment_id: str) -> str:
+    return REFUNDS_PREFIX + payment_id
+
+
+def callback_key(event_id: str) -> str:
+    return CALLBACK_PREFIX + event_id

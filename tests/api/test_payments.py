@@ -435,8 +435,9 @@ async def test_a_payment_is_answered_with_exactly_the_documented_fields(
     polled = await client.get(response.headers["location"])
 
     documented = app.openapi()["components"]["schemas"]["Payment"]["properties"]
-    # next_action and error appear only once the payment has them: never as nulls.
-    expected = set(documented) - {"next_action", "error"}
+    # next_action, error and client_secret appear only once the payment has them: never as
+    # nulls.
+    expected = set(documented) - {"next_action", "error", "client_secret"}
     for body in (response.json(), polled.json()):
         assert set(body) == expected
         assert body["object"] == "payment"

@@ -1,0 +1,88 @@
+"""``POST /webhooks/stripe``: Stripe's events in, answered fast.
+
+No client key (Stripe cannot send one; ``api.auth.OPEN_PATHS``): the ``Stripe-Signature``
+header is verified over the raw body first, with STRIPE_WEBHOOK_SECRET's secrets (rotation) and
+a 300 s tolerance, by the stripe library (``shared.stripe_gateway.verify_stripe_event``). A bad
+signature is a 400 and nothing is recorded. A verified event of a handled type is taken once
+per event id (kept 3 days, Stripe's retry horizon) and its task enqueued in the same Redis step;
+the answer is 200 whether it was new or a duplicate. Other types are answered 200 and counted,
+nothing enqueued. Redis down: 503, so that Stripe tries again. The task (``worker.stripe_events``)
+fetches the object again from Stripe: the event's own data is never trusted.
+"""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from api.errors import JSON
+from api.payments import read_json_body
+from api.schemas import error_responses
+from shared.celery_message import task_message
+from shared.config import Settings
+from shared.outcomes import HANDLED_EVENTS, event_type_label
+from shared.records import STRIPE_EVENT_TASK
+from shared.store.lifecycle import AsyncLifecycleStore
+from shared.stripe_gateway import verify_stripe_event
+
+router = APIRouter()
+log = structlog.get_logger(__name__)
+
+WEBHOOK_PATH = "/webhooks/stripe"
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+class WebhookReceived(BaseModel):
+    received: bool = Field(description="Always true on a 200: the event was taken.")
+    duplicate: bool = Field(description="The event id was seen before (nothing enqueued).")
+    ignored: bool = Field(description="A type the service does not act on (counted only).")
+
+
+def _store(request: Request) -> AsyncLifecycleStore:
+    state = request.app.state
+    store: AsyncLifecycleStore | None = getattr(state, "lifecycle_store", None)
+    if store is None:
+        store = AsyncLifecycleStore(state.redis, state.settings)
+        state.lifecycle_store = store
+    return store
+
+
+@router.post(
+    WEBHOOK_PATH,
+    response_model=WebhookReceived,
+    responses=error_responses(400, 413, 415, 503),
+)
+async def stripe_webhook(request: Request) -> Response:
+    """A Stripe event: verified over the raw body (``Stripe-Signature``), taken once, its
+    task enqueued. Needs no client key."""
+    settings: Settings = request.app.state.settings
+    body = await read_json_body(request, settings.max_body_bytes)
+    event = verify_stripe_event(
+        body,
+        request.headers.get("stripe-signature"),
+        settings.stripe_webhook_secrets,
+        tolerance=SIGNATURE_TOLERANCE_SECONDS,
+    )
+    store = _store(request)
+    label = event_type_label(event.type)
+    duplicate = ignored = False
+    if event.type in HANDLED_EVENTS:
+        message = task_message(
+            task_name=STRIPE_EVENT_TASK,
+            task_id=event.id,
+            args=(event.id, event.type, event.object_id, event.charge_id or ""),
+            queue=settings.queue_name,
+            headers={"request_id": request.state.request_id},
+        )
+        duplicate = not await store.take_stripe_event(
+            event_id=event.id, type_label=label, message=message
+        )
+    else:
+        ignored = True
+        await store.count_webhook(label, "ignored")
+    log.info("stripe_event.received", event_id=event.id, event_type=event.type,
+             duplicate=duplicate, ignored=ignored)  # fmt: skip
+    answer = WebhookReceived(received=True, duplicate=duplicate, ignored=ignored)
+    return Response(answer.model_dump_json(), status_code=200, media_type=JSON)

@@ -1,0 +1,30 @@
+-- stripe_refunds: what Stripe says the charge's amount_refunded is now (dashboard refunds and
+-- ours alike), from a charge.refunded event.
+-- KEYS: record, events channel, transition counts, callback queue.
+-- The figure only grows (an older event never lowers it). When refunds (ours as recorded, or
+-- Stripe's) reach the amount, the payment moves to a.to (refunded) if a.allowed_from allows,
+-- counted, with its callback pushed in the same step. -1: no record; 0: nothing new;
+-- 1: figure recorded; 2: figure recorded and the payment is now refunded.
+local a = cjson.decode(ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'status', 'amount_minor', 'refunded_minor',
+  'stripe_refunded_minor')
+local status = r[1]
+if not status then return -1 end
+if a.stripe_refunded <= tonumber(r[4] or '0') then return 0 end
+redis.call('HSET', KEYS[1], 'stripe_refunded_minor', a.stripe_refunded, 'updated_at', a.now_iso)
+local total = math.max(tonumber(r[3] or '0'), a.stripe_refunded)
+local moved = 1
+if total >= tonumber(r[2]) then
+  for _, from in ipairs(a.allowed_from) do
+    if from == status then moved = 2 end
+  end
+end
+if moved == 2 then
+  redis.call('HSET', KEYS[1], 'status', a.to)
+  redis.call('HINCRBY', KEYS[3], status .. '|' .. a.to, 1)
+  if a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+    redis.call('LPUSH', KEYS[4], a.callback)
+  end
+end
+redis.call('PUBLISH', KEYS[2], a.payment_id)
+return moved

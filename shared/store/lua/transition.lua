@@ -1,0 +1,34 @@
+-- transition: a move after the charge path's first answer (a webhook, a re-check, a refund).
+-- KEYS: record, events channel, pending index, unknown index, dead letters, transition counts,
+-- callback queue.
+-- The payment moves to a.to only from a status in a.allowed_from (the rows of the Python
+-- table LIFECYCLE_TRANSITIONS that lead to a.to): a.fields are written and a.clear removed,
+-- it leaves the charge path's indexes, the move is counted, waiters are told and, when the
+-- payment has a callback endpoint, its callback message (a.callback) is pushed in this same
+-- step, so no move goes without its callback and no callback without its move.
+-- 1: moved; 0: already there (nothing written); -1: no record; -2: a move the table refuses.
+local a = cjson.decode(ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if status == a.to then return 0 end
+local allowed = false
+for _, from in ipairs(a.allowed_from) do
+  if from == status then allowed = true end
+end
+if not allowed then return -2 end
+local fields = {'status', a.to, 'updated_at', a.now_iso}
+for name, value in pairs(a.fields) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
+redis.call('ZREM', KEYS[3], a.payment_id)
+redis.call('ZREM', KEYS[4], a.payment_id)
+redis.call('ZREM', KEYS[5], a.payment_id)
+redis.call('HINCRBY', KEYS[6], status .. '|' .. a.to, 1)
+if a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+  redis.call('LPUSH', KEYS[7], a.callback)
+end
+redis.call('PUBLISH', KEYS[2], a.payment_id)
+return 1

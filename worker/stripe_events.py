@@ -1,0 +1,133 @@
+"""Stripe's webhook events, applied: the logic behind the ``payments.stripe_event`` task.
+
+The rules (CONVENTIONS rule 16):
+1. An event is a hint, never the truth: its object is fetched again from Stripe (the
+   PaymentIntent, or the charge for refunds and disputes), so events arriving late, twice or
+   out of order all lead to what Stripe says now.
+2. The payment is ours only if the object carries our ``metadata.payment_id`` (the charge path
+   sets it on every PaymentIntent) and its record exists; anything else is ignored and counted.
+3. What Stripe says becomes a status through ``shared.outcomes`` (the one map) and is written
+   only as ``shared.records.LIFECYCLE_TRANSITIONS`` allows, in one script that also tells
+   waiters and enqueues the client's callback. A payment the charge path still owns (queued,
+   processing) is left to it: it learns the same from Stripe itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+import structlog
+
+from shared.errors import PaymentServiceError
+from shared.outcomes import (
+    INTENT_EVENTS,
+    ChargeOutcome,
+    TransientStripeError,
+    event_type_label,
+    settle,
+)
+from shared.records import Status
+from shared.store.lifecycle import LifecycleStore, Moved, Transition
+from shared.stripe_gateway import StripeGateway
+
+log = structlog.get_logger(__name__)
+
+# Fields the payment drops once the customer no longer has to act.
+ACTION_FIELDS = ("next_action", "client_secret")
+
+
+def intent_transition(intent: ChargeOutcome) -> Transition | None:
+    """Where a PaymentIntent's status takes the payment (None: still processing)."""
+    settled = settle(intent)
+    if settled.status is Status.PROCESSING:
+        return None
+    fields = {"payment_intent": intent.payment_intent_id}
+    if intent.charge_id:
+        fields["charge"] = intent.charge_id
+    clear: tuple[str, ...] = ()
+    if settled.status is Status.REQUIRES_ACTION:
+        fields["next_action"] = intent.next_action or "use_stripe_sdk"
+        if intent.client_secret:
+            fields["client_secret"] = intent.client_secret
+    else:
+        clear = ACTION_FIELDS
+    if settled.error is not None:
+        fields["error"] = orjson.dumps(settled.error.to_dict()).decode()
+        fields["error_status"] = str(settled.error.status_code)
+    else:
+        clear = (*clear, "error", "error_status")
+    return Transition(settled.status, fields, clear)
+
+
+class StripeEventProcessor:
+    def __init__(
+        self,
+        store: LifecycleStore,
+        gateway: StripeGateway,
+        callback_for: Callable[[str, Status], bytes] | None = None,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        # The callback task message for a move (see worker.callbacks); none without one.
+        self._callback_for = callback_for or (lambda payment_id, status: b"")
+
+    def process(self, event_id: str, event_type: str, object_id: str, charge_id: str) -> str:
+        """Apply one event; returns what happened (the metric's outcome). Raises
+        TransientStripeError when Stripe could not be asked (the task retries)."""
+        bound = log.bind(event_id=event_id, event_type=event_type)
+        try:
+            outcome = self._apply(event_type, object_id, charge_id)
+        except TransientStripeError:
+            raise
+        except PaymentServiceError as exc:
+            # Stripe has no such object (any more), or refused the lookup: not ours to apply.
+            bound.info("stripe_event.unresolved", code=exc.code)
+            outcome = "unresolved"
+        bound.info("stripe_event.done", outcome=outcome)
+        self._store.count_webhook(event_type_label(event_type), outcome)
+        return outcome
+
+    def _apply(self, event_type: str, object_id: str, charge_id: str) -> str:
+        if event_type in INTENT_EVENTS:
+            intent = self._gateway.retrieve_payment_intent(payment_intent_id=object_id)
+            move = intent_transition(intent)
+            return self._move(intent.payment_id, move)
+        if event_type == "charge.refunded":
+            charge = self._gateway.retrieve_charge(charge_id=object_id)
+            return self._refunded(charge.payment_id, charge.amount_refunded_minor)
+        if event_type == "charge.dispute.created":
+            charge = self._gateway.retrieve_charge(charge_id=charge_id or object_id)
+            if not charge.disputed:
+                return "unchanged"  # Stripe no longer says so (closed, or not this charge)
+            return self._move(charge.payment_id, Transition(Status.DISPUTED, {}))
+        return "ignored"
+
+    def _move(self, payment_id: str | None, move: Transition | None) -> str:
+        if payment_id is None:
+            return "not_ours"
+        if move is None:
+            return "unchanged"
+        record = self._store.get(payment_id)
+        if record is None:
+            return "not_ours"
+        if record.status in (Status.QUEUED, Status.PROCESSING):
+            return "charge_in_flight"  # the charge path learns it from Stripe itself
+        moved = self._store.transition(
+            payment_id, move, callback=self._callback_for(payment_id, move.to)
+        )
+        if moved is Moved.MOVED:
+            log.info("payment.moved", payment_id=payment_id, status=move.to.value,
+                     was=record.status.value)  # fmt: skip
+        return {Moved.MOVED: "applied", Moved.UNCHANGED: "unchanged",
+                Moved.GONE: "not_ours", Moved.REFUSED: "refused"}[moved]  # fmt: skip
+
+    def _refunded(self, payment_id: str | None, stripe_refunded_minor: int) -> str:
+        """Refunds Stripe knows of (ours and the dashboard's): see worker.refunds."""
+        if payment_id is None or self._store.get(payment_id) is None:
+            return "not_ours"
+        from worker.refunds import apply_stripe_refunded
+
+        return apply_stripe_refunded(
+            self._store, payment_id, stripe_refunded_minor, self._callback_for
+        )
