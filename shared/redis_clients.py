@@ -11,7 +11,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared.config import Settings
-from shared.redis_url import Broker, async_master, broker, parse_sentinel_url, sync_master
+from shared.redis_url import (
+    Broker,
+    async_master,
+    broker,
+    parse_sentinel_url,
+    primary_connection_class,
+    sync_master,
+)
 
 # One immediate retry covers a pooled connection that died with a Redis restart; more would
 # turn "Redis is down" into a long hang instead of a prompt 503.
@@ -36,7 +43,11 @@ def async_redis(settings: Settings, *, for_pubsub: bool = False) -> redis.asynci
     target = parse_sentinel_url(settings.redis_url)
     if target is not None:
         return async_master(target, _sentinel_password(settings), **options)
-    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
+    client = redis.asyncio.Redis.from_url(settings.redis_url, **options)
+    connection_class = primary_connection_class(settings.redis_url, asynchronous=True)
+    if connection_class is not None:  # READONLY from a demoted primary: reconnect, retry once
+        client.connection_pool.connection_class = connection_class  # (from_url keeps rediss')
+    return client
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
@@ -48,7 +59,11 @@ def sync_redis(settings: Settings) -> redis.Redis:
     target = parse_sentinel_url(settings.redis_url)
     if target is not None:
         return sync_master(target, _sentinel_password(settings), **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    client = redis.Redis.from_url(settings.redis_url, **options)
+    connection_class = primary_connection_class(settings.redis_url, asynchronous=False)
+    if connection_class is not None:
+        client.connection_pool.connection_class = connection_class
+    return client
 
 
 def celery_broker(settings: Settings) -> Broker:

@@ -25,8 +25,12 @@ from urllib.parse import parse_qs, quote, unquote
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 import redis.asyncio.sentinel
+import redis.connection
 import redis.sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 DEFAULT_SENTINEL_PORT = 26379
@@ -228,3 +232,58 @@ def broker(url: str, sentinel_password: str | None, socket_timeout: float) -> Br
         if target.ssl_ca_certs:
             use_ssl["ssl_ca_certs"] = target.ssl_ca_certs
     return Broker(urls, "worker.transport:SentinelTransport", options, use_ssl)
+
+
+# --- a plain URL's primary moved (ElastiCache's primary endpoint, a DNS name, follows a
+# failover): a connection still open to the demoted node gets READONLY on every write. As
+# redis-py's Sentinel connections do, such a connection is closed and the error becomes a
+# connection error, which the client's one retry (and kombu's reconnect) meets with a new
+# connection, to wherever the name now points.
+READONLY_MESSAGE = "READONLY: this Redis is a replica now (failover); reconnecting to the primary"
+
+
+class PrimaryConnection(redis.connection.Connection):
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except ReadOnlyError as exc:
+            self.disconnect()  # type: ignore[no-untyped-call]
+            raise RedisConnectionError(READONLY_MESSAGE) from exc
+
+
+class PrimarySSLConnection(redis.connection.SSLConnection):
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except ReadOnlyError as exc:
+            self.disconnect()  # type: ignore[no-untyped-call]
+            raise RedisConnectionError(READONLY_MESSAGE) from exc
+
+
+class AsyncPrimaryConnection(redis.asyncio.connection.Connection):
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ReadOnlyError as exc:
+            await self.disconnect()
+            raise RedisConnectionError(READONLY_MESSAGE) from exc
+
+
+class AsyncPrimarySSLConnection(redis.asyncio.connection.SSLConnection):
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ReadOnlyError as exc:
+            await self.disconnect()
+            raise RedisConnectionError(READONLY_MESSAGE) from exc
+
+
+def primary_connection_class(url: str, *, asynchronous: bool) -> type[Any] | None:
+    """The connection class for a plain ``redis://`` or ``rediss://`` URL (None: keep
+    redis-py's own, e.g. for a unix socket)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "redis":
+        return AsyncPrimaryConnection if asynchronous else PrimaryConnection
+    if scheme == "rediss":
+        return AsyncPrimarySSLConnection if asynchronous else PrimarySSLConnection
+    return None

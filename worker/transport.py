@@ -23,11 +23,16 @@ from typing import Any
 import structlog
 from kombu.transport import redis
 
+from shared.redis_url import PrimaryConnection, PrimarySSLConnection
+
 log = structlog.get_logger(__name__)
 
 
 class Channel(redis.Channel):
     do_restore = False
+    # A demoted primary's READONLY is a connection error: kombu reconnects (issue 13).
+    connection_class: Any = PrimaryConnection
+    connection_class_ssl: Any = PrimarySSLConnection
 
     @cached_property
     def _shared_client(self) -> Any:
@@ -61,7 +66,9 @@ class Transport(redis.Transport):
 # the broker through kombu's Sentinel transport, with the same fixes: our Channel's methods come
 # first, kombu's SentinelChannel then finds the primary (and finds it again after a failover).
 class SentinelChannel(Channel, redis.SentinelChannel):
-    pass
+    # The Sentinel's connections (they ask for the primary, and READONLY reconnects already).
+    connection_class: Any = redis.SentinelChannel.connection_class
+    connection_class_ssl: Any = redis.SentinelChannel.connection_class_ssl
 
 
 class SentinelTransport(redis.SentinelTransport):

@@ -204,7 +204,7 @@ def fields() -> dict[str, str]:
 
 
 async def test_an_accept_waits_for_the_replicas_on_its_own_connection() -> None:
-    client = StubClient([1], script_answer=[1])
+    client = StubClient([1], script_answer=[1, -1])
     settings = Settings(environment="test", redis_min_replicas=1, redis_wait_timeout_ms=250)
     store = AsyncPaymentStore(client, settings)  # type: ignore[arg-type]
 
@@ -271,3 +271,70 @@ def test_a_workers_outcome_is_written_again_until_replicated(
     assert done is True  # the first write was this call's, though replicated later
     assert log == ["FINISH", "INCR", "WAIT", "sleep 0.1", "FINISH", "INCR", "WAIT", "sleep 0.2",
                    "FINISH", "INCR", "WAIT"]  # fmt: skip
+
+
+# --- a plain URL's demoted primary (ElastiCache's endpoint moved by DNS) ------------------
+
+
+def test_readonly_from_a_demoted_primary_reconnects_instead_of_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis.connection
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ReadOnlyError
+
+    from shared.redis_url import PrimaryConnection, PrimarySSLConnection
+
+    closed: list[str] = []
+
+    def readonly(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError("You can't write against a read only replica.")
+
+    monkeypatch.setattr(redis.connection.Connection, "read_response", readonly)
+    for cls in (PrimaryConnection, PrimarySSLConnection):
+        connection = cls()
+        name = cls.__name__
+        monkeypatch.setattr(connection, "disconnect", lambda *a, n=name: closed.append(n))
+        with pytest.raises(RedisConnectionError, match="READONLY"):
+            connection.read_response()
+    assert closed == ["PrimaryConnection", "PrimarySSLConnection"]
+
+    plain = sync_redis(Settings(environment="test", redis_url="redis://h:6379/0"))
+    assert plain.connection_pool.connection_class is PrimaryConnection
+    tls = async_redis(Settings(environment="test", redis_url="rediss://h:6379/0"))
+    assert tls.connection_pool.connection_class.__name__ == "AsyncPrimarySSLConnection"
+    unix = sync_redis(Settings(environment="test", redis_url="unix:///tmp/r.sock"))
+    assert unix.connection_pool.connection_class is redis.connection.UnixDomainSocketConnection
+
+
+async def test_the_async_twin_reconnects_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis.asyncio.connection
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ReadOnlyError
+
+    from shared.redis_url import AsyncPrimaryConnection
+
+    closed: list[bool] = []
+
+    async def readonly(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError("You can't write against a read only replica.")
+
+    async def disconnect(*args: Any) -> None:
+        closed.append(True)
+
+    monkeypatch.setattr(redis.asyncio.connection.Connection, "read_response", readonly)
+    connection = AsyncPrimaryConnection()
+    monkeypatch.setattr(connection, "disconnect", disconnect)
+    with pytest.raises(RedisConnectionError, match="READONLY"):
+        await connection.read_response()
+    assert closed == [True]
+
+
+def test_the_broker_reconnects_on_readonly_and_the_sentinel_one_keeps_its_connections() -> None:
+    from kombu.transport import redis as kombu_redis
+
+    from shared.redis_url import PrimaryConnection
+    from worker.transport import Channel, SentinelChannel
+
+    assert Channel.connection_class is PrimaryConnection
+    assert SentinelChannel.connection_class is kombu_redis.SentinelChannel.connection_class
