@@ -1,13 +1,13 @@
 """Request context and client authentication: ``Authorization: Bearer <key>`` on every route
 but the health checks.
 
-``API_KEYS`` holds keys or their ``sha256:<hex>`` digests (so a deployment need not hold the keys
-themselves). A presented key is hashed, its digest looked up in a dict of the configured ones,
-and the entry found (or a dummy when none is) compared once more in constant time: one SHA-256
-and one comparison per request, however many keys are configured. The lookup is keyed on the
-digest of the presented key, which an attacker cannot steer, so its timing tells nothing about
-any configured key. The key's identity (a digest prefix, never the key) scopes idempotency keys
-and goes into logs. Also bounds the total size of request headers (431), before any route runs.
+Clients and their key digests come from ``API_KEYS`` and ``API_CLIENTS`` (shared/clients.py).
+A presented key is hashed, its digest looked up in a dict of the configured ones, and the entry
+found (or a dummy when none is) compared once more in constant time: one SHA-256 and one
+comparison per request, however many keys are configured. The lookup is keyed on the digest of
+the presented key, which an attacker cannot steer, so its timing tells nothing about any
+configured key. The client's name (never the key) scopes idempotency keys, owns payments and goes
+into logs. Also bounds the total size of request headers (431), before any route runs.
 """
 
 from __future__ import annotations
@@ -20,12 +20,18 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.clients import ANONYMOUS, Client, KeyEntry, Registry, legacy_name
+from shared.clients import load as load_clients
 from shared.config import Settings
 from shared.errors import AuthenticationFailed, PaymentServiceError
 
 log = structlog.get_logger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/webhooks/stripe"})  # webhooks: signed, no key
+# No client key: the health checks; the API's description and Swagger UI (shapes only, no data;
+# the UI's Authorize button then sends the key on every call); Stripe's webhooks (signed).
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/webhooks/stripe"}
+)
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -34,15 +40,8 @@ def key_digest(key: str) -> str:
 
 
 def key_identity(digest: str) -> str:
-    """How a client key shows up in logs and in idempotency scopes."""
-    return "key_" + digest[:12]
-
-
-def configured_digests(settings: Settings) -> tuple[str, ...]:
-    return tuple(
-        entry.removeprefix("sha256:").lower() if entry.startswith("sha256:") else key_digest(entry)
-        for entry in settings.client_keys
-    )
+    """How an API_KEYS entry shows up in logs and in idempotency scopes."""
+    return legacy_name(bytes.fromhex(digest))
 
 
 class RequestContextMiddleware:
@@ -50,14 +49,11 @@ class RequestContextMiddleware:
     absent, returned on the answer, bound into every log line and passed into the task), and
     the client's key (401 unless the route is a health check)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, registry: Registry | None = None) -> None:
         self.app = app
-        self.digests = configured_digests(settings)
-        # digest bytes -> (the same bytes, to compare with; the key's identity)
-        self._by_digest: dict[bytes, tuple[bytes, str]] = {
-            bytes.fromhex(d): (bytes.fromhex(d), key_identity(d)) for d in self.digests
-        }
-        if not self.digests:
+        self.registry = registry if registry is not None else load_clients(settings)
+        self._by_digest: dict[bytes, KeyEntry] = self.registry.entries
+        if not self.registry:
             log.warning(
                 "auth.disabled", reason="API_KEYS is empty", environment=settings.environment
             )
@@ -87,17 +83,19 @@ class RequestContextMiddleware:
                 request_id,
             )
             return
-        identity = "anonymous"
-        if self.digests and scope["path"] not in OPEN_PATHS:
+        principal = ANONYMOUS
+        if self.registry and scope["path"] not in OPEN_PATHS:
             found = self._identify(authorization)
             if found is None:
                 await _reject(
                     send, AuthenticationFailed(), request_id, {"www-authenticate": "Bearer"}
                 )
                 return
-            identity = found
+            principal = found
+        identity = principal.name
         state = scope.setdefault("state", {})
         state["client"] = identity
+        state["principal"] = principal
         state["request_id"] = request_id
         raw_id = request_id.encode()
 
@@ -114,21 +112,25 @@ class RequestContextMiddleware:
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
-    def _identify(self, authorization: bytes) -> str | None:
+    def _identify(self, authorization: bytes) -> Client | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
         presented = hashlib.sha256(token.encode()).digest()
-        expected, identity = self._by_digest.get(presented, _NO_MATCH)
+        entry = self._by_digest.get(presented, _NO_MATCH)
         # One constant-time comparison, against the entry found or a dummy: the same work
         # whether the key is known or not, and whichever key it is.
-        if hmac.compare_digest(presented, expected) and identity:
-            return identity
+        if hmac.compare_digest(presented, entry.digest) and entry is not _NO_MATCH:
+            if entry.expired():
+                log.info("auth.key_expired", client=entry.client.name)
+                return None
+            return entry.client
         return None
 
 
-_NO_MATCH = (bytes(32), "")  # no SHA-256 digest to match: a digest of all zeros is not one
+# No SHA-256 digest to match: a digest of all zeros is not one.
+_NO_MATCH = KeyEntry(bytes(32), ANONYMOUS)
 
 
 def _request_id(given: bytes) -> str:

@@ -10,11 +10,12 @@ from typing import cast
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from api import errors, health, metrics, openapi, payments, webhooks
+from api import admin, errors, health, metrics, openapi, payments, webhooks
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
+from shared.clients import load as load_clients
 from shared.config import Settings, get_settings
 from shared.log_config import configure_logging
 from shared.metrics import ApiMetrics
@@ -25,8 +26,11 @@ from shared.stripe_gateway import StripeGateway
 def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
-    if settings.environment == "production" and not settings.client_keys:
-        raise RuntimeError("API_KEYS is required when ENVIRONMENT=production: no open payment API")
+    clients = load_clients(settings)
+    if settings.environment == "production" and not clients:
+        raise RuntimeError(
+            "API_KEYS or API_CLIENTS is required when ENVIRONMENT=production: no open payment API"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,7 +44,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         scripts: Redis = client
         if settings.accept_group_commit:
             scripts = cast(Redis, GroupedScriptsClient(client))
-        app.state.service = PaymentService(scripts, settings)
+        app.state.service = PaymentService(scripts, settings, clients=len(clients.clients))
         # --- end of the group commit hook
         app.state.gateway = StripeGateway(settings)
         app.state.waiter = PaymentWaiter(events)
@@ -63,11 +67,12 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         summary="Queue-backed asynchronous payments: accept fast, charge Stripe in workers.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, settings=settings)
+    app.add_middleware(RequestContextMiddleware, settings=settings, registry=clients)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
     app.include_router(metrics.router)
+    app.include_router(admin.router)
     app.include_router(webhooks.router, tags=["webhooks"])
     openapi.install(app, settings)
     return app

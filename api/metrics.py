@@ -34,6 +34,7 @@ from shared.metrics import (
 )
 from shared.store.keys import (
     CALLBACK_COUNTS,
+    CLIENT_COUNTS,
     DEAD_LETTERS,
     TRANSITION_COUNTS,
     UNACKED,
@@ -83,9 +84,10 @@ async def _read_fleet(redis: Redis, queue: str, fleet: FleetCollector) -> None:
         pipe.hgetall(WEBHOOK_COUNTS)
         pipe.hgetall(TRANSITION_COUNTS)
         pipe.hgetall(CALLBACK_COUNTS)
+        pipe.hgetall(CLIENT_COUNTS)
         results = await pipe.execute()
     outcomes, stripe_calls, accepted, ready, reserved, dead, heartbeat, head = results[:8]
-    fleet.webhooks, fleet.transitions, fleet.callbacks = results[8:11]
+    fleet.webhooks, fleet.transitions, fleet.callbacks, fleet.clients = results[8:]
     fleet.outcomes, fleet.stripe = outcomes, stripe_calls
     fleet.accepted, fleet.dead_letters = int(accepted or 0), dead
     fleet.queue_depth, fleet.queue_reserved = ready + reserved, reserved

@@ -30,6 +30,7 @@ from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.config import Settings
 from shared.errors import (
+    CustomerNotFound,
     InvalidRequest,
     PayloadTooLarge,
     PaymentNotFound,
@@ -146,6 +147,7 @@ async def create_payment(request: Request) -> Response:
         idempotency_key=idempotency_key,
         client=request.state.client,
         headers={"request_id": request.state.request_id},
+        principal=getattr(request.state, "principal", None),
     )
     record = accepted.record
     state.metrics.accept_seconds.observe(time.perf_counter() - started)
@@ -160,7 +162,9 @@ async def create_payment(request: Request) -> Response:
     if wait and not record.is_settled:
         waiter: PaymentWaiter = state.waiter
         record = await waiter.wait(record.id, wait, lambda: service.get(record.id))
-    return payment_answer(record, replayed=accepted.replayed)
+    answer = payment_answer(record, replayed=accepted.replayed)
+    answer.headers.update(accepted.rate_limit_headers)
+    return answer
 
 
 @router.get(
@@ -173,10 +177,12 @@ async def get_payment(request: Request, payment_id: str, service: ServiceDep) ->
     requires_action, ``next_action`` and (for the client that made it) ``client_secret``."""
     if not _PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
-    record = await service.get(payment_id)
+    principal = getattr(request.state, "principal", None)
+    rate_headers = await service.take_token(principal)
+    record = await service.get_for(payment_id, principal)
     client = request.state.client
     viewer = str(getattr(client, "name", client))  # a client's name, or its key identity
-    return model_response(200, payment_view(record, viewer=viewer))
+    return model_response(200, payment_view(record, viewer=viewer), rate_headers)
 
 
 @router.get(
@@ -197,9 +203,15 @@ async def list_customer_payments(
 
     if not _CUSTOMER_ID.fullmatch(customer_id):
         raise validation_error([{"loc": ("path", "customer_id"), "type": "string_pattern"}])
+    service: PaymentService = request.app.state.service
+    principal = getattr(request.state, "principal", None)
+    rate_headers = await service.take_token(principal)
+    if not await service.may_list(principal, customer_id):
+        # The same answer as for a customer Stripe does not know: nothing to probe.
+        raise CustomerNotFound(f"No such customer: {customer_id}", param="customer_id")
     limiter = ListLimiter.of(request.app.state, request.app.state.settings)
     async with limiter.slot():
         page = await gateway.list_charges(
             customer=customer_id, limit=limit, starting_after=starting_after
         )
-        return model_response(200, customer_payments_view(page))
+        return model_response(200, customer_payments_view(page), rate_headers)

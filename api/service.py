@@ -9,11 +9,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from api.schemas import PaymentRequest
+from shared.clients import ANONYMOUS, Client
 from shared.config import Settings
 from shared.errors import (
     IdempotencyKeyMismatch,
     InvalidRequest,
     PaymentNotFound,
+    RateLimited,
     ServiceUnavailable,
 )
 from shared.money import AmountError, parse_amount
@@ -24,18 +26,36 @@ from shared.records import (
     request_fingerprint,
 )
 from shared.store import AsyncPaymentStore
+from shared.store.payments import ClientLimits
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     record: PaymentRecord
     replayed: bool
+    rate_limit_headers: dict[str, str]
 
 
 class PaymentService:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, clients: int = 1) -> None:
         self._store = AsyncPaymentStore(redis, settings)
+        self._settings = settings
         self._secret = settings.payment_id_key
+        # Without a share of its own, each client may hold an equal part of the backlog bound.
+        self._equal_share = 1 / max(1, clients)
+
+    def limits(self, principal: Client) -> ClientLimits:
+        """The request rate and backlog share a client may use (its own, else the defaults)."""
+        settings = self._settings
+        rate = settings.client_max_rps if principal.max_rps is None else principal.max_rps
+        burst = settings.client_burst if principal.burst is None else principal.burst
+        share = principal.backlog_share or self._equal_share
+        return ClientLimits(
+            name=principal.name,
+            max_rps=rate,
+            burst=max(1, burst),
+            max_backlog=max(1, int(settings.queue_max_backlog * share)),
+        )
 
     async def accept(
         self,
@@ -44,6 +64,7 @@ class PaymentService:
         idempotency_key: str,
         client: str,
         headers: dict[str, Any],
+        principal: Client | None = None,
     ) -> Accepted:
         try:
             money = parse_amount(request.amount, request.currency)
@@ -67,25 +88,90 @@ class PaymentService:
             payment_method=request.payment_method,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
+            client=client,
         )
-        fields["client"] = client  # only this client is shown the 3-D Secure client_secret
+        limits = self.limits(principal or ANONYMOUS)
         claimed = await self._store.claim_and_enqueue(
-            fields=fields, headers=headers, scoped_key=f"{client}:{idempotency_key}"
+            fields=fields,
+            headers=headers,
+            scoped_key=f"{client}:{idempotency_key}",
+            limits=limits,
         )
-        if claimed.record is None:
+        rate_headers = _rate_limit_headers(limits, claimed.tokens_left, claimed.retry_after_ms)
+        if claimed.refusal == "rate_limited":
+            raise _rate_limited(limits, rate_headers)
+        if claimed.refusal == "client_backlog_full":
+            raise ServiceUnavailable(
+                "This client already has its whole share of the payments waiting to be "
+                f"charged ({limits.max_backlog}); retry shortly.",
+                code="queue_full",
+                headers={"Retry-After": "5", **rate_headers},
+            )
+        if claimed.record is None:  # the queue as a whole is full
             raise ServiceUnavailable(
                 "Too many payments are waiting to be charged; retry shortly.",
                 code="queue_full",
                 headers={"Retry-After": "5"},
             )
         if claimed.created:
-            return Accepted(claimed.record, replayed=False)
+            return Accepted(claimed.record, replayed=False, rate_limit_headers=rate_headers)
         if claimed.record.key_fingerprint != fingerprint:
             raise IdempotencyKeyMismatch(param="Idempotency-Key", payment_id=claimed.record.id)
-        return Accepted(claimed.record, replayed=True)
+        return Accepted(claimed.record, replayed=True, rate_limit_headers=rate_headers)
+
+    async def take_token(self, principal: Client | None) -> dict[str, str]:
+        """A read from the client's request budget: its RateLimit headers, or 429."""
+        limits = self.limits(principal or ANONYMOUS)
+        taken = await self._store.take_token(limits)
+        headers = _rate_limit_headers(limits, taken.tokens_left, taken.retry_after_ms)
+        if taken.refusal == "rate_limited":
+            raise _rate_limited(limits, headers)
+        return headers
+
+    async def get_for(self, payment_id: str, principal: Client | None) -> PaymentRecord:
+        """A payment as its client (or an admin) sees it; anyone else gets the same 404 as for
+        a payment that does not exist, so ids cannot be probed."""
+        record = await self.get(payment_id)
+        if not visible_to(record, principal or ANONYMOUS):
+            raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
+        return record
+
+    async def may_list(self, principal: Client | None, customer: str) -> bool:
+        """A client lists the charges of customers it has paid, unless it may list all."""
+        who = principal or ANONYMOUS
+        return who.may("customers:all") or await self._store.has_paid(who.name, customer)
 
     async def get(self, payment_id: str) -> PaymentRecord:
         record = await self._store.get(payment_id)
         if record is None:
             raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
         return record
+
+
+def visible_to(record: PaymentRecord, principal: Client) -> bool:
+    """Its own client and admins see a payment; a record older than client ownership (it has
+    no client) stays visible to any authenticated client until it expires."""
+    return principal.is_admin or record.client is None or record.client == principal.name
+
+
+def _rate_limited(limits: ClientLimits, headers: dict[str, str]) -> RateLimited:
+    reset = headers["RateLimit"].rsplit("t=", 1)[1]
+    return RateLimited(
+        f"Too many requests from this client: at most {limits.max_rps:g} a second (bursts of "
+        f"{limits.burst}); retry after {reset} s.",
+        headers={"Retry-After": reset, **headers},
+    )
+
+
+def _rate_limit_headers(limits: ClientLimits, tokens_left: int, retry_ms: int) -> dict[str, str]:
+    """The IETF draft's RateLimit-Policy and RateLimit fields for a token bucket: a quota of
+    ``burst`` requests over the seconds the bucket takes to fill again."""
+    if limits.max_rps <= 0:
+        return {}
+    window = max(1, round(limits.burst / limits.max_rps))
+    reset = max(1, -(-retry_ms // 1000)) if retry_ms else 0
+    left = max(0, tokens_left)
+    return {
+        "RateLimit-Policy": f'"client";q={limits.burst};w={window}',
+        "RateLimit": f'"client";r={left};t={reset}',
+    }

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
 
     # Client keys (comma-separated); enforced by the authentication layer.
     api_keys: SecretStr | None = None
+    # Named clients with scopes and limits (JSON; see shared/clients.py).
+    api_clients: SecretStr | None = None
+    # Per-client request rate (token bucket in Redis); a client's own max_rps/burst override.
+    # 0 disables. Over it: 429 rate_limited with Retry-After and RateLimit headers.
+    client_max_rps: float = Field(default=200.0, ge=0)
+    client_burst: int = Field(default=400, ge=1)
     # Flower's user:password (Flower reads it itself); here only to refuse a placeholder.
     flower_basic_auth: SecretStr | None = None
 

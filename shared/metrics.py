@@ -89,6 +89,8 @@ class FleetCollector(Collector):
         self.webhooks: Mapping[bytes, bytes] = {}
         self.transitions: Mapping[bytes, bytes] = {}
         self.callbacks: Mapping[bytes, bytes] = {}
+        # Issue 12: per client, ``client|accepted``, ``client|limited``, ``client|backlog_full``.
+        self.clients: Mapping[bytes, bytes] = {}
         # False when Redis did not answer the scrape: only payments_redis_up 0 is rendered (no
         # made-up zeros for the figures that live in Redis).
         self.redis_up = True
@@ -171,6 +173,17 @@ class FleetCollector(Collector):
         for field, count in sorted(self.callbacks.items()):
             callbacks.add_metric([field.decode()], int(count))
         yield callbacks
+
+        clients = CounterMetricFamily(
+            "payments_client_requests",
+            "Per client: payments accepted, requests over its rate (limited), refused for its "
+            "share of the backlog (backlog_full)",
+            labels=["client", "outcome"],
+        )
+        for field, count in sorted(self.clients.items()):
+            client, _, outcome = field.decode().rpartition("|")
+            clients.add_metric([client, outcome], int(count))
+        yield clients
 
     def _stripe_histograms(self) -> Iterator[Any]:
         series: dict[tuple[str, str], dict[str, float]] = {}

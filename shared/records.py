@@ -184,6 +184,7 @@ def new_record_fields(
     payment_method: str | None,
     idempotency_key: str,
     fingerprint: str,
+    client: str | None = None,
 ) -> dict[str, str]:
     created = now_iso()
     fields = {
@@ -200,4 +201,6 @@ def new_record_fields(
     }
     if payment_method:
         fields["payment_method"] = payment_method
+    if client:
+        fields["client"] = client
     return fields

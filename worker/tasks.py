@@ -61,7 +61,8 @@ def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     """Charge one payment; retry later when the processor says so (same idempotency key)."""
     # The API's request id follows the payment into every log line of its task.
     request_id = getattr(self.request, "request_id", None)
-    tag = (self.request.delivery_info or {}).get("delivery_tag")
+    # kombu's tag for this delivery (the key of its unacked entry) rides in the properties.
+    tag = (getattr(self.request, "properties", None) or {}).get("delivery_tag")
     delivery_tag = str(tag) if tag else None
     with structlog.contextvars.bound_contextvars(payment_id=payment_id, request_id=request_id):
         result = _process_when_redis_answers(payment_id, delivery_tag)

@@ -22,6 +22,11 @@ Key (type; TTL; written by):
 - ``payments:stripe_rate`` (string, the shared Stripe budget's next free slot in µs; until that
   slot; workers).
 - ``payments:maintenance`` (string, one worker's turn at the maintenance round; the round).
+- ``payments:client:customers:{client}`` (set of customer ids a client has paid; the record
+  TTL, renewed on accept; API). ``payments:client:rate:{client}`` (hash, the client's token
+  bucket; until full again; API). ``payments:client:backlog:{client}`` (counter of the client's
+  pending payments; none; API on accept and replay, workers when a payment leaves pending).
+- ``payments:metrics:clients`` (hash ``client|accepted`` / ``client|limited`` -> count; API).
 - ``payments:metrics:accepted`` (counter; API), ``payments:metrics:outcomes`` (hash
   ``status|code`` -> count; workers), ``payments:metrics:stripe`` (hash ``call|outcome|le`` ->
   count, ``call|outcome|sum`` -> seconds; workers).
@@ -77,6 +82,10 @@ CALLBACK_PREFIX = "payments:callback:"
 CALLBACK_DEAD_LETTERS = "payments:callback_dead_letters"
 # kombu's Redis transport: delivered, unacknowledged messages (hash) and their delivery times.
 UNACKED = "unacked"
+CLIENT_CUSTOMERS_PREFIX = "payments:client:customers:"
+CLIENT_RATE_PREFIX = "payments:client:rate:"
+CLIENT_BACKLOG_PREFIX = "payments:client:backlog:"
+CLIENT_COUNTS = "payments:metrics:clients"
 UNACKED_INDEX = "unacked_index"
 
 
@@ -108,3 +117,17 @@ def refunds_key(payment_id: str) -> str:
 
 def callback_key(event_id: str) -> str:
     return CALLBACK_PREFIX + event_id
+
+
+def client_customers(client: str) -> str:
+    """The customers a client has paid (it may list their charges)."""
+    return CLIENT_CUSTOMERS_PREFIX + client
+
+
+def client_rate(client: str) -> str:
+    return CLIENT_RATE_PREFIX + client
+
+
+def client_backlog(client: str) -> str:
+    """How many of a client's payments are pending (in the pending index)."""
+    return CLIENT_BACKLOG_PREFIX + client

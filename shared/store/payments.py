@@ -57,8 +57,25 @@ def now_ms() -> int:
 class Claimed:
     """claim_and_enqueue's answer: the new record, or the one that already had the key."""
 
-    record: PaymentRecord | None  # None: the queue is full, nothing was written
+    record: PaymentRecord | None  # None: refused (see refusal), nothing was written
     created: bool
+    # "queue_full", "client_backlog_full" or "rate_limited" when record is None.
+    refusal: str | None = None
+    retry_after_ms: int = 0
+    tokens_left: int = -1  # the client's request budget after this one (-1: no limit)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What one client may do at accept (see shared/clients.py)."""
+
+    name: str
+    max_rps: float  # 0: no rate limit
+    burst: int
+    max_backlog: int  # payments not yet final that this client may have
+
+
+REFUSALS = {2: "queue_full", 3: "rate_limited", 4: "client_backlog_full"}
 
 
 class AsyncPaymentStore:
@@ -66,6 +83,7 @@ class AsyncPaymentStore:
         self._redis = client
         self._settings = settings
         self._accept = client.register_script(source("accept"))
+        self._take_token: Any = None
         # --- replicated accept (issue 13): REDIS_MIN_REPLICAS > 0 sends the script with a
         # WAIT on the same connection (see _accept_replicated).
         self._min_replicas = settings.redis_min_replicas
@@ -75,10 +93,17 @@ class AsyncPaymentStore:
         # --- end of replicated accept
 
     async def claim_and_enqueue(
-        self, *, fields: dict[str, str], headers: dict[str, Any], scoped_key: str
+        self,
+        *,
+        fields: dict[str, str],
+        headers: dict[str, Any],
+        scoped_key: str,
+        limits: ClientLimits | None = None,
     ) -> Claimed:
         """Write a new payment's record and enqueue its charge, unless its id (derived from
-        the client's Idempotency-Key) already has a record or the queue is full."""
+        the client's Idempotency-Key) already has a record, the client is over its request
+        rate or its share of the backlog, or the queue is full."""
+        limits = limits or ClientLimits("anonymous", 0, 1, self._settings.queue_max_backlog)
         payment_id = fields["id"]
         enqueued_at = now_ms()
         fields = {**fields, "enqueued_at": str(enqueued_at)}
@@ -93,6 +118,10 @@ class AsyncPaymentStore:
             keys.PENDING_INDEX,
             keys.ACCEPTED_COUNT,
             keys.idempotency_key_slot(scoped_key),
+            keys.client_customers(limits.name),
+            keys.client_rate(limits.name),
+            keys.client_backlog(limits.name),
+            keys.CLIENT_COUNTS,
         ]
         args_ = [
             _args(
@@ -103,17 +132,24 @@ class AsyncPaymentStore:
                 record_ttl=self._settings.record_ttl_seconds,
                 max_backlog=self._settings.queue_max_backlog,
                 sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
+                client=limits.name,
+                account_id=fields["account_id"],
+                rate=limits.max_rps,
+                burst=limits.burst,
+                client_max_backlog=limits.max_backlog,
             )
         ]
         if self._min_replicas:
             result = await self._accept_replicated(keys_, args_)
         else:
             result = await self._accept(keys=keys_, args=args_)
-        if result[0] == 1:
-            return Claimed(PaymentRecord.from_redis(fields), created=True)
-        if result[0] == 2:
-            return Claimed(None, created=False)
-        return Claimed(decode_record(result[1]), created=False)
+        code, tokens = int(result[0]), int(result[1])
+        if code == 1:
+            return Claimed(PaymentRecord.from_redis(fields), created=True, tokens_left=tokens)
+        if code == 0:
+            return Claimed(decode_record(result[2]), created=False, tokens_left=tokens)
+        return Claimed(None, created=False, refusal=REFUSALS[code], tokens_left=tokens,
+                       retry_after_ms=int(result[2]) if len(result) > 2 else 0)  # fmt: skip
 
     async def _accept_replicated(self, keys_: list[str], args_: list[bytes]) -> Any:
         """The accept script, then a fence write and ``WAIT n timeout``, in one
@@ -141,6 +177,25 @@ class AsyncPaymentStore:
     async def get(self, payment_id: str) -> PaymentRecord | None:
         raw = await self._redis.hgetall(keys.record_key(payment_id))
         return PaymentRecord.from_redis(raw) if raw else None
+
+    async def take_token(self, limits: ClientLimits) -> Claimed:
+        """One request of a route other than accept from the client's rate budget."""
+        if limits.max_rps <= 0:
+            return Claimed(None, created=False)
+        if self._take_token is None:
+            self._take_token = self._redis.register_script(source("take_token"))
+        result = await self._take_token(
+            keys=[keys.client_rate(limits.name), keys.CLIENT_COUNTS],
+            args=[_args(client=limits.name, rate=limits.max_rps, burst=limits.burst)],
+        )
+        if int(result[0]) == 1:
+            return Claimed(None, created=False, tokens_left=int(result[1]))
+        return Claimed(None, created=False, refusal="rate_limited", tokens_left=0,
+                       retry_after_ms=int(result[2]))  # fmt: skip
+
+    async def has_paid(self, client: str, customer: str) -> bool:
+        """Whether this client has made a payment for this customer (within RECORD_TTL)."""
+        return bool(await self._redis.sismember(keys.client_customers(client), customer))
 
 
 # --- the workers' side ---------------------------------------------------------------------
@@ -284,6 +339,7 @@ class PaymentStore:
             check_at=int(check_at),
             now=int(time.time()),
             now_iso=now_iso(),
+            backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
         )
         if self._settings.redis_min_replicas:
             return self._finish_replicated(payment_id, keys_, _args(**named))
@@ -456,6 +512,7 @@ class PaymentStore:
             now_iso=now_iso(),
             now_ms=stamp,
             sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
+            backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
         )
         return bool(done == 1)
 

@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -21,6 +23,9 @@ import pytest
 from devtools.demo import create_test_customer
 from devtools.processes import ProcessGroup
 from shared.celery_message import task_message
+from shared.config import Settings
+from shared.store import PaymentStore
+from shared.store.keys import DEAD_LETTERS, record_key
 from tests.integration.stack import Stack, final, pay
 from tests.support import STRIPE_KEY, StripeAdmin
 
@@ -120,7 +125,7 @@ def test_1c_stripe_should_retry_false_is_final(
     assert stripe.charges(customer) == []
 
 
-def test_2_an_answer_lost_after_stripe_charged_is_replayed_not_recharged(
+def test_2_an_answer_lost_after_stripe_charged_is_adopted_not_recharged(
     stack: Stack, api: httpx.Client, stripe: StripeAdmin
 ) -> None:
     customer = stripe.customer()
@@ -130,8 +135,9 @@ def test_2_an_answer_lost_after_stripe_charged_is_replayed_not_recharged(
 
     assert response.status_code == 200
     outcomes = [p["outcome"] for p in intent_posts(stack, response.json()["id"])]
-    assert outcomes == ["forwarded_then_dropped", "replayed"]
-    assert len(stripe.charges(customer)) == 1
+    assert outcomes == ["forwarded_then_dropped"]  # the retry looked first, and found it
+    (charge,) = stripe.charges(customer)
+    assert charge["payment_intent"] == response.json()["payment_intent"]
 
 
 def _kill_mid_charge(stack: Stack, api: httpx.Client, customer: str, sig: int) -> tuple[str, str]:
@@ -254,28 +260,19 @@ def _dead_letters(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def test_7_an_outcome_lost_beyond_stripes_memory_is_reconciled_not_recharged(
-    tmp_path_factory: pytest.TempPathFactory,
+def test_7_an_outcome_lost_with_the_key_forgotten_at_once_is_reconciled_not_recharged(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
 ) -> None:
-    # Stripe's 24 hours pass in an instant: the proxy forgets its keys when it drops the
-    # answer, and this stack's workers treat any earlier attempt as beyond Stripe's memory.
-    env = {**FAST_RETRIES, "STRIPE_KEY_MEMORY_SECONDS": "0"}
-    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
-    with (
-        Stack.running(tmp_path_factory, "forget", env, workers=1) as stack,
-        httpx.Client(base_url=stack.emulator_url, headers=headers) as http,
-        stack.api() as api,
-    ):
-        stripe = StripeAdmin(http)
-        customer = stripe.customer()
-        stack.proxy(drop=1, drop_forgets=True)
-        response = pay(api, customer, wait=30)
-        outcomes = [p["outcome"] for p in intent_posts(stack, response.json()["id"])]
-        charges = stripe.charges(customer)
+    # Stripe forgets the key the moment the answer is lost: only reconciliation can tell.
+    customer = stripe.customer()
+    stack.proxy(drop=1, drop_forgets=True)
+
+    response = pay(api, customer, wait=30)
 
     assert response.status_code == 200
+    outcomes = [p["outcome"] for p in intent_posts(stack, response.json()["id"])]
     assert outcomes == ["forwarded_then_dropped"]  # adopted: no second create
-    (charge,) = charges
+    (charge,) = stripe.charges(customer)
     assert charge["payment_intent"] == response.json()["payment_intent"]
 
 
@@ -318,3 +315,202 @@ def test_rate_limit_is_shared_by_all_workers(tmp_path_factory: pytest.TempPathFa
     span = calls[-1] - calls[0]
     print(f"\n[rate] {len(calls)} Stripe calls from 2 workers in {span:.1f}s "
           f"({len(calls) / span:.1f}/s), busiest second {busiest}")  # fmt: skip
+
+
+def test_9_charged_then_stripe_refuses_every_write_ends_succeeded_not_failed(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    # The charge lands and its answer is lost (Stripe forgets the key too); from then on every
+    # write is refused with 503 until the retry budget is spent. Reads still answer.
+    stack.proxy(
+        drop=1, drop_forgets=True, then_fail=[{"status": 503, "path": PI_PATH, "count": 100}]
+    )
+
+    accepted = pay(api, customer).json()
+    outcome = final(api, accepted["id"], timeout=120)
+
+    assert outcome["status"] == "succeeded"
+    (charge,) = stripe.charges(customer)
+    assert charge["payment_intent"] == outcome["payment_intent"]
+    print(f"\n[9] charged, answer lost, writes refused: {outcome['status']}, 1 charge")
+
+
+def test_10_an_outcome_stripe_cannot_tell_is_unknown_until_it_can(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    env = {**FAST_RETRIES, "MAINTENANCE_INTERVAL_SECONDS": "1", "RECONCILE_BACKOFF_SECONDS": "1"}
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    with (
+        Stack.running(tmp_path_factory, "unknown", env, workers=1) as stack,
+        httpx.Client(base_url=stack.emulator_url, headers=headers) as http,
+        stack.api() as api,
+    ):
+        stripe = StripeAdmin(http)
+        customer = stripe.customer()
+        # Charged, answer lost, then Stripe answers nothing at all, reads included.
+        stack.proxy(drop=1, drop_forgets=True, then_fail=[{"status": 503, "count": 2_000}])
+        waited = pay(api, customer, wait=30)
+        payment_id = waited.json()["id"]
+        during = api.get(f"/payments/{payment_id}").json()
+        assert len(stripe.charges(customer)) == 1  # charged, though nobody could see it
+
+        stack.proxy_reset()  # Stripe is back
+        started = time.monotonic()
+        outcome = during
+        while outcome["status"] == "unknown" and time.monotonic() - started < 60:
+            time.sleep(0.2)
+            outcome = api.get(f"/payments/{payment_id}").json()
+        settled_in = time.monotonic() - started
+        charges = stripe.charges(customer)
+
+    assert waited.status_code == 202
+    assert waited.json()["status"] == "unknown"
+    assert during["status"] == "unknown"
+    assert during["error"]["code"] == "outcome_unknown"
+    assert "not charged" not in during["error"]["message"]
+    assert outcome["status"] == "succeeded"
+    assert "error" not in outcome or outcome["error"] is None
+    (charge,) = charges
+    assert charge["payment_intent"] == outcome["payment_intent"]
+    print(f"\n[10] outcome unknown while Stripe was down; reconciled {settled_in:.1f}s after it "
+          "came back: succeeded, 1 charge")  # fmt: skip
+
+
+def test_11_a_retry_after_redis_lost_everything_reaches_stripe_with_the_same_key(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    key = {"Idempotency-Key": f"order-{time.monotonic_ns()}"}
+    first = pay(api, customer, wait=30, headers=key)
+    assert first.status_code == 200
+
+    stack.redis().flushall()  # a failover to a stale replica, a lost AOF tail, an operator
+    again = pay(api, customer, wait=30, headers=key)
+
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["payment_intent"] == first.json()["payment_intent"]
+    (charge,) = stripe.charges(customer)
+    assert charge["payment_intent"] == first.json()["payment_intent"]
+    print("\n[11] paid, FLUSHALL, same key again: same payment id and PaymentIntent, 1 charge")
+
+
+@pytest.mark.timeout(900)  # five minutes of backlog at the cap, by design
+def test_12_a_backlog_under_the_default_sized_fleet_and_a_cap_drains_with_nothing_failed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    count, cap = 1_500, 10
+    env = {"STRIPE_MAX_RPS": str(cap), "WORKER_CONCURRENCY": "128", "LOG_LEVEL": "INFO"}
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    with (
+        Stack.running(tmp_path_factory, "backlog", env, workers=2) as stack,
+        httpx.Client(base_url=stack.emulator_url, headers=headers) as http,
+        stack.api(timeout=60) as api,
+    ):
+        customer = create_test_customer(http)
+        stack.proxy(latency_ms=50)  # Stripe answering every call in 50 ms
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(lambda _: pay(api, customer, amount="1.00"), range(count)))
+        assert {r.status_code for r in responses} == {202}
+        ids = [r.json()["id"] for r in responses]
+        client = stack.redis()
+        deadline = time.monotonic() + count / (cap / 2) * 1.6 + 60
+        while True:
+            statuses = Counter(s.decode() for s in _statuses(client, ids))
+            if statuses["succeeded"] + statuses["failed"] + statuses["unknown"] == count:
+                break
+            assert time.monotonic() < deadline, f"not drained: {statuses}"
+            time.sleep(5)
+        creates = sorted(e["time"] for e in stack.proxy_log() if e["path"] == PI_PATH)
+        dead = client.zcard(DEAD_LETTERS)
+
+    assert statuses == Counter({"succeeded": count})
+    assert dead == 0
+    assert len(creates) == count  # one create a payment, no echo, no double
+    rate = (count - 1) / (creates[-1] - creates[0])
+    assert rate >= 0.9 * cap / 2  # about cap/2 charges/s: two calls a charge
+    print(f"\n[12] {count} payments, cap {cap} calls/s, 2 workers x 128 threads: all "
+          f"succeeded, 0 dead letters, drained at {rate:.2f} charges/s")  # fmt: skip
+
+
+def _statuses(client: Any, ids: list[str]) -> list[bytes]:
+    with client.pipeline(transaction=False) as pipe:
+        for payment_id in ids:
+            pipe.hget(record_key(payment_id), "status")
+        return list(pipe.execute())
+
+
+def test_13_a_message_lost_in_transit_is_recovered_and_a_backlog_is_not_echoed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    env = {
+        **FAST_RETRIES,
+        "SWEEP_STALE_SECONDS": "30",
+        "MAINTENANCE_INTERVAL_SECONDS": "2",
+        "WORKER_CONCURRENCY": "4",
+    }
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    with (
+        Stack.running(tmp_path_factory, "sweep", env, workers=0) as stack,
+        httpx.Client(base_url=stack.emulator_url, headers=headers) as http,
+        stack.api() as api,
+    ):
+        customer = create_test_customer(http)
+        lost = pay(api, customer, amount="9.99").json()["id"]
+        client = stack.redis()
+        client.rpop("payments")  # popped by a worker that died before recording it
+        ids = [pay(api, customer, amount="1.00").json()["id"] for _ in range(300)]
+        time.sleep(31)  # the whole backlog is now older than the sweep's age
+        stack.proxy(latency_ms=200)  # 4 threads x 2 calls x 0.2 s: a backlog of ~15 s more
+        stack.start_worker("w1")
+        outcomes = [final(api, payment_id, timeout=180) for payment_id in [*ids, lost]]
+        log = stack.worker_log("w1").read_text()
+        creates = Counter(e["idempotency_key"] for e in stack.proxy_log() if e["path"] == PI_PATH)
+
+    assert {o["status"] for o in outcomes} == {"succeeded"}
+    requeued = [line for line in log.splitlines() if '"sweep.requeued"' in line]
+    assert len(requeued) == 1
+    assert lost in requeued[0]
+    assert ids[0] not in requeued[0]
+    assert set(creates.values()) == {1}
+    assert len(creates) == 301
+    print(
+        "\n[13] 300 payments queued 31 s (past the 30 s sweep age) + 1 message popped and "
+        f"dropped: {len(requeued)} sweep push (the dropped one), 301 creates, all succeeded"
+    )
+
+
+def test_14_a_wait_for_the_budget_longer_than_the_visibility_timeout_is_not_redelivered(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    env = {
+        "STRIPE_MAX_RPS": "10",
+        "STRIPE_TIMEOUT_SECONDS": "5",
+        "VISIBILITY_TIMEOUT_SECONDS": "25",
+        "CHARGE_RETRY_BACKOFF_MAX_SECONDS": "10",
+        "LOG_LEVEL": "INFO",
+    }
+    headers = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    with (
+        Stack.running(tmp_path_factory, "visibility", env, workers=2) as stack,
+        httpx.Client(base_url=stack.emulator_url, headers=headers) as http,
+        stack.api() as api,
+    ):
+        customer = create_test_customer(http)
+        # Other workers booked the next 40 s of the Stripe budget.
+        PaymentStore(stack.redis(), Settings(environment="test")).reserve_stripe_slots(
+            count=400, interval_us=100_000
+        )
+        started = time.monotonic()
+        payment_id = pay(api, customer).json()["id"]
+        outcome = final(api, payment_id, timeout=120)
+        waited = time.monotonic() - started
+        logs = stack.worker_log("w1").read_text() + stack.worker_log("w2").read_text()
+
+    assert outcome["status"] == "succeeded"
+    assert waited > 35  # it waited its turn, well past the 25 s visibility timeout...
+    starts = [line for line in logs.splitlines() if '"charge.started"' in line]
+    assert len(starts) == 1  # ...and its message was never handed to another worker
+    assert '"charge.leased_elsewhere"' not in logs
+    print(f"\n[14] waited {waited:.0f}s for the budget (visibility timeout 25 s): one delivery")

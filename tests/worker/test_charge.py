@@ -441,3 +441,16 @@ def test_a_budget_wait_books_once_and_never_fails_the_payment(
 
     assert time.monotonic() - started >= 0.5  # it waited its turn...
     assert load(redis, payment_id).attempts == 1  # ...as one attempt, not a failure
+
+
+def test_the_same_delivery_starting_again_after_a_redis_blip_keeps_its_lease(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    payment_id = queue_payment(redis)
+    redis.set(lock_key(payment_id), "tag-1", px=60_000)  # taken by this delivery before the blip
+
+    assert processor.process(payment_id, delivery_tag="tag-2") == RetryLater(
+        "another worker holds this payment", 5.0
+    )
+    assert processor.process(payment_id, delivery_tag="tag-1") == Done(status="succeeded")  # type: ignore[arg-type]
+    assert len(stripe.ledger) == 1

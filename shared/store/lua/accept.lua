@@ -1,13 +1,36 @@
 -- claim_and_enqueue: one accept, all or nothing.
--- KEYS: record, queue, pending index, accepted counter, legacy claim.
+-- KEYS: record, queue, pending index, accepted counter, legacy claim, the client's customers,
+-- the client's token bucket, the client's pending count, per-client counts.
 -- The payment id is derived from the client and its Idempotency-Key, so the record itself is
--- the claim: an existing record answers {0, record} (a replay or a conflict, the caller
--- compares fingerprints). A full queue answers {2} and writes nothing. Otherwise the record is
--- written, the charge message pushed, the payment indexed as pending and counted: {1}.
+-- the claim. Answers {code, tokens left, ...}:
+--   {3, tokens, retry_ms}: the client is over its request rate (nothing else looked at);
+--   {0, tokens, record}: the key has a record already (a replay, or a conflict: the caller
+--     compares fingerprints);
+--   {2, tokens} the queue is full, {4, tokens} the client holds its whole share of it;
+--   {1, tokens}: the record is written, the message pushed, the payment indexed as pending.
 local a = cjson.decode(ARGV[1])
+
+local tokens = -1
+if a.rate > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local bucket = redis.call('HMGET', KEYS[7], 'tokens', 'at')
+  local have = tonumber(bucket[1]) or a.burst
+  local at = tonumber(bucket[2]) or now
+  have = math.min(a.burst, have + math.max(0, now - at) * a.rate / 1000)
+  if have < 1 then
+    redis.call('HINCRBY', KEYS[9], a.client .. '|limited', 1)
+    return {3, 0, math.ceil((1 - have) * 1000 / a.rate)}
+  end
+  have = have - 1
+  redis.call('HSET', KEYS[7], 'tokens', tostring(have), 'at', now)
+  redis.call('PEXPIRE', KEYS[7], math.ceil(a.burst * 1000 / a.rate) + 1000)
+  tokens = math.floor(have)
+end
+
 local existing = redis.call('HGETALL', KEYS[1])
 if #existing > 0 then
-  return {0, existing}
+  return {0, tokens, existing}
 end
 -- Before ids were derived from the key, a key was claimed in a slot of its own (kept 24 h):
 -- a retry of such a request still finds its payment.
@@ -15,11 +38,15 @@ local legacy = redis.call('GET', KEYS[5])
 if legacy then
   existing = redis.call('HGETALL', a.record_prefix .. legacy)
   if #existing > 0 then
-    return {0, existing}
+    return {0, tokens, existing}
   end
 end
 if redis.call('LLEN', KEYS[2]) >= a.max_backlog then
-  return {2}
+  return {2, tokens}
+end
+if tonumber(redis.call('GET', KEYS[8]) or '0') >= a.client_max_backlog then
+  redis.call('HINCRBY', KEYS[9], a.client .. '|backlog_full', 1)
+  return {4, tokens}
 end
 local fields = {}
 for name, value in pairs(a.fields) do
@@ -31,4 +58,8 @@ redis.call('EXPIRE', KEYS[1], a.record_ttl)
 redis.call('LPUSH', KEYS[2], a.message)
 redis.call('ZADD', KEYS[3], a.sweep_at, a.payment_id)
 redis.call('INCR', KEYS[4])
-return {1}
+redis.call('SADD', KEYS[6], a.account_id)
+redis.call('EXPIRE', KEYS[6], a.record_ttl)
+redis.call('INCR', KEYS[8])
+redis.call('HINCRBY', KEYS[9], a.client .. '|accepted', 1)
+return {1, tokens}

@@ -16,7 +16,13 @@ for name, value in pairs(a.fields) do
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
-redis.call('ZREM', KEYS[5], a.payment_id)
+if redis.call('ZREM', KEYS[5], a.payment_id) == 1 then
+  -- No longer pending: it leaves its client's share of the backlog.
+  local client = redis.call('HGET', KEYS[1], 'client')
+  if client and redis.call('DECR', a.backlog_prefix .. client) < 0 then
+    redis.call('SET', a.backlog_prefix .. client, 0)
+  end
+end
 if FINAL[a.status] then
   redis.call('ZREM', KEYS[7], a.payment_id)
   redis.call('HINCRBY', KEYS[6], a.outcome_field, 1)

@@ -14,5 +14,8 @@ redis.call('HSET', KEYS[1], 'status', STATUS.QUEUED, 'updated_at', a.now_iso, 'a
 redis.call('HDEL', KEYS[1], 'error', 'error_status')
 redis.call('LPUSH', KEYS[3], a.message)
 redis.call('ZREM', KEYS[2], a.payment_id)
-redis.call('ZADD', KEYS[4], a.sweep_at, a.payment_id)
+if redis.call('ZADD', KEYS[4], a.sweep_at, a.payment_id) == 1 then
+  local client = redis.call('HGET', KEYS[1], 'client')
+  if client then redis.call('INCR', a.backlog_prefix .. client) end
+end
 return 1

@@ -1,0 +1,90 @@
+"""Operator routes, for clients with the ``admin`` scope: dead letters over HTTP.
+
+``GET /admin/dead-letters`` lists the payments that failed because Stripe stayed unreachable;
+``POST /admin/dead-letters/{id}/replay`` puts one back in the queue (reconciled before any new
+charge, as ``python -m worker.dead_letters replay`` does). Every replay is logged with the
+admin client's name. Anyone without the scope gets 404, as for a route that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from api.payments import model_response
+from api.schemas import Payment, error_responses, payment_view
+from shared.clients import ANONYMOUS, Client
+from shared.errors import NotFound
+from shared.redis_clients import sync_redis
+from shared.store import PaymentStore
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+log = structlog.get_logger(__name__)
+
+
+class DeadLetter(BaseModel):
+    id: str = Field(description="The payment id.")
+    dead_lettered_at: str
+    payment: Payment | None = Field(description="The payment, unless its record expired.")
+
+
+class DeadLetters(BaseModel):
+    object: str = "list"
+    data: list[DeadLetter]
+
+
+class Replayed(BaseModel):
+    id: str
+    replayed: bool = True
+
+
+def _admin(request: Request) -> Client:
+    principal: Client = getattr(request.state, "principal", ANONYMOUS)
+    if not principal.is_admin:
+        raise NotFound(f"No route for {request.method} {request.url.path}")
+    return principal
+
+
+def _store(request: Request) -> PaymentStore:
+    """A blocking store for these rare calls, run in a thread off the event loop."""
+    state = request.app.state
+    store: PaymentStore | None = getattr(state, "admin_store", None)
+    if store is None:
+        store = PaymentStore(sync_redis(state.settings), state.settings)
+        state.admin_store = store
+    return store
+
+
+@router.get("/dead-letters", response_model=DeadLetters, responses=error_responses(404, 503))
+async def list_dead_letters(request: Request) -> Response:
+    """Payments failed because Stripe stayed unreachable, oldest first."""
+    _admin(request)
+    entries = await asyncio.to_thread(_store(request).dead_letters)
+    data = [
+        DeadLetter(
+            id=payment_id,
+            dead_lettered_at=datetime.fromtimestamp(score, UTC).isoformat(timespec="seconds"),
+            payment=payment_view(record) if record is not None else None,
+        )
+        for payment_id, record, score in entries
+    ]
+    return model_response(200, DeadLetters(data=data))
+
+
+@router.post(
+    "/dead-letters/{payment_id}/replay",
+    response_model=Replayed,
+    responses=error_responses(404, 503),
+)
+async def replay_dead_letter(request: Request, payment_id: str) -> Response:
+    """Requeue one dead letter; 404 if it is not (or no longer) one."""
+    admin = _admin(request)
+    if not await asyncio.to_thread(_store(request).replay, payment_id):
+        raise NotFound(f"No dead letter {payment_id}", code="dead_letter_not_found", param="id")
+    log.warning("admin.dead_letter_replayed", admin=admin.name, payment_id=payment_id)
+    return model_response(200, Replayed(id=payment_id))
