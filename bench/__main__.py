@@ -47,8 +47,8 @@ SCALING_CONCURRENCY = 16
 
 @dataclass
 class Plan:
-    accept_seconds: float = 6.0
-    accept_rounds: int = 3
+    accept_seconds: float = 4.0
+    accept_rounds: int = 5
     accept_connections: tuple[int, ...] = (32, 64)
     sweep_connections: tuple[int, ...] = (1, 8, 32, 64)
     sweep_seconds: float = 3.0
@@ -56,7 +56,7 @@ class Plan:
     list_seconds: float = 6.0
     list_latency_ms: float = 50.0
     list_load_connections: int = 32
-    list_rounds: int = 2
+    list_rounds: int = 3
     drain_latencies_ms: tuple[float, ...] = (200.0,)
     drain_workers: tuple[int, ...] = (1, 2)
     drain_seconds: float = 12.0  # aimed-for length of one drain run (sets the payment count)
@@ -94,7 +94,10 @@ SERVERS: dict[str, tuple[str, dict[str, str]]] = {
 class Results:
     # connections -> server -> rounds
     accept: dict[int, dict[str, list[wrk_mod.WrkResult]]] = field(default_factory=dict)
+    # connections -> server -> rounds: microseconds of the server's CPU per request
+    accept_cpu_us: dict[int, dict[str, list[float]]] = field(default_factory=dict)
     sweep: dict[str, dict[int, wrk_mod.WrkResult]] = field(default_factory=dict)
+    sweep_cpu_us: dict[str, dict[int, float]] = field(default_factory=dict)
     profile: list[str] = field(default_factory=list)  # the profile's table, or why none
     list_direct: wrk_mod.WrkResult | None = None
     list_api: wrk_mod.WrkResult | None = None
@@ -169,8 +172,17 @@ def log_lines(group: ProcessGroup, names: list[str]) -> dict[str, int]:
     return counts
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_accept(
-    plan: Plan, results: Results, urls: dict[str, str], group: ProcessGroup, pid: int
+    plan: Plan, results: Results, urls: dict[str, str], group: ProcessGroup, pids: dict[str, int]
 ) -> None:
     say("warming up the servers")
     for url in urls.values():
@@ -178,17 +190,24 @@ def bench_accept(
     before = log_lines(group, ["bare", "real"])
     for conns in plan.accept_connections:
         runs: dict[str, list[wrk_mod.WrkResult]] = {"bare": [], "real": []}
+        cpu: dict[str, list[float]] = {"bare": [], "real": []}
         for i in range(plan.accept_rounds):
             for name in ("bare", "real"):
+                used = cpu_seconds(pids[name])
                 r = wrk_mod.run(
                     urls[name] + "/payments", connections=conns, seconds=plan.accept_seconds
                 )
+                used = cpu_seconds(pids[name]) - used
                 runs[name].append(r)
+                # The server's own CPU per request: what the shared machine's noise moves least.
+                cpu[name].append(used / r.requests * 1e6 if r.requests and used else 0.0)
                 say(
                     f"accept {conns} connections round {i + 1} {name}: {r.rps:.0f} req/s "
-                    f"p50 {r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms errors {r.errors}"
+                    f"p50 {r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms errors {r.errors}; "
+                    f"{cpu[name][-1]:.0f} us CPU/request"
                 )
         results.accept[conns] = runs
+        results.accept_cpu_us[conns] = cpu
     after = log_lines(group, ["bare", "real"])
     results.settings["log lines written during the accept rounds"] = ", ".join(
         f"{name} {after[name] - before[name]}" for name in ("bare", "real")
@@ -197,9 +216,17 @@ def bench_accept(
     results.sweep = {name: {} for name in ("bare", "script", "script_gc", "real_nogc", "real")}
     for conns in plan.sweep_connections:
         for name in results.sweep:
+            used = cpu_seconds(pids[name])
             r = wrk_mod.run(urls[name] + "/payments", connections=conns, seconds=plan.sweep_seconds)
+            used = cpu_seconds(pids[name]) - used
             results.sweep[name][conns] = r
-            say(f"sweep {conns:3d} connections {name}: {r.rps:.0f} req/s p99 {r.p99_ms:.1f} ms")
+            results.sweep_cpu_us.setdefault(name, {})[conns] = (
+                used / r.requests * 1e6 if r.requests and used else 0.0
+            )
+            say(
+                f"sweep {conns:3d} connections {name}: {r.rps:.0f} req/s p99 {r.p99_ms:.1f} ms, "
+                f"{results.sweep_cpu_us[name][conns]:.0f} us CPU/request"
+            )
     # The profile of the API under the accept load (py-spy, when it can attach).
     out = group.log_dir / "profile.txt"
     lister = wrk_mod.start(
@@ -208,7 +235,7 @@ def bench_accept(
         )
     )
     time.sleep(1)
-    ok = bench_profile.record(pid, plan.profile_seconds, out)
+    ok = bench_profile.record(pids["real"], plan.profile_seconds, out)
     wrk_mod.finish(lister)
     if ok:
         results.profile = bench_profile.table(bench_profile.summarize(out.read_text()))
@@ -415,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                     urls[name], pids[name] = stack.enter_context(
                         uvicorn(group, name, app, {**env, **extra})
                     )
-                bench_accept(plan, results, urls, group, pids["real"])
+                bench_accept(plan, results, urls, group, pids)
                 bench_list(plan, results, stub, urls)
             if not args.skip_drain:
                 bench_drain(plan, results, group, redis_url, stub)

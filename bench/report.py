@@ -97,6 +97,16 @@ def _accept_lines(results: Results, plan: Plan) -> list[str]:
             f"{', '.join(f'{x:.2f}' for x in rounds)}), p99 {p99:.1f} ms; {verdict}",
             "",
         ]
+        cpu = results.accept_cpu_us.get(conns, {})
+        bare_us, real_us = _median(cpu.get("bare", [])), _median(cpu.get("real", []))
+        if bare_us and real_us:
+            lines += [
+                f"Server CPU per request (the process's own user+system time / requests, "
+                f"median of the rounds; less moved by the other tenants of the machine): bare "
+                f"{bare_us:.0f} us, POST /payments {real_us:.0f} us; ratio bare / real "
+                f"**{bare_us / real_us:.2f}**",
+                "",
+            ]
     return lines
 
 
@@ -110,7 +120,9 @@ def _sweep_lines(results: Results) -> list[str]:
         "One run per cell (closed loop, wrk keeps the connections busy). The micro-benchmark is "
         "the bare endpoint plus one small Lua script call (`bench/script_app.py`), sent "
         "directly or through `api/group_commit.py`; then the API with `ACCEPT_GROUP_COMMIT` "
-        "off and on. Gain = with / without.",
+        "off and on. Gain = with / without. Then the same cells as server CPU per request "
+        "(microseconds of the server process's own CPU), which the machine's other tenants "
+        "move much less than throughput: a gain there is CPU the group commit saved.",
         "",
         _row(
             [
@@ -153,6 +165,44 @@ def _sweep_lines(results: Results) -> list[str]:
                 ]
             )
         )
+    cpu = results.sweep_cpu_us
+    if cpu.get("bare"):
+        lines += [
+            "",
+            _row(
+                [
+                    "connections",
+                    "bare us/req",
+                    "+script",
+                    "+script, grouped",
+                    "saved",
+                    "API, off",
+                    "API, on",
+                    "saved",
+                    "bare / API on",
+                ]
+            ),
+            _row(["---"] * 9),
+        ]
+        for conns in sorted(cpu["bare"]):
+            c = {name: cpu.get(name, {}).get(conns, 0.0) for name in LABELS}
+            if not all(c.values()):
+                continue
+            lines.append(
+                _row(
+                    [
+                        str(conns),
+                        f"{c['bare']:.0f}",
+                        f"{c['script']:.0f}",
+                        f"{c['script_gc']:.0f}",
+                        f"{1 - c['script_gc'] / c['script']:.0%}",
+                        f"{c['real_nogc']:.0f}",
+                        f"{c['real']:.0f}",
+                        f"{1 - c['real'] / c['real_nogc']:.0%}",
+                        f"{c['bare'] / c['real']:.2f}",
+                    ]
+                )
+            )
     lines.append("")
     return lines
 
