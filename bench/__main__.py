@@ -124,6 +124,9 @@ def service_env(redis_url: str, stub: str) -> dict[str, str]:
         "STRIPE_MAX_RPS": os.environ.get("STRIPE_MAX_RPS", "0"),
         # The accept runs fill the queue with no worker draining it: no backpressure here.
         "QUEUE_MAX_BACKLOG": "100000000",
+        # One client key stands in for many clients: no per-client rate limit (CLIENT_MAX_RPS
+        # defaults to 200/s, which would turn the load into cheap 429s).
+        "CLIENT_MAX_RPS": "0",
     }
     return env
 
@@ -429,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
             results.settings.update(
                 {
                     "accept and list servers": "STRIPE_MAX_RPS=0 (no worker runs), "
-                    "QUEUE_MAX_BACKLOG=100000000, LOG_LEVEL INFO (ENVIRONMENT=test), "
-                    "uvicorn's access log off on every server",
+                    "QUEUE_MAX_BACKLOG=100000000, CLIENT_MAX_RPS=0 (one key stands in for many "
+                    "clients), LOG_LEVEL INFO (ENVIRONMENT=test), uvicorn's access log off on "
+                    "every server",
                     "API": f"ACCEPT_GROUP_COMMIT={defaults.accept_group_commit} (default), "
                     f"LIST_MAX_CONCURRENCY={defaults.list_max_concurrency} (default)",
                 }

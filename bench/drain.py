@@ -67,7 +67,10 @@ async def _drain(
     after_enqueue: Callable[[], None] | None = None,
 ) -> tuple[float, list[float], list[str], Redis]:
     client = Redis.from_url(redis_url, max_connections=256)
-    settings = Settings(redis_url=redis_url, environment="test")
+    # The benchmark stands in for many clients: no per-client rate limit, no backlog bound.
+    settings = Settings(
+        redis_url=redis_url, environment="test", client_max_rps=0, queue_max_backlog=100_000_000
+    )
     service = PaymentService(client, settings)
     pubsub = client.pubsub()
     await pubsub.subscribe(EVENTS_CHANNEL)
