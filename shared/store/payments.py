@@ -7,7 +7,6 @@ event loop, ``PaymentStore`` the workers' threads; the key layout is in ``shared
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,13 +16,12 @@ import orjson
 import redis
 import structlog
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import NoScriptError
 
 from shared.celery_message import charge_message
 from shared.config import Settings
-from shared.errors import NotDurable
 from shared.records import PaymentRecord, Status, now_iso
 from shared.store import keys
+from shared.store.replicated import ReplicatedScript
 from shared.store.scripts import source
 
 # Producers stamp messages with their own clock; the sweep allows this much disagreement
@@ -85,11 +83,15 @@ class AsyncPaymentStore:
         self._accept = client.register_script(source("accept"))
         self._take_token: Any = None
         # --- replicated accept (issue 13): REDIS_MIN_REPLICAS > 0 sends the script with a
-        # WAIT on the same connection (see _accept_replicated).
+        # WAIT on the same connection (shared/store/replicated.py; the calls of one event-loop
+        # tick share one pipeline and one WAIT).
         self._min_replicas = settings.redis_min_replicas
-        self._wait_ms = settings.redis_wait_timeout_ms
-        self._accept_source = source("accept")
-        self._accept_sha = hashlib.sha1(self._accept_source.encode(), usedforsecurity=False)
+        self._accept_replicated = ReplicatedScript(
+            client,
+            source("accept"),
+            replicas=settings.redis_min_replicas,
+            timeout_ms=settings.redis_wait_timeout_ms,
+        )
         # --- end of replicated accept
 
     async def claim_and_enqueue(
@@ -139,8 +141,8 @@ class AsyncPaymentStore:
                 client_max_backlog=limits.max_backlog,
             )
         ]
-        if self._min_replicas:
-            result = await self._accept_replicated(keys_, args_)
+        if self._min_replicas:  # NotDurable when the replicas did not acknowledge in time
+            result = await self._accept_replicated(keys=keys_, args=args_)
         else:
             result = await self._accept(keys=keys_, args=args_)
         code, tokens = int(result[0]), int(result[1])
@@ -150,29 +152,6 @@ class AsyncPaymentStore:
             return Claimed(decode_record(result[2]), created=False, tokens_left=tokens)
         return Claimed(None, created=False, refusal=REFUSALS[code], tokens_left=tokens,
                        retry_after_ms=int(result[2]) if len(result) > 2 else 0)  # fmt: skip
-
-    async def _accept_replicated(self, keys_: list[str], args_: list[bytes]) -> Any:
-        """The accept script, then a fence write and ``WAIT n timeout``, in one
-        non-transactional pipeline: one connection, so the WAIT covers the script's writes (and,
-        through the fence, the earlier request's writes that a replay finds). NotDurable when
-        fewer than REDIS_MIN_REPLICAS replicas acknowledged within REDIS_WAIT_TIMEOUT_MS: the
-        client retries with the same Idempotency-Key, which answers once replicated."""
-        sha = self._accept_sha.hexdigest()
-        for _ in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.evalsha(sha, len(keys_), *keys_, *args_)
-            pipe.incr(keys.DURABILITY_FENCE)
-            pipe.wait(self._min_replicas, self._wait_ms)
-            result, _, acked = await pipe.execute(raise_on_error=False)
-            if not isinstance(result, NoScriptError):
-                break
-            await self._redis.script_load(self._accept_source)  # a restarted or new primary
-        for answer in (result, acked):
-            if isinstance(answer, Exception):
-                raise answer
-        if int(acked) < self._min_replicas:
-            raise NotDurable(replicas=int(acked))
-        return result
 
     async def get(self, payment_id: str) -> PaymentRecord | None:
         raw = await self._redis.hgetall(keys.record_key(payment_id))

@@ -338,3 +338,102 @@ def test_the_broker_reconnects_on_readonly_and_the_sentinel_one_keeps_its_connec
 
     assert Channel.connection_class is PrimaryConnection
     assert SentinelChannel.connection_class is kombu_redis.SentinelChannel.connection_class
+
+
+# --- the calls of one tick share one pipeline and one WAIT ---------------------------------
+
+
+class BatchPipe:
+    def __init__(self, client: BatchClient) -> None:
+        self.client = client
+        self.shas: list[str] = []
+        self.tail: list[str] = []
+
+    def evalsha(self, sha: str, numkeys: int, *rest: Any) -> None:
+        self.shas.append(str(rest[0]))  # the first key names the call
+
+    def incr(self, key: str) -> None:
+        self.tail.append("INCR")
+
+    def wait(self, replicas: int, timeout: int) -> None:
+        self.tail.append("WAIT")
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        assert raise_on_error is False
+        self.client.batches.append(list(self.shas))
+        answers = [self.client.answer(name) for name in self.shas]
+        return [*answers, 1, self.client.acked.pop(0)]
+
+
+class BatchClient:
+    def __init__(self, acked: list[int], noscript_once: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.acked = acked
+        self.batches: list[list[str]] = []
+        self.noscript = set(noscript_once)
+        self.loaded = 0
+
+    def answer(self, name: str) -> Any:
+        from redis.exceptions import NoScriptError, ResponseError
+
+        if name in self.noscript:
+            self.noscript.discard(name)
+            return NoScriptError("NOSCRIPT No matching script.")
+        if name == "broken":
+            return ResponseError("ERR boom")
+        return f"ok:{name}"
+
+    def pipeline(self, transaction: bool = True) -> BatchPipe:
+        assert transaction is False
+        return BatchPipe(self)
+
+    async def script_load(self, source: str) -> str:
+        self.loaded += 1
+        return "sha"
+
+
+async def test_calls_of_one_tick_share_one_pipeline_and_one_wait() -> None:
+    import asyncio
+
+    from redis.exceptions import ResponseError
+
+    from shared.store.replicated import ReplicatedScript
+
+    client = BatchClient([1])
+    script = ReplicatedScript(client, "return 1", replicas=1, timeout_ms=100)  # type: ignore[arg-type]
+
+    answers = await asyncio.gather(
+        script(keys=["a"]), script(keys=["broken"]), script(keys=["c"]), return_exceptions=True
+    )
+
+    assert client.batches == [["a", "broken", "c"]]
+    assert answers[0] == "ok:a"
+    assert answers[2] == "ok:c"
+    assert isinstance(answers[1], ResponseError)  # its own error, the others unharmed
+
+
+async def test_too_few_replicas_fail_every_call_of_the_batch_as_not_durable() -> None:
+    import asyncio
+
+    from shared.store.replicated import ReplicatedScript
+
+    client = BatchClient([0])
+    script = ReplicatedScript(client, "return 1", replicas=1, timeout_ms=100)  # type: ignore[arg-type]
+
+    answers = await asyncio.gather(script(keys=["a"]), script(keys=["b"]), return_exceptions=True)
+
+    assert all(isinstance(a, NotDurable) for a in answers)
+
+
+async def test_noscript_on_a_new_primary_loads_and_reruns_only_the_refused_calls() -> None:
+    import asyncio
+
+    from shared.store.replicated import ReplicatedScript
+
+    client = BatchClient([1, 1], noscript_once={"b"})
+    script = ReplicatedScript(client, "return 1", replicas=1, timeout_ms=100)  # type: ignore[arg-type]
+
+    answers = await asyncio.gather(script(keys=["a"]), script(keys=["b"]))
+
+    assert list(answers) == ["ok:a", "ok:b"]
+    assert client.batches == [["a", "b"], ["b"]]  # "a" is not written twice
+    assert client.loaded == 1
