@@ -3,10 +3,11 @@
 Starts on loopback a redis-server (AOF on, as ``make bench``), optionally a replica of it on the
 same machine, and the API with the plain entry point (``uvicorn api.main:app``), then loads
 ``POST /payments`` with wrk (``bench/wrk.lua``: a new Idempotency-Key per request) and prints
-a Markdown table. Three set-ups, each in ``--rounds`` rounds of ``--seconds``:
+a Markdown table. Four set-ups, each in ``--rounds`` rounds of ``--seconds``:
 
 - ``primary alone``: no replica, ``REDIS_MIN_REPLICAS=0`` (the default: today's service);
 - ``+ replica``: the primary streams every write to a replica, nobody waits for it;
+- ``+ replica, group commit off``: the same, each accept its own round trip (as with WAIT);
 - ``+ replica, WAIT 1``: ``REDIS_MIN_REPLICAS=1``: each accept's script, a fence write and
   ``WAIT 1 500`` go in one pipeline, and the answer waits for the replica's acknowledgement.
 
@@ -54,65 +55,75 @@ def cpu_seconds(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def run_setup(
+@dataclass
+class Setup:
+    name: str
+    url: str
+    client: redis.Redis
+    row: Row
+    requests: int = 0
+    cpu: float = 0.0
+
+
+def start_setup(
+    group: ProcessGroup,
     name: str,
     *,
     replica: bool,
     min_replicas: int,
-    seconds: float,
-    rounds: int,
-    connections: int,
+    extra_env: dict[str, str],
     tmp: Path,
-) -> tuple[Row, dict[str, int]]:
-    group = ProcessGroup(tmp / f"logs-{name.replace(' ', '_').replace(',', '')}")
-    with group:
-        primary_port = free_port()
-        data = tmp / f"primary-{primary_port}"
-        data.mkdir()
-        proc = group.start("primary", node_argv(primary_port, data))
-        wait_for_port(primary_port, proc=proc)
-        client = redis.Redis(port=primary_port)
-        if replica:
-            replica_port = free_port()
-            rdata = tmp / f"replica-{replica_port}"
-            rdata.mkdir()
-            proc = group.start("replica", replica_argv(replica_port, rdata, primary_port))
-            wait_for_port(replica_port, proc=proc)
-            deadline = time.monotonic() + 30
-            while int(client.info("replication").get("connected_slaves", 0)) < 1:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the replica never connected")
-                time.sleep(0.1)
-        api_port = free_port()
-        env = {
-            "REDIS_URL": f"redis://127.0.0.1:{primary_port}/0",
-            "REDIS_MIN_REPLICAS": str(min_replicas),
-            "STRIPE_API_BASE": "http://127.0.0.1:9",  # no worker runs: Stripe is never called
-            "ENVIRONMENT": "test",
-            "API_KEYS": wrk_mod.CLIENT_KEY,
-            "QUEUE_MAX_BACKLOG": "100000000",
-        }
-        proc = group.start("api", api_argv(api_port), env=env)
-        wait_for_port(api_port, proc=proc)
-        url = f"http://127.0.0.1:{api_port}/payments"
-        wrk_mod.run(url, connections=8, seconds=1)  # warm up
-        row = Row(name, [], [], [], 0, 0.0)
-        total_requests, total_cpu = 0, 0.0
-        for i in range(rounds):
-            before = cpu_seconds(client)
-            result = wrk_mod.run(url, connections=connections, seconds=seconds)
-            total_cpu += cpu_seconds(client) - before
-            total_requests += result.requests
-            row.rps.append(result.rps)
-            row.p99.append(result.p99_ms)
-            row.p50.append(result.p50_ms)
-            row.errors += result.errors
-            say(f"{name} round {i + 1}: {result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, "
-                f"p99 {result.p99_ms:.1f} ms, {result.errors} errors")  # fmt: skip
-        row.redis_cpu_us = total_cpu / max(total_requests, 1) * 1e6
-        sizes = memory_sizes(client)
-        client.close()
-    return row, sizes
+) -> Setup:
+    """A primary (and a replica of it) and the API, all left running in ``group``."""
+    primary_port = free_port()
+    data = tmp / f"primary-{primary_port}"
+    data.mkdir()
+    proc = group.start(f"primary-{primary_port}", node_argv(primary_port, data))
+    wait_for_port(primary_port, proc=proc)
+    client = redis.Redis(port=primary_port)
+    if replica:
+        replica_port = free_port()
+        rdata = tmp / f"replica-{replica_port}"
+        rdata.mkdir()
+        argv = replica_argv(replica_port, rdata, primary_port)
+        proc = group.start(f"replica-{replica_port}", argv)
+        wait_for_port(replica_port, proc=proc)
+        deadline = time.monotonic() + 30
+        while int(client.info("replication").get("connected_slaves", 0)) < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the replica never connected")
+            time.sleep(0.1)
+    api_port = free_port()
+    env = {
+        "REDIS_URL": f"redis://127.0.0.1:{primary_port}/0",
+        "REDIS_MIN_REPLICAS": str(min_replicas),
+        "STRIPE_API_BASE": "http://127.0.0.1:9",  # no worker runs: Stripe is never called
+        "ENVIRONMENT": "test",
+        "API_KEYS": wrk_mod.CLIENT_KEY,
+        "QUEUE_MAX_BACKLOG": "100000000",
+        "CLIENT_MAX_RPS": "0",  # one client key sends it all: no per-client rate limit
+        **extra_env,
+    }
+    proc = group.start(f"api-{api_port}", api_argv(api_port), env=env)
+    wait_for_port(api_port, proc=proc)
+    url = f"http://127.0.0.1:{api_port}/payments"
+    wrk_mod.run(url, connections=8, seconds=1)  # warm up
+    return Setup(name, url, client, Row(name, [], [], [], 0, 0.0))
+
+
+def run_round(setup: Setup, *, seconds: float, connections: int, round_no: int) -> None:
+    before = cpu_seconds(setup.client)
+    result = wrk_mod.run(setup.url, connections=connections, seconds=seconds)
+    setup.cpu += cpu_seconds(setup.client) - before
+    setup.requests += result.requests
+    row = setup.row
+    row.rps.append(result.rps)
+    row.p99.append(result.p99_ms)
+    row.p50.append(result.p50_ms)
+    row.errors += result.errors
+    row.redis_cpu_us = setup.cpu / max(setup.requests, 1) * 1e6
+    say(f"{setup.name} round {round_no}: {result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms, {result.errors} errors")  # fmt: skip
 
 
 def memory_sizes(client: redis.Redis) -> dict[str, int]:
@@ -159,26 +170,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args(argv)
-    setups = [
-        ("primary alone", False, 0),
-        ("+ replica", True, 0),
-        ("+ replica, WAIT 1 (REDIS_MIN_REPLICAS=1)", True, 1),
+    setups: list[tuple[str, bool, int, dict[str, str]]] = [
+        ("primary alone", False, 0, {}),
+        ("+ replica", True, 0, {}),
+        # WAIT must follow the script on its own connection, so a replicated accept is its own
+        # pipeline, outside the group commit: this row tells that part of the cost apart.
+        ("+ replica, group commit off", True, 0, {"ACCEPT_GROUP_COMMIT": "false"}),
+        ("+ replica, WAIT 1 (REDIS_MIN_REPLICAS=1)", True, 1, {}),
     ]
-    rows: list[Row] = []
-    sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-replicated-") as tmp:
-        for name, replica, min_replicas in setups:
-            row, found = run_setup(
-                name,
-                replica=replica,
-                min_replicas=min_replicas,
-                seconds=args.seconds,
-                rounds=args.rounds,
-                connections=args.connections,
-                tmp=Path(tmp),
-            )
-            rows.append(row)
-            sizes = sizes or found
+        group = ProcessGroup(Path(tmp) / "logs")
+        with group:
+            running = [
+                start_setup(
+                    group,
+                    name,
+                    replica=replica,
+                    min_replicas=min_replicas,
+                    extra_env=extra_env,
+                    tmp=Path(tmp),
+                )
+                for name, replica, min_replicas, extra_env in setups
+            ]
+            # Rounds alternate between the set-ups: the machine's noise spreads over all.
+            for round_no in range(1, args.rounds + 1):
+                for setup in running:
+                    run_round(setup, seconds=args.seconds, connections=args.connections,
+                              round_no=round_no)  # fmt: skip
+            rows = [setup.row for setup in running]
+            sizes = memory_sizes(running[-1].client)
+            for setup in running:
+                setup.client.close()
     print(table(rows, args.connections))
     print()
     for name, value in sizes.items():
