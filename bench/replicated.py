@@ -126,6 +126,72 @@ def run_round(setup: Setup, *, seconds: float, connections: int, round_no: int) 
         f"p99 {result.p99_ms:.1f} ms, {result.errors} errors")  # fmt: skip
 
 
+@dataclass
+class DrainRow:
+    name: str
+    charges_per_s: float
+    succeeded: int
+    count: int
+    redis_cpu_us: float  # primary's CPU per payment, accept to acknowledgement
+
+
+def drain_setup(
+    name: str, *, replica: bool, min_replicas: int, count: int, latency_ms: float, tmp: Path
+) -> DrainRow:
+    """``count`` payments accepted through the API's accept path (bench.drain) and charged by
+    one worker against the Stripe stub (``latency_ms`` per call, cap off): the steady rate and
+    Redis's CPU per payment over the whole run (accept, charge, outcome, acknowledgement)."""
+    import os
+    import uuid
+
+    from bench import drain
+    from devtools.processes import celery_worker_argv, python_module, wait_for_log
+
+    group = ProcessGroup(tmp / f"drain-{uuid.uuid4().hex[:6]}")
+    with group:
+        primary_port = free_port()
+        data = tmp / f"drain-primary-{primary_port}"
+        data.mkdir()
+        proc = group.start("primary", node_argv(primary_port, data))
+        wait_for_port(primary_port, proc=proc)
+        client = redis.Redis(port=primary_port)
+        if replica:
+            replica_port = free_port()
+            rdata = tmp / f"drain-replica-{replica_port}"
+            rdata.mkdir()
+            proc = group.start("replica", replica_argv(replica_port, rdata, primary_port))
+            wait_for_port(replica_port, proc=proc)
+            while int(client.info("replication").get("connected_slaves", 0)) < 1:
+                time.sleep(0.1)
+        stub_port = free_port()
+        proc = group.start("stub", python_module("bench.stripe_stub", "--port", str(stub_port),
+                                                 "--latency-ms", f"{latency_ms:g}"))  # fmt: skip
+        wait_for_port(stub_port, proc=proc)
+        url = f"redis://127.0.0.1:{primary_port}/0"
+        env = {
+            "REDIS_URL": url,
+            "REDIS_MIN_REPLICAS": str(min_replicas),
+            "STRIPE_API_BASE": f"http://127.0.0.1:{stub_port}",
+            "ENVIRONMENT": "test",
+            "STRIPE_MAX_RPS": "0",
+        }
+        proc = group.start("worker", celery_worker_argv("-n", "replbench@%h"), env=env)
+        wait_for_log(group.log_dir / "worker.log", "ready.")
+        os.environ["REDIS_MIN_REPLICAS"] = str(min_replicas)  # the accepts bench.drain makes
+        try:
+            before = cpu_seconds(client)
+            result = drain.measure(url, workers=1, latency_ms=latency_ms, count=count,
+                                   timeout=180, run_id=f"repl-{uuid.uuid4().hex[:8]}")  # fmt: skip
+            cpu = cpu_seconds(client) - before
+        finally:
+            os.environ.pop("REDIS_MIN_REPLICAS", None)
+        client.close()
+    row = DrainRow(name, result.steady_rate, result.succeeded, count, cpu / count * 1e6)
+    say(f"drain {name}: {row.charges_per_s:.1f} charges/s, {row.succeeded}/{count} succeeded, "
+        f"Redis CPU {row.redis_cpu_us:.0f} µs per payment")  # fmt: skip
+    return row
+
+
 def memory_sizes(client: redis.Redis) -> dict[str, int]:
     """MEMORY USAGE of one queued charge message (an element of the queue list, measured as
     the list's growth per element) and one payment record as accepted."""
@@ -169,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--drain", type=int, default=3000,
+                        help="payments charged in the drain part (0: skip it)")  # fmt: skip
     args = parser.parse_args(argv)
     setups: list[tuple[str, bool, int, dict[str, str]]] = [
         ("primary alone", False, 0, {}),
@@ -202,6 +270,31 @@ def main(argv: list[str] | None = None) -> int:
             for setup in running:
                 setup.client.close()
     print(table(rows, args.connections))
+    if args.drain:
+        with tempfile.TemporaryDirectory(prefix="bench-replicated-drain-") as tmp:
+            drains = [
+                drain_setup(
+                    name,
+                    replica=replica,
+                    min_replicas=wanted,
+                    count=args.drain,
+                    latency_ms=50.0,
+                    tmp=Path(tmp),
+                )
+                for name, replica, wanted in (
+                    ("primary alone", False, 0),
+                    ("+ replica, WAIT 1 (REDIS_MIN_REPLICAS=1)", True, 1),
+                )
+            ]
+        print()
+        print(f"Drain: {args.drain} payments accepted, then charged by one worker (128 threads), "
+              "Stripe stub 50 ms a call, cap off")  # fmt: skip
+        print()
+        print("| set-up | charges/s (steady) | succeeded | Redis CPU per payment (accept to ack) |")
+        print("| --- | --- | --- | --- |")
+        for d in drains:
+            print(f"| {d.name} | {d.charges_per_s:.1f} | {d.succeeded}/{d.count} | "
+                  f"{d.redis_cpu_us:.0f} µs |")  # fmt: skip
     print()
     for name, value in sizes.items():
         print(f"- {name}: {value}")
