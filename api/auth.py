@@ -98,10 +98,12 @@ class RequestContextMiddleware:
         state["principal"] = principal
         state["request_id"] = request_id
         raw_id = request_id.encode()
+        answered = [0]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", raw_id))
+                answered[0] = message["status"]
             await send(message)
 
         # bind/reset rather than the bound_contextvars() context manager: same effect, without
@@ -111,6 +113,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
+            _count(scope, answered[0])
 
     def _identify(self, authorization: bytes) -> Client | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
@@ -131,6 +134,16 @@ class RequestContextMiddleware:
 
 # No SHA-256 digest to match: a digest of all zeros is not one.
 _NO_MATCH = KeyEntry(bytes(32), ANONYMOUS)
+
+
+def _count(scope: Scope, status: int) -> None:
+    """payments_http_requests_total, by the route's template (not the path: ids would make a
+    series each)."""
+    metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
+    if metrics is None or not status:
+        return
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    metrics.http_requests.labels(route, scope["method"], str(status)).inc()
 
 
 def _request_id(given: bytes) -> str:

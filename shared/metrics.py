@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import redis
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -68,6 +68,12 @@ class ApiMetrics:
             "payments_accept_seconds",
             "Time to accept POST /payments (validation, the Redis script, the answer)",
             buckets=ACCEPT_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "payments_http_requests",
+            "Answers given by this API process, by route template, method and status",
+            labelnames=["route", "method", "status"],
             registry=self.registry,
         )
 

@@ -171,3 +171,11 @@ async def test_an_admin_lists_and_replays_dead_letters_others_cannot() -> None:
         assert (await api.post(path, headers=auth(ADMIN))).status_code == 404  # not one now
         polled = await api.get(f"/payments/{payment_id}", headers=auth(SHOP))
     assert polled.json()["status"] == "queued"
+
+
+async def test_answers_are_counted_by_route_template_and_status(api: httpx.AsyncClient) -> None:
+    await api.get("/payments/pay_" + "1" * 24, headers=auth(SHOP))
+    await api.get("/payments/pay_" + "2" * 24, headers=auth(SHOP))
+    exposed = (await api.get("/metrics", headers=auth(ADMIN))).text
+    line = 'payments_http_requests_total{method="GET",route="/payments/{payment_id}",status="404"}'
+    assert f"{line} 2.0" in exposed

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.celery_message import charge_message
 from shared.config import Settings
 from shared.metrics import OUTCOMES, STRIPE_CALLS, WORKER_HEARTBEAT
-from shared.store.keys import DEAD_LETTERS, UNACKED, record_key
+from shared.store.keys import CLIENT_COUNTS, DEAD_LETTERS, UNACKED, record_key
 
 from ._tools import REPO, find_system_tool, load_yaml, run_tool
 
@@ -176,6 +176,7 @@ async def busy_fleet(server: fakeredis.FakeServer, *, age: float) -> None:
         await redis.hset(UNACKED, tag, orjson.dumps([{"body": "…"}, "", "payments"]))
     await redis.set(WORKER_HEARTBEAT, "1700000000.5")
     await redis.hincrby(OUTCOMES, "succeeded|", 5)
+    await redis.hincrby(CLIENT_COUNTS, "shop|accepted", 5)
     await redis.hincrby(STRIPE_CALLS, "payment_intents.create|ok|0.2", 5)
     await redis.hincrbyfloat(STRIPE_CALLS, "payment_intents.create|ok|sum", 0.5)
     await redis.zadd(DEAD_LETTERS, {"pay_dead": 1})
@@ -185,6 +186,7 @@ async def test_every_metric_the_rules_name_is_exported(
     client: httpx.AsyncClient, server: fakeredis.FakeServer
 ) -> None:
     await busy_fleet(server, age=30)
+    await client.get("/healthz")  # an answer for payments_http_requests_total to count
     response = await client.get("/metrics")
     assert response.status_code == 200
     names = set(rendered(response.text))
