@@ -35,7 +35,7 @@ STRIPE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 ACCEPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 # Unix time of the last maintenance round (written by whichever worker ran it, every 30 s).
-WORKER_HEARTBEAT = "payments:metrics:worker_heartbeat"
+WORKER_HEARTBEAT = keys.WORKER_HEARTBEAT
 
 
 def outcome_field(status: str, code: str | None) -> str:

@@ -26,6 +26,8 @@ Key (type; TTL; written by):
   TTL, renewed on accept; API). ``payments:client:rate:{client}`` (hash, the client's token
   bucket; until full again; API). ``payments:client:backlog:{client}`` (counter of the client's
   pending payments; none; API on accept and replay, workers when a payment leaves pending).
+- ``payments:metrics:worker_heartbeat`` (string, when a worker's maintenance round last ran;
+  workers).
 - ``payments:metrics:clients`` (hash ``client|accepted`` / ``client|limited`` -> count; API).
 - ``payments:metrics:accepted`` (counter; API), ``payments:metrics:outcomes`` (hash
   ``status|code`` -> count; workers), ``payments:metrics:stripe`` (hash ``call|outcome|le`` ->
@@ -86,6 +88,7 @@ CLIENT_CUSTOMERS_PREFIX = "payments:client:customers:"
 CLIENT_RATE_PREFIX = "payments:client:rate:"
 CLIENT_BACKLOG_PREFIX = "payments:client:backlog:"
 CLIENT_COUNTS = "payments:metrics:clients"
+WORKER_HEARTBEAT = "payments:metrics:worker_heartbeat"
 UNACKED_INDEX = "unacked_index"
 
 
