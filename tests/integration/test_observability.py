@@ -64,11 +64,23 @@ def test_every_log_line_of_the_api_and_the_worker_is_json(
             for line in (processes.log_dir / f"{name}.log").read_text().splitlines()
             if line.strip()
         ]
-        not_json = [line for line in lines if not line.startswith("{")]
         # Celery prints its start-up banner before logging is configured; nothing after it.
-        banner_end = max((i for i, line in enumerate(lines) if "[queues]" in line), default=-1)
-        after_banner = [line for line in not_json if lines.index(line) > banner_end + 3]
+        after_banner = [
+            line for line in lines[celery_banner_end(lines) + 1 :] if not line.startswith("{")
+        ]
         assert after_banner == [], f"{name}: {after_banner[:3]}"
+
+
+def celery_banner_end(lines: list[str]) -> int:
+    """The index of the banner's last line (-1 without a banner): the banner ends with the
+    queue line after ``[queues]``, then ``[tasks]`` and one ``  . name`` line per task."""
+    end = max((i + 1 for i, line in enumerate(lines) if "[queues]" in line), default=-1)
+    tasks = next((i for i, line in enumerate(lines) if line.startswith("[tasks]")), None)
+    if tasks is not None:
+        end = tasks
+        while end + 1 < len(lines) and lines[end + 1].startswith("  . "):
+            end += 1
+    return end
 
 
 def test_metrics_include_what_the_workers_did(api: httpx.Client, stripe: StripeAdmin) -> None:
