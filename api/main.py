@@ -10,7 +10,7 @@ from typing import cast
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from api import admin, errors, health, metrics, openapi, payments, webhooks
+from api import admin, errors, health, metrics, openapi, payments, refunds, webhooks
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
 from api.service import PaymentService
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
     app.include_router(metrics.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router, tags=["webhooks"])
+    app.include_router(refunds.router, tags=["refunds"])
     openapi.install(app, settings)
     return app
 

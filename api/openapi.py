@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.auth import OPEN_PATHS
-from api.schemas import PaymentRequest
+from api.schemas import PaymentRequest, RefundRequest
 from shared.config import Settings
 
 ERROR_RESPONSE_REF = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -161,6 +161,9 @@ def _describe_create_payment(operation: dict[str, Any], settings: Settings) -> N
 def _describe_lifecycle(schema: dict[str, Any], settings: Settings) -> None:
     """``POST /webhooks/stripe`` reads its raw body and ``Stripe-Signature`` itself (the
     signature is over the exact bytes)."""
+    refunds = schema["paths"].get("/payments/{payment_id}/refunds", {}).get("post")
+    if refunds is not None:
+        _describe_create_refund(refunds, settings)
     webhook = schema["paths"].get("/webhooks/stripe", {}).get("post")
     if webhook is not None:
         webhook["parameters"][:0] = [
@@ -193,6 +196,49 @@ def _describe_lifecycle(schema: dict[str, Any], settings: Settings) -> None:
                 }
             },
         }
+
+
+def _describe_create_refund(operation: dict[str, Any], settings: Settings) -> None:
+    """``POST /payments/{id}/refunds`` reads its body, ``wait`` and ``Idempotency-Key`` by hand,
+    as ``POST /payments`` does: declared here, with the same semantics."""
+    operation["parameters"][:0] = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": (
+                "As on POST /payments: the same key with the same request answers the same "
+                "refund (`Idempotent-Replayed: true`), never a second one; with another request "
+                "(another payment or amount) a 422. Scoped to your API key; made by the server "
+                "when absent."
+            ),
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": "^[!-~]([ -~]*[!-~])?$",
+            },
+        },
+        {
+            "name": "wait",
+            "in": "query",
+            "required": False,
+            "description": (
+                f"Seconds to wait for Stripe's answer (0-{settings.max_wait_seconds}): 200 once "
+                "succeeded, the error's status once failed, 202 if still pending by then."
+            ),
+            "schema": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": settings.max_wait_seconds,
+                "default": 0,
+            },
+        },
+    ]
+    operation["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": RefundRequest.model_json_schema()}},
+    }
 
 
 def _retry_after_on_503(schema: dict[str, Any]) -> None:

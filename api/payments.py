@@ -182,7 +182,10 @@ async def get_payment(request: Request, payment_id: str, service: ServiceDep) ->
     record = await service.get_for(payment_id, principal)
     client = request.state.client
     viewer = str(getattr(client, "name", client))  # a client's name, or its key identity
-    return model_response(200, payment_view(record, viewer=viewer), rate_headers)
+    from api.refunds import refund_store  # the refunds module builds on this one
+
+    refunds = await refund_store(request).of_payment(payment_id)
+    return model_response(200, payment_view(record, viewer=viewer, refunds=refunds), rate_headers)
 
 
 @router.get(

@@ -25,12 +25,15 @@ from shared.money import (
     format_minor,
 )
 from shared.records import PaymentRecord, Status
+from shared.refunds import RefundRecord
 from shared.stripe_gateway import ChargePage
 
 CUSTOMER_ID_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
 PAYMENT_METHOD_PATTERN = r"^(pm|card|src)_[A-Za-z0-9_]{1,64}$"
 PAYMENT_ID_PATTERN = r"^pay_[0-9a-f]{24}$"
 CHARGE_ID_PATTERN = r"^(ch|py)_[A-Za-z0-9]{1,64}$"
+# Charged, whatever happened since: the confirmation (the PaymentIntent id) stays shown.
+CHARGED_STATUSES = frozenset({Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED})
 
 
 class PaymentRequest(BaseModel):
@@ -69,6 +72,22 @@ class PaymentRequest(BaseModel):
         return value
 
 
+class RefundRequest(BaseModel):
+    """``POST /payments/{id}/refunds``. Strict, like PaymentRequest."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    amount: Annotated[str, StringConstraints(pattern=AMOUNT_PATTERN, max_length=32)] | None = Field(
+        default=None,
+        description=(
+            'Decimal string in major units, e.g. "10.00", in the payment\'s currency; '
+            "absent: all that is left. The payment's refunds never add up to more than it "
+            "charged (409 refund_exceeds_charge)."
+        ),
+        examples=["10.00"],
+    )
+
+
 class ErrorBody(BaseModel):
     """Stripe-style error object; more fields may follow, as on Stripe's errors."""
 
@@ -84,6 +103,25 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class Refund(BaseModel):
+    id: str = Field(examples=["ref_4c1e0b9d2f7a4e3c8b6a5d10"])
+    object: Literal["refund"] = "refund"
+    payment_id: str
+    status: Literal["pending", "succeeded", "failed", "unknown"] = Field(
+        description=(
+            "pending until Stripe answers; unknown when Stripe could not be asked whether it "
+            "refunded (the service keeps asking; the amount stays held, do not refund again)."
+        )
+    )
+    amount: str = Field(examples=["10.00"])
+    currency: str
+    idempotency_key: str
+    created_at: str
+    updated_at: str
+    stripe_refund: str | None = Field(description="Stripe Refund id, once known.")
+    error: ErrorBody | None = Field(default=None, description="Present once failed: why.")
 
 
 class Payment(BaseModel):
@@ -119,6 +157,9 @@ class Payment(BaseModel):
         description="Refunded so far (ours and any made in Stripe's dashboard), major units.",
         examples=["10.00"],
     )
+    refunds: list[Refund] = Field(
+        default_factory=list, description="The refunds asked through this service, oldest first."
+    )
 
 
 class CustomerCharge(BaseModel):
@@ -132,6 +173,9 @@ class CustomerCharge(BaseModel):
     payment_id: str | None = Field(description="This service's payment id, when it made it.")
     failure_code: str | None
     refunded: bool
+    amount_refunded: str = Field(
+        default="0.00", description="Refunded so far, from Stripe (dashboard refunds too)."
+    )
 
 
 class CustomerPayments(BaseModel):
@@ -150,7 +194,31 @@ class Readiness(BaseModel):
     redis: Literal["ok"] = Field(description="Redis answered a PING.")
 
 
-def payment_view(record: PaymentRecord, *, viewer: str | None = None) -> Payment:
+def refund_view(refund: RefundRecord) -> Refund:
+    optional: dict[str, object] = {}
+    if refund.error is not None:
+        optional["error"] = ErrorBody.model_validate(refund.error)
+    return Refund(
+        id=refund.id,
+        object="refund",
+        payment_id=refund.payment_id,
+        status=refund.status.value,
+        amount=format_minor(refund.amount_minor, refund.currency),
+        currency=refund.currency,
+        idempotency_key=refund.idempotency_key,
+        created_at=refund.created_at,
+        updated_at=refund.updated_at,
+        stripe_refund=refund.stripe_refund,
+        **optional,
+    )
+
+
+def payment_view(
+    record: PaymentRecord,
+    *,
+    viewer: str | None = None,
+    refunds: list[RefundRecord] | None = None,
+) -> Payment:
     """What a client sees of a record: amounts as decimal strings in major units, no internals.
 
     ``next_action`` and ``error`` are set only when the record has them, so that answers
@@ -170,6 +238,7 @@ def payment_view(record: PaymentRecord, *, viewer: str | None = None) -> Payment
     ):
         optional["client_secret"] = record.client_secret
     optional["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
+    optional["refunds"] = [refund_view(r) for r in refunds or ()]
     return Payment(
         id=record.id,
         object="payment",
@@ -183,7 +252,7 @@ def payment_view(record: PaymentRecord, *, viewer: str | None = None) -> Payment
         updated_at=record.updated_at,
         payment_intent=record.payment_intent,
         charge=record.charge,
-        confirmation=record.payment_intent if record.status is Status.SUCCEEDED else None,
+        confirmation=record.payment_intent if record.status in CHARGED_STATUSES else None,
         **optional,
     )
 

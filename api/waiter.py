@@ -11,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.records import PaymentRecord
 from shared.store.keys import EVENTS_CHANNEL
 
 log = structlog.get_logger(__name__)
 
+
+class Settles(Protocol):
+    """A record a request may wait for: a payment, or a refund (``?wait`` on refunds too)."""
+
+    @property
+    def is_settled(self) -> bool: ...
+
+
+R = TypeVar("R", bound=Settles)
 RECHECK_SECONDS = 1.0
 POLL_SECONDS = 0.25
 
@@ -68,8 +77,8 @@ class PaymentWaiter:
         self,
         payment_id: str,
         within: float,
-        fetch: Callable[[], Awaitable[PaymentRecord]],
-    ) -> PaymentRecord:
+        fetch: Callable[[], Awaitable[R]],
+    ) -> R:
         """The record once settled (final or unknown), or as it stands after ``within`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within

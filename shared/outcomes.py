@@ -225,3 +225,30 @@ HANDLED_EVENTS = INTENT_EVENTS | CHARGE_EVENTS
 def event_type_label(event_type: str) -> str:
     """The metric label of an event type: handled ones by name, any other as ``other``."""
     return event_type if event_type in HANDLED_EVENTS else "other"
+
+
+# --- refunds (issue 11): a Stripe Refund's status to our refund's ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    """What Stripe says of a Refund."""
+
+    id: str
+    status: str  # succeeded, pending, requires_action, failed, canceled
+    amount_minor: int
+    refund_id: str | None = None  # ours, from its metadata
+    failure_reason: str | None = None
+
+
+def refund_settled(outcome: RefundOutcome) -> tuple[str, PaymentServiceError | None]:
+    """Our refund's status for a Stripe Refund's (``pending``: ask again shortly)."""
+    if outcome.status == "succeeded":
+        return "succeeded", None
+    if outcome.status in ("failed", "canceled"):
+        reason = outcome.failure_reason or outcome.status
+        return "failed", UpstreamError(
+            f"Stripe did not refund the payment ({reason}); nothing was refunded.",
+            code="refund_failed",
+        )
+    return "pending", None

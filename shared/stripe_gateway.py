@@ -24,6 +24,7 @@ from shared.errors import (
 from shared.money import format_minor
 from shared.outcomes import (
     ChargeOutcome,
+    RefundOutcome,
     StripeFailure,
     TransientStripeError,
     for_reader,
@@ -47,6 +48,7 @@ class ChargeSummary:
     payment_id: str | None
     failure_code: str | None
     refunded: bool
+    amount_refunded: str = "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,61 @@ class StripeGateway:
             raise translate_error(exc) from exc
         return _charge_state(charge)
 
+    def create_refund(
+        self,
+        *,
+        charge_id: str,
+        amount_minor: int,
+        refund_id: str,
+        payment_id: str,
+        idempotency_key: str,
+    ) -> RefundOutcome:
+        """Refund ``amount_minor`` of the charge, tagged with our ids (the key makes a retry
+        the same request)."""
+        try:
+            refund = self._client.raw_request(
+                "post",
+                "/v1/refunds",
+                charge=charge_id,
+                amount=amount_minor,
+                metadata={"refund_id": refund_id, "payment_id": payment_id},
+                idempotency_key=idempotency_key,
+            ).data
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return _refund_outcome(refund)
+
+    def retrieve_refund(self, *, stripe_refund_id: str) -> RefundOutcome:
+        try:
+            return _refund_outcome(self._get(f"/v1/refunds/{stripe_refund_id}"))
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+
+    def find_refund(self, *, charge_id: str, refund_id: str) -> RefundOutcome | None:
+        """The Stripe Refund carrying our ``refund_id``, if the charge has one."""
+        params: dict[str, Any] = {"charge": charge_id, "limit": 100}
+        try:
+            while True:
+                page = self._get("/v1/refunds", **params)
+                for refund in page.get("data", ()):
+                    if _field(refund.get("metadata"), "refund_id") == refund_id:
+                        return _refund_outcome(refund)
+                if not page.get("has_more") or not page.get("data"):
+                    return None
+                params["starting_after"] = page["data"][-1]["id"]
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+
+
+def _refund_outcome(refund: dict[str, Any]) -> RefundOutcome:
+    return RefundOutcome(
+        id=str(refund["id"]),
+        status=str(refund.get("status") or "pending"),
+        amount_minor=int(refund["amount"]),
+        refund_id=_field(refund.get("metadata"), "refund_id"),
+        failure_reason=refund.get("failure_reason"),
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class ChargeState:
@@ -358,6 +415,9 @@ def _summary(charge: dict[str, Any]) -> ChargeSummary:
         payment_id=payment_id,
         failure_code=_field(charge, "failure_code"),
         refunded=bool(_field(charge, "refunded")),
+        amount_refunded=format_minor(
+            int(_field(charge, "amount_refunded") or 0), str(charge["currency"])
+        ),
     )
 
 

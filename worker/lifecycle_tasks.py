@@ -1,7 +1,8 @@
-"""Thin Celery tasks of a payment's life after its first answer (issue 11): Stripe's events.
+"""Thin Celery tasks of a payment's life after its first answer (issue 11): Stripe's events,
+refunds.
 
-Arguments are ids and plain values; the logic lives in ``worker.stripe_events``. Imported by
-``worker.tasks`` so that the one Celery app registers them.
+Arguments are ids and plain values; the logic lives in ``worker.stripe_events`` and
+``worker.refunds``. Imported by ``worker.tasks`` so that the one Celery app registers them.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from celery.utils.time import get_exponential_backoff_interval
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.metrics import StripeCallMetrics
 from shared.outcomes import TransientStripeError
+from shared.rate_limit import StripeBudget
 from shared.records import STRIPE_EVENT_TASK
 from shared.redis_clients import sync_redis
+from shared.refunds import REFUND_TASK
 from shared.store.lifecycle import LifecycleStore
+from shared.store.refunds import RefundStore
 from worker.celery_app import app
+from worker.refunds import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
 from worker.stripe_events import StripeEventProcessor
-from worker.tasks import gateway, settings
+from worker.tasks import REDIS_WAIT_MAX_SECONDS, gateway, settings, store
 
 log = structlog.get_logger(__name__)
 
@@ -37,8 +43,30 @@ def lifecycle_store() -> LifecycleStore:
 
 
 @lru_cache(maxsize=1)
+def refund_store() -> RefundStore:
+    return RefundStore(sync_redis(settings), settings)
+
+
+@lru_cache(maxsize=1)
 def event_processor() -> StripeEventProcessor:
     return StripeEventProcessor(lifecycle_store(), gateway())
+
+
+@lru_cache(maxsize=1)
+def refund_processor() -> RefundProcessor:
+    return RefundProcessor(
+        refund_store(),
+        lifecycle_store(),
+        gateway(),
+        settings,
+        StripeBudget(store(), settings.stripe_max_rps),
+        StripeCallMetrics(sync_redis(settings)),
+    )
+
+
+def refunds_round() -> dict[str, int]:
+    """The maintenance round's job for refunds whose outcome is unknown."""
+    return reconcile_refunds(refund_store(), lifecycle_store(), gateway(), settings)
 
 
 def backoff(retries: int, cap: float) -> float:
@@ -71,3 +99,32 @@ def stripe_event(
             log.info("stripe_event.retry", reason=str(exc), countdown=round(countdown, 2))
             headers = {"enqueued_at": str(int(time.time() * 1000))}
             raise self.retry(countdown=countdown, headers=headers) from exc
+
+
+# max_retries=None: the processor bounds Stripe attempts itself (CHARGE_MAX_RETRIES, counted on
+# the refund record), as for charges.
+@app.task(bind=True, name=REFUND_TASK, max_retries=None, acks_late=True)
+def refund(self: Task[[str], str | None], refund_id: str) -> str | None:
+    """Refund one refund request at Stripe; retry later when the processor says so (same
+    idempotency key, reconciled first)."""
+    request_id = getattr(self.request, "request_id", None)
+    with structlog.contextvars.bound_contextvars(refund_id=refund_id, request_id=request_id):
+        result = _refund_when_redis_answers(refund_id)
+    if isinstance(result, RefundRetry):
+        headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}
+        raise self.retry(countdown=result.countdown, headers=headers)
+    return result.status.value if result.status else None
+
+
+def _refund_when_redis_answers(refund_id: str) -> RefundDone | RefundRetry:
+    """As for charges (worker.tasks): nothing can be recorded while Redis is down, so the
+    thread waits for it, its message unacknowledged."""
+    wait = 0.5
+    while True:
+        try:
+            return refund_processor().process(refund_id)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("refund.redis_unavailable", refund_id=refund_id,
+                        error=type(exc).__name__, retry_in=wait)  # fmt: skip
+            time.sleep(wait)
+            wait = min(wait * 2, REDIS_WAIT_MAX_SECONDS)

@@ -139,6 +139,7 @@ def _start_maintenance(**_: object) -> None:
             lambda: reconcile_unknown(
                 payments, gateway(), StripeBudget(payments, settings.stripe_max_rps), settings
             ),
+            lambda: lifecycle_tasks.refunds_round(),  # refunds whose outcome is unknown
         ],
     )
     thread.start()
@@ -152,4 +153,4 @@ def _stop_maintenance(**_: object) -> None:
 
 
 # The tasks of a payment's life after its first answer (issue 11), on the same app.
-from worker import lifecycle_tasks  # noqa: E402, F401
+from worker import lifecycle_tasks  # noqa: E402

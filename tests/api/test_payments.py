@@ -497,6 +497,7 @@ async def test_customer_payments_carry_every_documented_charge_field(
             "payment_id": "pay_000000000000000000000001",
             "failure_code": "card_declined",
             "refunded": False,
+            "amount_refunded": "0",
         }
     ]
 

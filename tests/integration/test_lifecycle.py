@@ -134,3 +134,101 @@ def test_a_forged_webhook_is_refused_and_moves_nothing(
 
     assert answer.status_code == 400
     assert final(api, paid["id"])["status"] == "succeeded"
+
+
+def refund(api: httpx.Client, payment_id: str, amount: str | None, wait: int = 20) -> Any:
+    body = {} if amount is None else {"amount": amount}
+    return api.post(f"/payments/{payment_id}/refunds", params={"wait": wait}, json=body)
+
+
+def stripe_refunds(stripe: StripeAdmin, charge: str) -> list[dict[str, Any]]:
+    page = stripe.http.get("/v1/refunds", params={"charge": charge, "limit": 100})
+    page.raise_for_status()
+    data: list[dict[str, Any]] = page.json()["data"]
+    return data
+
+
+def test_a_partial_then_a_full_refund_and_a_third_is_refused(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    paid = pay(api, customer, amount="42.99", wait=20).json()
+
+    partial = refund(api, paid["id"], "10.00")
+    rest = refund(api, paid["id"], None)
+    third = refund(api, paid["id"], "0.01")
+
+    assert (partial.status_code, partial.json()["status"]) == (200, "succeeded")
+    assert (rest.status_code, rest.json()["amount"]) == (200, "32.99")
+    assert third.status_code == 409
+    assert third.json()["error"]["code"] == "payment_not_refundable"  # it is refunded now
+    shown = api.get(f"/payments/{paid['id']}").json()
+    assert shown["status"] == "refunded"
+    assert shown["amount_refunded"] == "42.99"
+    assert [r["amount"] for r in shown["refunds"]] == ["10.00", "32.99"]
+    made = stripe_refunds(stripe, paid["charge"])
+    assert sorted(r["amount"] for r in made) == [1000, 3299]
+    assert {r["metadata"]["refund_id"] for r in made} == {r["id"] for r in shown["refunds"]}
+    listed = api.get(f"/{customer}/payments").json()["data"]
+    assert listed[0]["amount_refunded"] == "42.99"
+
+
+FAULT_ENV = {
+    **ENV,
+    # A short lease and visibility timeout, so a killed worker's refund comes back quickly.
+    "STRIPE_TIMEOUT_SECONDS": "5",
+    "VISIBILITY_TIMEOUT_SECONDS": "25",
+    "RESTORE_INTERVAL_SECONDS": "1",
+}
+
+
+def test_killing_a_worker_mid_refund_loses_and_doubles_nothing(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import signal
+    import time
+
+    with (
+        Stack.running(tmp_path_factory, "refund-kill", FAULT_ENV, workers=2) as stack,
+        stack.api() as api,
+        stack.stripe_admin() as stripe,
+    ):
+        customer = stripe.customer()
+        paid = pay(api, customer, amount="30.00", wait=20).json()
+        assert paid["status"] == "succeeded"
+        stack.proxy(latency_ms=3000)
+        refund_id = refund(api, paid["id"], "12.00", wait=0).json()["id"]
+
+        def holder() -> str | None:
+            for name in ("w1", "w2"):
+                events = stack.worker_events(name)
+                if any(e.get("event") == "refund.started" and e.get("refund_id") == refund_id
+                       for e in events):  # fmt: skip
+                    return name
+            return None
+
+        name = wait_until(holder, timeout=30, what="a worker started the refund")
+        wait_until(
+            lambda: any(e["path"] == "/v1/refunds" and e["method"] == "POST"
+                        for e in stack.proxy_log()),
+            timeout=30, what="the refund reached Stripe",
+        )  # fmt: skip
+        stack.signal_worker(name, signal.SIGKILL)
+        killed_at = time.monotonic()
+        stack.proxy(latency_ms=0)
+
+        def done() -> dict[str, Any] | None:
+            body: dict[str, Any] = api.get(f"/payments/{paid['id']}/refunds/{refund_id}").json()
+            return body if body["status"] == "succeeded" else None
+
+        finished = wait_until(done, timeout=180, what=f"{refund_id} succeeded")
+        print(f"\n[refund] worker {name} SIGKILLed mid-refund; refunded once by the other in "
+              f"{time.monotonic() - killed_at:.1f}s")  # fmt: skip
+        made = stripe_refunds(stripe, paid["charge"])
+        assert [r["amount"] for r in made] == [1200]
+        assert finished["stripe_refund"] == made[0]["id"]
+        shown = api.get(f"/payments/{paid['id']}").json()
+        assert (shown["status"], shown["amount_refunded"]) == ("succeeded", "12.00")
+        posts = [e for e in stack.proxy_log() if e["path"] == "/v1/refunds"
+                 and e["method"] == "POST"]  # fmt: skip
+        assert {p["idempotency_key"] for p in posts} == {f"{refund_id}:refund"}

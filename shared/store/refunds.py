@@ -1,0 +1,202 @@
+"""Refunds in Redis: claimed against their payment in one step (API), attempted under a lease
+and recorded once (workers). One Lua script a step; keys in ``shared.store.keys``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from shared.config import Settings
+from shared.records import Status, may_move_to, now_iso
+from shared.refunds import FINAL_REFUND_STATUSES, REFUNDABLE_STATUSES, RefundRecord, RefundStatus
+from shared.store import keys
+from shared.store.scripts import source
+
+_FINAL = sorted(s.value for s in FINAL_REFUND_STATUSES)
+
+
+def _args(**named: Any) -> bytes:
+    return orjson.dumps(named)
+
+
+def _record(flat: list[Any]) -> RefundRecord:
+    return RefundRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class RefundClaim:
+    """claim_refund's answer: exactly one of the fields says what happened."""
+
+    record: RefundRecord | None = None  # written now (created) or found (a replay/conflict)
+    created: bool = False
+    payment_missing: bool = False
+    not_refundable: str | None = None  # the payment's status
+    left_minor: int | None = None  # the amount did not fit: what is left
+
+
+class AsyncRefundStore:
+    """The API's steps."""
+
+    def __init__(self, client: AsyncRedis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+        self._claim = client.register_script(source("claim_refund"))
+
+    async def claim(
+        self,
+        *,
+        refund_id: str,
+        payment_id: str,
+        amount_minor: int | None,
+        fields: Mapping[str, str],
+        message: bytes,
+    ) -> RefundClaim:
+        """Write the refund and hold its amount on the payment (``None``: all that is left),
+        enqueue its task; or say why not."""
+        result = await self._claim(
+            keys=[
+                keys.refund_key(refund_id),
+                keys.record_key(payment_id),
+                keys.refunds_key(payment_id),
+                self._settings.queue_name,
+            ],
+            args=[
+                _args(
+                    refund_id=refund_id,
+                    amount=amount_minor or 0,
+                    fields=dict(fields),
+                    refundable=sorted(s.value for s in REFUNDABLE_STATUSES),
+                    ttl=self._settings.record_ttl_seconds,
+                    message=message.decode(),
+                )
+            ],
+        )
+        code = int(result[0])
+        if code == 1:
+            record = RefundRecord.from_redis({**fields, "amount_minor": str(result[1])})
+            return RefundClaim(record=record, created=True)
+        if code == 0:
+            return RefundClaim(record=_record(result[1]))
+        if code == -1:
+            return RefundClaim(payment_missing=True)
+        if code == -2:
+            status = result[1]
+            return RefundClaim(
+                not_refundable=status.decode() if isinstance(status, bytes) else status
+            )
+        return RefundClaim(left_minor=int(result[1]))
+
+    async def get(self, refund_id: str) -> RefundRecord | None:
+        raw = await self._redis.hgetall(keys.refund_key(refund_id))
+        return RefundRecord.from_redis(raw) if raw else None
+
+    async def of_payment(self, payment_id: str) -> list[RefundRecord]:
+        """The payment's refunds, oldest first (one round trip for the list, one for them)."""
+        ids: list[Any] = await self._redis.lrange(keys.refunds_key(payment_id), 0, -1)
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for refund_id in ids:
+                text = refund_id.decode() if isinstance(refund_id, bytes) else str(refund_id)
+                pipe.hgetall(keys.refund_key(text))
+            raws = await pipe.execute()
+        return [RefundRecord.from_redis(raw) for raw in raws if raw]
+
+
+@dataclass(frozen=True, slots=True)
+class RefundStarted:
+    record: RefundRecord
+
+
+class RefundStore:
+    """The workers' steps. Thread-safe: one instance per process."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+        self.lease_ms = int(settings.lease_seconds * 1000)
+        self._scripts = {
+            name: client.register_script(source(name))
+            for name in ("refund_start", "refund_finish", "release")
+        }
+
+    def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
+        return self._scripts[name](keys=keys_, args=[_args(**named)])
+
+    def get(self, refund_id: str) -> RefundRecord | None:
+        raw: dict[bytes, bytes] = self._redis.hgetall(keys.refund_key(refund_id))  # type: ignore[assignment]
+        return RefundRecord.from_redis(raw) if raw else None
+
+    def due_unknown(self, *, limit: int) -> list[str]:
+        """Refunds whose outcome is unknown and due for another look at Stripe."""
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.REFUNDS_UNKNOWN, "-inf", time.time(), start=0, num=limit
+        )
+        return [member.decode() for member in due]
+
+    def start(self, refund_id: str, *, token: str) -> RefundStarted | str:
+        """The refund, held under its lease; or ``"busy"`` / ``"skip"`` (gone or final)."""
+        result = self._run(
+            "refund_start",
+            [keys.refund_key(refund_id), keys.lock_key(refund_id)],
+            token=token,
+            lease_ms=self.lease_ms,
+            final=_FINAL,
+        )
+        if result[0] == 1:
+            return RefundStarted(_record(result[1]))
+        return "busy" if result[0] == -2 else "skip"
+
+    def release(self, refund_id: str, *, token: str, fields: Mapping[str, str]) -> None:
+        """Give the lease back before a retry, saving ``fields`` (the Stripe refund id)."""
+        self._run(
+            "release",
+            [keys.lock_key(refund_id), keys.refund_key(refund_id)],
+            token=token,
+            fields=dict(fields),
+        )
+
+    def finish(
+        self,
+        record: RefundRecord,
+        *,
+        status: RefundStatus,
+        fields: Mapping[str, str],
+        clear: tuple[str, ...] = (),
+        callbacks: tuple[bytes, bytes] = (b"", b""),
+        check_at: float = 0,
+    ) -> int:
+        """Record the refund's outcome (final, or unknown until ``check_at``) and its effect on
+        the payment. 0: already final; 1: written; 2: written, the payment is now refunded."""
+        return int(
+            self._run(
+                "refund_finish",
+                [
+                    keys.refund_key(record.id),
+                    keys.lock_key(record.id),
+                    keys.record_key(record.payment_id),
+                    keys.EVENTS_CHANNEL,
+                    keys.REFUNDS_UNKNOWN,
+                    keys.TRANSITION_COUNTS,
+                    self._settings.callback_queue,
+                ],
+                refund_id=record.id,
+                payment_id=record.payment_id,
+                status=status.value,
+                succeeded=status is RefundStatus.SUCCEEDED,
+                final=_FINAL,
+                fields=dict(fields),
+                clear=list(clear),
+                refunded=Status.REFUNDED.value,
+                allowed_from=may_move_to(Status.REFUNDED),
+                callbacks=[c.decode() for c in callbacks],
+                check_at=int(check_at),
+                now_iso=now_iso(),
+            )
+        )

@@ -1,0 +1,295 @@
+"""Refunds with Redis faked by fakeredis and Stripe faked at the gateway boundary: the amount
+arithmetic and its races, exactly one Stripe refund per request, "not refunded" only when
+Stripe confirms it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import pytest
+
+from shared.config import Settings
+from shared.errors import InvalidRequest
+from shared.outcomes import RefundOutcome, TransientStripeError
+from shared.records import PaymentRecord, Status, new_record_fields
+from shared.refunds import RefundStatus, refund_fingerprint
+from shared.store.keys import REFUNDS_UNKNOWN, record_key, refund_key
+from shared.store.lifecycle import LifecycleStore
+from shared.store.refunds import AsyncRefundStore, RefundClaim, RefundStore
+from worker.refunds import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
+
+PAY = "pay_" + "c" * 24
+SETTINGS = Settings(environment="test", charge_max_retries=2)
+
+
+@dataclass
+class FakeStripe:
+    """Stripe's refunds: a ledger, a saved answer per idempotency key, refunds findable by
+    our metadata."""
+
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    saved: dict[str, RefundOutcome] = field(default_factory=dict)
+    fail_create: list[Exception] = field(default_factory=list)
+    fail_find: list[Exception] = field(default_factory=list)
+    lose_answer_once: bool = False
+    status: str = "succeeded"
+
+    def create_refund(self, **params: Any) -> RefundOutcome:
+        if self.fail_create:
+            raise self.fail_create.pop(0)
+        key = params["idempotency_key"]
+        if key not in self.saved:
+            self.ledger.append(params)
+            self.saved[key] = RefundOutcome(
+                f"re_{len(self.ledger)}", self.status, params["amount_minor"], params["refund_id"]
+            )
+        if self.lose_answer_once:
+            self.lose_answer_once = False
+            raise TransientStripeError("connection reset after the request was sent")
+        return self.saved[key]
+
+    def find_refund(self, *, charge_id: str, refund_id: str) -> RefundOutcome | None:
+        if self.fail_find:
+            raise self.fail_find.pop(0)
+        return next((r for r in self.saved.values() if r.refund_id == refund_id), None)
+
+    def retrieve_refund(self, *, stripe_refund_id: str) -> RefundOutcome:
+        found = next(r for r in self.saved.values() if r.id == stripe_refund_id)
+        return RefundOutcome(found.id, "succeeded", found.amount_minor, found.refund_id)
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def redis(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
+
+
+@pytest.fixture
+def api_store(server: fakeredis.FakeServer) -> AsyncRefundStore:
+    return AsyncRefundStore(fakeredis.FakeAsyncRedis(server=server), SETTINGS)
+
+
+@pytest.fixture
+def stripe() -> FakeStripe:
+    return FakeStripe()
+
+
+@pytest.fixture
+def processor(redis: fakeredis.FakeRedis, stripe: FakeStripe) -> RefundProcessor:
+    return RefundProcessor(
+        RefundStore(redis, SETTINGS),
+        LifecycleStore(redis, SETTINGS),
+        stripe,  # type: ignore[arg-type]
+        SETTINGS,
+    )
+
+
+def paid(redis: fakeredis.FakeRedis, status: Status = Status.SUCCEEDED, amount: int = 4299) -> None:
+    fields: dict[str, str] = new_record_fields(
+        payment_id=PAY, account_id="cus_A", amount_minor=amount, currency="usd",
+        payment_method="pm_1", idempotency_key="k", fingerprint="f",
+    )  # fmt: skip
+    fields.update(status=status.value, charge="ch_1", payment_intent="pi_1")
+    redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
+
+
+def payment(redis: fakeredis.FakeRedis) -> PaymentRecord:
+    return PaymentRecord.from_redis(redis.hgetall(record_key(PAY)))
+
+
+async def claim(store: AsyncRefundStore, key: str, amount: int | None) -> RefundClaim:
+    refund_id = "ref_" + key.rjust(24, "0")
+    fields = {
+        "id": refund_id, "payment_id": PAY, "status": "pending", "currency": "usd",
+        "idempotency_key": key, "created_at": "2026-01-01T00:00:00.000Z",
+        "updated_at": "2026-01-01T00:00:00.000Z", "attempts": "0",
+        "fingerprint": refund_fingerprint(payment_id=PAY, amount_minor=amount),
+    }  # fmt: skip
+    return await store.claim(
+        refund_id=refund_id, payment_id=PAY, amount_minor=amount, fields=fields, message=b"{}"
+    )
+
+
+async def test_partial_refunds_then_the_rest_then_nothing_is_left(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+) -> None:
+    paid(redis)
+    first = await claim(api_store, "a", 1000)
+    second = await claim(api_store, "b", 2000)
+    rest = await claim(api_store, "c", None)
+    more = await claim(api_store, "d", 1)
+
+    assert first.created
+    assert second.created
+    assert rest.created
+    assert rest.record is not None
+    assert rest.record.amount_minor == 1299
+    assert more.left_minor == 0
+    assert payment(redis).refund_reserved_minor == 4299
+    assert redis.llen("payments") == 3
+
+
+async def test_a_refund_over_what_is_left_is_refused_with_what_is_left(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+) -> None:
+    paid(redis)
+    await claim(api_store, "a", 4000)
+    over = await claim(api_store, "b", 300)
+    assert over.left_minor == 299
+    assert not over.created
+
+
+async def test_concurrent_refunds_never_exceed_the_charge(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+) -> None:
+    paid(redis)
+    claims = await asyncio.gather(*(claim(api_store, f"k{n}", 1000) for n in range(10)))
+    assert sum(c.created for c in claims) == 4
+    assert payment(redis).refund_reserved_minor == 4000
+
+
+@pytest.mark.parametrize(
+    "status",
+    [Status.QUEUED, Status.PROCESSING, Status.FAILED, Status.REQUIRES_ACTION, Status.UNKNOWN,
+     Status.REFUNDED, Status.DISPUTED],
+)  # fmt: skip
+async def test_only_a_succeeded_payment_is_refundable(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, status: Status
+) -> None:
+    paid(redis, status)
+    refused = await claim(api_store, "a", 100)
+    assert refused.not_refundable == status.value
+    assert redis.llen("payments") == 0
+
+
+async def test_the_same_key_finds_the_same_refund_and_claims_nothing_more(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+) -> None:
+    paid(redis)
+    first = await claim(api_store, "a", 1000)
+    again = await claim(api_store, "a", 1000)
+    assert first.created
+    assert not again.created
+    assert again.record is not None
+    assert first.record is not None
+    assert again.record.id == first.record.id
+    assert payment(redis).refund_reserved_minor == 1000
+
+
+async def test_a_dashboard_refund_counts_against_what_is_left(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+) -> None:
+    paid(redis)
+    redis.hset(record_key(PAY), "stripe_refunded_minor", 4000)
+    assert (await claim(api_store, "a", 500)).left_minor == 299
+
+
+async def accepted(redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, key: str,
+                   amount: int | None) -> str:  # fmt: skip
+    claimed = await claim(api_store, key, amount)
+    assert claimed.record is not None
+    return claimed.record.id
+
+
+async def test_a_refund_is_made_once_and_a_full_one_refunds_the_payment(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
+    stripe: FakeStripe,
+) -> None:  # fmt: skip
+    paid(redis)
+    partial = await accepted(redis, api_store, "a", 1000)
+    rest = await accepted(redis, api_store, "b", None)
+
+    assert processor.process(partial) == RefundDone(RefundStatus.SUCCEEDED)
+    assert payment(redis).status is Status.SUCCEEDED
+    assert processor.process(rest) == RefundDone(RefundStatus.SUCCEEDED)
+    assert processor.process(rest) == RefundDone(None)  # a redelivery: already final
+
+    now = payment(redis)
+    assert now.status is Status.REFUNDED
+    assert (now.refunded_minor, now.refund_reserved_minor) == (4299, 0)
+    assert [p["amount_minor"] for p in stripe.ledger] == [1000, 3299]
+    assert {p["idempotency_key"] for p in stripe.ledger} == {f"{partial}:refund", f"{rest}:refund"}
+
+
+async def test_a_lost_answer_is_reconciled_not_refunded_twice(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
+    stripe: FakeStripe,
+) -> None:  # fmt: skip
+    paid(redis)
+    refund_id = await accepted(redis, api_store, "a", 1000)
+    stripe.lose_answer_once = True  # Stripe refunded, the answer never came back
+
+    assert isinstance(processor.process(refund_id), RefundRetry)
+    # Stripe's key memory is gone (24 h later, say): only finding ours prevents a second one.
+    stripe.saved = {"forgotten": next(iter(stripe.saved.values()))}
+    assert processor.process(refund_id) == RefundDone(RefundStatus.SUCCEEDED)
+    assert len(stripe.ledger) == 1
+
+
+async def test_retries_run_out_and_stripe_has_nothing_so_the_hold_is_given_back(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
+    stripe: FakeStripe,
+) -> None:  # fmt: skip
+    paid(redis)
+    refund_id = await accepted(redis, api_store, "a", 1000)
+    stripe.fail_create = [TransientStripeError("503")] * 5
+
+    results = [processor.process(refund_id) for _ in range(3)]
+
+    assert all(isinstance(r, RefundRetry) for r in results[:2])
+    assert results[2] == RefundDone(RefundStatus.FAILED)
+    assert stripe.ledger == []
+    assert payment(redis).refund_reserved_minor == 0
+    refund = RefundStore(redis, SETTINGS).get(refund_id)
+    assert refund is not None
+    assert refund.error is not None
+    assert "nothing was refunded" in refund.error["message"]
+
+
+async def test_stripe_unreachable_at_the_end_is_unknown_until_the_round_finds_it(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
+    stripe: FakeStripe,
+) -> None:  # fmt: skip
+    paid(redis)
+    refund_id = await accepted(redis, api_store, "a", 1000)
+    stripe.lose_answer_once = True
+    stripe.fail_create = [TransientStripeError("503")]
+    stripe.fail_find = [TransientStripeError("down")] * 3
+    processor.process(refund_id)  # 503
+    processor.process(refund_id)  # reconcile fails: retry
+    assert processor.process(refund_id) == RefundDone(RefundStatus.UNKNOWN)
+    assert payment(redis).refund_reserved_minor == 1000  # still held: not "not refunded"
+
+    stripe.fail_find = []
+    stripe.saved["k"] = RefundOutcome("re_9", "succeeded", 1000, refund_id)
+    redis.zadd(REFUNDS_UNKNOWN, {refund_id: time.time() - 1})
+    counts = reconcile_refunds(
+        RefundStore(redis, SETTINGS),
+        LifecycleStore(redis, SETTINGS),
+        stripe,  # type: ignore[arg-type]
+        SETTINGS,
+    )
+    assert counts["settled"] == 1
+    assert redis.hget(refund_key(refund_id), "status") == b"succeeded"
+    assert payment(redis).refunded_minor == 1000
+    assert redis.zscore(REFUNDS_UNKNOWN, refund_id) is None
+
+
+async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
+    stripe: FakeStripe,
+) -> None:  # fmt: skip
+    paid(redis)
+    refund_id = await accepted(redis, api_store, "a", 1000)
+    stripe.fail_create = [InvalidRequest("Charge ch_1 has already been refunded.")]
+    assert processor.process(refund_id) == RefundDone(RefundStatus.FAILED)
+    assert payment(redis).refund_reserved_minor == 0
+    assert (await claim(api_store, "b", 4299)).created  # all of it is refundable again
