@@ -21,6 +21,8 @@ from typing import IO
 
 import redis
 
+from shared.redis_url import parse_sentinel_url, sync_master
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -83,7 +85,13 @@ def redis_reachable(url: str | None) -> bool:
     if not url:
         return False
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        # REDIS_URL's Sentinel form: the primary the Sentinels name (shared/redis_url.py).
+        target = parse_sentinel_url(url)
+        if target is not None:
+            password = os.environ.get("REDIS_SENTINEL_PASSWORD")
+            client = sync_master(target, password, socket_connect_timeout=0.5, socket_timeout=0.5)
+        else:
+            client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
         try:
             return bool(client.ping())
         finally:

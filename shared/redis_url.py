@@ -29,8 +29,11 @@ import redis.asyncio.connection
 import redis.asyncio.sentinel
 import redis.connection
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
+from redis.retry import Retry
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 DEFAULT_SENTINEL_PORT = 26379
@@ -169,9 +172,12 @@ def sync_master(
     """A redis-py client of the current primary; it re-asks the Sentinels after a connection
     error or a READONLY answer."""
     timeout = float(client_options.get("socket_connect_timeout") or 1.0)
+    # One immediate retry per Sentinel, not redis-py's default backoff (seconds per question):
+    # with no Sentinel answering, a request is a prompt 503, not a long hang.
+    options = {**sentinel_options(target, sentinel_password, timeout),
+               "retry": Retry(NoBackoff(), retries=1)}  # fmt: skip
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels),
-        sentinel_kwargs=sentinel_options(target, sentinel_password, timeout),
+        list(target.sentinels), sentinel_kwargs=options
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         target.master_name, redis_class=redis.Redis, **data_options(target), **client_options
@@ -184,9 +190,10 @@ def async_master(
 ) -> redis.asyncio.Redis:
     """The asyncio twin of :func:`sync_master`."""
     timeout = float(client_options.get("socket_connect_timeout") or 1.0)
+    options = {**sentinel_options(target, sentinel_password, timeout),
+               "retry": AsyncRetry(NoBackoff(), retries=1)}  # fmt: skip
     sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels),
-        sentinel_kwargs=sentinel_options(target, sentinel_password, timeout),
+        list(target.sentinels), sentinel_kwargs=options
     )
     client: redis.asyncio.Redis = sentinel.master_for(
         target.master_name,

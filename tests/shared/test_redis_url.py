@@ -126,6 +126,8 @@ def test_every_client_follows_the_sentinels() -> None:
             26379,
         ]
         assert sentinels[0].connection_pool.connection_kwargs["password"] == "sp"
+        # No Sentinel answering is a prompt 503, not redis-py's default backoff of seconds.
+        assert sentinels[0].connection_pool.connection_kwargs["retry"].get_retries() == 1
 
 
 def test_celery_broker_for_each_form() -> None:
@@ -437,3 +439,11 @@ async def test_noscript_on_a_new_primary_loads_and_reruns_only_the_refused_calls
     assert list(answers) == ["ok:a", "ok:b"]
     assert client.batches == [["a", "b"], ["b"]]  # "a" is not written twice
     assert client.loaded == 1
+
+
+def test_make_run_asks_the_sentinels_whether_redis_answers() -> None:
+    from devtools.processes import redis_reachable
+
+    # Nothing listens on port 1: no Sentinel, so no primary, so make run starts its own Redis.
+    assert redis_reachable("redis+sentinel://127.0.0.1:1,127.0.0.1:1/payments/0") is False
+    assert redis_reachable("redis+sentinel://h1:26379") is False  # malformed: not reachable
