@@ -458,7 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     png = args.output_dir / "performance.png"
     if report.plot(results, plan, png):
         say(f"wrote {png}")
-    (args.output_dir / "PERFORMANCE.md").write_text(text)
+    out = args.output_dir / "PERFORMANCE.md"
+    kept = out.read_text().partition(report.KEPT_MARKER) if out.exists() else ("", "", "")
+    if kept[1]:  # sections written by hand below the marker survive a new run
+        text = text.rstrip("\n") + "\n\n" + kept[1] + kept[2]
+    out.write_text(text)
     say(f"wrote {args.output_dir / 'PERFORMANCE.md'} in {elapsed:.0f} s")
     return 0
 
