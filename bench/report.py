@@ -508,7 +508,7 @@ def render(
             "stack, for the service's code and redis-py only (an awaited coroutine resumed by "
             "the event loop shows a short stack, so inclusive shares are lower bounds).",
             "",
-            "Before (commit d30f741, the yardstick fix only; `bench/profiles/before-d30f741.md`):",
+            "Before (commit d30f741, before this work; `bench/profiles/before-d30f741.md`):",
             "",
             *before,
             "",
