@@ -19,7 +19,7 @@ from tests.support import stripe_admin_http
 
 pytestmark = pytest.mark.integration
 
-GREEDY, CALM = "greedy-client-key", "calm-client-key"
+GREEDY, CALM, OPS = "greedy-client-key", "calm-client-key", "ops-client-key"
 
 
 def digest(key: str) -> str:
@@ -29,6 +29,7 @@ def digest(key: str) -> str:
 CLIENTS = [
     {"name": "greedy", "keys": [digest(GREEDY)], "max_rps": 50, "burst": 50},
     {"name": "calm", "keys": [digest(CALM)], "max_rps": 50, "burst": 50},
+    {"name": "ops", "keys": [digest(OPS)], "scopes": ["admin"]},
 ]
 
 
@@ -80,17 +81,29 @@ def test_a_greedy_client_does_not_crowd_out_another(
             for thread in threads:
                 thread.join()
 
-        # Each sees its own payments only.
+        # Each sees its own payments only; only the admin sees the dead letters.
+        with stripe_admin_http(stack.stripe_base) as http:
+            stranger = create_test_customer(http)
         with httpx.Client(base_url=stack.api_url) as client:
+            calm, greedy, ops = ({"Authorization": f"Bearer {k}"} for k in (CALM, GREEDY, OPS))
             mine = client.post("/payments", json={"account_id": customer, "amount": "3.00"},
-                               headers={"Authorization": f"Bearer {CALM}"}).json()  # fmt: skip
-            as_greedy = client.get(f"/payments/{mine['id']}",
-                                   headers={"Authorization": f"Bearer {GREEDY}"})  # fmt: skip
+                               headers=calm).json()  # fmt: skip
+            as_greedy = client.get(f"/payments/{mine['id']}", headers=greedy)
+            as_ops = client.get(f"/payments/{mine['id']}", headers=ops)
+            own_customer = client.get(f"/{customer}/payments", headers=calm)
+            other_customer = client.get(f"/{stranger}/payments", headers=calm)
+            any_customer = client.get(f"/{stranger}/payments", headers=ops)
+            letters = [client.get("/admin/dead-letters", headers=h) for h in (calm, ops)]
 
     limited = greedy_answers.count(429)
     assert alone_ok == crowded_ok == 200
     assert limited > 0  # the greedy client was held to its rate
     assert as_greedy.status_code == 404
+    assert as_ops.status_code == 200
+    assert own_customer.status_code == 200
+    assert other_customer.status_code == 404
+    assert any_customer.status_code == 200
+    assert [r.status_code for r in letters] == [404, 200]
     print(
         f"\n[tenancy] calm client alone: p99 {p99(alone) * 1000:.1f} ms, 200/200 accepted; "
         f"with a greedy client hammering (4 threads, {len(greedy_answers)} requests, "
