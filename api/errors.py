@@ -42,6 +42,7 @@ FIELD_HINTS = {
     "customer_id": "customer_id must be a Stripe customer id: cus_ followed by 1-64 letters or "
     "digits",
     "limit": "limit must be a whole number from 1 to 100",
+    "callback_url": "callback_url must be an https URL of at most 2048 characters",
     "starting_after": "starting_after must be a charge id from a previous page (ch_...)",
 }
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.auth import OPEN_PATHS
-from api.schemas import PaymentRequest, RefundRequest
+from api.schemas import CallbackEvent, PaymentRequest, RefundRequest
 from shared.config import Settings
 
 ERROR_RESPONSE_REF = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -161,6 +161,7 @@ def _describe_create_payment(operation: dict[str, Any], settings: Settings) -> N
 def _describe_lifecycle(schema: dict[str, Any], settings: Settings) -> None:
     """``POST /webhooks/stripe`` reads its raw body and ``Stripe-Signature`` itself (the
     signature is over the exact bytes)."""
+    _describe_callbacks(schema)
     refunds = schema["paths"].get("/payments/{payment_id}/refunds", {}).get("post")
     if refunds is not None:
         _describe_create_refund(refunds, settings)
@@ -196,6 +197,50 @@ def _describe_lifecycle(schema: dict[str, Any], settings: Settings) -> None:
                 }
             },
         }
+
+
+def _describe_callbacks(schema: dict[str, Any]) -> None:
+    """The events the service POSTs to a client's callback endpoint (OpenAPI 3.1 webhooks)."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["CallbackEvent"] = (
+        CallbackEvent.model_json_schema()
+    )
+    headers = [
+        ("webhook-id", "The event's id (evt_...): the same on every retry."),
+        ("webhook-timestamp", "Unix seconds when this attempt was signed."),
+        ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>, space-separated, "
+         "one per CALLBACK_SIGNING_SECRETS secret."),
+    ]  # fmt: skip
+    operation = {
+        "summary": "An event of a payment or refund, signed (Standard Webhooks)",
+        "parameters": [
+            {
+                "name": name,
+                "in": "header",
+                "required": True,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+            for name, text in headers
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/CallbackEvent"}}
+            },
+        },
+        "responses": {
+            "200": {
+                "description": (
+                    "Any 2xx acknowledges it. Anything else, or no answer within 10 s, is "
+                    "retried with backoff for about a day, then kept as a dead letter."
+                )
+            }
+        },
+    }
+    schema["webhooks"] = {
+        event_type: {"post": {**operation, "operationId": f"callback_{event_type}"}}
+        for event_type in CallbackEvent.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+    }
 
 
 def _describe_create_refund(operation: dict[str, Any], settings: Settings) -> None:

@@ -6,7 +6,7 @@ models themselves, so the document and the answers cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -62,6 +62,16 @@ class PaymentRequest(BaseModel):
     )
     payment_method: Annotated[str, StringConstraints(pattern=PAYMENT_METHOD_PATTERN)] | None = (
         Field(default=None, description="Defaults to the customer's default payment method.")
+    )
+    callback_url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None,
+        description=(
+            "Where to POST this payment's events (signed, Standard Webhooks): https (http "
+            "outside production), a host in CALLBACK_ALLOWED_HOSTS when set, never a private, "
+            "loopback or link-local address. Default: the client's endpoint in "
+            "CALLBACK_ENDPOINTS. Not part of the request's identity: a replay keeps the first."
+        ),
+        examples=["https://shop.example.com/hooks/payments"],
     )
 
     @field_validator("currency")
@@ -159,6 +169,33 @@ class Payment(BaseModel):
     )
     refunds: list[Refund] = Field(
         default_factory=list, description="The refunds asked through this service, oldest first."
+    )
+
+
+class CallbackEvent(BaseModel):
+    """What a callback POSTs (Standard Webhooks): verify ``webhook-signature`` over
+    ``webhook-id.webhook-timestamp.body`` with your secret before trusting it."""
+
+    id: str = Field(
+        description="The event's id, also in webhook-id: the same on every retry (dedupe).",
+        examples=["evt_6b1f0c2d9e8a7b4c3d2e1f0a"],
+    )
+    type: Literal[
+        "payment.succeeded",
+        "payment.failed",
+        "payment.requires_action",
+        "payment.refunded",
+        "payment.disputed",
+        "refund.succeeded",
+        "refund.failed",
+    ]
+    timestamp: str = Field(description="When it happened (ISO 8601, UTC).")
+    data: dict[str, Any] = Field(
+        description=(
+            "payment.*: the payment (id, status, amount, currency, amount_refunded, "
+            "payment_intent, charge, error, next_action); refund.*: the refund (id, payment_id, "
+            "status, amount, currency, stripe_refund, error). As it stands when sent."
+        )
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from api.schemas import PaymentRequest
+from shared.callbacks import callback_endpoint
 from shared.clients import ANONYMOUS, Client
 from shared.config import Settings
 from shared.errors import (
@@ -90,6 +91,9 @@ class PaymentService:
             fingerprint=fingerprint,
             client=client,
         )
+        endpoint = callback_endpoint(self._settings, request.callback_url, client)  # issue 11
+        if endpoint:
+            fields["callback_url"] = endpoint
         limits = self.limits(principal or ANONYMOUS)
         claimed = await self._store.claim_and_enqueue(
             fields=fields,

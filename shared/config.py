@@ -139,8 +139,9 @@ class Settings(BaseSettings):
     callback_allow_private_networks: bool = False
     callback_queue: str = "callbacks"
     callback_timeout_seconds: float = Field(default=10.0, gt=0, le=10)
-    # Retries with backoff and full jitter for about a day, then a dead letter.
-    callback_max_attempts: int = Field(default=20, ge=1, le=100)
+    # Retries with exponential backoff (10 s doubling, capped at 2 h) and jitter: 25 attempts
+    # span about a day; then a dead letter.
+    callback_max_attempts: int = Field(default=25, ge=1, le=100)
     callback_retry_backoff_seconds: float = Field(default=10.0, gt=0)
     callback_retry_backoff_max_seconds: float = Field(default=7200.0, gt=0)
     # --- end of payment lifecycle

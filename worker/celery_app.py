@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging
+from kombu import Queue
 
 from shared.config import get_settings
 from shared.log_config import configure_logging
@@ -26,6 +27,10 @@ app = Celery("payments", broker=broker.url, include=["worker.tasks"])
 app.conf.update(
     broker_transport=broker.transport,
     task_default_queue=settings.queue_name,
+    # Issue 11: callbacks have a queue of their own, so a slow receiver never delays a charge;
+    # a worker consumes both unless told otherwise (`-Q callbacks` runs them apart).
+    task_queues=(Queue(settings.queue_name), Queue(settings.callback_queue)),
+    task_routes={"payments.callback": {"queue": settings.callback_queue}},
     task_serializer="json",
     accept_content=["json"],
     # The payment record in Redis is the source of truth for status, not a result backend.

@@ -1,8 +1,9 @@
 """Thin Celery tasks of a payment's life after its first answer (issue 11): Stripe's events,
-refunds.
+refunds, callbacks.
 
-Arguments are ids and plain values; the logic lives in ``worker.stripe_events`` and
-``worker.refunds``. Imported by ``worker.tasks`` so that the one Celery app registers them.
+Arguments are ids and plain values; the logic lives in ``worker.stripe_events``,
+``worker.refunds`` and ``worker.callbacks``. Imported by ``worker.tasks`` so that the one
+Celery app registers them. ``payments.callback`` runs on its own queue (CALLBACK_QUEUE).
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from celery.utils.time import get_exponential_backoff_interval
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.callbacks import CALLBACK_TASK, payment_callback, refund_callbacks
 from shared.metrics import StripeCallMetrics
 from shared.outcomes import TransientStripeError
 from shared.rate_limit import StripeBudget
-from shared.records import STRIPE_EVENT_TASK
+from shared.records import STRIPE_EVENT_TASK, Status
 from shared.redis_clients import sync_redis
-from shared.refunds import REFUND_TASK
+from shared.refunds import REFUND_TASK, RefundRecord, RefundStatus
+from shared.store.callbacks import CallbackStore
 from shared.store.lifecycle import LifecycleStore
 from shared.store.refunds import RefundStore
+from worker.callbacks import Callback, CallbackSender
 from worker.celery_app import app
 from worker.refunds import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
 from worker.stripe_events import StripeEventProcessor
@@ -48,8 +52,26 @@ def refund_store() -> RefundStore:
 
 
 @lru_cache(maxsize=1)
+def callback_store() -> CallbackStore:
+    return CallbackStore(sync_redis(settings), settings)
+
+
+@lru_cache(maxsize=1)
+def callback_sender() -> CallbackSender:
+    return CallbackSender(callback_store(), lifecycle_store(), refund_store(), settings)
+
+
+def _payment_callback(payment_id: str, status: Status) -> bytes:
+    return payment_callback(settings, payment_id, status)
+
+
+def _refund_callbacks(refund: RefundRecord, status: RefundStatus) -> tuple[bytes, bytes]:
+    return refund_callbacks(settings, refund, status)
+
+
+@lru_cache(maxsize=1)
 def event_processor() -> StripeEventProcessor:
-    return StripeEventProcessor(lifecycle_store(), gateway())
+    return StripeEventProcessor(lifecycle_store(), gateway(), _payment_callback)
 
 
 @lru_cache(maxsize=1)
@@ -61,12 +83,20 @@ def refund_processor() -> RefundProcessor:
         settings,
         StripeBudget(store(), settings.stripe_max_rps),
         StripeCallMetrics(sync_redis(settings)),
+        _refund_callbacks,
     )
 
 
 def refunds_round() -> dict[str, int]:
     """The maintenance round's job for refunds whose outcome is unknown."""
-    return reconcile_refunds(refund_store(), lifecycle_store(), gateway(), settings)
+    return reconcile_refunds(
+        refund_store(), lifecycle_store(), gateway(), settings, _refund_callbacks
+    )
+
+
+def callbacks_round() -> int:
+    """The maintenance round's job for callbacks: attempts that are due go back to the queue."""
+    return callback_store().requeue_due()
 
 
 def backoff(retries: int, cap: float) -> float:
@@ -128,3 +158,28 @@ def _refund_when_redis_answers(refund_id: str) -> RefundDone | RefundRetry:
                         error=type(exc).__name__, retry_in=wait)  # fmt: skip
             time.sleep(wait)
             wait = min(wait * 2, REDIS_WAIT_MAX_SECONDS)
+
+
+@app.task(name=CALLBACK_TASK, max_retries=0, acks_late=True, queue=settings.callback_queue)
+def callback(
+    event_id: str,
+    event_type: str,
+    payment_id: str,
+    refund_id: str,
+    occurred_ms: int,
+    attempt: int = 1,
+) -> str:
+    """One attempt to deliver one callback. A failed attempt schedules the next one itself
+    (in Redis, see worker.callbacks), so the task never retries through Celery."""
+    with structlog.contextvars.bound_contextvars(event_id=event_id, payment_id=payment_id):
+        wait = 0.5
+        while True:
+            try:
+                return callback_sender().send(
+                    Callback(event_id, event_type, payment_id, refund_id, occurred_ms, attempt)
+                )
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("callback.redis_unavailable", error=type(exc).__name__,
+                            retry_in=wait)  # fmt: skip
+                time.sleep(wait)
+                wait = min(wait * 2, REDIS_WAIT_MAX_SECONDS)

@@ -140,6 +140,7 @@ def _start_maintenance(**_: object) -> None:
                 payments, gateway(), StripeBudget(payments, settings.stripe_max_rps), settings
             ),
             lambda: lifecycle_tasks.refunds_round(),  # refunds whose outcome is unknown
+            lambda: lifecycle_tasks.callbacks_round(),  # callback attempts that are due
         ],
     )
     thread.start()

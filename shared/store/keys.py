@@ -48,6 +48,8 @@ Key (type; TTL; written by):
 - ``payments:callback_dead_letters`` (sorted set of callback event ids whose retries ran out,
   by time; workers, replay) and ``payments:callback:{event_id}`` (hash: the event's payload,
   endpoint and attempts; RECORD_TTL_SECONDS; written with the state change that made it).
+- ``payments:callback_retries`` (sorted set of callback task messages waiting for their next
+  attempt, by due time; workers, moved back to the callback queue by the maintenance round).
 - ``{CALLBACK_QUEUE}`` (``callbacks``: list of callback task messages, pushed by the same
   script that changes the state; workers consume it besides ``{QUEUE_NAME}``).
 - ``{QUEUE_NAME}`` (list of Celery protocol-2 messages, stamped ``enqueued_at``; API, sweep,
@@ -82,6 +84,7 @@ WEBHOOK_COUNTS = "payments:metrics:webhooks"
 CALLBACK_COUNTS = "payments:metrics:callbacks"
 CALLBACK_PREFIX = "payments:callback:"
 CALLBACK_DEAD_LETTERS = "payments:callback_dead_letters"
+CALLBACK_RETRIES = "payments:callback_retries"
 # kombu's Redis transport: delivered, unacknowledged messages (hash) and their delivery times.
 UNACKED = "unacked"
 CLIENT_CUSTOMERS_PREFIX = "payments:client:customers:"

@@ -17,6 +17,7 @@ import redis
 import structlog
 from redis.asyncio import Redis as AsyncRedis
 
+from shared.callbacks import payment_callback
 from shared.celery_message import charge_message
 from shared.config import Settings
 from shared.records import PaymentRecord, Status, now_iso
@@ -307,6 +308,7 @@ class PaymentStore:
             keys.PENDING_INDEX,
             keys.OUTCOME_COUNTS,
             keys.UNKNOWN_INDEX,
+            self._settings.callback_queue,
         ]
         named = dict(
             payment_id=payment_id,
@@ -319,6 +321,8 @@ class PaymentStore:
             now=int(time.time()),
             now_iso=now_iso(),
             backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
+            # Issue 11: the client's callback for this outcome, pushed by the script itself.
+            callback=payment_callback(self._settings, payment_id, status).decode(),
         )
         if self._settings.redis_min_replicas:
             return self._finish_replicated(payment_id, keys_, _args(**named))

@@ -4,12 +4,19 @@ emulator's ``_authenticate``, refunds and signed callbacks."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import secrets
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from devtools.processes import free_port
 from devtools.stripe_emulator import THREE_D_SECURE_CARD, register_webhook_endpoint
 from tests.integration.stack import Stack, final, pay
 from tests.support import (
@@ -22,11 +29,17 @@ from tests.support import (
 
 pytestmark = pytest.mark.integration
 
+CALLBACK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 ENV = {
     "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     "STRIPE_MAX_RPS": "0",
     "CHARGE_RETRY_BACKOFF_SECONDS": "0.2",
     "CHARGE_RETRY_BACKOFF_MAX_SECONDS": "2",
+    "CALLBACK_SIGNING_SECRETS": CALLBACK_SECRET,
+    # The test's receiver listens on 127.0.0.1 (refused otherwise), and retries come quickly.
+    "CALLBACK_ALLOW_PRIVATE_NETWORKS": "true",
+    "CALLBACK_RETRY_BACKOFF_SECONDS": "0.5",
+    "MAINTENANCE_INTERVAL_SECONDS": "1",
 }
 
 
@@ -232,3 +245,93 @@ def test_killing_a_worker_mid_refund_loses_and_doubles_nothing(
         posts = [e for e in stack.proxy_log() if e["path"] == "/v1/refunds"
                  and e["method"] == "POST"]  # fmt: skip
         assert {p["idempotency_key"] for p in posts} == {f"{refund_id}:refund"}
+
+
+class CallbackReceiver:
+    """A client's callback endpoint (aiohttp, in a thread): verifies every delivery with the
+    standardwebhooks package, answers 500 the first time it sees an event id, 200 after."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        self.deliveries: list[dict[str, Any]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            payload = Webhook(CALLBACK_SECRET).verify(body, dict(request.headers))
+            verified = True
+        except WebhookVerificationError:
+            payload, verified = {}, False
+        event_id = request.headers.get("webhook-id", "")
+        first = all(d["id"] != event_id for d in self.deliveries)
+        status = 500 if first else 200
+        self.deliveries.append(
+            {"id": event_id, "verified": verified, "status": status,
+             "type": payload.get("type"), "data": payload.get("data")}
+        )  # fmt: skip
+        return web.Response(status=status)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/hooks", self._handle)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        self._loop.run_until_complete(site.start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    def __enter__(self) -> CallbackReceiver:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def acknowledged(self) -> dict[str, dict[str, Any]]:
+        """The events answered 200, by type."""
+        return {d["type"]: d for d in self.deliveries if d["status"] == 200}
+
+
+def test_callbacks_arrive_signed_once_each_and_again_after_a_500(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    """A 3-D Secure payment, completed and then refunded: its client hears requires_action,
+    succeeded, the refund and refunded, each signed, each retried after its first 500."""
+    with CallbackReceiver() as receiver:
+        customer = stripe.customer(card=THREE_D_SECURE_CARD)
+        response = api.post(
+            "/payments?wait=20",
+            json={"account_id": customer, "amount": "25.00", "callback_url": receiver.url},
+        )
+        payment_id = response.json()["error"]["payment_id"]
+        payment = api.get(f"/payments/{payment_id}").json()
+        stripe.http.post(
+            f"/v1/payment_intents/{payment['payment_intent']}/_authenticate",
+            data={"client_secret": payment["client_secret"], "success": "true"},
+        ).raise_for_status()
+        status_of(api, payment_id, "succeeded")
+        assert refund(api, payment_id, None).json()["status"] == "succeeded"
+
+        wanted = {"payment.requires_action", "payment.succeeded", "refund.succeeded",
+                  "payment.refunded"}  # fmt: skip
+        wait_until(lambda: wanted <= set(receiver.acknowledged()), timeout=60,
+                   what=f"callbacks {sorted(wanted)} acknowledged")  # fmt: skip
+
+    assert all(d["verified"] for d in receiver.deliveries)
+    by_id: dict[str, list[int]] = {}
+    for d in receiver.deliveries:
+        by_id.setdefault(d["id"], []).append(d["status"])
+    assert len(by_id) == 4  # one id per event
+    assert all(statuses == [500, 200] for statuses in by_id.values()), by_id
+    done = receiver.acknowledged()
+    assert done["payment.succeeded"]["data"]["id"] == payment_id
+    assert done["refund.succeeded"]["data"]["amount"] == "25.00"

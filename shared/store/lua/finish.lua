@@ -1,10 +1,12 @@
 -- finish: record where a payment now stands, once.
 -- KEYS: record, lease, events channel, dead letters, pending index, outcome counts, unknown
--- index.
+-- index, callback queue.
 -- A final status (succeeded, failed, requires_action) leaves the pending and unknown indexes
 -- and is counted; `unknown` moves the payment to the unknown index (checked again at
 -- a.check_at). Either way waiting requests are told, the lease is released and, if asked,
--- the payment is filed as a dead letter. -1: no record; 0: already final (nothing written).
+-- the payment is filed as a dead letter. A client that asked to be told (the record has a
+-- callback_url) gets a.callback pushed in this same step. -1: no record; 0: already final
+-- (nothing written).
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
@@ -30,6 +32,9 @@ else
   redis.call('ZADD', KEYS[7], a.check_at, a.payment_id)
 end
 if a.dead_letter then redis.call('ZADD', KEYS[4], a.now, a.payment_id) end
+if a.callback and a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+  redis.call('LPUSH', KEYS[8], a.callback)
+end
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', KEYS[3], a.payment_id)
 return 1

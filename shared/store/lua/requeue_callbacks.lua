@@ -1,0 +1,9 @@
+-- requeue_callbacks: callback messages whose next attempt is due go back to their queue.
+-- KEYS: the retries sorted set, the callback queue. At most a.limit; returns how many.
+local a = cjson.decode(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', a.now, 'LIMIT', 0, a.limit)
+for _, message in ipairs(due) do
+  redis.call('LPUSH', KEYS[2], message)
+  redis.call('ZREM', KEYS[1], message)
+end
+return #due

@@ -1,0 +1,52 @@
+"""POST /payments' callback_url: refused when the SSRF rules can judge it then (400), else kept
+on the payment; the client's default endpoint when absent."""
+
+from __future__ import annotations
+
+import fakeredis
+import httpx
+import pytest
+
+from shared.config import Settings
+from shared.store.keys import record_key
+from tests.api.conftest import ClientFor
+from tests.support import payment
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://shop.example.com/h", "https://10.0.0.1/h", "https://169.254.169.254/latest",
+     "https://localhost/h", "https://u:p@shop.example.com/h", "x" * 2049],
+)  # fmt: skip
+async def test_a_refused_callback_url_is_a_400_and_nothing_is_accepted(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis, url: str
+) -> None:
+    response = await client.post("/payments", json=payment(callback_url=url))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "callback_url"
+    assert await redis.llen("payments") == 0
+
+
+async def test_an_allowed_callback_url_is_kept_on_the_payment(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    url = "https://shop.example.com/hooks/payments"
+    response = await client.post("/payments", json=payment(callback_url=url))
+
+    assert response.status_code == 202
+    assert await redis.hget(record_key(response.json()["id"]), "callback_url") == url.encode()
+
+
+async def test_the_clients_default_endpoint_applies_when_none_is_given(
+    client_for: ClientFor, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    settings = Settings(
+        environment="test",
+        redis_url="redis://fake",
+        callback_endpoints="anonymous=https://default.example.com/h",
+    )
+    async with client_for(settings, redis) as c:
+        response = await c.post("/payments", json=payment())
+    stored = await redis.hget(record_key(response.json()["id"]), "callback_url")
+    assert stored == b"https://default.example.com/h"

@@ -1,0 +1,249 @@
+"""Signed callbacks out: the outbox (pushed by the script that changes the state), Standard
+Webhooks signatures, retries then a dead letter, and the SSRF rules. Redis is fakeredis, the
+receiver an httpx.MockTransport."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from shared.callbacks import check_callback_url, event_id, payment_callback, sign
+from shared.config import Settings
+from shared.errors import CallbackUrlRefused
+from shared.records import Status, new_record_fields
+from shared.store import PaymentStore
+from shared.store.callbacks import CallbackStore
+from shared.store.keys import CALLBACK_DEAD_LETTERS, CALLBACK_RETRIES, record_key
+from shared.store.lifecycle import LifecycleStore, Transition
+from shared.store.refunds import RefundStore
+from worker.callbacks import Callback, CallbackSender
+from worker.dead_letters import main as dead_letters
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 24).decode()
+PAY = "pay_" + "d" * 24
+SETTINGS = Settings(
+    environment="test",
+    callback_signing_secrets=f"{SECRET},{OLD_SECRET}",
+    callback_max_attempts=3,
+)
+
+
+@pytest.fixture
+def redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def payment(redis: fakeredis.FakeRedis, status: Status, callback_url: str | None) -> None:
+    fields: dict[str, str] = new_record_fields(
+        payment_id=PAY, account_id="cus_A", amount_minor=4299, currency="usd",
+        payment_method="pm_1", idempotency_key="k", fingerprint="f",
+    )  # fmt: skip
+    fields["status"] = status.value
+    if callback_url:
+        fields["callback_url"] = callback_url
+    redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
+
+
+def callbacks_queued(redis: fakeredis.FakeRedis) -> list[list[Any]]:
+    messages = [json.loads(m) for m in redis.lrange("callbacks", 0, -1)]
+    return [[m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0]] for m in messages]
+
+
+# --- the outbox -------------------------------------------------------------------------------
+
+
+def test_the_charge_outcome_pushes_its_callback_in_the_same_step(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    payment(redis, Status.PROCESSING, "https://shop.example.com/hooks")
+    store = PaymentStore(redis, SETTINGS)
+
+    assert store.finish(PAY, status=Status.SUCCEEDED, fields={"charge": "ch_1"})
+    assert not store.finish(PAY, status=Status.FAILED, fields={})  # no change: no callback
+
+    ((task, args),) = callbacks_queued(redis)
+    assert task == "payments.callback"
+    assert args[1:4] == ["payment.succeeded", PAY, ""]
+
+
+def test_no_endpoint_no_callback(redis: fakeredis.FakeRedis) -> None:
+    payment(redis, Status.PROCESSING, None)
+    PaymentStore(redis, SETTINGS).finish(PAY, status=Status.SUCCEEDED, fields={})
+    assert callbacks_queued(redis) == []
+
+
+def test_a_move_pushes_its_callback_and_a_refused_move_none(redis: fakeredis.FakeRedis) -> None:
+    payment(redis, Status.SUCCEEDED, "https://shop.example.com/hooks")
+    store = LifecycleStore(redis, SETTINGS)
+
+    store.transition(PAY, Transition(Status.REQUIRES_ACTION, {}),
+                     callback=payment_callback(SETTINGS, PAY, Status.REQUIRES_ACTION))  # fmt: skip
+    store.transition(PAY, Transition(Status.DISPUTED, {}),
+                     callback=payment_callback(SETTINGS, PAY, Status.DISPUTED))  # fmt: skip
+
+    assert [args[1] for _, args in callbacks_queued(redis)] == ["payment.disputed"]
+
+
+# --- sending ------------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A callback endpoint: answers the statuses it is given, in turn, then 200."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(self.statuses.pop(0) if self.statuses else 200, text="body")
+
+
+def sender(redis: fakeredis.FakeRedis, receiver: Receiver, address: str = "93.184.216.34",
+           settings: Settings = SETTINGS) -> CallbackSender:  # fmt: skip
+    def resolve(host: str, port: int, allow_private: bool) -> str:
+        from shared.callbacks import address_refused
+        from worker.callbacks import Refused
+
+        if not allow_private and address_refused(address):
+            raise Refused(f"{host} resolves to a private address")
+        return address
+
+    return CallbackSender(
+        CallbackStore(redis, settings), LifecycleStore(redis, settings),
+        RefundStore(redis, settings), settings,
+        http=httpx.Client(transport=httpx.MockTransport(receiver)), resolve=resolve,
+    )  # fmt: skip
+
+
+EVT = event_id("payment.succeeded", PAY)
+
+
+def event(attempt: int = 1) -> Callback:
+    return Callback(EVT, "payment.succeeded", PAY, "", 1_800_000_000_000, attempt)
+
+
+def test_a_callback_is_signed_as_standard_webhooks_and_verifies_with_either_secret(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    payment(redis, Status.SUCCEEDED, "https://shop.example.com/hooks?x=1")
+    receiver = Receiver()
+
+    assert sender(redis, receiver).send(event()) == "delivered"
+
+    (request,) = receiver.requests
+    assert request.url.host == "93.184.216.34"  # the address that was checked
+    assert request.headers["host"] == "shop.example.com"
+    assert request.extensions["sni_hostname"] == "shop.example.com"
+    body = request.content
+    headers = dict(request.headers)
+    for secret in (SECRET, OLD_SECRET):  # a receiver on either side of a rotation
+        payload = Webhook(secret).verify(body, headers)
+        assert payload["type"] == "payment.succeeded"
+        assert payload["data"]["id"] == PAY
+        assert payload["data"]["status"] == "succeeded"
+        assert "client_secret" not in payload["data"]
+    assert headers["webhook-id"] == EVT
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"x" * 24).decode()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body + b" ", headers)
+
+
+def test_a_failing_receiver_is_retried_later_then_kept_as_a_dead_letter_and_replayed(
+    redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payment(redis, Status.SUCCEEDED, "https://shop.example.com/hooks")
+    receiver = Receiver(500, 503, 502)
+    send = sender(redis, receiver)
+
+    assert send.send(event(1)) == "retry"
+    (held,) = redis.zrange(CALLBACK_RETRIES, 0, -1)
+    assert isinstance(held, bytes)
+    assert json.loads(base64.b64decode(json.loads(held)["body"]))[0][5] == 2  # attempt 2
+    assert CallbackStore(redis, SETTINGS).requeue_due(now=10**12) == 1
+    assert redis.llen("callbacks") == 1
+    assert send.send(event(2)) == "retry"
+    assert send.send(event(3)) == "dead_lettered"
+    assert redis.zscore(CALLBACK_DEAD_LETTERS, EVT) is not None
+
+    monkeypatch.setattr("worker.dead_letters.get_settings", lambda: SETTINGS)
+    monkeypatch.setattr("worker.dead_letters.sync_redis", lambda settings: redis)
+    redis.delete("callbacks")
+    assert dead_letters(["replay", EVT]) == 0
+    assert redis.zscore(CALLBACK_DEAD_LETTERS, EVT) is None
+    ((_, args),) = callbacks_queued(redis)
+    assert (args[0], args[5]) == (EVT, 1)  # the same event, a fresh budget
+
+
+def test_backoff_spans_about_a_day_with_the_defaults() -> None:
+    settings = Settings(environment="test")
+    send = CallbackSender(None, None, None, settings)  # type: ignore[arg-type]
+    attempts = settings.callback_max_attempts
+    # Equal jitter: each wait is between half and all of its step, so the whole lies between
+    # half and all of about 31 hours.
+    total = sum(send.backoff(n) for n in range(1, attempts))
+    assert 12 * 3600 < total < 36 * 3600
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_at_send_time(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    payment(redis, Status.SUCCEEDED, "https://rebound.example.com/hooks")
+    receiver = Receiver()
+
+    assert sender(redis, receiver, address="10.0.0.7").send(event()) == "dead_lettered"
+    assert receiver.requests == []
+
+
+# --- SSRF rules at accept ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "settings"),
+    [
+        ("ftp://shop.example.com/x", SETTINGS),
+        ("http://shop.example.com/x", Settings(environment="production",
+                                               stripe_api_key="sk_live_x")),
+        ("https://user:pw@shop.example.com/x", SETTINGS),
+        ("https://127.0.0.1/x", SETTINGS),
+        ("https://10.1.2.3/x", SETTINGS),
+        ("https://169.254.169.254/latest/meta-data", SETTINGS),
+        ("https://[::1]/x", SETTINGS),
+        ("https://[::ffff:127.0.0.1]/x", SETTINGS),
+        ("https://localhost:8443/x", SETTINGS),
+        ("https://evil.example.net/x", Settings(environment="test",
+                                                callback_allowed_hosts=".example.com")),
+        ("not a url", SETTINGS),
+    ],
+)  # fmt: skip
+def test_refused_callback_urls(url: str, settings: Settings) -> None:
+    with pytest.raises(CallbackUrlRefused):
+        check_callback_url(url, settings)
+
+
+def test_allowed_callback_urls() -> None:
+    allowed = Settings(environment="test", callback_allowed_hosts=".example.com")
+    assert check_callback_url("https://shop.example.com/h", allowed)[1] == "shop.example.com"
+    private_ok = Settings(environment="test", callback_allow_private_networks=True)
+    assert check_callback_url("http://127.0.0.1:9000/h", private_ok) == ("http", "127.0.0.1", 9000)
+
+
+def test_private_networks_are_refused_in_production() -> None:
+    with pytest.raises(ValueError, match="CALLBACK_ALLOW_PRIVATE_NETWORKS"):
+        Settings(environment="production", stripe_api_key="sk_live_x",
+                 callback_allow_private_networks=True)  # fmt: skip
+
+
+def test_one_signature_per_secret() -> None:
+    from datetime import UTC, datetime
+
+    header = sign((SECRET, OLD_SECRET), "evt_1", datetime.now(UTC), "{}")
+    assert [part.split(",")[0] for part in header.split(" ")] == ["v1", "v1"]
