@@ -114,6 +114,10 @@ class CallbackSender:
         body = orjson.dumps(
             event_body(callback.event_id, callback.event_type, callback.occurred_ms, data)
         ).decode()
+        if not self._secrets:  # never an unsigned callback: kept until a secret is configured
+            bound.warning("callback.unsigned", reason="CALLBACK_SIGNING_SECRETS is empty")
+            self._dead_letter(callback, payment.callback_url, "CALLBACK_SIGNING_SECRETS unset")
+            return "dead_lettered"
         try:
             status = self._post(payment.callback_url, callback.event_id, body)
         except (CallbackUrlRefused, Refused) as exc:

@@ -10,7 +10,8 @@ import pytest
 from ._tools import REPO, STRIPE_KEY_RE, load_yaml, run_tool
 
 COMPOSE = REPO / "docker-compose.yml"
-SECRETS = ("STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH")
+SECRETS = ("STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH", "STRIPE_WEBHOOK_SECRET",
+           "CALLBACK_SIGNING_SECRETS")  # fmt: skip
 APP_SERVICES = ("api", "worker", "flower")
 
 

@@ -12,7 +12,8 @@ from ._tools import REPO, run_tool
 
 TEMPLATE = REPO / "deploy" / "ecs" / "payments.yaml"
 README = REPO / "deploy" / "ecs" / "README.md"
-SECRET_NAMES = {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH"}
+SECRET_NAMES = {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH",
+                "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS"}  # fmt: skip
 # What one worker task (1 vCPU, threads pool of 128) completes when only Stripe's latency
 # limits it; deploy/ecs/README.md states the same figure and how to measure it.
 PER_TASK_CHARGES_PER_SECOND = 100
@@ -62,8 +63,8 @@ def test_worker_gets_120_s_to_finish_in_flight_charges(template: Any) -> None:
     ("name", "secrets"),
     [
         # REDIS_URL carries the ElastiCache AUTH token.
-        ("api", {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS"}),
-        ("worker", {"REDIS_URL", "STRIPE_API_KEY"}),
+        ("api", {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "STRIPE_WEBHOOK_SECRET"}),
+        ("worker", {"REDIS_URL", "STRIPE_API_KEY", "CALLBACK_SIGNING_SECRETS"}),
         # Importing worker.celery_app validates settings: production needs the Stripe key.
         ("flower", {"REDIS_URL", "FLOWER_BASIC_AUTH", "STRIPE_API_KEY"}),
     ],
