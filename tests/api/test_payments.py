@@ -14,9 +14,9 @@ from fastapi import FastAPI
 from shared.config import Settings
 from shared.errors import CustomerNotFound, StripeUnavailable
 from shared.records import Status
-from shared.store.keys import EVENTS_CHANNEL, record_key
+from shared.store.keys import record_key
 from shared.stripe_gateway import ChargePage, ChargeSummary
-from tests.api.conftest import FakeListGateway, payment
+from tests.support import FakeListGateway, fake_worker_records, payment
 
 
 async def queued_messages(redis: fakeredis.FakeAsyncRedis) -> list[dict[str, Any]]:
@@ -231,18 +231,11 @@ async def test_unknown_payment_is_a_404(client: httpx.AsyncClient) -> None:
 async def test_wait_returns_the_outcome_as_soon_as_a_worker_records_it(
     client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
 ) -> None:
-    async def worker_finishes() -> None:
-        while not await redis.llen("payments"):
-            await asyncio.sleep(0.01)
-        (message,) = await queued_messages(redis)
-        payment_id = message["headers"]["id"]
-        await redis.hset(
-            record_key(payment_id),
-            mapping={"status": "succeeded", "payment_intent": "pi_1", "charge": "ch_1"},
+    finisher = asyncio.create_task(
+        fake_worker_records(
+            redis, {"status": "succeeded", "payment_intent": "pi_1", "charge": "ch_1"}
         )
-        await redis.publish(EVENTS_CHANNEL, payment_id)
-
-    finisher = asyncio.create_task(worker_finishes())
+    )
     response = await client.post("/payments?wait=10", json=payment())
     await finisher
 
@@ -254,19 +247,18 @@ async def test_wait_returns_the_outcome_as_soon_as_a_worker_records_it(
 async def test_wait_answers_the_failure_with_its_status_and_the_payment_id(
     client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
 ) -> None:
-    async def worker_declines() -> None:
-        while not await redis.llen("payments"):
-            await asyncio.sleep(0.01)
-        (message,) = await queued_messages(redis)
-        payment_id = message["headers"]["id"]
-        error = {"type": "card_error", "code": "card_declined", "message": "Declined."}
-        await redis.hset(
-            record_key(payment_id),
-            mapping={"status": "failed", "error": json.dumps(error), "error_status": "402"},
+    finisher = asyncio.create_task(
+        fake_worker_records(
+            redis,
+            {
+                "status": "failed",
+                "error_status": "402",
+                "error": json.dumps(
+                    {"type": "card_error", "code": "card_declined", "message": "Declined."}
+                ),
+            },
         )
-        await redis.publish(EVENTS_CHANNEL, payment_id)
-
-    finisher = asyncio.create_task(worker_declines())
+    )
     response = await client.post("/payments?wait=10", json=payment())
     await finisher
 
@@ -577,19 +569,18 @@ async def test_wait_is_bounded_by_max_wait_seconds_and_documented_so(
 async def test_a_payment_that_failed_with_a_503_says_when_to_retry(
     client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
 ) -> None:
-    async def worker_gives_up() -> None:
-        while not await redis.llen("payments"):
-            await asyncio.sleep(0.01)
-        (message,) = await queued_messages(redis)
-        payment_id = message["headers"]["id"]
-        error = {"type": "api_error", "code": "stripe_unavailable", "message": "Down."}
-        await redis.hset(
-            record_key(payment_id),
-            mapping={"status": "failed", "error": json.dumps(error), "error_status": "503"},
+    finisher = asyncio.create_task(
+        fake_worker_records(
+            redis,
+            {
+                "status": "failed",
+                "error_status": "503",
+                "error": json.dumps(
+                    {"type": "api_error", "code": "stripe_unavailable", "message": "Down."}
+                ),
+            },
         )
-        await redis.publish(EVENTS_CHANNEL, payment_id)
-
-    finisher = asyncio.create_task(worker_gives_up())
+    )
     response = await client.post("/payments?wait=10", json=payment())
     await finisher
 
