@@ -72,8 +72,8 @@ SETTLED_STATUSES = FINAL_STATUSES | {Status.UNKNOWN}
 def payment_id_for(*, secret: bytes, client: str, idempotency_key: str) -> str:
     """The payment id of a client's Idempotency-Key: the same after any loss of our own state,
     so a retry reaches Stripe with the same idempotency key; unguessable without ``secret``."""
-    digest = hmac.new(secret, f"{client}\x1f{idempotency_key}".encode(), hashlib.sha256)
-    return "pay_" + digest.hexdigest()[:24]
+    digest = hmac.digest(secret, f"{client}\x1f{idempotency_key}".encode(), "sha256")
+    return "pay_" + digest[:12].hex()
 
 
 def request_fingerprint(
