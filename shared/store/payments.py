@@ -325,7 +325,10 @@ class PaymentStore:
             callback=payment_callback(self._settings, payment_id, status).decode(),
         )
         if self._settings.redis_min_replicas:
-            return self._finish_replicated(payment_id, keys_, _args(**named))
+            named["quiet"] = True  # waiters hear it once a replica holds it, not before
+            done = self._finish_replicated(payment_id, keys_, _args(**named))
+            self._redis.publish(keys.EVENTS_CHANNEL, payment_id)
+            return done
         done = self._run("finish", keys_, **named)
         return bool(done == 1)
 

@@ -264,15 +264,20 @@ def test_a_workers_outcome_is_written_again_until_replicated(
     settings = Settings(environment="test", redis_min_replicas=1)
     store = PaymentStore(fakeredis.FakeRedis(), settings)
     pipe = SyncPipe(answers, log)
-    monkeypatch.setattr(store, "_redis", type("R", (), {"pipeline": lambda *a, **k: pipe})())
+    redis_stub = {
+        "pipeline": lambda *a, **k: pipe,
+        "publish": lambda self, channel, message: log.append(f"PUBLISH {message}"),
+    }
+    monkeypatch.setattr(store, "_redis", type("R", (), redis_stub)())
     monkeypatch.setitem(store._scripts, "finish", lambda keys, args, client: log.append("FINISH"))
     monkeypatch.setattr("shared.store.payments.time.sleep", lambda s: log.append(f"sleep {s}"))
 
     done = store.finish("pay_x", status=Status.SUCCEEDED, fields={}, outcome_field="succeeded|")
 
     assert done is True  # the first write was this call's, though replicated later
+    # Waiters hear of it only once a replica holds it.
     assert log == ["FINISH", "INCR", "WAIT", "sleep 0.1", "FINISH", "INCR", "WAIT", "sleep 0.2",
-                   "FINISH", "INCR", "WAIT"]  # fmt: skip
+                   "FINISH", "INCR", "WAIT", "PUBLISH pay_x"]  # fmt: skip
 
 
 # --- a plain URL's demoted primary (ElastiCache's endpoint moved by DNS) ------------------

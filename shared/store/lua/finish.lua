@@ -36,5 +36,6 @@ if a.callback and a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_
   redis.call('LPUSH', KEYS[8], a.callback)
 end
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', KEYS[3], a.payment_id)
+-- Replicated mode tells waiters only once a replica holds the outcome (PaymentStore.finish).
+if not a.quiet then redis.call('PUBLISH', KEYS[3], a.payment_id) end
 return 1
