@@ -27,6 +27,7 @@ from shared.refunds import REFUND_TASK, RefundRecord, RefundStatus
 from shared.store.callbacks import CallbackStore
 from shared.store.lifecycle import LifecycleStore
 from shared.store.refunds import RefundStore
+from worker.action_recheck import recheck_actions
 from worker.callbacks import Callback, CallbackSender
 from worker.celery_app import app
 from worker.refunds import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
@@ -92,6 +93,11 @@ def refunds_round() -> dict[str, int]:
     return reconcile_refunds(
         refund_store(), lifecycle_store(), gateway(), settings, _refund_callbacks
     )
+
+
+def actions_round() -> dict[str, int]:
+    """The maintenance round's job for payments waiting for their customer (a missed webhook)."""
+    return recheck_actions(lifecycle_store(), event_processor(), gateway())
 
 
 def callbacks_round() -> int:
@@ -160,7 +166,8 @@ def _refund_when_redis_answers(refund_id: str) -> RefundDone | RefundRetry:
             wait = min(wait * 2, REDIS_WAIT_MAX_SECONDS)
 
 
-@app.task(name=CALLBACK_TASK, max_retries=0, acks_late=True, queue=settings.callback_queue)
+# Routed to CALLBACK_QUEUE by the app's task_routes (worker.celery_app).
+@app.task(name=CALLBACK_TASK, max_retries=0, acks_late=True)
 def callback(
     event_id: str,
     event_type: str,

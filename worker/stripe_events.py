@@ -91,8 +91,7 @@ class StripeEventProcessor:
     def _apply(self, event_type: str, object_id: str, charge_id: str) -> str:
         if event_type in INTENT_EVENTS:
             intent = self._gateway.retrieve_payment_intent(payment_intent_id=object_id)
-            move = intent_transition(intent)
-            return self._move(intent.payment_id, move)
+            return self.apply_intent(intent)
         if event_type == "charge.refunded":
             charge = self._gateway.retrieve_charge(charge_id=object_id)
             return self._refunded(charge.payment_id, charge.amount_refunded_minor)
@@ -102,6 +101,11 @@ class StripeEventProcessor:
                 return "unchanged"  # Stripe no longer says so (closed, or not this charge)
             return self._move(charge.payment_id, Transition(Status.DISPUTED, {}))
         return "ignored"
+
+    def apply_intent(self, intent: ChargeOutcome) -> str:
+        """What a PaymentIntent (fetched from Stripe just now) means for its payment: the path
+        of every ``payment_intent.*`` event, and of the re-check (worker.action_recheck)."""
+        return self._move(intent.payment_id, intent_transition(intent))
 
     def _move(self, payment_id: str | None, move: Transition | None) -> str:
         if payment_id is None:
@@ -119,6 +123,8 @@ class StripeEventProcessor:
         if moved is Moved.MOVED:
             log.info("payment.moved", payment_id=payment_id, status=move.to.value,
                      was=record.status.value)  # fmt: skip
+            if move.to is Status.REQUIRES_ACTION:  # the customer must act: re-check later
+                self._store.schedule_action_check(payment_id)
         return {Moved.MOVED: "applied", Moved.UNCHANGED: "unchanged",
                 Moved.GONE: "not_ours", Moved.REFUSED: "refused"}[moved]  # fmt: skip
 

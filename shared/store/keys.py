@@ -40,6 +40,9 @@ Key (type; TTL; written by):
 - ``payments:refund:{refund_id}`` (hash, a refund; RECORD_TTL_SECONDS; API on accept, workers)
   and ``payments:refunds:{payment_id}`` (list of the payment's refund ids, oldest first; same
   TTL; API). A refund's lease is ``payments:lock:{refund_id}``.
+- ``payments:awaiting_action`` (sorted set of payments waiting for their customer, 3-D
+  Secure, by next re-check at Stripe; workers: the charge path's outcome and the lifecycle
+  moves add, the re-check round removes).
 - ``payments:refunds_unknown`` (sorted set of refunds whose outcome Stripe could not be asked
   about, by next check; workers).
 - ``payments:metrics:transitions`` (hash ``from|to`` -> count: moves after the first answer;
@@ -79,6 +82,7 @@ STRIPE_EVENT_TTL_SECONDS = 3 * 24 * 3600
 REFUND_PREFIX = "payments:refund:"
 REFUNDS_PREFIX = "payments:refunds:"
 REFUNDS_UNKNOWN = "payments:refunds_unknown"
+AWAITING_ACTION = "payments:awaiting_action"
 TRANSITION_COUNTS = "payments:metrics:transitions"
 WEBHOOK_COUNTS = "payments:metrics:webhooks"
 CALLBACK_COUNTS = "payments:metrics:callbacks"

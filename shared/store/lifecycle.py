@@ -22,6 +22,10 @@ from shared.records import PaymentRecord, Status, may_move_to, now_iso
 from shared.store import keys
 from shared.store.scripts import source
 
+# A payment waiting for its customer is first re-checked at Stripe this long after it began
+# waiting (worker.action_recheck doubles it from there).
+ACTION_RECHECK_FIRST_SECONDS = 300.0
+
 
 def _args(**named: Any) -> bytes:
     return orjson.dumps(named)
@@ -128,6 +132,21 @@ class LifecycleStore:
                 callback=callback.decode(),
             )
         )  # fmt: skip
+
+    # re-checks of payments waiting for their customer (worker.action_recheck) -------------
+
+    def schedule_action_check(self, payment_id: str, *, at: float | None = None) -> None:
+        due = time.time() + ACTION_RECHECK_FIRST_SECONDS if at is None else at
+        self._redis.zadd(keys.AWAITING_ACTION, {payment_id: due})
+
+    def due_action_checks(self, *, limit: int) -> list[str]:
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.AWAITING_ACTION, "-inf", time.time(), start=0, num=limit
+        )
+        return [member.decode() for member in due]
+
+    def drop_action_check(self, payment_id: str) -> None:
+        self._redis.zrem(keys.AWAITING_ACTION, payment_id)
 
     def count_webhook(self, type_label: str, outcome: str) -> None:
         self._redis.hincrby(keys.WEBHOOK_COUNTS, f"{type_label}|{outcome}", 1)

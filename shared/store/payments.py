@@ -22,6 +22,7 @@ from shared.celery_message import charge_message
 from shared.config import Settings
 from shared.records import PaymentRecord, Status, now_iso
 from shared.store import keys
+from shared.store.lifecycle import ACTION_RECHECK_FIRST_SECONDS
 from shared.store.replicated import ReplicatedScript
 from shared.store.scripts import source
 
@@ -309,6 +310,7 @@ class PaymentStore:
             keys.OUTCOME_COUNTS,
             keys.UNKNOWN_INDEX,
             self._settings.callback_queue,
+            keys.AWAITING_ACTION,
         ]
         named = dict(
             payment_id=payment_id,
@@ -323,6 +325,8 @@ class PaymentStore:
             backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
             # Issue 11: the client's callback for this outcome, pushed by the script itself.
             callback=payment_callback(self._settings, payment_id, status).decode(),
+            awaiting_action=status is Status.REQUIRES_ACTION,
+            action_check_at=int(time.time() + ACTION_RECHECK_FIRST_SECONDS),
         )
         if self._settings.redis_min_replicas:
             named["quiet"] = True  # waiters hear it once a replica holds it, not before

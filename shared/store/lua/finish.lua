@@ -1,6 +1,6 @@
 -- finish: record where a payment now stands, once.
 -- KEYS: record, lease, events channel, dead letters, pending index, outcome counts, unknown
--- index, callback queue.
+-- index, callback queue, payments awaiting their customer.
 -- A final status (succeeded, failed, requires_action) leaves the pending and unknown indexes
 -- and is counted; `unknown` moves the payment to the unknown index (checked again at
 -- a.check_at). Either way waiting requests are told, the lease is released and, if asked,
@@ -32,6 +32,9 @@ else
   redis.call('ZADD', KEYS[7], a.check_at, a.payment_id)
 end
 if a.dead_letter then redis.call('ZADD', KEYS[4], a.now, a.payment_id) end
+-- The customer must act (3-D Secure): re-checked at Stripe at a.action_check_at should the
+-- webhook that moves it never come (worker.action_recheck).
+if a.awaiting_action then redis.call('ZADD', KEYS[9], a.action_check_at, a.payment_id) end
 if a.callback and a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
   redis.call('LPUSH', KEYS[8], a.callback)
 end
