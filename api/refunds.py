@@ -146,12 +146,14 @@ async def create_refund(request: Request, payment_id: str) -> Response:
         "client": client,
         "attempts": "0",
     }
+    enqueued_at = int(time.time() * 1000)
+    fields["enqueued_at"] = str(enqueued_at)  # the recovery sweep's reference
     message = task_message(
         task_name=REFUND_TASK,
         task_id=refund_id,
         args=(refund_id,),
         queue=settings.queue_name,
-        headers={"request_id": request.state.request_id, "enqueued_at": int(time.time() * 1000)},
+        headers={"request_id": request.state.request_id, "enqueued_at": enqueued_at},
     )
     store = refund_store(request)
     claim = await store.claim(

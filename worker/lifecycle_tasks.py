@@ -89,7 +89,14 @@ def refund_processor() -> RefundProcessor:
 
 
 def refunds_round() -> dict[str, int]:
-    """The maintenance round's job for refunds whose outcome is unknown."""
+    """The maintenance round's job for refunds: the recovery sweep (a message provably lost is
+    pushed again), then the ones whose outcome is unknown are looked up at Stripe."""
+    payments = store()
+    requeued = refund_store().requeue_stale(
+        queue_oldest_ms=payments.queue_oldest_ms(), reserved=payments.reserved_task_ids()
+    )
+    if requeued:
+        log.warning("sweep.refunds_requeued", count=len(requeued), refund_ids=requeued[:20])
     return reconcile_refunds(
         refund_store(), lifecycle_store(), gateway(), settings, _refund_callbacks
     )

@@ -43,6 +43,8 @@ Key (type; TTL; written by):
 - ``payments:awaiting_action`` (sorted set of payments waiting for their customer, 3-D
   Secure, by next re-check at Stripe; workers: the charge path's outcome and the lifecycle
   moves add, the re-check round removes).
+- ``payments:refunds_pending`` (sorted set of refunds not settled yet, by when the recovery
+  sweep looks again; API on accept, workers).
 - ``payments:refunds_unknown`` (sorted set of refunds whose outcome Stripe could not be asked
   about, by next check; workers).
 - ``payments:metrics:transitions`` (hash ``from|to`` -> count: moves after the first answer;
@@ -82,6 +84,7 @@ STRIPE_EVENT_TTL_SECONDS = 3 * 24 * 3600
 REFUND_PREFIX = "payments:refund:"
 REFUNDS_PREFIX = "payments:refunds:"
 REFUNDS_UNKNOWN = "payments:refunds_unknown"
+REFUNDS_PENDING = "payments:refunds_pending"
 AWAITING_ACTION = "payments:awaiting_action"
 TRANSITION_COUNTS = "payments:metrics:transitions"
 WEBHOOK_COUNTS = "payments:metrics:webhooks"

@@ -12,10 +12,18 @@ import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from shared.celery_message import task_message
 from shared.config import Settings
 from shared.records import Status, may_move_to, now_iso
-from shared.refunds import FINAL_REFUND_STATUSES, REFUNDABLE_STATUSES, RefundRecord, RefundStatus
+from shared.refunds import (
+    FINAL_REFUND_STATUSES,
+    REFUND_TASK,
+    REFUNDABLE_STATUSES,
+    RefundRecord,
+    RefundStatus,
+)
 from shared.store import keys
+from shared.store.payments import CLOCK_SKEW_MS, SWEEP_BATCH
 from shared.store.scripts import source
 
 _FINAL = sorted(s.value for s in FINAL_REFUND_STATUSES)
@@ -65,6 +73,7 @@ class AsyncRefundStore:
                 keys.record_key(payment_id),
                 keys.refunds_key(payment_id),
                 self._settings.queue_name,
+                keys.REFUNDS_PENDING,
             ],
             args=[
                 _args(
@@ -74,6 +83,7 @@ class AsyncRefundStore:
                     refundable=sorted(s.value for s in REFUNDABLE_STATUSES),
                     ttl=self._settings.record_ttl_seconds,
                     message=message.decode(),
+                    sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
                 )
             ],
         )
@@ -123,7 +133,7 @@ class RefundStore:
         self.lease_ms = int(settings.lease_seconds * 1000)
         self._scripts = {
             name: client.register_script(source(name))
-            for name in ("refund_start", "refund_finish", "release")
+            for name in ("refund_start", "refund_finish", "release", "requeue_refund")
         }
 
     def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
@@ -132,6 +142,40 @@ class RefundStore:
     def get(self, refund_id: str) -> RefundRecord | None:
         raw: dict[bytes, bytes] = self._redis.hgetall(keys.refund_key(refund_id))  # type: ignore[assignment]
         return RefundRecord.from_redis(raw) if raw else None
+
+    def requeue_stale(
+        self, *, queue_oldest_ms: int, reserved: set[str], now: float | None = None
+    ) -> list[str]:
+        """The recovery sweep for refunds (see PaymentStore.requeue_stale): a pending refund
+        whose message is provably lost (no worker holds the refund or its message, the queue
+        has moved past it) is pushed again; its task reconciles before any new Stripe write."""
+        now = time.time() if now is None else now
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.REFUNDS_PENDING, "-inf", now, start=0, num=SWEEP_BATCH
+        )
+        pushed = []
+        for member in due:
+            refund_id = member.decode()
+            next_at = int(now) + self._settings.sweep_stale_seconds
+            if refund_id in reserved:
+                self._redis.zadd(keys.REFUNDS_PENDING, {refund_id: next_at})
+                continue
+            stamp = int(now * 1000)
+            message = task_message(
+                task_name=REFUND_TASK, task_id=refund_id, args=(refund_id,),
+                queue=self._settings.queue_name, headers={"enqueued_at": stamp, "recovered": True},
+            )  # fmt: skip
+            done = self._run(
+                "requeue_refund",
+                [keys.REFUNDS_PENDING, self._settings.queue_name, keys.refund_key(refund_id),
+                 keys.lock_key(refund_id)],
+                refund_id=refund_id, pending=RefundStatus.PENDING.value, next_at=next_at,
+                queue_oldest_ms=queue_oldest_ms, clock_skew_ms=CLOCK_SKEW_MS, now_ms=stamp,
+                message=message.decode(),
+            )  # fmt: skip
+            if done == 1:
+                pushed.append(refund_id)
+        return pushed
 
     def due_unknown(self, *, limit: int) -> list[str]:
         """Refunds whose outcome is unknown and due for another look at Stripe."""
@@ -185,6 +229,7 @@ class RefundStore:
                     keys.REFUNDS_UNKNOWN,
                     keys.TRANSITION_COUNTS,
                     self._settings.callback_queue,
+                    keys.REFUNDS_PENDING,
                 ],
                 refund_id=record.id,
                 payment_id=record.payment_id,

@@ -293,3 +293,26 @@ async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(
     assert processor.process(refund_id) == RefundDone(RefundStatus.FAILED)
     assert payment(redis).refund_reserved_minor == 0
     assert (await claim(api_store, "b", 4299)).created  # all of it is refundable again
+
+
+async def test_a_lost_refund_message_is_pushed_again_by_the_sweep_and_only_then(
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor
+) -> None:
+    paid(redis)
+    refund_id = await accepted(redis, api_store, "a", 1000)
+    redis.hset(refund_key(refund_id), "enqueued_at", 1)
+    redis.delete("payments")  # lost between the transport's pop and its unacked entry
+    store = RefundStore(redis, SETTINGS)
+    step = 2 * SETTINGS.sweep_stale_seconds  # each look puts the next one a sweep away
+    at = [time.time() + step * n for n in range(1, 5)]
+
+    redis.set(f"payments:lock:{refund_id}", "someone")  # a worker holds it: not lost
+    assert store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=at[0]) == []
+    redis.delete(f"payments:lock:{refund_id}")
+    assert store.requeue_stale(queue_oldest_ms=-1, reserved={refund_id}, now=at[1]) == []
+    assert store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=at[2]) == [refund_id]
+    assert redis.llen("payments") == 1
+
+    assert processor.process(refund_id) == RefundDone(RefundStatus.SUCCEEDED)
+    assert store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=at[3]) == []
+    assert redis.zcard("payments:refunds_pending") == 0

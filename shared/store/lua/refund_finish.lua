@@ -1,6 +1,6 @@
 -- refund_finish: record where a refund stands, once, and what it does to its payment.
 -- KEYS: refund record, lease, payment record, events channel, unknown refunds index,
--- transition counts, callback queue.
+-- transition counts, callback queue, pending refunds (the recovery sweep's: left here).
 -- a.status is final (succeeded, failed; a.final lists them) or `unknown` (checked again at
 -- a.check_at). An already final refund writes nothing: 0. A succeeded refund moves its amount
 -- from held to refunded on the payment, and the payment becomes a.refunded (if a.allowed_from
@@ -55,6 +55,7 @@ if is_final then
 else
   redis.call('ZADD', KEYS[5], a.check_at, a.refund_id)
 end
+redis.call('ZREM', KEYS[8], a.refund_id)
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', KEYS[4], a.refund_id)
 redis.call('PUBLISH', KEYS[4], a.payment_id)

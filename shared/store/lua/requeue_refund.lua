@@ -1,0 +1,19 @@
+-- requeue_refund: the recovery sweep's decision for one pending refund that is due.
+-- KEYS: pending refunds, queue, refund record, lease.
+-- Gone or no longer pending (final, or unknown: the reconciler owns those): leaves the index.
+-- Otherwise it is looked at again at a.next_at, and its message is pushed again only when it
+-- is provably lost: no worker holds it, and the queue has moved past it (its oldest message is
+-- newer than this refund's, a.queue_oldest_ms, -1 when empty). 1: pushed.
+local a = cjson.decode(ARGV[1])
+local status = redis.call('HGET', KEYS[3], 'status')
+if status ~= a.pending then
+  redis.call('ZREM', KEYS[1], a.refund_id)
+  return 0
+end
+redis.call('ZADD', KEYS[1], a.next_at, a.refund_id)
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local enqueued = tonumber(redis.call('HGET', KEYS[3], 'enqueued_at') or '0')
+if a.queue_oldest_ms >= 0 and a.queue_oldest_ms <= enqueued + a.clock_skew_ms then return 0 end
+redis.call('HSET', KEYS[3], 'enqueued_at', a.now_ms)
+redis.call('LPUSH', KEYS[2], a.message)
+return 1
