@@ -21,7 +21,14 @@ def _preamble() -> str:
     return f"local STATUS = {{{names}}}\nlocal FINAL = {{{final}}}\n"
 
 
+# Functions more than one script uses, by script: prepended after the preamble.
+LIBRARIES = {"accept": ("token_bucket",), "take_token": ("token_bucket",)}
+
+
 @cache
 def source(name: str) -> str:
-    """The script ``lua/<name>.lua`` with its preamble."""
-    return _preamble() + (LUA_DIR / f"{name}.lua").read_text()
+    """The script ``lua/<name>.lua`` with its preamble (and the library functions it uses)."""
+    libraries = "".join(
+        (LUA_DIR / "lib" / f"{lib}.lua").read_text() for lib in LIBRARIES.get(name, ())
+    )
+    return _preamble() + libraries + (LUA_DIR / f"{name}.lua").read_text()

@@ -12,20 +12,8 @@ local a = cjson.decode(ARGV[1])
 
 local tokens = -1
 if a.rate > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local bucket = redis.call('HMGET', KEYS[7], 'tokens', 'at')
-  local have = tonumber(bucket[1]) or a.burst
-  local at = tonumber(bucket[2]) or now
-  have = math.min(a.burst, have + math.max(0, now - at) * a.rate / 1000)
-  if have < 1 then
-    redis.call('HINCRBY', KEYS[9], a.client .. '|limited', 1)
-    return {3, 0, math.ceil((1 - have) * 1000 / a.rate)}
-  end
-  have = have - 1
-  redis.call('HSET', KEYS[7], 'tokens', tostring(have), 'at', now)
-  redis.call('PEXPIRE', KEYS[7], math.ceil(a.burst * 1000 / a.rate) + 1000)
-  tokens = math.floor(have)
+  tokens = take_token(KEYS[7], KEYS[9], a.client, a.rate, a.burst)
+  if tokens < 0 then return {3, 0, -tokens} end
 end
 
 local existing = redis.call('HGETALL', KEYS[1])
