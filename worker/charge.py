@@ -206,14 +206,19 @@ class ChargeProcessor:
         return finish(self._store, record.id, settled, ids)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
-        """Exponential with full jitter (Celery's own), or Stripe's Retry-After, capped."""
-        cap = self._settings.charge_retry_backoff_max_seconds
-        if retry_after is not None:
-            return min(retry_after, cap)
-        jittered = get_exponential_backoff_interval(
-            factor=1, retries=attempts - 1, maximum=2**31, full_jitter=True
-        )
-        return float(min(cap, jittered * self._settings.charge_retry_backoff_seconds))
+        return retry_backoff(self._settings, attempts, retry_after)
+
+
+def retry_backoff(settings: Settings, attempts: int, retry_after: float | None) -> float:
+    """Before a Stripe write is tried again: exponential with full jitter (Celery's own), or
+    Stripe's Retry-After, capped (CHARGE_RETRY_BACKOFF_*; charges and refunds alike)."""
+    cap = settings.charge_retry_backoff_max_seconds
+    if retry_after is not None:
+        return min(retry_after, cap)
+    jittered = get_exponential_backoff_interval(
+        factor=1, retries=attempts - 1, maximum=2**31, full_jitter=True
+    )
+    return float(min(cap, jittered * settings.charge_retry_backoff_seconds))
 
 
 def finish(

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import orjson
 import structlog
-from celery.utils.time import get_exponential_backoff_interval
 
 from shared.config import Settings
 from shared.errors import InvalidRequest, PaymentServiceError
@@ -35,6 +34,7 @@ from shared.refunds import RefundRecord, RefundStatus, refund_idempotency_key
 from shared.store.lifecycle import LifecycleStore
 from shared.store.refunds import RefundStarted, RefundStore
 from shared.stripe_gateway import StripeGateway
+from worker.charge import retry_backoff
 from worker.stripe_calls import MeteredStripe
 
 log = structlog.get_logger(__name__)
@@ -207,13 +207,7 @@ class RefundProcessor:
         )
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
-        cap = self._settings.charge_retry_backoff_max_seconds
-        if retry_after is not None:
-            return min(retry_after, cap)
-        jittered = get_exponential_backoff_interval(
-            factor=1, retries=attempts - 1, maximum=2**31, full_jitter=True
-        )
-        return float(min(cap, jittered * self._settings.charge_retry_backoff_seconds))
+        return retry_backoff(self._settings, attempts, retry_after)
 
 
 def finish_refund(

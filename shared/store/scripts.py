@@ -21,7 +21,8 @@ def _preamble() -> str:
     return f"local STATUS = {{{names}}}\nlocal FINAL = {{{final}}}\n"
 
 
-# Functions more than one script uses, by script: prepended after the preamble.
+# Functions more than one script uses, by script, prepended after the preamble (lib/common.lua
+# to every script).
 LIBRARIES = {"accept": ("token_bucket",), "take_token": ("token_bucket",)}
 
 
@@ -29,6 +30,6 @@ LIBRARIES = {"accept": ("token_bucket",), "take_token": ("token_bucket",)}
 def source(name: str) -> str:
     """The script ``lua/<name>.lua`` with its preamble (and the library functions it uses)."""
     libraries = "".join(
-        (LUA_DIR / "lib" / f"{lib}.lua").read_text() for lib in LIBRARIES.get(name, ())
+        (LUA_DIR / "lib" / f"{lib}.lua").read_text() for lib in ("common", *LIBRARIES.get(name, ()))
     )
     return _preamble() + libraries + (LUA_DIR / f"{name}.lua").read_text()

@@ -36,12 +36,7 @@ if tonumber(redis.call('GET', KEYS[8]) or '0') >= a.client_max_backlog then
   redis.call('HINCRBY', KEYS[9], a.client .. '|backlog_full', 1)
   return {4, tokens}
 end
-local fields = {}
-for name, value in pairs(a.fields) do
-  fields[#fields + 1] = name
-  fields[#fields + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+hset_map(KEYS[1], {}, a.fields)
 redis.call('EXPIRE', KEYS[1], a.record_ttl)
 redis.call('LPUSH', KEYS[2], a.message)
 redis.call('ZADD', KEYS[3], a.sweep_at, a.payment_id)

@@ -25,12 +25,7 @@ local left = tonumber(p[2]) - refunded - tonumber(p[5] or '0')
 local amount = a.amount
 if amount == 0 then amount = left end
 if amount <= 0 or amount > left then return {-3, math.max(left, 0)} end
-local fields = {'amount_minor', amount}
-for name, value in pairs(a.fields) do
-  fields[#fields + 1] = name
-  fields[#fields + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+hset_map(KEYS[1], {'amount_minor', amount}, a.fields)
 redis.call('EXPIRE', KEYS[1], a.ttl)
 redis.call('HINCRBY', KEYS[2], 'refund_reserved_minor', amount)
 redis.call('RPUSH', KEYS[3], a.refund_id)

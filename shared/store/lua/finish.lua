@@ -11,12 +11,7 @@ local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if FINAL[status] then return 0 end
-local fields = {'status', a.status, 'updated_at', a.now_iso}
-for name, value in pairs(a.fields) do
-  fields[#fields + 1] = name
-  fields[#fields + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+hset_map(KEYS[1], {'status', a.status, 'updated_at', a.now_iso}, a.fields)
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
 if redis.call('ZREM', KEYS[5], a.payment_id) == 1 then
   -- No longer pending: it leaves its client's share of the backlog.

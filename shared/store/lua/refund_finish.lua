@@ -15,12 +15,7 @@ for _, s in ipairs(a.final) do
   if s == status then return 0 end
 end
 local amount = tonumber(redis.call('HGET', KEYS[1], 'amount_minor'))
-local fields = {'status', a.status, 'updated_at', a.now_iso}
-for name, value in pairs(a.fields) do
-  fields[#fields + 1] = name
-  fields[#fields + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+hset_map(KEYS[1], {'status', a.status, 'updated_at', a.now_iso}, a.fields)
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
 local result = 1
 local is_final = false

@@ -16,12 +16,7 @@ for _, from in ipairs(a.allowed_from) do
   if from == status then allowed = true end
 end
 if not allowed then return -2 end
-local fields = {'status', a.to, 'updated_at', a.now_iso}
-for name, value in pairs(a.fields) do
-  fields[#fields + 1] = name
-  fields[#fields + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+hset_map(KEYS[1], {'status', a.to, 'updated_at', a.now_iso}, a.fields)
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
 redis.call('ZREM', KEYS[3], a.payment_id)
 redis.call('ZREM', KEYS[4], a.payment_id)

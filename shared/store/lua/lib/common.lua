@@ -1,0 +1,9 @@
+-- hset_map(key, flat, map): HSET `key` with the name/value pairs of the list `flat` followed
+-- by those of the table `map` (a script's JSON fields); nothing when both are empty.
+local function hset_map(key, flat, map)
+  for name, value in pairs(map) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+end
