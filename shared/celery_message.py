@@ -84,3 +84,12 @@ def task_message(
             },
         }
     )
+
+
+def restamped(message: bytes, **headers: Any) -> bytes:
+    """The same task as a new message (a recovery sweep's push): a fresh delivery tag, and
+    ``headers`` set (``enqueued_at``, ``recovered``)."""
+    data = orjson.loads(message)
+    data["headers"].update(headers)
+    data["properties"]["delivery_tag"] = os.urandom(16).hex()
+    return orjson.dumps(data)

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(default=25, ge=1, le=100)
     callback_retry_backoff_seconds: float = Field(default=10.0, gt=0)
     callback_retry_backoff_max_seconds: float = Field(default=7200.0, gt=0)
+    # The callbacks' recovery sweep: a callback not delivered this long after its message was
+    # pushed, and provably lost (no worker holds it, the queue moved past it), is pushed again.
+    # Below SWEEP_STALE_SECONDS' floor on purpose: a rare duplicate is harmless (receivers
+    # dedupe on webhook-id), so tests may use a few seconds.
+    callback_sweep_stale_seconds: int = Field(default=600, ge=1)
     # --- end of payment lifecycle
 
     @field_validator("redis_url")

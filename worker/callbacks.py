@@ -5,7 +5,10 @@ The rules:
    CALLBACK_TIMEOUT_SECONDS), a connection error or any other status is retried with
    exponential backoff and jitter for about a day (CALLBACK_MAX_ATTEMPTS), then kept as a
    dead letter that ``python -m worker.dead_letters`` lists and replays. ``webhook-id`` is
-   the event's, identical on every attempt, for the receiver's dedupe.
+   the event's, identical on every attempt, for the receiver's dedupe. A message lost
+   between kombu's pop and its unacked entry is pushed again by the callbacks' recovery
+   sweep (shared.store.callbacks): each attempt marks its start, and its outcome (delivered,
+   skipped, held for a retry, dead letter) takes the callback out of the sweep's set.
 2. Signed (Standard Webhooks): ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``,
    one ``v1,`` signature per CALLBACK_SIGNING_SECRETS secret (the ``standardwebhooks`` package).
 3. Never towards our own network: the URL's rules again (shared.callbacks), then the host is
@@ -98,15 +101,16 @@ class CallbackSender:
         """One attempt; returns its outcome (delivered, retry, dead_lettered, skipped)."""
         bound = log.bind(event_id=callback.event_id, event_type=callback.event_type,
                          payment_id=callback.payment_id, attempt=callback.attempt)  # fmt: skip
+        self._store.attempt_started(callback.event_id)
         payment = self._payments.get(callback.payment_id)
         if payment is None or not payment.callback_url:
             bound.info("callback.skipped", reason="no payment or no endpoint")
-            self._store.count("skipped")
+            self._store.settle(callback.event_id, "skipped")
             return "skipped"
         if callback.refund_id:
             refund = self._refunds.get(callback.refund_id)
             if refund is None:
-                self._store.count("skipped")
+                self._store.settle(callback.event_id, "skipped")
                 return "skipped"
             data = refund_data(refund)
         else:
@@ -129,7 +133,7 @@ class CallbackSender:
             return self._failed(callback, payment.callback_url, f"{type(exc).__name__}", bound)
         if 200 <= status < 300:
             bound.info("callback.delivered", status=status)
-            self._store.count("delivered")
+            self._store.settle(callback.event_id, "delivered")
             return "delivered"
         return self._failed(callback, payment.callback_url, f"HTTP {status}", bound)
 
@@ -165,8 +169,7 @@ class CallbackSender:
             self._settings, callback.event_type, callback.payment_id, callback.refund_id,
             attempt=callback.attempt + 1, occurred_ms=callback.occurred_ms,
         )  # fmt: skip
-        self._store.retry_at(message, time.time() + delay)
-        self._store.count("retried")
+        self._store.retry_at(callback.event_id, message, time.time() + delay)
         bound.info("callback.retry", reason=reason, next_in=round(delay, 1))
         return "retry"
 

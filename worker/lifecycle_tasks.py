@@ -108,7 +108,16 @@ def actions_round() -> dict[str, int]:
 
 
 def callbacks_round() -> int:
-    """The maintenance round's job for callbacks: attempts that are due go back to the queue."""
+    """The maintenance round's job for callbacks: the recovery sweep (a message provably lost
+    between kombu's pop and its unacked entry is pushed again), then the attempts that are due
+    go back to the queue."""
+    payments = store()
+    requeued = callback_store().requeue_stale(
+        queue_oldest_ms=payments.queue_oldest_ms(settings.callback_queue),
+        reserved=payments.reserved_task_ids(),
+    )
+    if requeued:
+        log.warning("sweep.callbacks_requeued", count=len(requeued), event_ids=requeued[:20])
     return callback_store().requeue_due()
 
 

@@ -8,6 +8,9 @@ Each round (every MAINTENANCE_INTERVAL_SECONDS), the jobs the worker gives it, i
   when its message is provably lost: no worker holds it, the queue has moved past it, and no
   worker has shown life for it since. A long backlog is never echoed.
 - Reconciler (``worker.reconcile``): payments whose outcome is unknown are looked up in Stripe.
+- The lifecycle's jobs (``worker.lifecycle_tasks``): the same recovery sweep for refunds and
+  for callbacks (``CallbackStore.requeue_stale``), refunds whose outcome is unknown, callback
+  attempts that are due, payments waiting for their customer (3-D Secure).
 
 No beat process is needed (one fewer thing to run and scale): each worker starts the thread, and
 a Redis key gives one of them each round.

@@ -140,7 +140,7 @@ def _start_maintenance(**_: object) -> None:
                 payments, gateway(), StripeBudget(payments, settings.stripe_max_rps), settings
             ),
             lambda: lifecycle_tasks.refunds_round(),  # refunds whose outcome is unknown
-            lambda: lifecycle_tasks.callbacks_round(),  # callback attempts that are due
+            lambda: lifecycle_tasks.callbacks_round(),  # callbacks: sweep, attempts due
             lambda: lifecycle_tasks.actions_round(),  # 3-D Secure waits: a missed webhook
         ],
     )

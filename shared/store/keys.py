@@ -51,8 +51,14 @@ Key (type; TTL; written by):
   workers), ``payments:metrics:webhooks`` (hash ``type|outcome`` -> count; API and workers),
   ``payments:metrics:callbacks`` (hash ``outcome`` -> count; workers).
 - ``payments:callback_dead_letters`` (sorted set of callback event ids whose retries ran out,
-  by time; workers, replay) and ``payments:callback:{event_id}`` (hash: the event's payload,
-  endpoint and attempts; RECORD_TTL_SECONDS; written with the state change that made it).
+  by time; workers, replay) and ``payments:callback:{event_id}`` (hash; RECORD_TTL_SECONDS:
+  while the callback's message is out, ``message``, ``enqueued_at`` (ms) and ``alive_at``
+  (ms, an attempt began), written by the script that pushes it and removed when it leaves
+  the pending set; for a dead letter, what replays it: type, payment, endpoint, attempts).
+- ``payments:callbacks_pending`` (sorted set of callback event ids whose message is in the
+  callback queue or with a worker, by when the callbacks' recovery sweep looks again; filed
+  by every script that pushes a callback message, left when it is delivered, skipped,
+  dead-lettered or held in ``payments:callback_retries``; workers, the sweep).
 - ``payments:callback_retries`` (sorted set of callback task messages waiting for their next
   attempt, by due time; workers, moved back to the callback queue by the maintenance round).
 - ``{CALLBACK_QUEUE}`` (``callbacks``: list of callback task messages, pushed by the same
@@ -92,6 +98,7 @@ CALLBACK_COUNTS = "payments:metrics:callbacks"
 CALLBACK_PREFIX = "payments:callback:"
 CALLBACK_DEAD_LETTERS = "payments:callback_dead_letters"
 CALLBACK_RETRIES = "payments:callback_retries"
+CALLBACKS_PENDING = "payments:callbacks_pending"
 # kombu's Redis transport: delivered, unacknowledged messages (hash) and their delivery times.
 UNACKED = "unacked"
 CLIENT_CUSTOMERS_PREFIX = "payments:client:customers:"

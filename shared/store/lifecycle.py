@@ -20,6 +20,7 @@ from redis.asyncio import Redis as AsyncRedis
 from shared.config import Settings
 from shared.records import PaymentRecord, Status, may_move_to, now_iso
 from shared.store import keys
+from shared.store.callbacks import filing
 from shared.store.scripts import source
 
 # A payment waiting for its customer is first re-checked at Stripe this long after it began
@@ -110,6 +111,7 @@ class LifecycleStore:
             clear=list(move.clear),
             now_iso=now_iso(),
             callback=callback.decode(),
+            filing=filing(self._settings),
         )
         return Moved(int(result))
 
@@ -130,6 +132,7 @@ class LifecycleStore:
                 allowed_from=may_move_to(Status.REFUNDED),
                 now_iso=now_iso(),
                 callback=callback.decode(),
+                filing=filing(self._settings),
             )
         )  # fmt: skip
 

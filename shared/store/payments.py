@@ -22,6 +22,7 @@ from shared.celery_message import charge_message
 from shared.config import Settings
 from shared.records import PaymentRecord, Status, now_iso
 from shared.store import keys
+from shared.store.callbacks import filing as callback_filing
 from shared.store.lifecycle import ACTION_RECHECK_FIRST_SECONDS
 from shared.store.replicated import ReplicatedScript
 from shared.store.scripts import source
@@ -325,6 +326,7 @@ class PaymentStore:
             backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
             # Issue 11: the client's callback for this outcome, pushed by the script itself.
             callback=payment_callback(self._settings, payment_id, status).decode(),
+            filing=callback_filing(self._settings),
             awaiting_action=status is Status.REQUIRES_ACTION,
             action_check_at=int(time.time() + ACTION_RECHECK_FIRST_SECONDS),
         )
@@ -403,10 +405,11 @@ class PaymentStore:
 
     # recovery sweep --------------------------------------------------------------------
 
-    def queue_oldest_ms(self) -> int:
-        """When the oldest message still in the queue was enqueued (-1: queue empty; 0: a
-        message without the stamp, which makes the sweep assume nothing was lost)."""
-        raw: bytes | None = self._redis.lindex(self._settings.queue_name, -1)  # type: ignore[assignment]
+    def queue_oldest_ms(self, queue: str | None = None) -> int:
+        """When the oldest message still in the queue (QUEUE_NAME, or ``queue``) was enqueued
+        (-1: queue empty; 0: a message without the stamp, which makes the sweep assume nothing
+        was lost)."""
+        raw: bytes | None = self._redis.lindex(queue or self._settings.queue_name, -1)  # type: ignore[assignment]
         if raw is None:
             return -1
         try:

@@ -23,6 +23,7 @@ from shared.refunds import (
     RefundStatus,
 )
 from shared.store import keys
+from shared.store.callbacks import filing
 from shared.store.payments import CLOCK_SKEW_MS, SWEEP_BATCH
 from shared.store.scripts import source
 
@@ -241,6 +242,7 @@ class RefundStore:
                 refunded=Status.REFUNDED.value,
                 allowed_from=may_move_to(Status.REFUNDED),
                 callbacks=[c.decode() for c in callbacks],
+                filing=filing(self._settings),
                 check_at=int(check_at),
                 now_iso=now_iso(),
             )

@@ -22,8 +22,15 @@ def _preamble() -> str:
 
 
 # Functions more than one script uses, by script, prepended after the preamble (lib/common.lua
-# to every script).
-LIBRARIES = {"accept": ("token_bucket",), "take_token": ("token_bucket",)}
+# to every script). lib/callbacks.lua: every script that pushes a callback message files it
+# for the callbacks' recovery sweep in the same step.
+_PUSHES_CALLBACKS = ("finish", "transition", "stripe_refunds", "refund_finish",
+                     "requeue_callbacks", "replay_callback")  # fmt: skip
+LIBRARIES = {
+    "accept": ("token_bucket",),
+    "take_token": ("token_bucket",),
+    **{name: ("callbacks",) for name in _PUSHES_CALLBACKS},
+}
 
 
 @cache

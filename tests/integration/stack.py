@@ -137,12 +137,12 @@ class Stack:
     def worker_log(self, name: str) -> Path:
         return self.group.log_dir / f"worker-{name}.log"
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, queues: str | None = None) -> subprocess.Popen[bytes]:
+        """A worker (``queues``: Celery's ``-Q``, e.g. ``callbacks``; default both queues)."""
         log = self.worker_log(name)
         since = log_size(log)  # a restarted worker appends to its old log
-        proc = self.group.start(
-            f"worker-{name}", celery_worker_argv("-n", f"{name}@%h"), env=self.env
-        )
+        argv = celery_worker_argv("-n", f"{name}@%h", *(("-Q", queues) if queues else ()))
+        proc = self.group.start(f"worker-{name}", argv, env=self.env)
         wait_for_log(log, "ready.", since=since, proc=proc)
         return proc
 

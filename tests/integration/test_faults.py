@@ -516,3 +516,68 @@ def test_14_a_wait_for_the_budget_longer_than_the_visibility_timeout_is_not_rede
     assert len(starts) == 1  # ...and its message was never handed to another worker
     assert '"charge.leased_elsewhere"' not in logs
     print(f"\n[14] waited {waited:.0f}s for the budget (visibility timeout 25 s): one delivery")
+
+
+def test_15_a_callback_lost_in_transit_is_sent_again_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A callback message popped from the callbacks queue and dropped (Redis died between the
+    transport's BRPOP and its unacked entry) is pushed again by the callbacks' recovery sweep
+    and reaches its receiver once; the other callback, never lost, is never pushed again."""
+    import base64
+    import secrets
+
+    from shared.callbacks import event_id
+    from shared.store.keys import CALLBACKS_PENDING, UNACKED
+    from tests.integration.callback_receiver import CallbackReceiver
+    from tests.support import wait_until
+
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    env = {
+        **FAST_RETRIES,
+        "CALLBACK_SIGNING_SECRETS": secret,
+        "CALLBACK_ALLOW_PRIVATE_NETWORKS": "true",  # the receiver listens on 127.0.0.1
+        "CALLBACK_SWEEP_STALE_SECONDS": "2",
+        "MAINTENANCE_INTERVAL_SECONDS": "1",
+    }
+    with (
+        Stack.running(tmp_path_factory, "callback-sweep", env, workers=0) as stack,
+        stack.stripe_admin() as stripe,
+        stack.api() as api,
+        CallbackReceiver({"service": secret}, fail_first=False) as receiver,
+    ):
+        stack.start_worker("w1", queues="payments")  # charges; callbacks wait in their queue
+        client = stack.redis()
+        customer = stripe.customer()
+
+        def paid() -> str:
+            body = {"account_id": customer, "amount": "5.00", "callback_url": receiver.url}
+            answer = api.post("/payments", params={"wait": 20}, json=body).json()
+            assert answer["status"] == "succeeded"
+            return str(answer["id"])
+
+        lost = paid()
+        wait_until(lambda: client.llen("callbacks") == 1, timeout=10, what="lost's callback")
+        client.rpop("callbacks")  # popped by a worker whose Redis died before its unacked entry
+        kept = paid()
+        stack.start_worker("w2", queues="callbacks")
+        lost_evt = event_id("payment.succeeded", lost)
+        kept_evt = event_id("payment.succeeded", kept)
+        wait_until(lambda: {d["id"] for d in receiver.deliveries} >= {lost_evt, kept_evt},
+                   timeout=60, what="both callbacks delivered")  # fmt: skip
+        wait_until(
+            lambda: client.zcard(CALLBACKS_PENDING) == 0 and client.llen("callbacks") == 0
+            and client.hlen(UNACKED) == 0,
+            timeout=30, what="every callback settled",
+        )  # fmt: skip
+        logs = stack.worker_log("w1").read_text() + stack.worker_log("w2").read_text()
+
+    assert sorted(d["id"] for d in receiver.deliveries) == sorted([lost_evt, kept_evt])  # once
+    assert all(d["verified"] for d in receiver.deliveries)
+    assert {d["data"]["id"] for d in receiver.deliveries} == {lost, kept}
+    requeued = [line for line in logs.splitlines() if '"sweep.callbacks_requeued"' in line]
+    assert len(requeued) == 1
+    assert lost_evt in requeued[0]
+    assert kept_evt not in requeued[0]
+    print(f"\n[15] a callback message popped and dropped: 1 sweep push ({lost_evt}), each of 2 "
+          "callbacks delivered once")  # fmt: skip

@@ -4,20 +4,16 @@ emulator's ``_authenticate``, refunds and signed callbacks."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from devtools.processes import free_port
 from devtools.stripe_emulator import THREE_D_SECURE_CARD, register_webhook_endpoint
+from tests.integration.callback_receiver import CallbackReceiver
 from tests.integration.stack import Stack, final, pay
 from tests.support import (
     WEBHOOK_SECRET,
@@ -247,66 +243,12 @@ def test_killing_a_worker_mid_refund_loses_and_doubles_nothing(
         assert {p["idempotency_key"] for p in posts} == {f"{refund_id}:refund"}
 
 
-class CallbackReceiver:
-    """A client's callback endpoint (aiohttp, in a thread): verifies every delivery with the
-    standardwebhooks package, answers 500 the first time it sees an event id, 200 after."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hooks"
-        self.deliveries: list[dict[str, Any]] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            payload = Webhook(CALLBACK_SECRET).verify(body, dict(request.headers))
-            verified = True
-        except WebhookVerificationError:
-            payload, verified = {}, False
-        event_id = request.headers.get("webhook-id", "")
-        first = all(d["id"] != event_id for d in self.deliveries)
-        status = 500 if first else 200
-        self.deliveries.append(
-            {"id": event_id, "verified": verified, "status": status,
-             "type": payload.get("type"), "data": payload.get("data")}
-        )  # fmt: skip
-        return web.Response(status=status)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hooks", self._handle)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self) -> CallbackReceiver:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def acknowledged(self) -> dict[str, dict[str, Any]]:
-        """The events answered 200, by type."""
-        return {d["type"]: d for d in self.deliveries if d["status"] == 200}
-
-
 def test_callbacks_arrive_signed_once_each_and_again_after_a_500(
     api: httpx.Client, stripe: StripeAdmin
 ) -> None:
     """A 3-D Secure payment, completed and then refunded: its client hears requires_action,
     succeeded, the refund and refunded, each signed, each retried after its first 500."""
-    with CallbackReceiver() as receiver:
+    with CallbackReceiver({"global": CALLBACK_SECRET}) as receiver:
         customer = stripe.customer(card=THREE_D_SECURE_CARD)
         response = api.post(
             "/payments?wait=20",

@@ -5,7 +5,8 @@
 -- and is counted; `unknown` moves the payment to the unknown index (checked again at
 -- a.check_at). Either way waiting requests are told, the lease is released and, if asked,
 -- the payment is filed as a dead letter. A client that asked to be told (the record has a
--- callback_url) gets a.callback pushed in this same step. -1: no record; 0: already final
+-- callback_url) gets a.callback pushed in this same step (and filed for the callbacks'
+-- recovery sweep, a.filing: see lib/callbacks.lua). -1: no record; 0: already final
 -- (nothing written).
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -31,7 +32,7 @@ if a.dead_letter then redis.call('ZADD', KEYS[4], a.now, a.payment_id) end
 -- webhook that moves it never come (worker.action_recheck).
 if a.awaiting_action then redis.call('ZADD', KEYS[9], a.action_check_at, a.payment_id) end
 if a.callback and a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
-  redis.call('LPUSH', KEYS[8], a.callback)
+  push_callback(KEYS[8], a.callback, a.filing)
 end
 redis.call('DEL', KEYS[2])
 -- Replicated mode tells waiters only once a replica holds the outcome (PaymentStore.finish).

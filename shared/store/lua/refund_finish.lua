@@ -6,7 +6,8 @@
 -- from held to refunded on the payment, and the payment becomes a.refunded (if a.allowed_from
 -- allows) once refunds reach its amount; a failed one gives its hold back. Waiters on the
 -- refund and on the payment are told, the lease is released, and the callbacks (a.callbacks:
--- the refund's, then the payment's if it moved) are pushed when the payment has an endpoint.
+-- the refund's, then the payment's if it moved) are pushed when the payment has an endpoint
+-- (and filed for the callbacks' recovery sweep, a.filing).
 -- 1: written; 2: written and the payment is now refunded; -1: no such refund.
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -42,10 +43,8 @@ if is_final then
     end
   end
   if redis.call('HEXISTS', KEYS[3], 'callback_url') == 1 then
-    if a.callbacks[1] ~= '' then redis.call('LPUSH', KEYS[7], a.callbacks[1]) end
-    if result == 2 and a.callbacks[2] ~= '' then
-      redis.call('LPUSH', KEYS[7], a.callbacks[2])
-    end
+    push_callback(KEYS[7], a.callbacks[1], a.filing)
+    if result == 2 then push_callback(KEYS[7], a.callbacks[2], a.filing) end
   end
 else
   redis.call('ZADD', KEYS[5], a.check_at, a.refund_id)

@@ -3,7 +3,7 @@
 -- KEYS: record, events channel, transition counts, callback queue.
 -- The figure only grows (an older event never lowers it). When refunds (ours as recorded, or
 -- Stripe's) reach the amount, the payment moves to a.to (refunded) if a.allowed_from allows,
--- counted, with its callback pushed in the same step. -1: no record; 0: nothing new;
+-- counted, with its callback pushed (and filed, a.filing) in the same step. -1: no record; 0: nothing new;
 -- 1: figure recorded; 2: figure recorded and the payment is now refunded.
 local a = cjson.decode(ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'status', 'amount_minor', 'refunded_minor',
@@ -23,7 +23,7 @@ if moved == 2 then
   redis.call('HSET', KEYS[1], 'status', a.to)
   redis.call('HINCRBY', KEYS[3], status .. '|' .. a.to, 1)
   if a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
-    redis.call('LPUSH', KEYS[4], a.callback)
+    push_callback(KEYS[4], a.callback, a.filing)
   end
 end
 redis.call('PUBLISH', KEYS[2], a.payment_id)

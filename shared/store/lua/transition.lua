@@ -5,7 +5,8 @@
 -- table LIFECYCLE_TRANSITIONS that lead to a.to): a.fields are written and a.clear removed,
 -- it leaves the charge path's indexes, the move is counted, waiters are told and, when the
 -- payment has a callback endpoint, its callback message (a.callback) is pushed in this same
--- step, so no move goes without its callback and no callback without its move.
+-- step (filed for the callbacks' recovery sweep, a.filing), so no move goes without its
+-- callback and no callback without its move.
 -- 1: moved; 0: already there (nothing written); -1: no record; -2: a move the table refuses.
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -23,7 +24,7 @@ redis.call('ZREM', KEYS[4], a.payment_id)
 redis.call('ZREM', KEYS[5], a.payment_id)
 redis.call('HINCRBY', KEYS[6], status .. '|' .. a.to, 1)
 if a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
-  redis.call('LPUSH', KEYS[7], a.callback)
+  push_callback(KEYS[7], a.callback, a.filing)
 end
 redis.call('PUBLISH', KEYS[2], a.payment_id)
 return 1
