@@ -97,6 +97,17 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequest:
     return InvalidRequest(str(first.get("msg", "The request is invalid.")), param=param)
 
 
+def redis_error_response(exc: RedisError, path: str) -> Response:
+    log.warning("redis.unavailable", error=exc.__class__.__name__, path=path)
+    return error_response(StoreUnavailable(), headers={"Retry-After": STORE_RETRY_AFTER})
+
+
+def unexpected_error_response(path: str) -> Response:
+    """Call from an ``except`` block: logs the exception with its traceback."""
+    log.exception("request.failed", path=path)
+    return error_response(InternalError())
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PaymentServiceError)
     async def _service_error(request: Request, exc: PaymentServiceError) -> Response:
@@ -121,10 +132,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> Response:
-        log.warning("redis.unavailable", error=exc.__class__.__name__, path=request.url.path)
-        return error_response(StoreUnavailable(), headers={"Retry-After": STORE_RETRY_AFTER})
+        return redis_error_response(exc, request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("request.failed", path=request.url.path)
-        return error_response(InternalError())
+        return unexpected_error_response(request.url.path)

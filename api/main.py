@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
 from api import admin, errors, health, metrics, openapi, payments, refunds, webhooks
+from api.accept_asgi import AcceptFastPath
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
 from api.service import PaymentService
@@ -23,7 +25,11 @@ from shared.redis_clients import async_redis
 from shared.stripe_gateway import StripeGateway
 
 
-def create_app(settings: Settings | None = None, *, redis: Redis | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, redis: Redis | None = None, fast_accept: bool = True
+) -> FastAPI:
+    """``fast_accept=False`` leaves POST /payments to FastAPI's router (api.accept_asgi): the
+    tests compare the two."""
     settings = settings or get_settings()
     configure_logging(settings)
     clients = load_clients(settings)
@@ -67,16 +73,27 @@ def create_app(settings: Settings | None = None, *, redis: Redis | None = None) 
         summary="Queue-backed asynchronous payments: accept fast, charge Stripe in workers.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, settings=settings, registry=clients)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
+    # Innermost first: the fast path for POST /payments runs after authentication.
+    if fast_accept:
+        app.add_middleware(AcceptFastPath, route=_route(payments.router, "/payments", "POST"))
+    app.add_middleware(RequestContextMiddleware, settings=settings, registry=clients)
     app.include_router(metrics.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router, tags=["webhooks"])
     app.include_router(refunds.router, tags=["refunds"])
     openapi.install(app, settings)
     return app
+
+
+def _route(router: APIRouter, path: str, method: str) -> APIRoute:
+    """The route as the router puts it in the scope of a request it matched."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
+            return route
+    raise LookupError(f"no route for {method} {path}")
 
 
 app = create_app()

@@ -128,9 +128,15 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
 )
 async def create_payment(request: Request) -> Response:
     """Accept a payment: validate, claim the Idempotency-Key, enqueue the charge, answer."""
-    # The hot path: no FastAPI dependency solving, a large share of the request's CPU for what
-    # it would do here. The objects come straight from app.state; the parameters read by hand
-    # are declared in api.openapi.
+    # Served by api.accept_asgi.AcceptFastPath ahead of the router; this route declares it
+    # (OpenAPI) and serves it where the fast path is not installed.
+    return await accept_payment(request)
+
+
+async def accept_payment(request: Request) -> Response:
+    """``POST /payments``. The hot path: no FastAPI dependency solving, a large share of the
+    request's CPU for what it would do here. The objects come straight from app.state; the
+    parameters read by hand are declared in api.openapi."""
     started = time.perf_counter()
     state = request.app.state
     settings: Settings = state.settings

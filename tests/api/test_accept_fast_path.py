@@ -1,0 +1,101 @@
+"""POST /payments is served ahead of FastAPI's router (api.accept_asgi). A client must not be
+able to tell: every answer (status, body, headers) is the one the router's route gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+
+from api.main import create_app
+from shared.config import Settings
+from tests.support import app_client, payment
+
+KEY = "fast_path_key_0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+# (idempotency key or None, content type, body, query): each request of a scenario, in order.
+Request = tuple[str | None, str, bytes | dict[str, Any], str]
+SCENARIOS: dict[str, list[Request]] = {
+    "accepted": [("k1", "application/json", payment(), "")],
+    "replayed": [("k1", "application/json", payment(), "")] * 2,
+    "other body, same key": [
+        ("k1", "application/json", payment(), ""),
+        ("k1", "application/json", payment(amount="1.00"), ""),
+    ],
+    "bad amount": [("k2", "application/json", payment(amount="4.2.1"), "")],
+    "unknown field": [("k3", "application/json", payment(colour="red"), "")],
+    "not JSON": [("k4", "application/json", b"{", "")],
+    "not a JSON content type": [("k5", "text/plain", b"{}", "")],
+    "too large": [("k6", "application/json", b"[" + b" " * 70_000 + b"]", "")],
+    "bad wait": [("k7", "application/json", payment(), "wait=99")],
+    "bad idempotency key": [("x" * 300, "application/json", payment(), "")],
+    "no idempotency key": [(None, "application/json", payment(), "")],
+}
+
+# Differ by nature between any two requests.
+VARYING = {"x-request-id", "location", "idempotency-key"}
+
+
+async def answers(fast: bool, requests: list[Request]) -> list[tuple[int, Any, dict[str, str]]]:
+    settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
+    app = create_app(settings, redis=fakeredis.FakeAsyncRedis(), fast_accept=fast)
+    got = []
+    async with app_client(app) as client:
+        for key, content_type, body, query in requests:
+            headers = {**AUTH, "Content-Type": content_type}
+            if key is not None:
+                headers["Idempotency-Key"] = key
+            content = (
+                body
+                if isinstance(body, bytes)
+                else httpx.Request("POST", "http://x", json=body).content
+            )
+            response = await client.post(f"/payments?{query}", content=content, headers=headers)
+            data = response.json()
+            if isinstance(data, dict):
+                for volatile in ("id", "created_at", "updated_at", "idempotency_key"):
+                    data.pop(volatile, None)
+                if "error" in data:
+                    data["error"].pop("payment_id", None)
+            kept = {k: v for k, v in response.headers.items() if k not in VARYING}
+            got.append((response.status_code, data, kept))
+    return got
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+async def test_the_fast_path_answers_as_the_router_does(scenario: str) -> None:
+    requests = SCENARIOS[scenario]
+    assert await answers(True, requests) == await answers(False, requests)
+
+
+async def test_accepts_are_counted_under_the_route_template() -> None:
+    settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
+    app = create_app(settings, redis=fakeredis.FakeAsyncRedis())
+    async with app_client(app) as client:
+        for key in ("a", "b"):
+            await client.post("/payments", json=payment(), headers={**AUTH, "Idempotency-Key": key})
+        exposed = (await client.get("/metrics", headers=AUTH)).text
+    assert 'payments_http_requests_total{method="POST",route="/payments",status="202"} 2.0' in (
+        exposed
+    )
+
+
+async def test_an_unexpected_failure_is_a_500_error_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from api.service import PaymentService
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(PaymentService, "accept", broken)
+    settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
+    app = create_app(settings, redis=fakeredis.FakeAsyncRedis())
+    async with app_client(app) as client:
+        response = await client.post("/payments", json=payment(), headers=AUTH)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response.headers["x-request-id"]
