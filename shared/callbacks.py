@@ -147,6 +147,16 @@ def signing_secrets(settings: Settings) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
+def client_signing_secrets(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Clients of API_CLIENTS with secrets of their own (``callback_signing_secrets``), by
+    name: their callbacks are signed with these instead of CALLBACK_SIGNING_SECRETS. Raises
+    ClientConfigError for a malformed entry (read when a worker starts)."""
+    from shared.clients import load
+
+    return {c.name: c.callback_signing_secrets for c in load(settings).clients
+            if c.callback_signing_secrets}  # fmt: skip
+
+
 def sign(secrets: tuple[str, ...], msg_id: str, at: datetime, body: str) -> str:
     """``webhook-signature``: one ``v1,<base64>`` per secret (the first is the current one;
     during a rotation receivers holding either secret verify)."""

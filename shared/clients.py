@@ -8,11 +8,18 @@ Two sources, both read once at start:
       [{"name": "shop-eu",
         "keys": ["sha256:9f86d0…", {"digest": "sha256:60303a…", "not_after": "2026-12-31"}],
         "scopes": ["payments", "customers:all"],
-        "max_rps": 50, "burst": 100, "backlog_share": 0.5}]
+        "max_rps": 50, "burst": 100, "backlog_share": 0.5,
+        "callback_signing_secrets": ["whsec_…"]}]
 
   A client is its name: ids of its payments derive from the name, so its keys rotate freely.
   Rotation takes one restart: add the new key and give the old one a ``not_after`` date; past
   it the old key is refused, with no second deploy.
+
+``callback_signing_secrets`` (optional; a list, or one comma-separated string, of Standard
+Webhooks ``whsec_<base64>`` secrets): when set, this client's callbacks are signed with these
+instead of CALLBACK_SIGNING_SECRETS (the first is current, every one signs during a rotation).
+The workers read API_CLIENTS for them. A malformed entry stops the process at start, naming
+the client and the entry's position, never the secret.
 
 Scopes: ``payments`` (the default: create payments and read its own, list the charges of
 customers it has paid), ``customers:all`` (list any customer's charges), ``admin`` (read every
@@ -21,6 +28,8 @@ payment, list and replay dead letters).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -41,6 +50,8 @@ class Client:
     max_rps: float | None = None  # None: CLIENT_MAX_RPS
     burst: int | None = None  # None: CLIENT_BURST
     backlog_share: float | None = None  # None: an equal share of QUEUE_MAX_BACKLOG
+    # Its own callback signing secrets (whsec_…); empty: CALLBACK_SIGNING_SECRETS. Never shown.
+    callback_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -160,4 +171,37 @@ def _client(spec: dict[str, Any]) -> Client:
         max_rps=float(spec["max_rps"]) if spec.get("max_rps") is not None else None,
         burst=int(spec["burst"]) if spec.get("burst") is not None else None,
         backlog_share=float(share) if share is not None else None,
+        callback_signing_secrets=_signing_secrets(name, spec.get("callback_signing_secrets")),
     )
+
+
+def _signing_secrets(name: str, raw: object) -> tuple[str, ...]:
+    """A client's ``callback_signing_secrets``: a list, or a comma-separated string, of
+    ``whsec_<base64>`` secrets. Errors name the client and the entry, never the secret."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        entries: list[object] = [part.strip() for part in raw.split(",") if part.strip()]
+    elif isinstance(raw, list):
+        entries = list(raw)
+    else:
+        raise ClientConfigError(
+            f"{name}: callback_signing_secrets must be a list or a comma-separated string"
+        )
+    for n, entry in enumerate(entries, start=1):
+        if not _is_whsec(entry):
+            raise ClientConfigError(
+                f"{name}: callback_signing_secrets entry {n} is not a Standard Webhooks secret "
+                "(whsec_ then the base64 of 24 to 64 bytes)"
+            )
+    return tuple(str(entry) for entry in entries)
+
+
+def _is_whsec(entry: object) -> bool:
+    if not isinstance(entry, str) or not entry.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(entry.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return 24 <= len(key) <= 64  # the Standard Webhooks specification's sizes

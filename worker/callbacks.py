@@ -10,7 +10,9 @@ The rules:
    sweep (shared.store.callbacks): each attempt marks its start, and its outcome (delivered,
    skipped, held for a retry, dead letter) takes the callback out of the sweep's set.
 2. Signed (Standard Webhooks): ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``,
-   one ``v1,`` signature per CALLBACK_SIGNING_SECRETS secret (the ``standardwebhooks`` package).
+   one ``v1,`` signature per CALLBACK_SIGNING_SECRETS secret (the ``standardwebhooks`` package),
+   or per secret of the payment's client when API_CLIENTS gives it its own
+   (``callback_signing_secrets``).
 3. Never towards our own network: the URL's rules again (shared.callbacks), then the host is
    resolved here and every address checked, and the request goes to the address that was
    checked (TLS still verified against the host name), so a name cannot be re-pointed between
@@ -36,6 +38,7 @@ from shared.callbacks import (
     address_refused,
     callback_message,
     check_callback_url,
+    client_signing_secrets,
     event_body,
     payment_data,
     refund_data,
@@ -96,6 +99,7 @@ class CallbackSender:
         self._http = http or httpx.Client(follow_redirects=False)
         self._resolve = resolve
         self._secrets = signing_secrets(settings)
+        self._client_secrets = client_signing_secrets(settings)
 
     def send(self, callback: Callback) -> str:
         """One attempt; returns its outcome (delivered, retry, dead_lettered, skipped)."""
@@ -118,12 +122,13 @@ class CallbackSender:
         body = orjson.dumps(
             event_body(callback.event_id, callback.event_type, callback.occurred_ms, data)
         ).decode()
-        if not self._secrets:  # never an unsigned callback: kept until a secret is configured
+        secrets = self._client_secrets.get(payment.client or "", self._secrets)
+        if not secrets:  # never an unsigned callback: kept until a secret is configured
             bound.warning("callback.unsigned", reason="CALLBACK_SIGNING_SECRETS is empty")
             self._dead_letter(callback, payment.callback_url, "CALLBACK_SIGNING_SECRETS unset")
             return "dead_lettered"
         try:
-            status = self._post(payment.callback_url, callback.event_id, body)
+            status = self._post(payment.callback_url, callback.event_id, body, secrets)
         except (CallbackUrlRefused, Refused) as exc:
             bound.warning("callback.refused", reason=str(exc))
             self._store.count("refused")
@@ -137,7 +142,7 @@ class CallbackSender:
             return "delivered"
         return self._failed(callback, payment.callback_url, f"HTTP {status}", bound)
 
-    def _post(self, url: str, event_id: str, body: str) -> int:
+    def _post(self, url: str, event_id: str, body: str, secrets: tuple[str, ...]) -> int:
         scheme, host, port = check_callback_url(url, self._settings)
         address = self._resolve(host, port, self._settings.callback_allow_private_networks)
         at = datetime.now(UTC)
@@ -146,7 +151,7 @@ class CallbackSender:
             "user-agent": "payments-callbacks/1",
             "webhook-id": event_id,
             "webhook-timestamp": str(int(at.timestamp())),
-            "webhook-signature": sign(self._secrets, event_id, at, body),
+            "webhook-signature": sign(secrets, event_id, at, body),
         }
         # To the address checked, the Host header and TLS name still the URL's.
         target = httpx.URL(url)

@@ -17,7 +17,12 @@ from celery.utils.time import get_exponential_backoff_interval
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.callbacks import CALLBACK_TASK, payment_callback, refund_callbacks
+from shared.callbacks import (
+    CALLBACK_TASK,
+    client_signing_secrets,
+    payment_callback,
+    refund_callbacks,
+)
 from shared.metrics import StripeCallMetrics
 from shared.outcomes import TransientStripeError
 from shared.rate_limit import StripeBudget
@@ -35,6 +40,10 @@ from worker.stripe_events import StripeEventProcessor
 from worker.tasks import REDIS_WAIT_MAX_SECONDS, gateway, settings, store
 
 log = structlog.get_logger(__name__)
+
+# Clients' own callback signing secrets (API_CLIENTS) are checked as the worker starts, not at
+# its first callback: a malformed one stops it here, naming the client (never the secret).
+client_signing_secrets(settings)
 
 # An event is taken once (deduplicated by id), so Stripe's own redeliveries are ignored: the
 # task retries for about a day itself (backoff capped at an hour) before it gives up.

@@ -5,6 +5,7 @@ emulator's ``_authenticate``, refunds and signed callbacks."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,16 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 CALLBACK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+# A named client with callback signing secrets of its own (API_CLIENTS), read by the workers.
+OWN_KEY = "sk_client_" + secrets.token_hex(16)
+OWN_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+OWN_CLIENT = {
+    "name": "shop-own-secret",
+    "keys": [OWN_KEY],
+    "callback_signing_secrets": [OWN_SECRET],
+}
 ENV = {
+    "API_CLIENTS": json.dumps([OWN_CLIENT]),
     "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     "STRIPE_MAX_RPS": "0",
     "CHARGE_RETRY_BACKOFF_SECONDS": "0.2",
@@ -277,3 +287,26 @@ def test_callbacks_arrive_signed_once_each_and_again_after_a_500(
     done = receiver.acknowledged()
     assert done["payment.succeeded"]["data"]["id"] == payment_id
     assert done["refund.succeeded"]["data"]["amount"] == "25.00"
+
+
+def test_a_client_with_its_own_signing_secret_gets_callbacks_signed_with_it(
+    stack: Stack, stripe: StripeAdmin
+) -> None:
+    """API_CLIENTS gives this client its own secret: its callbacks verify with that secret and
+    not with CALLBACK_SIGNING_SECRETS."""
+    secrets_ = {"own": OWN_SECRET, "global": CALLBACK_SECRET}
+    with (
+        CallbackReceiver(secrets_, fail_first=False) as receiver,
+        httpx.Client(base_url=stack.api_url, timeout=40,
+                     headers={"Authorization": f"Bearer {OWN_KEY}"}) as own_api,
+    ):  # fmt: skip
+        customer = stripe.customer()
+        body = {"account_id": customer, "amount": "7.00", "callback_url": receiver.url}
+        paid = own_api.post("/payments", params={"wait": 20}, json=body).json()
+        assert paid["status"] == "succeeded"
+        wait_until(lambda: receiver.acknowledged().get("payment.succeeded"), timeout=30,
+                   what="the payment.succeeded callback")  # fmt: skip
+
+    (delivery,) = receiver.deliveries
+    assert delivery["data"]["id"] == paid["id"]
+    assert delivery["verified_with"] == ["own"]  # its secret, not the global one

@@ -247,3 +247,80 @@ def test_one_signature_per_secret() -> None:
 
     header = sign((SECRET, OLD_SECRET), "evt_1", datetime.now(UTC), "{}")
     assert [part.split(",")[0] for part in header.split(" ")] == ["v1", "v1"]
+
+
+# --- per-client signing secrets (API_CLIENTS' callback_signing_secrets) -----------------------
+
+CLIENT_SECRET = "whsec_" + base64.b64encode(b"c" * 32).decode()
+CLIENT_OLD_SECRET = "whsec_" + base64.b64encode(b"p" * 32).decode()
+
+
+def clients_settings(own: object) -> Settings:
+    clients = [
+        {"name": "shop-eu", "keys": ["key-eu"], "callback_signing_secrets": own},
+        {"name": "shop-us", "keys": ["key-us"]},
+    ]
+    return Settings(environment="test", callback_signing_secrets=SECRET,
+                    api_clients=json.dumps(clients))  # fmt: skip
+
+
+def delivered_by(redis: fakeredis.FakeRedis, settings: Settings, client: str) -> httpx.Request:
+    payment(redis, Status.SUCCEEDED, "https://shop.example.com/hooks")
+    redis.hset(record_key(PAY), "client", client)
+    receiver = Receiver()
+    assert sender(redis, receiver, settings=settings).send(event()) == "delivered"
+    (request,) = receiver.requests
+    return request
+
+
+@pytest.mark.parametrize(
+    "own", [[CLIENT_SECRET, CLIENT_OLD_SECRET], f"{CLIENT_SECRET}, {CLIENT_OLD_SECRET}"]
+)
+def test_a_client_with_its_own_secrets_gets_callbacks_signed_with_them_not_the_global_one(
+    redis: fakeredis.FakeRedis, own: object
+) -> None:
+    request = delivered_by(redis, clients_settings(own), "shop-eu")
+
+    headers = dict(request.headers)
+    for secret in (CLIENT_SECRET, CLIENT_OLD_SECRET):  # either side of the client's rotation
+        assert Webhook(secret).verify(request.content, headers)["data"]["id"] == PAY
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(request.content, headers)
+
+
+def test_a_client_without_its_own_secrets_gets_the_global_one(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    request = delivered_by(redis, clients_settings([CLIENT_SECRET]), "shop-us")
+
+    assert Webhook(SECRET).verify(request.content, dict(request.headers))["data"]["id"] == PAY
+    with pytest.raises(WebhookVerificationError):
+        Webhook(CLIENT_SECRET).verify(request.content, dict(request.headers))
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        "sk_live_notawebhooksecret",
+        ["whsec_%%%not base64%%%"],
+        [CLIENT_SECRET, "whsec_" + base64.b64encode(b"short").decode()],
+        {"secret": CLIENT_SECRET},
+    ],
+)
+def test_a_malformed_client_secret_stops_the_start_naming_the_client_not_the_secret(
+    own: object,
+) -> None:
+    from shared.clients import ClientConfigError, load
+
+    with pytest.raises(ClientConfigError, match="shop-eu: callback_signing_secrets") as info:
+        load(clients_settings(own))
+    assert "whsec_" not in str(info.value).replace("whsec_ then", "")
+    assert "sk_live" not in str(info.value)
+
+
+def test_a_clients_secrets_never_show_in_its_repr() -> None:
+    from shared.clients import load
+
+    eu = next(c for c in load(clients_settings([CLIENT_SECRET])).clients if c.name == "shop-eu")
+    assert eu.callback_signing_secrets == (CLIENT_SECRET,)
+    assert CLIENT_SECRET not in repr(eu)
