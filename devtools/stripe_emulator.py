@@ -9,7 +9,11 @@ Two gaps are filled so that it answers like Stripe does for what this service us
 - ``GET /v1/charges?customer=`` keeps its 404 for an unknown customer (already the case);
 - 3-D Secure: ``pm_card_threeDSecure2Required`` (a card whose charges need authentication,
   completed with ``POST /v1/payment_intents/{id}/_authenticate``), and the
-  ``payment_intent.payment_failed`` event when authentication fails.
+  ``payment_intent.payment_failed`` event when authentication fails;
+- disputes: ``POST /v1/charges/{id}/_dispute`` (a test helper, as ``_authenticate`` is: Stripe
+  opens disputes in test mode through special cards instead) makes a ``dp_…`` dispute on the
+  charge (``GET /v1/disputes/{id}``), marks the charge ``disputed`` and sends the signed
+  ``charge.dispute.created`` event, as the customer's bank opening one would.
 
 Signed webhooks: ``POST /_config/webhooks/{id}`` with ``url``, ``secret`` and ``events``
 (``make run`` registers the API's ``/webhooks/stripe``).
@@ -42,6 +46,7 @@ def build_app() -> Any:
 
     resources.StripeObject._api_list_all = classmethod(newest_first)
     _three_d_secure(resources)
+    _disputes(resources)
     from localstripe import server  # after the patches: it routes resources.extra_apis
 
     return server.app
@@ -83,6 +88,37 @@ def _three_d_secure(resources: Any) -> None:
         (method, url, intent._api_authenticate if url.endswith("/_authenticate") else func)
         for method, url, func in resources.extra_apis
     ]
+
+
+def _disputes(resources: Any) -> None:
+    """A dispute object Stripe's API would have, and the test helper that opens one."""
+    from localstripe.webhooks import schedule_webhook
+
+    class Dispute(resources.StripeObject):  # type: ignore[misc]
+        object = "dispute"
+        _id_prefix = "dp_"
+
+        def __init__(self, charge: Any, reason: str) -> None:
+            super().__init__()
+            self.charge = charge.id
+            self.payment_intent = getattr(charge, "payment_intent", None)
+            self.amount = charge.amount
+            self.currency = charge.currency
+            self.reason = reason
+            self.status = "needs_response"
+            self.metadata: dict[str, str] = {}
+
+    def open_dispute(id: str, reason: str = "fraudulent", **_: Any) -> Any:
+        charge = resources.Charge._api_retrieve(id)
+        dispute = Dispute(charge, reason)
+        charge.disputed = True
+        schedule_webhook(resources.Event("charge.dispute.created", dispute))
+        return dispute
+
+    resources.extra_apis.extend((
+        ("POST", "/v1/charges/{id}/_dispute", open_dispute),
+        ("GET", "/v1/disputes/{id}", Dispute._api_retrieve),
+    ))  # fmt: skip
 
 
 def main() -> None:

@@ -310,3 +310,34 @@ def test_a_client_with_its_own_signing_secret_gets_callbacks_signed_with_it(
     (delivery,) = receiver.deliveries
     assert delivery["data"]["id"] == paid["id"]
     assert delivery["verified_with"] == ["own"]  # its secret, not the global one
+
+
+def test_a_dispute_opened_at_stripe_makes_the_payment_disputed_and_tells_its_client(
+    api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    """The customer's bank opens a dispute (the emulator's test helper): Stripe's signed
+    charge.dispute.created reaches the API, the worker fetches the charge again, the payment
+    becomes disputed and its client's payment.disputed callback arrives, signed."""
+    with CallbackReceiver({"global": CALLBACK_SECRET}, fail_first=False) as receiver:
+        customer = stripe.customer()
+        body = {"account_id": customer, "amount": "15.00", "callback_url": receiver.url}
+        paid = api.post("/payments", params={"wait": 20}, json=body).json()
+        assert paid["status"] == "succeeded"
+
+        opened = stripe.http.post(f"/v1/charges/{paid['charge']}/_dispute")
+        opened.raise_for_status()
+        dispute = opened.json()
+        assert dispute["charge"] == paid["charge"]
+        assert stripe.http.get(f"/v1/disputes/{dispute['id']}").json()["id"] == dispute["id"]
+
+        done = status_of(api, paid["id"], "disputed")
+        wait_until(lambda: receiver.acknowledged().get("payment.disputed"), timeout=30,
+                   what="the payment.disputed callback")  # fmt: skip
+
+    assert done["amount"] == "15.00"
+    told = receiver.acknowledged()["payment.disputed"]
+    assert told["verified"]
+    assert (told["data"]["id"], told["data"]["status"]) == (paid["id"], "disputed")
+    assert sorted(d["type"] for d in receiver.deliveries) == [
+        "payment.disputed", "payment.succeeded"
+    ]  # fmt: skip
