@@ -143,7 +143,7 @@ def _count(scope: Scope, status: int) -> None:
     if metrics is None or not status:
         return
     route = getattr(scope.get("route"), "path", None) or "unmatched"
-    metrics.http_requests.labels(route, scope["method"], str(status)).inc()
+    metrics.count_answer(route, scope["method"], status)
 
 
 def _request_id(given: bytes) -> str:

@@ -24,6 +24,7 @@ from api.schemas import (
     customer_payments_view,
     dump,
     error_responses,
+    payment_json,
     payment_view,
 )
 from api.service import PaymentService
@@ -108,12 +109,12 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     if record.status in CHARGED:
-        return model_response(200, payment_view(record), headers)
+        return Response(payment_json(record), status_code=200, media_type=JSON, headers=headers)
     if record.is_final and record.error is not None:
         error = {**record.error, "payment_id": record.id}
         status = record.error_status or 402
         return json_response(status, {"error": error}, with_retry_after(status, headers))
-    return model_response(202, payment_view(record), headers)
+    return Response(payment_json(record), status_code=202, media_type=JSON, headers=headers)
 
 
 @router.post(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -292,6 +293,42 @@ def payment_view(
         confirmation=record.payment_intent if record.status in CHARGED_STATUSES else None,
         **optional,
     )
+
+
+def payment_json(record: PaymentRecord, *, viewer: str | None = None) -> bytes:
+    """``dump(payment_view(record, viewer=viewer))``, written directly: the same bytes
+    (a test compares them over every status and optional field) without building and
+    validating the pydantic model, a measurable share of an accept's CPU. A record with an
+    error object goes through the model, which shapes the error."""
+    if record.error is not None:
+        return dump(payment_view(record, viewer=viewer)).encode()
+    body: dict[str, object] = {
+        "id": record.id,
+        "object": "payment",
+        "status": record.status.value,
+        "account_id": record.account_id,
+        "amount": format_minor(record.amount_minor, record.currency),
+        "currency": record.currency,
+        "payment_method": record.payment_method,
+        "idempotency_key": record.idempotency_key,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "payment_intent": record.payment_intent,
+        "charge": record.charge,
+        "confirmation": record.payment_intent if record.status in CHARGED_STATUSES else None,
+    }
+    if record.next_action:
+        body["next_action"] = record.next_action
+    if (
+        record.client_secret
+        and record.status is Status.REQUIRES_ACTION
+        and viewer is not None
+        and viewer == record.client
+    ):
+        body["client_secret"] = record.client_secret
+    body["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
+    body["refunds"] = []
+    return orjson.dumps(body)
 
 
 def customer_payments_view(page: ChargePage) -> CustomerPayments:

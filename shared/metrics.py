@@ -76,6 +76,16 @@ class ApiMetrics:
             labelnames=["route", "method", "status"],
             registry=self.registry,
         )
+        # Its labelled children, by (route, method, status): bounded by the routes, methods
+        # and statuses there are; looked up here rather than through labels() per request.
+        self._http_children: dict[tuple[str, str, int], Any] = {}
+
+    def count_answer(self, route: str, method: str, status: int) -> None:
+        key = (route, method, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_children[key] = self.http_requests.labels(route, method, str(status))
+        child.inc()
 
 
 class FleetCollector(Collector):

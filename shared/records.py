@@ -142,10 +142,16 @@ class PaymentRecord:
 
     @classmethod
     def from_redis(cls, raw: Mapping[Any, Any]) -> PaymentRecord:
-        h = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
-        }
+        h: Mapping[str, Any]
+        if all(type(k) is str and type(v) is str for k, v in raw.items()):
+            h = raw  # written by this process (a new record's fields): nothing to decode
+        else:
+            h = {
+                (k.decode() if isinstance(k, bytes) else k): (
+                    v.decode() if isinstance(v, bytes) else v
+                )
+                for k, v in raw.items()
+            }
         return cls(
             id=h["id"],
             status=Status(h["status"]),

@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from api.main import create_app
+from api.schemas import dump, payment_json, payment_view
 from shared.config import Settings
+from shared.records import PaymentRecord, Status
 from tests.support import app_client, payment
 
 KEY = "fast_path_key_0123456789"
@@ -35,8 +37,8 @@ SCENARIOS: dict[str, list[Request]] = {
     "no idempotency key": [(None, "application/json", payment(), "")],
 }
 
-# Differ by nature between any two requests.
-VARYING = {"x-request-id", "location", "idempotency-key"}
+# Differ by nature between any two requests (the tokens left move with the clock).
+VARYING = {"x-request-id", "location", "idempotency-key", "ratelimit"}
 
 
 async def answers(fast: bool, requests: list[Request]) -> list[tuple[int, Any, dict[str, str]]]:
@@ -99,3 +101,57 @@ async def test_an_unexpected_failure_is_a_500_error_object(
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
     assert response.headers["x-request-id"]
+
+
+def _records() -> list[PaymentRecord]:
+    base: dict[str, Any] = dict(
+        id="pay_" + "a" * 24,
+        account_id="cus_Abc123",
+        idempotency_key="k1",
+        key_fingerprint="f",
+        created_at="2026-11-28T00:00:00.000Z",
+        updated_at="2026-11-28T00:00:01.000Z",
+        client="shop",
+    )
+    records = []
+    for status in Status:
+        for currency, minor in (("usd", 4299), ("jpy", 500)):
+            records.append(
+                PaymentRecord(status=status, amount_minor=minor, currency=currency, **base)
+            )
+            records.append(
+                PaymentRecord(
+                    status=status,
+                    amount_minor=minor,
+                    currency=currency,
+                    payment_method="pm_card_visa",
+                    payment_intent="pi_123",
+                    charge="ch_123",
+                    next_action="use_stripe_sdk",
+                    client_secret="pi_123_secret_456",
+                    refunded_minor=100,
+                    stripe_refunded_minor=150,
+                    error={"type": "card_error", "code": "card_declined", "message": "No."},
+                    **base,
+                )
+            )
+            records.append(
+                PaymentRecord(
+                    status=status,
+                    amount_minor=minor,
+                    currency=currency,
+                    next_action="use_stripe_sdk",
+                    client_secret="pi_123_secret_456",
+                    **base,
+                )
+            )
+    return records
+
+
+@pytest.mark.parametrize("viewer", [None, "shop", "other"])
+def test_the_direct_payment_json_is_the_models_to_the_byte(viewer: str | None) -> None:
+    for record in _records():
+        assert (
+            payment_json(record, viewer=viewer)
+            == dump(payment_view(record, viewer=viewer)).encode()
+        ), record

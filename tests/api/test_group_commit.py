@@ -29,38 +29,49 @@ def redis() -> fakeredis.FakeAsyncRedis:
 
 
 class CountingRedis:
-    """Wraps a client and counts what is sent: pipelines, single commands."""
+    """Wraps a client and counts what is written to Redis: each write's number of commands
+    (``singles``: writes of one command; ``pipelines``: the sizes of the others)."""
 
     def __init__(self, inner: fakeredis.FakeAsyncRedis) -> None:
         self.inner = inner
-        self.pipelines: list[int] = []
-        self.singles = 0
+        self.writes: list[int] = []
         self.fail_next = False
+        self.connection_pool = _CountingPool(self)
 
-    def pipeline(self, transaction: bool = True) -> Any:
-        assert transaction is False, "a group commit is not a transaction"
-        pipe = self.inner.pipeline(transaction=False)
-        outer = self
-        original = pipe.execute
+    @property
+    def singles(self) -> int:
+        return self.writes.count(1)
 
-        async def execute(raise_on_error: bool = True) -> list[Any]:
-            outer.pipelines.append(len(pipe.command_stack))
-            if outer.fail_next:
-                raise RedisConnectionError("connection lost")
-            result: list[Any] = await original(raise_on_error=raise_on_error)
-            return result
-
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
-
-    async def evalsha(self, *args: Any) -> Any:
-        self.singles += 1
-        if self.fail_next:
-            raise RedisConnectionError("connection lost")
-        return await self.inner.evalsha(*args)
+    @property
+    def pipelines(self) -> list[int]:
+        return [n for n in self.writes if n > 1]
 
     async def script_load(self, source: str) -> Any:
         return await self.inner.script_load(source)
+
+
+class _CountingPool:
+    def __init__(self, outer: CountingRedis) -> None:
+        self.outer = outer
+        self.inner = outer.inner.connection_pool
+
+    async def get_connection(self) -> Any:
+        connection = await self.inner.get_connection()
+        outer = self.outer
+        original = connection.send_packed_command
+
+        async def send_packed_command(command: bytes, check_health: bool = True) -> None:
+            outer.writes.append(command.count(b"$7\r\nEVALSHA\r\n"))
+            if outer.fail_next:
+                raise RedisConnectionError("connection lost")
+            await original(command, check_health)
+
+        connection.send_packed_command = send_packed_command
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        del connection.send_packed_command  # the connection's own again
+        await self.inner.release(connection)
 
 
 async def test_calls_of_one_tick_share_one_pipeline_and_each_gets_its_own_answer(
