@@ -89,3 +89,26 @@ def load_cfn(path: Path) -> Any:
     CfnLoader.add_multi_constructor("!", construct)
     with path.open(encoding="utf-8") as f:
         return yaml.load(f, Loader=CfnLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
+# --- what each process reads from the environment (shared/config.py) ------------------------
+# Secrets and clients' settings the workers read: Redis (its URL carries the password) and
+# Stripe; CALLBACK_SIGNING_SECRETS, which sign every callback (worker/callbacks.py), and
+# API_CLIENTS, whose entries may carry a client's own callback_signing_secrets that sign that
+# client's callbacks instead (checked as the worker starts). REDIS_SENTINEL_PASSWORD only with
+# a redis+sentinel:// REDIS_URL (compose's `ha` profile; ElastiCache has no Sentinels).
+WORKER_SECRETS = ("REDIS_URL", "STRIPE_API_KEY", "CALLBACK_SIGNING_SECRETS", "API_CLIENTS")
+SENTINEL_SECRETS = ("REDIS_SENTINEL_PASSWORD",)
+# The callback URL rules the workers check again at send time (shared.callbacks), as the API
+# did at accept: both must see the same values.
+WORKER_CALLBACK_SETTINGS = ("CALLBACK_ALLOWED_HOSTS", "CALLBACK_ALLOW_PRIVATE_NETWORKS")
+# Secrets only other processes read, and the Settings attributes that read them: no module
+# of worker/ may use these (test_process_settings.py), or the workers would need them too.
+NOT_READ_BY_WORKERS = {
+    "API_KEYS": ("api_keys", "client_keys"),  # the API authenticates; no secret of a worker
+    "STRIPE_WEBHOOK_SECRET": ("stripe_webhook_secret",),  # the API verifies Stripe's webhooks
+    "PAYMENT_ID_SECRET": ("payment_id_secret", "payment_id_key"),  # the API derives ids
+    "FLOWER_BASIC_AUTH": ("flower_basic_auth",),  # Flower reads it itself
+}
+# Settings of clients only the API reads: their default callback endpoints, used at accept.
+API_CLIENT_SETTINGS = ("CALLBACK_ENDPOINTS",)

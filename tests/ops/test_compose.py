@@ -7,11 +7,20 @@ from typing import Any
 
 import pytest
 
-from ._tools import REPO, STRIPE_KEY_RE, load_yaml, run_tool
+from ._tools import (
+    API_CLIENT_SETTINGS,
+    REPO,
+    SENTINEL_SECRETS,
+    STRIPE_KEY_RE,
+    WORKER_CALLBACK_SETTINGS,
+    WORKER_SECRETS,
+    load_yaml,
+    run_tool,
+)
 
 COMPOSE = REPO / "docker-compose.yml"
-SECRETS = ("STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH", "STRIPE_WEBHOOK_SECRET",
-           "CALLBACK_SIGNING_SECRETS")  # fmt: skip
+SECRETS = ("STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "FLOWER_BASIC_AUTH",
+           "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS")  # fmt: skip
 APP_SERVICES = ("api", "worker", "flower")
 
 
@@ -188,6 +197,53 @@ def test_production_variables_reach_the_containers(services: dict[str, Any]) -> 
     assert flower["ENVIRONMENT"] == "production"
     # Flower imports worker.celery_app, whose settings refuse production without the key.
     assert flower["STRIPE_API_KEY"] == "prod-key-placeholder"
+
+
+# Every process gets, from the shell / .env, each secret and client setting its code reads.
+READS = {
+    "worker": (*WORKER_SECRETS, *SENTINEL_SECRETS, *WORKER_CALLBACK_SETTINGS),
+    "api": ("REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "STRIPE_WEBHOOK_SECRET",
+            *SENTINEL_SECRETS, *API_CLIENT_SETTINGS, *WORKER_CALLBACK_SETTINGS),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(READS))
+def test_each_process_gets_the_secrets_and_client_settings_it_reads(
+    services: dict[str, Any], name: str
+) -> None:
+    shell = {var: f"value-of-{var.lower()}" for var in READS[name]}
+    env = effective_env(services[name], shell)
+    for var in READS[name]:
+        assert env.get(var) == shell[var], f"{name} does not get {var} from the environment"
+
+
+def test_workers_get_the_callback_signing_secrets_and_the_clients(
+    services: dict[str, Any],
+) -> None:
+    """The workers sign callbacks with CALLBACK_SIGNING_SECRETS, or with a client's own
+    callback_signing_secrets from API_CLIENTS, and re-check the URL rules at send time."""
+    clients = '[{"name": "shop-eu", "keys": ["sha256:ab"], "callback_signing_secrets": ["w"]}]'
+    shell = {
+        "API_CLIENTS": clients,
+        "CALLBACK_SIGNING_SECRETS": "whsec_a,whsec_b",
+        "CALLBACK_ALLOWED_HOSTS": ".example.com",
+        "CALLBACK_ALLOW_PRIVATE_NETWORKS": "true",
+    }
+    worker = effective_env(services["worker"], shell)
+    assert worker.get("API_CLIENTS") == clients, "the workers need API_CLIENTS"
+    assert worker.get("CALLBACK_SIGNING_SECRETS") == "whsec_a,whsec_b"
+    assert worker.get("CALLBACK_ALLOWED_HOSTS") == ".example.com"
+    assert worker.get("CALLBACK_ALLOW_PRIVATE_NETWORKS") == "true"
+    # Unset stays unset: the application's defaults apply, no empty string.
+    for var in shell:
+        assert var not in effective_env(services["worker"], {}), var
+
+
+def test_env_example_documents_the_callback_secrets_and_clients() -> None:
+    example = env_example()
+    for var in ("API_CLIENTS", "CALLBACK_SIGNING_SECRETS", "CALLBACK_ENDPOINTS",
+                "CALLBACK_ALLOWED_HOSTS", "CALLBACK_ALLOW_PRIVATE_NETWORKS"):  # fmt: skip
+        assert var in example, f".env.example lacks {var}"
 
 
 def test_flower(services: dict[str, Any]) -> None:

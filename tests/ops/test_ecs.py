@@ -8,12 +8,20 @@ from typing import Any
 
 import pytest
 
-from ._tools import REPO, run_tool
+from ._tools import (
+    API_CLIENT_SETTINGS,
+    REPO,
+    WORKER_CALLBACK_SETTINGS,
+    WORKER_SECRETS,
+    run_tool,
+)
 
 TEMPLATE = REPO / "deploy" / "ecs" / "payments.yaml"
 README = REPO / "deploy" / "ecs" / "README.md"
-SECRET_NAMES = {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "FLOWER_BASIC_AUTH",
+SECRET_NAMES = {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "FLOWER_BASIC_AUTH",
                 "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS"}  # fmt: skip
+# Secrets a stack may go without: the rule or the container's Fn::If says when.
+OPTIONAL_SECRET_ARNS = {"FlowerBasicAuthSecretArn", "ApiClientsSecretArn"}
 # What one worker task (1 vCPU, threads pool of 128) completes when only Stripe's latency
 # limits it; deploy/ecs/README.md states the same figure and how to measure it.
 PER_TASK_CHARGES_PER_SECOND = 100
@@ -39,15 +47,20 @@ def container(template: Any, name: str) -> Any:
     raise AssertionError(f"no container {name!r}")
 
 
-def env_entries(c: Any) -> dict[str, Any]:
+def env_entries(c: Any, key: str = "Environment", value: str = "Value") -> dict[str, Any]:
     """Name -> Value of a container's Environment, entries under Fn::If included."""
     out: dict[str, Any] = {}
-    for entry in c.get("Environment", []):
+    for entry in c.get(key, []):
         branches = entry["Fn::If"][1:] if "Fn::If" in entry else [entry]
         for branch in branches:
             if isinstance(branch, dict) and "Name" in branch:
-                out[branch["Name"]] = branch["Value"]
+                out[branch["Name"]] = branch[value]
     return out
+
+
+def secret_entries(c: Any) -> dict[str, Any]:
+    """Name -> ValueFrom of a container's Secrets, entries under Fn::If included."""
+    return env_entries(c, "Secrets", "ValueFrom")
 
 
 def test_cfn_lint_clean() -> None:
@@ -63,21 +76,27 @@ def test_worker_gets_120_s_to_finish_in_flight_charges(template: Any) -> None:
     ("name", "secrets"),
     [
         # REDIS_URL carries the ElastiCache AUTH token.
-        ("api", {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "STRIPE_WEBHOOK_SECRET"}),
-        ("worker", {"REDIS_URL", "STRIPE_API_KEY", "CALLBACK_SIGNING_SECRETS"}),
+        ("api", {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS",
+                 "STRIPE_WEBHOOK_SECRET"}),
+        ("worker", {"REDIS_URL", "STRIPE_API_KEY", "CALLBACK_SIGNING_SECRETS", "API_CLIENTS"}),
         # Importing worker.celery_app validates settings: production needs the Stripe key.
         ("flower", {"REDIS_URL", "FLOWER_BASIC_AUTH", "STRIPE_API_KEY"}),
     ],
-)
+)  # fmt: skip
 def test_secrets_come_from_secrets_manager(template: Any, name: str, secrets: set[str]) -> None:
     c = container(template, name)
     assert not set(env_entries(c)) & SECRET_NAMES, f"{name}: secret in plain Environment"
-    from_secrets = {s["Name"]: s["ValueFrom"] for s in c["Secrets"]}
+    from_secrets = secret_entries(c)
     assert set(from_secrets) == secrets
+    role = template["Resources"]["ExecutionRole"]["Properties"]["Policies"][0]
+    readable = str(role["PolicyDocument"]["Statement"])
     for value in from_secrets.values():
         param = value["Ref"]
         assert template["Parameters"][param]["Type"] == "String"
-        if param == "FlowerBasicAuthSecretArn":  # optional while Flower is off; a rule insists
+        assert str({"Ref": param}) in readable, f"the tasks may not read {param}"
+        if param == "ApiClientsSecretArn":  # optional: API_KEYS alone is a configuration
+            assert template["Parameters"][param]["Default"] == ""
+        elif param == "FlowerBasicAuthSecretArn":  # optional while Flower is off; a rule insists
             assert not rules_pass(
                 template,
                 with_defaults(
@@ -110,7 +129,7 @@ def test_redis_url_comes_from_one_secret_the_tasks_may_read(template: Any) -> No
     for name in ("api", "worker", "flower"):
         c = container(template, name)
         assert "REDIS_URL" not in env_entries(c), "the URL carries the AUTH token"
-        secrets = {s["Name"]: s["ValueFrom"] for s in c["Secrets"]}
+        secrets = secret_entries(c)
         assert secrets["REDIS_URL"] == {"Ref": "RedisUrlSecretArn"}
         assert env_entries(c)["ENVIRONMENT"] == "production"
     assert "RedisUrl" not in template["Parameters"], "a plain parameter shows in the console"
@@ -201,6 +220,77 @@ def forwarding_listeners(resources: dict[str, Any]) -> dict[str, str]:
 
 
 CERT = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+
+
+CLIENTS_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:payments/api-clients-AbCdEf"
+
+
+def task_env(resources: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Environment, Secrets) of a container of a stack, Fn::If resolved."""
+    for res in resources.values():
+        if res["Type"] == "AWS::ECS::TaskDefinition":
+            for c in res["Properties"]["ContainerDefinitions"]:
+                if c["Name"] == name:
+                    return env_entries(c), secret_entries(c)
+    raise AssertionError(f"no container {name!r}")
+
+
+# Every process gets each secret and client setting its code reads (when the stack has it);
+# not CALLBACK_ALLOW_PRIVATE_NETWORKS, which production refuses.
+URL_RULES = {*WORKER_CALLBACK_SETTINGS} - {"CALLBACK_ALLOW_PRIVATE_NETWORKS"}
+READS = {
+    "worker": ({*WORKER_SECRETS}, URL_RULES),
+    "api": ({"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "STRIPE_WEBHOOK_SECRET"},
+            {*API_CLIENT_SETTINGS, *URL_RULES}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(READS))
+def test_each_process_gets_the_secrets_and_client_settings_it_reads(
+    template: Any, name: str
+) -> None:
+    secrets, settings = READS[name]
+    params = with_defaults(
+        template,
+        CertificateArn=CERT,
+        ApiClientsSecretArn=CLIENTS_ARN,
+        CallbackEndpoints="shop-eu=https://shop.example.com/hooks",
+        CallbackAllowedHosts=".example.com",
+    )
+    resources = created(template, params)
+    env, from_secrets = task_env(resources, name)
+    assert set(from_secrets) >= secrets, f"{name} lacks {sorted(secrets - set(from_secrets))}"
+    assert set(env) >= settings, f"{name} lacks {sorted(settings - set(env))}"
+    assert "CALLBACK_ALLOW_PRIVATE_NETWORKS" not in env
+    (statement,) = resources["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    for value in from_secrets.values():
+        assert value in statement["Resource"], f"{name}: the tasks may not read {value}"
+
+
+def test_workers_get_api_clients_and_the_callback_secrets(template: Any) -> None:
+    """The workers sign callbacks with CALLBACK_SIGNING_SECRETS, or with a client's own
+    callback_signing_secrets from API_CLIENTS: the same secret as the API's."""
+    with_clients = created(template, with_defaults(template, CertificateArn=CERT,
+                                                   ApiClientsSecretArn=CLIENTS_ARN))  # fmt: skip
+    _, worker = task_env(with_clients, "worker")
+    _, api = task_env(with_clients, "api")
+    assert worker["API_CLIENTS"] == api["API_CLIENTS"] == {"Ref": "ApiClientsSecretArn"}
+    assert worker["CALLBACK_SIGNING_SECRETS"] == {"Ref": "CallbackSigningSecretsArn"}
+    # Without the parameter no container names an empty secret (API_KEYS alone is enough).
+    without = created(template, with_defaults(template, CertificateArn=CERT))
+    for name in ("api", "worker"):
+        env, secrets = task_env(without, name)
+        assert "API_CLIENTS" not in secrets, name
+        assert not {"CALLBACK_ENDPOINTS", "CALLBACK_ALLOWED_HOSTS"} & set(env), name
+    (statement,) = without["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    assert {"Ref": "ApiClientsSecretArn"} not in statement["Resource"]
+    text = README.read_text(encoding="utf-8")
+    for word in ("ApiClientsSecretArn", "API_CLIENTS", "CallbackEndpoints", "CallbackAllowedHosts"):
+        assert word in text, f"deploy/ecs/README.md lacks {word}"
 
 
 def test_defaults_without_a_certificate_do_not_deploy(template: Any) -> None:

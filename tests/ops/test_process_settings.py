@@ -1,0 +1,48 @@
+"""The lists of secrets and client settings per process that test_compose.py and test_ecs.py
+check the deploy files against stay true to the code."""
+
+from __future__ import annotations
+
+import re
+
+from ._tools import (
+    NOT_READ_BY_WORKERS,
+    REPO,
+    SENTINEL_SECRETS,
+    WORKER_CALLBACK_SETTINGS,
+    WORKER_SECRETS,
+)
+
+
+def test_every_secret_setting_is_placed_for_the_workers() -> None:
+    """A new secret in Settings must be put in WORKER_SECRETS (and so reach the workers in
+    compose and ECS) or in NOT_READ_BY_WORKERS, on purpose."""
+    from pydantic import SecretStr
+
+    from shared.config import Settings
+
+    secret_fields = {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+    }
+    placed = {*WORKER_SECRETS, *SENTINEL_SECRETS, *NOT_READ_BY_WORKERS}
+    assert secret_fields <= placed, f"not placed: {sorted(secret_fields - placed)}"
+    assert {"CALLBACK_SIGNING_SECRETS", "API_CLIENTS", "STRIPE_API_KEY"} <= secret_fields
+
+
+def test_the_workers_read_what_they_are_given_and_nothing_kept_from_them() -> None:
+    worker_code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "worker").glob("*.py"))
+    for name, attributes in NOT_READ_BY_WORKERS.items():
+        for attribute in attributes:
+            assert not re.search(rf"\.{attribute}\b", worker_code), (
+                f"worker/ reads {attribute}: the workers need {name} in compose and ECS too"
+            )
+    callbacks = (REPO / "worker" / "callbacks.py").read_text(encoding="utf-8")
+    shared = (REPO / "shared" / "callbacks.py").read_text(encoding="utf-8")
+    # The send path signs with both sources and re-checks the URL rules.
+    assert "signing_secrets(settings)" in callbacks
+    assert "client_signing_secrets(settings)" in callbacks
+    assert "check_callback_url" in callbacks
+    for setting in WORKER_CALLBACK_SETTINGS:
+        assert f"settings.{setting.lower()}" in shared + callbacks, setting
