@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
@@ -21,6 +20,7 @@ from shared.clients import load as load_clients
 from shared.config import Settings, get_settings
 from shared.log_config import configure_logging
 from shared.metrics import ApiMetrics
+from shared.process import freeze_startup_objects
 from shared.redis_clients import async_redis
 from shared.stripe_gateway import StripeGateway
 
@@ -55,10 +55,7 @@ def create_app(
         app.state.gateway = StripeGateway(settings)
         app.state.waiter = PaymentWaiter(events)
         app.state.waiter.start()
-        # What exists now lives until exit: keep it out of every garbage-collection pass, which
-        # otherwise walks it again and again, stalling requests under load (the tail latency).
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()
         try:
             yield
         finally:

@@ -21,6 +21,7 @@ from api.group_commit import GroupCommit
 from bench.bare_app import Body
 from shared.config import get_settings
 from shared.log_config import configure_logging
+from shared.process import freeze_startup_objects
 from shared.redis_clients import async_redis
 
 SCRIPT = """
@@ -49,6 +50,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         else client.register_script(SCRIPT)
     )
     _state["run"] = run
+    freeze_startup_objects()  # as api.main's lifespan does
     try:
         yield
     finally:
