@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
+from shared import whsec
 from shared.celery_message import task_message
 from shared.config import Settings
 from shared.errors import CallbackUrlRefused
@@ -143,8 +144,7 @@ def event_body(evt: str, event_type: str, occurred_ms: int, data: dict[str, Any]
 
 def signing_secrets(settings: Settings) -> tuple[str, ...]:
     raw = settings.callback_signing_secrets
-    text = raw.get_secret_value() if raw else ""
-    return tuple(s.strip() for s in text.split(",") if s.strip())
+    return tuple(whsec.split(raw.get_secret_value() if raw else ""))
 
 
 def client_signing_secrets(settings: Settings) -> dict[str, tuple[str, ...]]:

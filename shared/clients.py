@@ -28,8 +28,6 @@ payment, list and replay dead letters).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -37,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from shared import whsec
 from shared.config import Settings
 
 SCOPES = frozenset({"payments", "customers:all", "admin"})
@@ -181,27 +180,16 @@ def _signing_secrets(name: str, raw: object) -> tuple[str, ...]:
     if raw is None:
         return ()
     if isinstance(raw, str):
-        entries: list[object] = [part.strip() for part in raw.split(",") if part.strip()]
+        entries: list[object] = list(whsec.split(raw))
     elif isinstance(raw, list):
         entries = list(raw)
     else:
         raise ClientConfigError(
             f"{name}: callback_signing_secrets must be a list or a comma-separated string"
         )
-    for n, entry in enumerate(entries, start=1):
-        if not _is_whsec(entry):
-            raise ClientConfigError(
-                f"{name}: callback_signing_secrets entry {n} is not a Standard Webhooks secret "
-                "(whsec_ then the base64 of 24 to 64 bytes)"
-            )
+    position = whsec.first_malformed(entries)
+    if position is not None:
+        raise ClientConfigError(
+            f"{name}: callback_signing_secrets entry {position} is not {whsec.FORMAT}"
+        )
     return tuple(str(entry) for entry in entries)
-
-
-def _is_whsec(entry: object) -> bool:
-    if not isinstance(entry, str) or not entry.startswith("whsec_"):
-        return False
-    try:
-        key = base64.b64decode(entry.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return 24 <= len(key) <= 64  # the Standard Webhooks specification's sizes

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import whsec
+
 DAY = 24 * 60 * 60
 
 # Only ever used against the local emulator, which accepts any key shaped like ``sk_...``.
@@ -22,7 +24,10 @@ PLACEHOLDER = re.compile(r"change-?me|<[^<>]*>", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value may be a secret; errors name it, never show it.
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     # DEBUG also logs every accepted payment in the API (development's default).
@@ -126,7 +131,7 @@ class Settings(BaseSettings):
     # Stripe's webhook signing secrets (whsec_...), comma-separated during a rotation.
     stripe_webhook_secret: SecretStr | None = None
     # Standard Webhooks secrets (whsec_<base64>) for callbacks: the first signs, every one
-    # signs during a rotation (receivers accept any).
+    # signs during a rotation (receivers accept any). Checked at start (shared.whsec).
     callback_signing_secrets: SecretStr | None = None
     # A client key's default callback endpoint: key_<12 hex>=https://... (the key's identity,
     # as logs show it), comma-separated; a payment's own callback_url wins.
@@ -157,6 +162,17 @@ class Settings(BaseSettings):
         from shared.redis_url import parse_sentinel_url
 
         parse_sentinel_url(value)  # a malformed Sentinel URL is refused at start, saying why
+        return value
+
+    @field_validator("callback_signing_secrets")
+    @classmethod
+    def _callback_secrets_are_whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        # As a client's own callback_signing_secrets are (shared.clients): refused at start,
+        # naming the entry's position, never the secret.
+        if value is not None:
+            position = whsec.first_malformed(whsec.split(value.get_secret_value()))
+            if position is not None:
+                raise ValueError(f"CALLBACK_SIGNING_SECRETS entry {position} is not {whsec.FORMAT}")
         return value
 
     @field_validator("stripe_api_base", mode="before")

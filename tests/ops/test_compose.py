@@ -401,3 +401,28 @@ def test_development_keeps_working_with_the_placeholders() -> None:
         redis_url=f"redis://:{example['REDIS_PASSWORD']}@redis:6379/0",
     )
     assert settings.client_keys
+
+
+def test_env_example_callback_secret_is_made_as_documented_and_checked_at_start() -> None:
+    """.env.example's command makes a secret every process accepts; its placeholder is refused
+    at start (by name, never echoed) rather than failing at the first callback."""
+    import subprocess
+    import sys
+
+    from pydantic import ValidationError
+
+    from shared.config import Settings
+
+    text = (REPO / ".env.example").read_text(encoding="utf-8")
+    (command,) = re.findall(r"^#\s+python3 -c '([^']+)'$", text, re.M)
+    made = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+    assert Settings(environment="development", callback_signing_secrets=made)
+    assert production_settings({**REAL, "ENVIRONMENT": "production", "STRIPE_API_BASE": "",
+                                "CALLBACK_SIGNING_SECRETS": made})  # fmt: skip
+    placeholder = env_example()["CALLBACK_SIGNING_SECRETS"]
+    for environment in ("development", "production"):
+        with pytest.raises(ValidationError, match="CALLBACK_SIGNING_SECRETS entry 1") as refused:
+            Settings(environment=environment, callback_signing_secrets=placeholder)
+        assert placeholder not in str(refused.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterator
 
@@ -64,3 +65,89 @@ def test_a_worker_started_with_loglevel_info_logs_at_log_level(
     # What `celery -A worker.celery_app worker --loglevel=INFO` does when it sets up logging.
     setup_logging.send(sender=None, loglevel=logging.INFO, logfile=None, format="", colorize=False)
     assert logging.getLogger().level == logging.WARNING
+
+
+# --- CALLBACK_SIGNING_SECRETS: checked at start, as a client's own secrets are ---------------
+
+
+def whsec_of(size: int, fill: bytes = b"k") -> str:
+    return "whsec_" + base64.b64encode(fill * size).decode()
+
+
+GOOD = whsec_of(24)
+# Not Standard Webhooks secrets: no prefix, not base64, 23 and 65 bytes, space-separated.
+MALFORMED = [
+    base64.b64encode(b"k" * 32).decode(),
+    "whsec_%%%not-base64%%%",
+    whsec_of(23, b"s"),
+    whsec_of(65, b"l"),
+    " ".join([whsec_of(24), whsec_of(24, b"o")]),  # rotation is comma-separated
+]
+
+
+@pytest.mark.parametrize(
+    "configured",
+    [GOOD, f"{GOOD},{whsec_of(64, b'o')}", f" {GOOD} , {whsec_of(32, b'o')} ,", "", " , "],
+)
+def test_well_formed_callback_signing_secrets_are_accepted(configured: str) -> None:
+    settings = Settings(environment="test", callback_signing_secrets=configured)
+    from shared.callbacks import signing_secrets
+
+    assert all(secret.startswith("whsec_") for secret in signing_secrets(settings))
+
+
+@pytest.mark.parametrize("bad", MALFORMED)
+@pytest.mark.parametrize("position", [1, 2])
+def test_a_malformed_callback_signing_secret_is_refused_naming_its_position_not_it(
+    bad: str, position: int
+) -> None:
+    configured = bad if position == 1 else f"{GOOD},{bad}"
+    with pytest.raises(ValidationError) as refused:
+        Settings(environment="test", callback_signing_secrets=configured)
+    message = str(refused.value)
+    assert f"CALLBACK_SIGNING_SECRETS entry {position} is not a Standard Webhooks secret" in message
+    assert bad not in message
+    assert GOOD not in message
+
+
+def test_a_malformed_callback_signing_secret_in_the_environment_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CALLBACK_SIGNING_SECRETS", "whsec_short")
+    with pytest.raises(ValidationError, match="CALLBACK_SIGNING_SECRETS entry 1") as refused:
+        Settings()
+    assert "whsec_short" not in str(refused.value)
+    monkeypatch.setenv("CALLBACK_SIGNING_SECRETS", GOOD)
+    assert Settings().callback_signing_secrets is not None
+
+
+@pytest.mark.parametrize("bad", MALFORMED)
+def test_the_global_and_the_clients_secrets_follow_one_rule(bad: str) -> None:
+    """The same check as API_CLIENTS' callback_signing_secrets (shared.whsec)."""
+    import orjson
+
+    from shared.clients import ClientConfigError, load
+
+    client = {"name": "shop-eu", "keys": ["key-eu"]}
+    for secret, accepted in ((GOOD, True), (whsec_of(64), True), (bad, False)):
+        clients = orjson.dumps([{**client, "callback_signing_secrets": [secret]}]).decode()
+        if accepted:
+            Settings(environment="test", callback_signing_secrets=secret)
+            load(Settings(environment="test", api_clients=clients))
+            continue
+        with pytest.raises(ValidationError, match="entry 1 is not a Standard Webhooks secret"):
+            Settings(environment="test", callback_signing_secrets=secret)
+        with pytest.raises(ClientConfigError, match="entry 1 is not a Standard Webhooks secret"):
+            load(Settings(environment="test", api_clients=clients))
+
+
+def test_the_integration_setup_passes_the_check() -> None:
+    """What the integration stack gives its processes (tests/integration/test_lifecycle.py);
+    compose's .env.example is checked in tests/ops/test_compose.py."""
+    from shared.clients import load
+    from tests.integration import test_lifecycle
+
+    values = {k.lower(): v for k, v in {**test_lifecycle.ENV, "ENVIRONMENT": "test"}.items()}
+    settings = Settings.model_validate(values)
+    assert settings.callback_signing_secrets is not None
+    assert load(settings).clients[0].callback_signing_secrets == (test_lifecycle.OWN_SECRET,)
