@@ -6,15 +6,19 @@
   the localstripe emulator on 127.0.0.1:8420.
 - One Celery worker (the tuned pool from the Celery config), Flower on 5555 with basic auth,
   the API on 8080.
+- Callbacks: signed with ``CALLBACK_SIGNING_SECRETS``, else with a secret made once and kept in
+  .run/callback-signing-secret; a receiver on this machine is allowed outside production.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from devtools.processes import (
@@ -28,12 +32,14 @@ from devtools.processes import (
     redis_server_argv,
     wait_for_port,
 )
+from shared import whsec
 from shared.config import Settings
 
 EMULATOR_PORT = 8420
 API_PORT = 8080
 FLOWER_PORT = 5555
 EMBEDDED_REDIS_PORT = 6399
+CALLBACK_WHSEC_FILE = "callback-signing-secret"
 
 
 def say(message: str) -> None:
@@ -99,6 +105,15 @@ def main() -> int:
         if not first_key.startswith("sha256:"):  # a digest is no key to hand out
             (run_dir / "api-key").write_text(first_key + "\n")
             (run_dir / "api-key").chmod(0o600)
+        callback_env = callback_settings(run_dir, {**os.environ, **env})
+        env.update(callback_env)
+        if "CALLBACK_SIGNING_SECRETS" in callback_env:
+            say(
+                "CALLBACK_SIGNING_SECRETS not set: callbacks are signed with the secret in "
+                f"{run_dir / CALLBACK_WHSEC_FILE} (made once, kept across runs)"
+            )
+        if "CALLBACK_ALLOW_PRIVATE_NETWORKS" in callback_env:
+            say("Callbacks may go to this machine (CALLBACK_ALLOW_PRIVATE_NETWORKS=true)")
         flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
         group.start("worker", celery_worker_argv(), env=env, stdout_to_console=True)
         group.start(
@@ -154,6 +169,41 @@ def main() -> int:
         say("stopping...")
         group.stop_all(grace=120)
         say("stopped")
+
+
+def callback_signing_secret(run_dir: Path) -> str:
+    """The Standard Webhooks secret of `make run`'s callbacks, ``whsec_`` and the base64 of 32
+    random bytes: made on the first run and kept in .run/ (mode 0600), so a receiver set up
+    once keeps verifying across runs. A file that holds no valid secret is replaced."""
+    path = run_dir / CALLBACK_WHSEC_FILE
+    if path.exists():
+        kept = path.read_text().strip()
+        if whsec.is_whsec(kept):
+            path.chmod(0o600)
+            return kept
+        path.unlink()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Created 0600 (never readable by others, not even for a moment), and only if absent.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secret + "\n")
+    return secret
+
+
+def callback_settings(run_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """What `make run` adds to the processes' environment for callbacks: the kept secret when
+    CALLBACK_SIGNING_SECRETS is unset (else a callback would be a dead letter, never sent
+    unsigned), and, outside production (which refuses it), CALLBACK_ALLOW_PRIVATE_NETWORKS so
+    that a receiver on this machine (``http://127.0.0.1:...``) is allowed. What the
+    environment sets itself wins."""
+    added: dict[str, str] = {}
+    if not environ.get("CALLBACK_SIGNING_SECRETS", "").strip():
+        added["CALLBACK_SIGNING_SECRETS"] = callback_signing_secret(run_dir)
+    production = environ.get("ENVIRONMENT", "development") == "production"
+    if not production and not environ.get("CALLBACK_ALLOW_PRIVATE_NETWORKS"):
+        added["CALLBACK_ALLOW_PRIVATE_NETWORKS"] = "true"
+    return added
 
 
 def api_argv_public() -> list[str]:
