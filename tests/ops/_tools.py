@@ -110,5 +110,12 @@ NOT_READ_BY_WORKERS = {
     "PAYMENT_ID_SECRET": ("payment_id_secret", "payment_id_key"),  # the API derives ids
     "FLOWER_BASIC_AUTH": ("flower_basic_auth",),  # Flower reads it itself
 }
+# Secrets the API reads: each reaches the API in compose and ECS (API_CLIENTS and
+# PAYMENT_ID_SECRET only when set: optional Secrets Manager secrets in ECS).
+API_SECRETS = ("REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "STRIPE_WEBHOOK_SECRET",
+               "PAYMENT_ID_SECRET")  # fmt: skip
+# Secrets kept from the workers and Flower in both: PAYMENT_ID_SECRET makes the payment ids,
+# which only the API does.
+API_ONLY_SECRETS = ("PAYMENT_ID_SECRET",)
 # Settings of clients only the API reads: their default callback endpoints, used at accept.
 API_CLIENT_SETTINGS = ("CALLBACK_ENDPOINTS",)

@@ -9,6 +9,8 @@ import pytest
 
 from ._tools import (
     API_CLIENT_SETTINGS,
+    API_ONLY_SECRETS,
+    API_SECRETS,
     REPO,
     SENTINEL_SECRETS,
     STRIPE_KEY_RE,
@@ -20,7 +22,7 @@ from ._tools import (
 
 COMPOSE = REPO / "docker-compose.yml"
 SECRETS = ("STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "FLOWER_BASIC_AUTH",
-           "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS")  # fmt: skip
+           "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS", "PAYMENT_ID_SECRET")  # fmt: skip
 APP_SERVICES = ("api", "worker", "flower")
 
 
@@ -202,8 +204,7 @@ def test_production_variables_reach_the_containers(services: dict[str, Any]) -> 
 # Every process gets, from the shell / .env, each secret and client setting its code reads.
 READS = {
     "worker": (*WORKER_SECRETS, *SENTINEL_SECRETS, *WORKER_CALLBACK_SETTINGS),
-    "api": ("REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "STRIPE_WEBHOOK_SECRET",
-            *SENTINEL_SECRETS, *API_CLIENT_SETTINGS, *WORKER_CALLBACK_SETTINGS),
+    "api": (*API_SECRETS, *SENTINEL_SECRETS, *API_CLIENT_SETTINGS, *WORKER_CALLBACK_SETTINGS),
 }  # fmt: skip
 
 
@@ -237,6 +238,24 @@ def test_workers_get_the_callback_signing_secrets_and_the_clients(
     # Unset stays unset: the application's defaults apply, no empty string.
     for var in shell:
         assert var not in effective_env(services["worker"], {}), var
+
+
+def test_the_payment_id_secret_reaches_the_api_alone(services: dict[str, Any]) -> None:
+    shell = {"PAYMENT_ID_SECRET": "0f3a9c2e7b5d"}
+    assert effective_env(services["api"], shell)["PAYMENT_ID_SECRET"] == "0f3a9c2e7b5d"
+    assert "PAYMENT_ID_SECRET" not in effective_env(services["api"], {})  # derived when unset
+    for name in ("worker", "flower"):
+        env = effective_env(services[name], shell)
+        assert not set(API_ONLY_SECRETS) & set(env), f"{name} gets {API_ONLY_SECRETS}"
+
+
+def test_env_example_says_how_to_make_the_payment_id_secret_and_never_to_change_it() -> None:
+    text = (REPO / ".env.example").read_text(encoding="utf-8")
+    assert re.search(r"^#\s*PAYMENT_ID_SECRET=", text, re.M)
+    comment = text[: text.index("PAYMENT_ID_SECRET=")].rsplit("\n\n", 1)[-1]
+    comment = comment[comment.rindex("CALLBACK_SIGNING_SECRETS=") :]
+    assert "openssl rand" in comment, "how to make one"
+    assert "NEVER change" in comment, "that it must not change once payments exist"
 
 
 def test_env_example_documents_the_callback_secrets_and_clients() -> None:
@@ -367,7 +386,8 @@ def test_production_starts_with_real_values() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["API_KEYS", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD", "STRIPE_API_KEY"]
+    "name",
+    ["API_KEYS", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD", "STRIPE_API_KEY", "PAYMENT_ID_SECRET"],
 )
 def test_production_refuses_each_placeholder_of_env_example(name: str) -> None:
     from pydantic import ValidationError

@@ -10,6 +10,8 @@ import pytest
 
 from ._tools import (
     API_CLIENT_SETTINGS,
+    API_ONLY_SECRETS,
+    API_SECRETS,
     REPO,
     WORKER_CALLBACK_SETTINGS,
     WORKER_SECRETS,
@@ -19,9 +21,10 @@ from ._tools import (
 TEMPLATE = REPO / "deploy" / "ecs" / "payments.yaml"
 README = REPO / "deploy" / "ecs" / "README.md"
 SECRET_NAMES = {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "FLOWER_BASIC_AUTH",
-                "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS"}  # fmt: skip
+                "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS",
+                "PAYMENT_ID_SECRET"}  # fmt: skip
 # Secrets a stack may go without: the rule or the container's Fn::If says when.
-OPTIONAL_SECRET_ARNS = {"FlowerBasicAuthSecretArn", "ApiClientsSecretArn"}
+OPTIONAL_SECRET_ARNS = {"FlowerBasicAuthSecretArn", "ApiClientsSecretArn", "PaymentIdSecretArn"}
 # What one worker task (1 vCPU, threads pool of 128) completes when only Stripe's latency
 # limits it; deploy/ecs/README.md states the same figure and how to measure it.
 PER_TASK_CHARGES_PER_SECOND = 100
@@ -77,7 +80,7 @@ def test_worker_gets_120_s_to_finish_in_flight_charges(template: Any) -> None:
     [
         # REDIS_URL carries the ElastiCache AUTH token.
         ("api", {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS",
-                 "STRIPE_WEBHOOK_SECRET"}),
+                 "STRIPE_WEBHOOK_SECRET", "PAYMENT_ID_SECRET"}),
         ("worker", {"REDIS_URL", "STRIPE_API_KEY", "CALLBACK_SIGNING_SECRETS", "API_CLIENTS"}),
         # Importing worker.celery_app validates settings: production needs the Stripe key.
         ("flower", {"REDIS_URL", "FLOWER_BASIC_AUTH", "STRIPE_API_KEY"}),
@@ -94,7 +97,8 @@ def test_secrets_come_from_secrets_manager(template: Any, name: str, secrets: se
         param = value["Ref"]
         assert template["Parameters"][param]["Type"] == "String"
         assert str({"Ref": param}) in readable, f"the tasks may not read {param}"
-        if param == "ApiClientsSecretArn":  # optional: API_KEYS alone is a configuration
+        if param in OPTIONAL_SECRET_ARNS - {"FlowerBasicAuthSecretArn"}:
+            # Optional: API_KEYS alone is a configuration; payment ids have a derived key.
             assert template["Parameters"][param]["Default"] == ""
         elif param == "FlowerBasicAuthSecretArn":  # optional while Flower is off; a rule insists
             assert not rules_pass(
@@ -223,6 +227,9 @@ CERT = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
 
 
 CLIENTS_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:payments/api-clients-AbCdEf"
+PAYMENT_ID_ARN = (
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:payments/payment-id-secret-AbCdEf"
+)
 
 
 def task_env(resources: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -240,8 +247,7 @@ def task_env(resources: dict[str, Any], name: str) -> tuple[dict[str, Any], dict
 URL_RULES = {*WORKER_CALLBACK_SETTINGS} - {"CALLBACK_ALLOW_PRIVATE_NETWORKS"}
 READS = {
     "worker": ({*WORKER_SECRETS}, URL_RULES),
-    "api": ({"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "STRIPE_WEBHOOK_SECRET"},
-            {*API_CLIENT_SETTINGS, *URL_RULES}),
+    "api": ({*API_SECRETS}, {*API_CLIENT_SETTINGS, *URL_RULES}),
 }  # fmt: skip
 
 
@@ -254,6 +260,7 @@ def test_each_process_gets_the_secrets_and_client_settings_it_reads(
         template,
         CertificateArn=CERT,
         ApiClientsSecretArn=CLIENTS_ARN,
+        PaymentIdSecretArn=PAYMENT_ID_ARN,
         CallbackEndpoints="shop-eu=https://shop.example.com/hooks",
         CallbackAllowedHosts=".example.com",
     )
@@ -291,6 +298,31 @@ def test_workers_get_api_clients_and_the_callback_secrets(template: Any) -> None
     text = README.read_text(encoding="utf-8")
     for word in ("ApiClientsSecretArn", "API_CLIENTS", "CallbackEndpoints", "CallbackAllowedHosts"):
         assert word in text, f"deploy/ecs/README.md lacks {word}"
+
+
+def test_the_payment_id_secret_is_optional_and_the_api_s_alone(template: Any) -> None:
+    """PAYMENT_ID_SECRET makes the payment ids, which only the API does: given to the API when
+    the stack has it, to no other task, and readable by the tasks only then."""
+    with_it = created(template, with_defaults(template, CertificateArn=CERT,
+                                              PaymentIdSecretArn=PAYMENT_ID_ARN))  # fmt: skip
+    assert task_env(with_it, "api")[1]["PAYMENT_ID_SECRET"] == {"Ref": "PaymentIdSecretArn"}
+    (statement,) = with_it["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    assert {"Ref": "PaymentIdSecretArn"} in statement["Resource"]
+    without = created(template, with_defaults(template, CertificateArn=CERT))
+    assert "PAYMENT_ID_SECRET" not in task_env(without, "api")[1]  # derived from the Stripe key
+    (statement,) = without["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    assert {"Ref": "PaymentIdSecretArn"} not in statement["Resource"]
+    for name in ("worker", "flower"):  # every branch of their Fn::Ifs
+        assert not set(API_ONLY_SECRETS) & set(secret_entries(container(template, name))), name
+    assert template["Parameters"]["PaymentIdSecretArn"]["Default"] == ""
+    text = README.read_text(encoding="utf-8")
+    assert "PaymentIdSecretArn" in text
+    assert "PAYMENT_ID_SECRET" in text
+    assert "never change" in text
 
 
 def test_defaults_without_a_certificate_do_not_deploy(template: Any) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 
 from ._tools import (
+    API_ONLY_SECRETS,
+    API_SECRETS,
     NOT_READ_BY_WORKERS,
     REPO,
     SENTINEL_SECRETS,
@@ -29,6 +31,28 @@ def test_every_secret_setting_is_placed_for_the_workers() -> None:
     placed = {*WORKER_SECRETS, *SENTINEL_SECRETS, *NOT_READ_BY_WORKERS}
     assert secret_fields <= placed, f"not placed: {sorted(secret_fields - placed)}"
     assert {"CALLBACK_SIGNING_SECRETS", "API_CLIENTS", "STRIPE_API_KEY"} <= secret_fields
+
+
+def test_every_secret_setting_is_given_to_a_process_that_reads_it() -> None:
+    """Each secret of Settings reaches the workers or the API in compose and ECS (Flower reads
+    FLOWER_BASIC_AUTH itself); an API-only secret is one the API's code reads."""
+    from pydantic import SecretStr
+
+    from shared.config import Settings
+
+    secret_fields = {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+    }
+    given = {*WORKER_SECRETS, *SENTINEL_SECRETS, *API_SECRETS, "FLOWER_BASIC_AUTH"}
+    assert secret_fields <= given, f"given to no process: {sorted(secret_fields - given)}"
+    assert "PAYMENT_ID_SECRET" in API_ONLY_SECRETS
+    api_code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "api").glob("*.py"))
+    for name in API_ONLY_SECRETS:
+        assert name in API_SECRETS
+        assert name not in WORKER_SECRETS
+        assert any(re.search(rf"\.{a}\b", api_code) for a in NOT_READ_BY_WORKERS[name]), name
 
 
 def test_the_workers_read_what_they_are_given_and_nothing_kept_from_them() -> None:
