@@ -52,7 +52,7 @@ def create_app(
             scripts = cast(Redis, GroupedScriptsClient(client))
         app.state.service = PaymentService(scripts, settings, clients=len(clients.clients))
         # --- end of the group commit hook
-        app.state.gateway = StripeGateway(settings)
+        gateway = app.state.gateway = StripeGateway(settings)
         app.state.waiter = PaymentWaiter(events)
         app.state.waiter.start()
         freeze_startup_objects()
@@ -60,6 +60,7 @@ def create_app(
             yield
         finally:
             await app.state.waiter.stop()
+            await gateway.aclose()
             if redis is None:
                 await client.aclose()
                 await events.aclose()

@@ -21,7 +21,7 @@ from api.schemas import (
     CustomerPayments,
     Payment,
     PaymentRequest,
-    customer_payments_view,
+    customer_payments_json,
     dump,
     error_responses,
     payment_json,
@@ -224,4 +224,6 @@ async def list_customer_payments(
         page = await gateway.list_charges(
             customer=customer_id, limit=limit, starting_after=starting_after
         )
-        return model_response(200, customer_payments_view(page), rate_headers)
+        return Response(
+            customer_payments_json(page), status_code=200, media_type=JSON, headers=rate_headers
+        )

@@ -344,6 +344,21 @@ def customer_payments_view(page: ChargePage) -> CustomerPayments:
     )
 
 
+def customer_payments_json(page: ChargePage) -> bytes:
+    """``dump(customer_payments_view(page))``, written directly: the same bytes (a test
+    compares them) without validating every charge into a model again, a share of each list
+    call's CPU on the event loop the accepts share. The page's ChargeSummary dataclasses have
+    CustomerCharge's fields, in its order, with its types (the gateway builds them)."""
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": page.data,
+            "has_more": page.has_more,
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
 def dump(model: BaseModel) -> str:
     """A response body: the model as JSON, leaving out what the view did not set."""
     return model.model_dump_json(exclude_unset=True)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import stripe
 
 from shared.config import Settings
@@ -134,6 +135,24 @@ class StripeGateway:
             # Retries belong to the worker (same key, backoff, bounded, recorded).
             max_network_retries=0,
         )
+        # The API's reads (list_charges, on the event loop) go through aiohttp: httpx's
+        # asyncio client cost several milliseconds of CPU per call, which every accept on the
+        # same loop waited behind (docs/PERFORMANCE.md, reads next to accepts). Its session
+        # is made on the first call, inside the running loop; aclose() ends it.
+        self._async_http = stripe.AIOHTTPClient(
+            timeout=aiohttp.ClientTimeout(total=settings.stripe_timeout_seconds)
+        )
+        self._async_client = stripe.StripeClient(
+            settings.stripe_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=self._async_http,
+            stripe_version=STRIPE_API_VERSION,
+            max_network_retries=0,
+        )
+
+    async def aclose(self) -> None:
+        """End the asynchronous reads' HTTP session (the API's shutdown)."""
+        await self._async_http.close_async()  # type: ignore[no-untyped-call]
 
     # Every call is a raw request read as plain JSON: the SDK still encodes the parameters,
     # sends the idempotency key and pinned version, and raises its typed errors, but does not
@@ -208,7 +227,7 @@ class StripeGateway:
         if starting_after:
             params["starting_after"] = starting_after
         try:
-            response = await self._client.raw_request_async("get", "/v1/charges", **params)
+            response = await self._async_client.raw_request_async("get", "/v1/charges", **params)
         except stripe.StripeError as exc:
             error = translate_error(exc, customer=customer, customer_param="customer_id")
             raise (for_reader(error) if isinstance(error, TransientStripeError) else error) from exc

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from api.main import create_app
-from api.schemas import dump, payment_json, payment_view
+from api.schemas import (
+    customer_payments_json,
+    customer_payments_view,
+    dump,
+    payment_json,
+    payment_view,
+)
 from shared.config import Settings
 from shared.records import PaymentRecord, Status
 from tests.support import app_client, payment
@@ -155,3 +161,23 @@ def test_the_direct_payment_json_is_the_models_to_the_byte(viewer: str | None) -
             payment_json(record, viewer=viewer)
             == dump(payment_view(record, viewer=viewer)).encode()
         ), record
+
+
+def test_the_direct_customer_payments_json_is_the_models_to_the_byte() -> None:
+    from shared.stripe_gateway import ChargePage, _summary
+
+    charges: list[dict[str, Any]] = [
+        {"id": "ch_1", "amount": 4299, "currency": "usd", "status": "succeeded",
+         "created": 1_800_000_000, "payment_intent": {"id": "pi_1", "metadata":
+         {"payment_id": "pay_" + "b" * 24}}, "description": None, "failure_code": None,
+         "refunded": False, "amount_refunded": 1000, "metadata": {}},
+        {"id": "ch_2", "amount": 500, "currency": "jpy", "status": "failed", "created": 1,
+         "payment_intent": "pi_2", "description": "Order 7", "failure_code": "card_declined",
+         "refunded": True, "amount_refunded": 500, "metadata": {"payment_id": "pay_x"}},
+        {"id": "ch_3", "amount": 50, "currency": "eur", "status": "pending", "created": 2,
+         "payment_intent": None},
+    ]  # fmt: skip
+    for has_more in (True, False):
+        for data in ([], charges[:1], charges):
+            page = ChargePage(data=[_summary(c) for c in data], has_more=has_more)
+            assert customer_payments_json(page) == dump(customer_payments_view(page)).encode()
