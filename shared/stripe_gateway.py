@@ -9,10 +9,13 @@ same idempotency key), which the worker retries with the same idempotency key.
 from __future__ import annotations
 
 import json
+import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import httpx
 import stripe
 
 from shared.config import Settings
@@ -119,13 +122,43 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+class ThreadLocalHTTPXClient(stripe.HTTPXClient):
+    """stripe's HTTPXClient for the workers' synchronous calls, with one ``httpx.Client`` (and
+    one kept-alive connection) per thread instead of one shared by all of a worker's threads.
+    Shared by 128 threads, httpx's pool was most of a charge's CPU: with its default limits
+    (100 connections, 20 kept alive) threads queued on the pool's lock and opened a new TCP
+    (and TLS) connection for most calls; sized for the threads, every request and every
+    response scanned all 128 connections, each with a readability check (docs/PERFORMANCE.md,
+    drain). A thread makes one call at a time, so one connection each is all it needs."""
+
+    def __init__(self, *, timeout: float) -> None:
+        self._local = threading.local()
+        super().__init__(timeout=timeout, allow_sync_methods=True)
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=stripe.ca_bundle_path)
+            if self._verify_ssl_certs
+            else False
+        )
+
+    @property
+    def _client(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            client = self._local.client = httpx.Client(verify=self._verify, limits=limits)
+        return client
+
+    @_client.setter
+    def _client(self, shared: httpx.Client | None) -> None:
+        if shared is not None:  # the one the base class makes for all threads: not used
+            shared.close()
+
+
 class StripeGateway:
     """Stripe calls the service makes. Safe to share between threads and tasks."""
 
     def __init__(self, settings: Settings) -> None:
-        http_client = stripe.HTTPXClient(
-            timeout=settings.stripe_timeout_seconds, allow_sync_methods=True
-        )
+        http_client = ThreadLocalHTTPXClient(timeout=settings.stripe_timeout_seconds)
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         self._client = stripe.StripeClient(
             settings.stripe_key,
