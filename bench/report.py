@@ -538,6 +538,25 @@ def render(
             "Both servers run the same FastAPI application machinery outside the route (its "
             "error middleware and native telemetry check), which neither can skip.",
             "",
+            "At 64 connections wrk keeps 64 requests in flight against one process: the median "
+            "latency is about 64 / the process's requests per second, so p99 <= 50 ms asks one "
+            "API process for about 1,700 accepts/s on this machine. The yardstick, at twice the "
+            "throughput, has a worse tail there (its p99 in the table). Past one process's "
+            "throughput the answer is more API processes (compose `--scale api`, the ECS "
+            "service's desired count), which share nothing but Redis.",
+            "",
+            "Reads: the API's Stripe list call goes through `stripe.AIOHTTPClient` (aiohttp) "
+            "instead of httpx's asyncio client, and the page's JSON is written directly "
+            "(`api.schemas.customer_payments_json`, tested against the model): a list call's "
+            "CPU on the event loop went from about 7.6 ms to 4.6 ms, so the same bound on "
+            "concurrent lists takes less from the accepts.",
+            "",
+            "Drain: each worker thread has its own httpx client and kept-alive connection to "
+            "Stripe (`shared.stripe_gateway.ThreadLocalHTTPXClient`). Shared by a worker's 128 "
+            "threads, httpx's pool queued them on its lock and reopened most connections (with "
+            "its default limits) or scanned all 128 connections on every call (sized up): one "
+            "worker went from 64 to 111 charges/s at 200 ms in a separate run on this machine.",
+            "",
             "## How it is measured",
             "",
             "- Accept: `wrk -t1 -c32` and `-c64` with `bench/wrk.lua`, which gives every request "
