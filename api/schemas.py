@@ -251,6 +251,17 @@ def refund_view(refund: RefundRecord) -> Refund:
     )
 
 
+def shows_client_secret(record: PaymentRecord, viewer: str | None) -> bool:
+    """The client_secret is shown only while the customer must act, and only to the client
+    that made the payment."""
+    return bool(
+        record.client_secret
+        and record.status is Status.REQUIRES_ACTION
+        and viewer is not None
+        and viewer == record.client
+    )
+
+
 def payment_view(
     record: PaymentRecord,
     *,
@@ -268,12 +279,7 @@ def payment_view(
         optional["next_action"] = record.next_action
     if record.error is not None:
         optional["error"] = ErrorBody.model_validate(record.error)
-    if (
-        record.client_secret
-        and record.status is Status.REQUIRES_ACTION
-        and viewer is not None
-        and viewer == record.client
-    ):
+    if shows_client_secret(record, viewer):
         optional["client_secret"] = record.client_secret
     optional["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
     optional["refunds"] = [refund_view(r) for r in refunds or ()]
@@ -319,12 +325,7 @@ def payment_json(record: PaymentRecord, *, viewer: str | None = None) -> bytes:
     }
     if record.next_action:
         body["next_action"] = record.next_action
-    if (
-        record.client_secret
-        and record.status is Status.REQUIRES_ACTION
-        and viewer is not None
-        and viewer == record.client
-    ):
+    if shows_client_secret(record, viewer):
         body["client_secret"] = record.client_secret
     body["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
     body["refunds"] = []
