@@ -15,6 +15,20 @@ from api.schemas import CallbackEvent, PaymentRequest, RefundRequest
 from shared.config import Settings
 
 ERROR_RESPONSE_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+# What api.payments accepts as an Idempotency-Key (POST /payments and refunds): 1-255
+# printable ASCII characters, no leading or trailing space (HTTP strips it from header values).
+IDEMPOTENCY_KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": "^[!-~]([ -~]*[!-~])?$",
+}
+
+
+def _wait_schema(settings: Settings) -> dict[str, Any]:
+    """``?wait=N`` (api.payments.wait_seconds): whole seconds up to MAX_WAIT_SECONDS."""
+    return {"type": "integer", "minimum": 0, "maximum": settings.max_wait_seconds, "default": 0}
+
 
 # What the middleware accepts as a request id (api.auth): otherwise one is made.
 REQUEST_ID_PARAMETER = {
@@ -111,13 +125,7 @@ def _describe_create_payment(operation: dict[str, Any], settings: Settings) -> N
                 f"with one key share one payment. Keys are kept {ttl_hours:g} hours "
                 "(IDEMPOTENCY_TTL_SECONDS)."
             ),
-            # No leading or trailing space: HTTP strips it from header values.
-            "schema": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 255,
-                "pattern": "^[!-~]([ -~]*[!-~])?$",
-            },
+            "schema": IDEMPOTENCY_KEY_SCHEMA,
         },
         {
             "name": "wait",
@@ -128,12 +136,7 @@ def _describe_create_payment(operation: dict[str, Any], settings: Settings) -> N
                 "MAX_WAIT_SECONDS): 200 once succeeded, the error's status once failed, 202 if "
                 "still running by then."
             ),
-            "schema": {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": settings.max_wait_seconds,
-                "default": 0,
-            },
+            "schema": _wait_schema(settings),
         },
     ]
     operation["requestBody"] = {
@@ -257,12 +260,7 @@ def _describe_create_refund(operation: dict[str, Any], settings: Settings) -> No
                 "(another payment or amount) a 422. Scoped to your API key; made by the server "
                 "when absent."
             ),
-            "schema": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 255,
-                "pattern": "^[!-~]([ -~]*[!-~])?$",
-            },
+            "schema": IDEMPOTENCY_KEY_SCHEMA,
         },
         {
             "name": "wait",
@@ -272,12 +270,7 @@ def _describe_create_refund(operation: dict[str, Any], settings: Settings) -> No
                 f"Seconds to wait for Stripe's answer (0-{settings.max_wait_seconds}): 200 once "
                 "succeeded, the error's status once failed, 202 if still pending by then."
             ),
-            "schema": {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": settings.max_wait_seconds,
-                "default": 0,
-            },
+            "schema": _wait_schema(settings),
         },
     ]
     operation["requestBody"] = {
