@@ -555,7 +555,8 @@ def render(
             "Stripe (`shared.stripe_gateway.ThreadLocalHTTPXClient`). Shared by a worker's 128 "
             "threads, httpx's pool queued them on its lock and reopened most connections (with "
             "its default limits) or scanned all 128 connections on every call (sized up): one "
-            "worker went from 64 to 111 charges/s at 200 ms in a separate run on this machine.",
+            "worker went from 64 to 111 charges/s at 200 ms in a separate run on this machine "
+            "(log level WARNING, no accepts alongside); the drain above moved much less.",
             "",
             "## How it is measured",
             "",
