@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
     stripe_timeout_seconds: float = Field(default=20.0, gt=0, le=80)
+    # How often a worker writes the Stripe call timings it counted to Redis (GET /metrics).
+    stripe_metrics_flush_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # Client keys (comma-separated); enforced by the authentication layer.
     api_keys: SecretStr | None = None

@@ -9,13 +9,14 @@ same idempotency key), which the worker retries with the same idempotency key.
 from __future__ import annotations
 
 import json
-import ssl
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
 import aiohttp
-import httpx
+import pycurl
 import stripe
 
 from shared.config import Settings
@@ -122,43 +123,121 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class ThreadLocalHTTPXClient(stripe.HTTPXClient):
-    """stripe's HTTPXClient for the workers' synchronous calls, with one ``httpx.Client`` (and
-    one kept-alive connection) per thread instead of one shared by all of a worker's threads.
-    Shared by 128 threads, httpx's pool was most of a charge's CPU: with its default limits
-    (100 connections, 20 kept alive) threads queued on the pool's lock and opened a new TCP
-    (and TLS) connection for most calls; sized for the threads, every request and every
-    response scanned all 128 connections, each with a readability check (docs/PERFORMANCE.md,
-    drain). A thread makes one call at a time, so one connection each is all it needs."""
+class _ResponseHeaders:
+    """libcurl hands over a response's header lines one by one; a new status line (after a
+    ``100 Continue``, say) starts the set again. Names are kept lower-case, as the SDK and
+    ``describe`` read them; a repeated header's values are joined with ", " (RFC 9110)."""
 
-    def __init__(self, *, timeout: float) -> None:
+    __slots__ = ("headers",)
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+
+    def line(self, raw: bytes) -> None:
+        text = raw.decode("iso-8859-1")
+        if text.startswith("HTTP/"):
+            self.headers = {}
+            return
+        name, sep, value = text.partition(":")
+        if not sep:
+            return  # the blank line that ends the headers
+        key, value = name.strip().lower(), value.strip()
+        self.headers[key] = f"{self.headers[key]}, {value}" if key in self.headers else value
+
+
+class ThreadLocalCurlClient(stripe.HTTPClient):
+    """The workers' synchronous Stripe calls over libcurl (pycurl), one easy handle (and so one
+    kept-alive connection) per thread.
+
+    Why not the SDK's clients: a worker's charge is CPU-bound on its process's one core, and
+    the HTTP client was the largest share of it. Measured sequentially against the bench's
+    Stripe stub, one call through the SDK cost about 1,150 us of CPU with httpx, 1,500 with
+    requests, 700-780 with urllib3 and 420-450 with pycurl, of which about 150 are the SDK's own
+    (docs/PERFORMANCE.md, drain). The SDK's PycurlClient shares one handle between threads
+    (it is not thread-safe) and fixes its timeouts at 30 s to connect and 80 s in all; this
+    one takes STRIPE_TIMEOUT_SECONDS for the whole call, like the other clients here.
+
+    Every libcurl failure (refused, reset, timed out, TLS) is a ``stripe.APIConnectionError``,
+    as with the SDK's own clients: ``describe`` makes it a transient failure, and the charge
+    is retried with the same idempotency key. Proxies are not supported (none is configured).
+    """
+
+    name = "pycurl"
+
+    def __init__(self, *, timeout: float, verify_ssl_certs: bool = True) -> None:
+        super().__init__(verify_ssl_certs=verify_ssl_certs)
+        self._timeout_ms = max(1, int(timeout * 1000))
         self._local = threading.local()
-        super().__init__(timeout=timeout, allow_sync_methods=True)
-        self._verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=stripe.ca_bundle_path)
-            if self._verify_ssl_certs
-            else False
-        )
+        self._handles: list[pycurl.Curl] = []  # every thread's, for close()
+        self._lock = threading.Lock()
 
-    @property
-    def _client(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-            client = self._local.client = httpx.Client(verify=self._verify, limits=limits)
-        return client
+    def _handle(self) -> pycurl.Curl:
+        curl: pycurl.Curl | None = getattr(self._local, "curl", None)
+        if curl is None:
+            curl = self._local.curl = pycurl.Curl()
+            with self._lock:
+                self._handles.append(curl)
+        return curl
 
-    @_client.setter
-    def _client(self, shared: httpx.Client | None) -> None:
-        if shared is not None:  # the one the base class makes for all threads: not used
-            shared.close()
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        curl = self._handle()
+        # reset() clears the options of the last call but keeps its connection open.
+        curl.reset()
+        body = BytesIO()
+        answer = _ResponseHeaders()
+        if method == "get":
+            curl.setopt(pycurl.HTTPGET, 1)
+        elif method == "post":
+            curl.setopt(pycurl.POST, 1)
+            curl.setopt(pycurl.POSTFIELDS, post_data or "")
+        else:
+            curl.setopt(pycurl.CUSTOMREQUEST, method.upper())
+        curl.setopt(pycurl.URL, url)
+        curl.setopt(pycurl.WRITEDATA, body)
+        curl.setopt(pycurl.HEADERFUNCTION, answer.line)
+        curl.setopt(pycurl.NOSIGNAL, 1)  # threads: timeouts without SIGALRM
+        curl.setopt(pycurl.TIMEOUT_MS, self._timeout_ms)
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, self._timeout_ms)
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        # "Expect:" stops libcurl from waiting for a 100 Continue before a larger body.
+        lines = [f"{name}: {value}" for name, value in (headers or {}).items()]
+        curl.setopt(pycurl.HTTPHEADER, [*lines, "Expect:"])
+        if self._verify_ssl_certs:
+            curl.setopt(pycurl.CAINFO, stripe.ca_bundle_path)
+        else:
+            curl.setopt(pycurl.SSL_VERIFYPEER, 0)
+            curl.setopt(pycurl.SSL_VERIFYHOST, 0)
+        try:
+            curl.perform()
+        except pycurl.error as exc:
+            code, message = (*exc.args, 0, "")[:2]
+            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
+                f"Network error talking to Stripe: {message} (curl error {code})",
+                should_retry=True,
+            ) from exc
+        status = int(curl.getinfo(pycurl.RESPONSE_CODE))
+        return body.getvalue().decode("utf-8"), status, answer.headers
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for curl in handles:
+            curl.close()
 
 
 class StripeGateway:
     """Stripe calls the service makes. Safe to share between threads and tasks."""
 
     def __init__(self, settings: Settings) -> None:
-        http_client = ThreadLocalHTTPXClient(timeout=settings.stripe_timeout_seconds)
+        http_client = ThreadLocalCurlClient(timeout=settings.stripe_timeout_seconds)
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         self._client = stripe.StripeClient(
             settings.stripe_key,

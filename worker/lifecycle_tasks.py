@@ -23,7 +23,6 @@ from shared.callbacks import (
     payment_callback,
     refund_callbacks,
 )
-from shared.metrics import StripeCallMetrics
 from shared.outcomes import TransientStripeError
 from shared.rate_limit import StripeBudget
 from shared.records import STRIPE_EVENT_TASK, Status
@@ -37,7 +36,7 @@ from worker.callbacks import Callback, CallbackSender
 from worker.celery_app import app
 from worker.refunds import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
 from worker.stripe_events import StripeEventProcessor
-from worker.tasks import REDIS_WAIT_MAX_SECONDS, gateway, settings, store
+from worker.tasks import REDIS_WAIT_MAX_SECONDS, gateway, settings, store, stripe_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +91,7 @@ def refund_processor() -> RefundProcessor:
         gateway(),
         settings,
         StripeBudget(store(), settings.stripe_max_rps),
-        StripeCallMetrics(sync_redis(settings)),
+        stripe_metrics(),
         _refund_callbacks,
     )
 

@@ -3,7 +3,8 @@
 Each call waits for a slot the attempt booked (``StripeBudget``); while it waits, and before a
 call if the last sign of life is old, ``keepalive`` extends the payment's lease and the
 message's visibility (``PaymentStore.heartbeat``), so a long wait in a backlog is neither
-mistaken for a dead worker nor a failure. Timings go to Redis once, when the attempt ends.
+mistaken for a dead worker nor a failure. Timings go to the worker's metrics once, when the
+attempt ends (``StripeCallMetrics``: Redis learns them with its next flush).
 """
 
 from __future__ import annotations
@@ -12,13 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
-import structlog
-
 from shared.metrics import StripeCallMetrics
 from shared.rate_limit import Slots, StripeBudget
-
-log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -79,10 +75,7 @@ class MeteredStripe:
             self._timings.append((name, time.perf_counter() - started, outcome))
 
     def flush(self, payment_id: str) -> None:
-        """Write this attempt's timings (one round trip); never fails the charge."""
+        """Hand this attempt's timings to the worker's metrics (no Redis call)."""
         if self._timings and self._metrics is not None:
-            try:
-                self._metrics.record_many(self._timings)
-            except redis.RedisError:
-                log.debug("metrics.unrecorded", payment_id=payment_id)
+            self._metrics.record_many(self._timings)
         self._timings = []

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import get_settings
-from shared.metrics import StripeCallMetrics, emf_queue_depth
+from shared.metrics import StripeCallMetrics, StripeMetricsFlusher, emf_queue_depth
 from shared.rate_limit import StripeBudget
 from shared.records import CHARGE_TASK
 from shared.redis_clients import sync_redis
@@ -43,13 +43,20 @@ def gateway() -> StripeGateway:
 
 
 @lru_cache(maxsize=1)
+def stripe_metrics() -> StripeCallMetrics:
+    """The Stripe call timings of every task of this process, flushed to Redis every
+    STRIPE_METRICS_FLUSH_SECONDS by a thread started with the worker."""
+    return StripeCallMetrics(sync_redis(settings))
+
+
+@lru_cache(maxsize=1)
 def processor() -> ChargeProcessor:
     return ChargeProcessor(
         store(),
         gateway(),
         settings,
         StripeBudget(store(), settings.stripe_max_rps),
-        StripeCallMetrics(sync_redis(settings)),
+        stripe_metrics(),
     )
 
 
@@ -96,6 +103,7 @@ def _process_when_redis_answers(payment_id: str, delivery_tag: str | None) -> Do
 
 
 _maintenance: list[MaintenanceThread] = []
+_flushers: list[StripeMetricsFlusher] = []
 
 
 def _publish_queue_depth(client: redis.Redis) -> None:
@@ -146,12 +154,17 @@ def _start_maintenance(**_: object) -> None:
     )
     thread.start()
     _maintenance.append(thread)
+    flusher = StripeMetricsFlusher(stripe_metrics(), interval=settings.stripe_metrics_flush_seconds)
+    flusher.start()
+    _flushers.append(flusher)
 
 
 @worker_shutdown.connect
 def _stop_maintenance(**_: object) -> None:
     for thread in _maintenance:
         thread.stop()
+    for flusher in _flushers:  # the last timings counted go to Redis before the worker exits
+        flusher.stop()
 
 
 # The tasks of a payment's life after its first answer (issue 11), on the same app.

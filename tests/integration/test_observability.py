@@ -3,6 +3,7 @@ and the workers' numbers on the API's /metrics."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -92,14 +93,21 @@ def test_metrics_include_what_the_workers_did(api: httpx.Client, stripe: StripeA
         == 200
     )
 
-    text = api.get("/metrics").text
-    got = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-    assert got[("payments_outcomes_total", (("code", ""), ("status", "succeeded")))] >= 1
     created = (("call", "payment_intents.create"), ("outcome", "ok"))
+    # A worker writes its Stripe call timings every STRIPE_METRICS_FLUSH_SECONDS (1 s).
+    deadline = time.monotonic() + 15
+    while True:
+        text = api.get("/metrics").text
+        got = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        if ("payments_stripe_request_seconds_count", created) in got:
+            break
+        assert time.monotonic() < deadline, "no Stripe call timings in /metrics"
+        time.sleep(0.2)
+    assert got[("payments_outcomes_total", (("code", ""), ("status", "succeeded")))] >= 1
     assert got[("payments_stripe_request_seconds_count", created)] >= 1
     assert ("payments_queue_depth", ()) in got
     assert got[("payments_accept_seconds_count", ())] >= 1
