@@ -551,12 +551,32 @@ def render(
             "CPU on the event loop went from about 7.6 ms to 4.6 ms, so the same bound on "
             "concurrent lists takes less from the accepts.",
             "",
-            "Drain: each worker thread has its own httpx client and kept-alive connection to "
-            "Stripe (`shared.stripe_gateway.ThreadLocalHTTPXClient`). Shared by a worker's 128 "
-            "threads, httpx's pool queued them on its lock and reopened most connections (with "
-            "its default limits) or scanned all 128 connections on every call (sized up): one "
-            "worker went from 64 to 111 charges/s at 200 ms in a separate run on this machine "
-            "(log level WARNING, no accepts alongside); the drain above moved much less.",
+            "Drain: one worker is CPU-bound on its process's one core (Python's GIL), so what "
+            "a charge costs in CPU is what sets its rate. Measured on this machine with one "
+            "worker, 1,500 payments, the stub at 200 ms and log level INFO (a standalone run of "
+            "`bench.drain.measure`, process CPU from /proc), in three steps:",
+            "",
+            "- A shared httpx pool: 64 charges/s. Shared by 128 threads, it queued them on its "
+            "lock and reopened most connections (default limits) or scanned all 128 "
+            "connections on every call (sized up).",
+            "- One httpx client and kept-alive connection per thread: 110-125 charges/s, about "
+            "8.4 ms of CPU per charge, of which 1.6 ms in Celery's consumer thread (kombu's "
+            "delivery, the unacked bookkeeping and the acknowledgement). Sequentially against "
+            "the stub, one Stripe call through the SDK cost about 1,150 us of CPU with httpx, "
+            "1,500 with requests, 700-780 with urllib3 and 420-450 with pycurl; about 150 of "
+            "those are the SDK's own.",
+            "- libcurl (`shared.stripe_gateway.ThreadLocalCurlClient`: pycurl, one handle and "
+            "kept-alive connection per thread), and the Stripe call timings counted in the "
+            "process and written to Redis once a second instead of one round trip per charge: "
+            "190-210 charges/s, 4.6-5.4 ms of CPU per charge. Under 128 threads httpx cost more "
+            "than sequentially: its Python-level parsing also held the GIL the other threads "
+            "waited for.",
+            "",
+            "The client never sends a write twice by itself: libcurl resends a request whose "
+            "kept-alive connection closed before any answer, and the body is given through a "
+            "read function that cannot rewind so that this fails instead; the worker then "
+            "looks for the charge before it writes again "
+            "(`tests/shared/test_stripe_http_client.py`, fault scenarios 2 and 7).",
             "",
             "## How it is measured",
             "",

@@ -196,8 +196,15 @@ class ThreadLocalCurlClient(stripe.HTTPClient):
         if method == "get":
             curl.setopt(pycurl.HTTPGET, 1)
         elif method == "post":
+            # The body through a read function that cannot rewind, not POSTFIELDS: when a
+            # kept-alive connection closes after the request went out and before any answer,
+            # libcurl would send the request again on a new connection by itself. Here it
+            # cannot, and the call fails as with every other client: whether Stripe acted is
+            # unknown, and the worker looks before it writes again (worker.charge, rule 2).
+            data = (post_data or "").encode()
             curl.setopt(pycurl.POST, 1)
-            curl.setopt(pycurl.POSTFIELDS, post_data or "")
+            curl.setopt(pycurl.POSTFIELDSIZE, len(data))
+            curl.setopt(pycurl.READFUNCTION, BytesIO(data).read)
         else:
             curl.setopt(pycurl.CUSTOMREQUEST, method.upper())
         curl.setopt(pycurl.URL, url)

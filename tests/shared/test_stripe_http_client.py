@@ -173,3 +173,37 @@ def test_a_connection_the_server_closed_is_replaced(server: _Server) -> None:
     with pytest.raises(stripe.APIConnectionError):
         client.request("get", _url(server, "/drop"), headers={})
     assert client.request("get", url, headers={})[1] == 200  # a new connection, no error
+
+
+class _AnswerOnceHandler(_Handler):
+    """Answers the first request of a connection, reads the second and closes without a word:
+    Stripe may have acted on it, and its answer is lost."""
+
+    posts = 0
+
+    def do_POST(self) -> None:
+        type(self).posts += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).posts == 1:
+            self._answer(200, {"id": "pi_1"})
+            return
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_write_whose_answer_was_lost_is_never_sent_again_by_the_client() -> None:
+    srv = _Server(("127.0.0.1", 0), _AnswerOnceHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = ThreadLocalCurlClient(timeout=5)
+        url = _url(srv, "/v1/payment_intents")
+        assert client.request("post", url, headers={}, post_data="amount=1")[1] == 200
+        # The kept-alive connection takes the next write, which goes out and gets no answer:
+        # libcurl would resend it on a new connection; the worker must see it fail instead.
+        with pytest.raises(stripe.APIConnectionError):
+            client.request("post", url, headers={}, post_data="amount=2")
+        assert _AnswerOnceHandler.posts == 2
+        assert srv.connections == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
