@@ -98,7 +98,9 @@ def _accept_lines(results: Results, plan: Plan) -> list[str]:
             _wrk_row(LABELS["real"], runs.get("real", [])),
             "",
             f"ratio POST /payments / bare at {conns} connections: **{ratio:.2f}** (per round: "
-            f"{', '.join(f'{x:.2f}' for x in rounds)}), p99 {p99:.1f} ms; {verdict}",
+            f"{', '.join(f'{x:.2f}' for x in rounds)}), p99 {p99:.1f} ms (median of the rounds; "
+            f"per round: {', '.join(f'{r.p99_ms:.1f}' for r in runs.get('real', []))}); "
+            f"{verdict}",
             "",
         ]
         cpu = results.accept_cpu_us.get(conns, {})
@@ -538,9 +540,11 @@ def render(
             "Both servers run the same FastAPI application machinery outside the route (its "
             "error middleware and native telemetry check), which neither can skip.",
             "",
-            "At 64 connections wrk keeps 64 requests in flight against one process: the median "
-            "latency is about 64 / the process's requests per second, so p99 <= 50 ms asks one "
-            "API process for about 1,700 accepts/s on this machine. The yardstick, at twice the "
+            "At 64 connections wrk keeps 64 requests in flight against one process: the mean "
+            "latency is 64 / the process's requests per second (Little's law), so p99 <= 50 ms "
+            "asks one API process for well over 1,280 accepts/s with a tight tail, and how much "
+            "over depends on the machine: the p99 there moves with the CPU the process gets "
+            "(each round's p99 is given above). The yardstick, at a higher "
             "throughput, has a worse tail there (its p99 in the table). Past one process's "
             "throughput the answer is more API processes (compose `--scale api`, the ECS "
             "service's desired count), which share nothing but Redis.",
