@@ -159,7 +159,8 @@ class ThreadLocalCurlClient(stripe.HTTPClient):
 
     Every libcurl failure (refused, reset, timed out, TLS) is a ``stripe.APIConnectionError``,
     as with the SDK's own clients: ``describe`` makes it a transient failure, and the charge
-    is retried with the same idempotency key. Proxies are not supported (none is configured).
+    is retried with the same idempotency key. A proxy is taken from the standard environment
+    variables (``HTTPS_PROXY``, ``NO_PROXY``) by libcurl itself, as httpx did.
     """
 
     name = "pycurl"
