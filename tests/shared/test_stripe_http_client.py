@@ -6,12 +6,16 @@ retries with the same idempotency key."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import stripe
@@ -207,3 +211,35 @@ def test_a_write_whose_answer_was_lost_is_never_sent_again_by_the_client() -> No
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[_Server]:
+    """The same server behind TLS, with a self-signed certificate no CA vouches for."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_a_server_whose_certificate_no_ca_vouches_for_is_refused(tls_server: _Server) -> None:
+    url = f"https://127.0.0.1:{tls_server.server_address[1]}/v1/customers/cus_1"
+    with pytest.raises(stripe.APIConnectionError, match="curl error 60"):
+        ThreadLocalCurlClient(timeout=5).request("get", url, headers={})
+    # The same server answers once verification is off: it was the certificate that failed.
+    unverified = ThreadLocalCurlClient(timeout=5, verify_ssl_certs=False)
+    assert unverified.request("get", url, headers={})[1] == 200
