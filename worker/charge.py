@@ -120,7 +120,7 @@ class ChargeProcessor:
             bound.info("charge.failed", code=exc.code, status=exc.status_code)
             return finish(self._store, record.id, Settled(Status.FAILED, exc), {})
         finally:
-            stripe.flush(payment_id)
+            stripe.flush()
         return self._settle(record, intent, token, bound)
 
     def _charge(self, record: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome:
@@ -181,7 +181,7 @@ class ChargeProcessor:
                 check_at=time.time() + self._settings.reconcile_backoff_seconds,
             )
         finally:
-            stripe.flush(record.id)
+            stripe.flush()
         if found is not None:
             return self._settle(record, found, None, bound)
         bound.warning("charge.gave_up", attempts=record.attempts)

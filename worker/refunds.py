@@ -116,7 +116,7 @@ class RefundProcessor:
             bound.info("refund.failed", code=exc.code, status=exc.status_code)
             return self._finish(record, RefundStatus.FAILED, exc, None)
         finally:
-            stripe.flush(refund_id)
+            stripe.flush()
         return self._settle(record, outcome, token)
 
     def _refund(self, record: RefundRecord, charge: str, stripe: MeteredStripe) -> RefundOutcome:

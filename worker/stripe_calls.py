@@ -74,7 +74,7 @@ class MeteredStripe:
         finally:
             self._timings.append((name, time.perf_counter() - started, outcome))
 
-    def flush(self, payment_id: str) -> None:
+    def flush(self) -> None:
         """Hand this attempt's timings to the worker's metrics (no Redis call)."""
         if self._timings and self._metrics is not None:
             self._metrics.record_many(self._timings)

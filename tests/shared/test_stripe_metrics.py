@@ -75,10 +75,10 @@ def test_the_flusher_writes_on_its_interval_and_once_more_as_it_stops() -> None:
         threading.Event().wait(0.01)
     assert _stored(client)["customers.retrieve|ok|0.1"] == 1  # on the interval
 
-    slow = StripeMetricsFlusher(metrics, interval=3600)
+    flusher.stop()
+    slow = StripeMetricsFlusher(metrics, interval=3600)  # never flushes on its interval here
     slow.start()
     metrics.record_many([("customers.retrieve", 0.1, "ok")])
-    flusher.stop()
     slow.stop()
     assert not slow.is_alive()
     assert _stored(client)["customers.retrieve|ok|0.1"] == 2  # the last ones, at the stop
