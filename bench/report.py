@@ -558,10 +558,11 @@ def render(
             "Drain: one worker is CPU-bound on its process's one core (Python's GIL), so what "
             "a charge costs in CPU is what sets its rate. Measured on this machine with one "
             "worker, 1,500 payments, the stub at 200 ms and log level INFO (a standalone run of "
-            "`bench.drain.measure`, process CPU from /proc), in three steps:",
+            "`bench.drain.measure`, process CPU from /proc), in four steps:",
             "",
-            "- A shared httpx pool: 64 charges/s. Shared by 128 threads, it queued them on its "
-            "lock and reopened most connections (default limits) or scanned all 128 "
+            "- A shared httpx pool: 64 charges/s (an earlier session's machine, log level "
+            "WARNING; 111 there with the next step). Shared by 128 threads, it queued them on "
+            "its lock and reopened most connections (default limits) or scanned all 128 "
             "connections on every call (sized up).",
             "- One httpx client and kept-alive connection per thread: 110-125 charges/s, about "
             "8.4 ms of CPU per charge, of which 1.6 ms in Celery's consumer thread (kombu's "
@@ -570,11 +571,12 @@ def render(
             "1,500 with requests, 700-780 with urllib3 and 420-450 with pycurl; about 150 of "
             "those are the SDK's own.",
             "- libcurl (`shared.stripe_gateway.ThreadLocalCurlClient`: pycurl, one handle and "
-            "kept-alive connection per thread), and the Stripe call timings counted in the "
-            "process and written to Redis once a second instead of one round trip per charge: "
-            "190-210 charges/s, 4.6-5.4 ms of CPU per charge. Under 128 threads httpx cost more "
-            "than sequentially: its Python-level parsing also held the GIL the other threads "
-            "waited for.",
+            "kept-alive connection per thread): 187-188 charges/s, 5.2-5.4 ms of CPU per "
+            "charge. The sequential figures predicted about 1.4 ms less a charge; under 128 "
+            "threads it was about 3 ms less.",
+            "- Then the Stripe call timings counted in the process and written to Redis once a "
+            "second instead of one round trip per charge: 200-211 charges/s, 4.6-5.0 ms of CPU "
+            "per charge.",
             "",
             "The client never sends a write twice by itself: libcurl resends a request whose "
             "kept-alive connection closed before any answer, and the body is given through a "
