@@ -5,7 +5,8 @@ solving and endpoint wrapper cost the accept path about as much CPU as the accep
 (profile in docs/PERFORMANCE.md). This pure ASGI middleware sits inside the authentication
 middleware (api.auth: request id, client, 431/401 already done) and answers exactly
 ``POST /payments`` with the very function the FastAPI route calls
-(``api.payments.accept_payment``) and the very error rendering of ``api.errors``; every other
+(``api.payments.accept_payment``) and the very error rendering of ``api.error_responses``; every
+other
 request goes on to FastAPI unchanged. The route stays declared on the router, so the OpenAPI
 description, Swagger UI and an app built without this middleware behave the same.
 """
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import error_response, redis_error_response, unexpected_error_response
+from api.error_responses import error_response, redis_error_response, unexpected_error_response
 from api.payments import accept_payment
 from shared.errors import PaymentServiceError
 

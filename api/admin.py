@@ -18,9 +18,9 @@ from starlette.responses import Response
 
 from api.payments import model_response
 from api.schemas import Payment, error_responses, payment_view
-from shared.clients import ANONYMOUS, Client
 from shared.errors import NotFound
 from shared.redis_clients import sync_redis
+from shared.settings.api_clients import ANONYMOUS, Client
 from shared.store import PaymentStore
 
 router = APIRouter(prefix="/admin", tags=["admin"])

@@ -1,7 +1,8 @@
 """Request context and client authentication: ``Authorization: Bearer <key>`` on every route
 but the health checks.
 
-Clients and their key digests come from ``API_KEYS`` and ``API_CLIENTS`` (shared/clients.py).
+Clients and their key digests come from ``API_KEYS`` and ``API_CLIENTS``
+(shared/settings/api_clients.py).
 A presented key is hashed, its digest looked up in a dict of the configured ones, and the entry
 found (or a dummy when none is) compared once more in constant time: one SHA-256 and one
 comparison per request, however many keys are configured. The lookup is keyed on the digest of
@@ -20,10 +21,10 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.clients import ANONYMOUS, Client, KeyEntry, Registry, legacy_name
-from shared.clients import load as load_clients
-from shared.config import Settings
 from shared.errors import AuthenticationFailed, PaymentServiceError
+from shared.settings.api_clients import ANONYMOUS, Client, KeyEntry, Registry, legacy_name
+from shared.settings.api_clients import load as load_clients
+from shared.settings.service_settings import Settings
 
 log = structlog.get_logger(__name__)
 

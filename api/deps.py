@@ -12,8 +12,8 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from api.service import PaymentService
-from shared.config import Settings
-from shared.stripe_gateway import StripeGateway
+from shared.settings.service_settings import Settings
+from shared.stripe.gateway import StripeGateway
 
 
 async def _settings(request: Request) -> Settings:

@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api.deps import RedisDep
-from api.errors import JSON, STORE_RETRY_AFTER, error_response
+from api.error_responses import JSON, STORE_RETRY_AFTER, error_response
 from api.schemas import Health, Readiness, dump, error_responses
 from shared.errors import StoreUnavailable
 

@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 
 from starlette.datastructures import State
 
-from shared.config import Settings
 from shared.errors import ServiceUnavailable
+from shared.settings.service_settings import Settings
 
 
 class ListBusy(ServiceUnavailable):

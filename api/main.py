@@ -10,19 +10,19 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
-from api import admin, errors, health, metrics, openapi, payments, refunds, webhooks
+from api import admin, error_responses, health, metrics, openapi, payments, refund_routes, webhooks
 from api.accept_asgi import AcceptFastPath
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
-from shared.clients import load as load_clients
-from shared.config import Settings, get_settings
+from shared.fleet_metrics import ApiMetrics
 from shared.log_config import configure_logging
-from shared.metrics import ApiMetrics
 from shared.process import freeze_startup_objects
 from shared.redis_clients import async_redis
-from shared.stripe_gateway import StripeGateway
+from shared.settings.api_clients import load as load_clients
+from shared.settings.service_settings import Settings, get_settings
+from shared.stripe.gateway import StripeGateway
 
 
 def create_app(
@@ -71,7 +71,7 @@ def create_app(
         summary="Queue-backed asynchronous payments: accept fast, charge Stripe in workers.",
         lifespan=lifespan,
     )
-    errors.install(app)
+    error_responses.install(app)
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
     # Innermost first: the fast path for POST /payments runs after authentication.
@@ -81,7 +81,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router, tags=["webhooks"])
-    app.include_router(refunds.router, tags=["refunds"])
+    app.include_router(refund_routes.router, tags=["refunds"])
     openapi.install(app, settings)
     return app
 

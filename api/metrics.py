@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from api.deps import RedisDep, SettingsDep
 from api.schemas import error_responses
-from shared.metrics import (
+from shared.fleet_metrics import (
     ACCEPTED,
     OUTCOMES,
     STRIPE_CALLS,

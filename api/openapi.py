@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api.auth import OPEN_PATHS
 from api.schemas import CallbackEvent, PaymentRequest, RefundRequest
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 
 ERROR_RESPONSE_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 # What api.payments accepts as an Idempotency-Key (POST /payments and refunds): 1-255

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from api.deps import GatewayDep, ServiceDep
-from api.errors import JSON, json_response, validation_error, with_retry_after
+from api.error_responses import JSON, json_response, validation_error, with_retry_after
 from api.schemas import (
     CHARGE_ID_PATTERN,
     CUSTOMER_ID_PATTERN,
@@ -29,7 +29,6 @@ from api.schemas import (
 )
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
-from shared.config import Settings
 from shared.errors import (
     CustomerNotFound,
     InvalidRequest,
@@ -37,7 +36,8 @@ from shared.errors import (
     PaymentNotFound,
     UnsupportedMediaType,
 )
-from shared.records import PaymentRecord, Status
+from shared.payments.payment_records import PaymentRecord, Status
+from shared.settings.service_settings import Settings
 
 router = APIRouter()
 log = structlog.get_logger(__name__)
@@ -189,7 +189,7 @@ async def get_payment(request: Request, payment_id: str, service: ServiceDep) ->
     record = await service.get_for(payment_id, principal)
     client = request.state.client
     viewer = str(getattr(client, "name", client))  # a client's name, or its key identity
-    from api.refunds import refund_store  # the refunds module builds on this one
+    from api.refund_routes import refund_store  # the refunds module builds on this one
 
     refunds = await refund_store(request).of_payment(payment_id)
     return model_response(200, payment_view(record, viewer=viewer, refunds=refunds), rate_headers)

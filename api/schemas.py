@@ -18,16 +18,16 @@ from pydantic import (
     field_validator,
 )
 
-from shared.money import (
+from shared.payments.money import (
     AMOUNT_PATTERN,
     MAX_MINOR_UNITS,
     MINIMUM_CHARGE,
     SUPPORTED_CURRENCIES,
     format_minor,
 )
-from shared.records import PaymentRecord, Status
-from shared.refunds import RefundRecord
-from shared.stripe_gateway import ChargePage
+from shared.payments.payment_records import PaymentRecord, Status
+from shared.payments.refund_records import RefundRecord
+from shared.stripe.objects import ChargePage
 
 CUSTOMER_ID_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
 PAYMENT_METHOD_PATTERN = r"^(pm|card|src)_[A-Za-z0-9_]{1,64}$"

@@ -9,9 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from api.schemas import PaymentRequest
-from shared.callbacks import callback_endpoint
-from shared.clients import ANONYMOUS, Client
-from shared.config import Settings
+from shared.callbacks.url_rules import callback_endpoint
 from shared.errors import (
     IdempotencyKeyMismatch,
     InvalidRequest,
@@ -19,15 +17,17 @@ from shared.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from shared.money import AmountError, parse_amount
-from shared.records import (
+from shared.payments.money import AmountError, parse_amount
+from shared.payments.payment_records import (
     PaymentRecord,
     new_record_fields,
     payment_id_for,
     request_fingerprint,
 )
+from shared.settings.api_clients import ANONYMOUS, Client
+from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore
-from shared.store.payments import ClientLimits
+from shared.store.payment_store import ClientLimits
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 No client key (Stripe cannot send one; ``api.auth.OPEN_PATHS``): the ``Stripe-Signature``
 header is verified over the raw body first, with STRIPE_WEBHOOK_SECRET's secrets (rotation) and
-a 300 s tolerance, by the stripe library (``shared.stripe_gateway.verify_stripe_event``). A bad
+a 300 s tolerance, by the stripe library (``shared.stripe.webhook_events.verify_stripe_event``). A
+bad
 signature is a 400 and nothing is recorded. A verified event of a handled type is taken once
 per event id (kept 3 days, Stripe's retry horizon) and its task enqueued in the same Redis step;
 the answer is 200 whether it was new or a duplicate. Other types are answered 200 and counted,
@@ -17,15 +18,15 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from api.errors import JSON
+from api.error_responses import JSON
 from api.payments import read_json_body
 from api.schemas import error_responses
 from shared.celery_message import task_message
-from shared.config import Settings
-from shared.outcomes import HANDLED_EVENTS, event_type_label
-from shared.records import STRIPE_EVENT_TASK
-from shared.store.lifecycle import AsyncLifecycleStore
-from shared.stripe_gateway import verify_stripe_event
+from shared.payments.payment_records import STRIPE_EVENT_TASK
+from shared.settings.service_settings import Settings
+from shared.store.lifecycle_store import AsyncLifecycleStore
+from shared.stripe.outcomes import HANDLED_EVENTS, event_type_label
+from shared.stripe.webhook_events import verify_stripe_event
 
 router = APIRouter()
 log = structlog.get_logger(__name__)

@@ -40,7 +40,7 @@ from devtools.processes import (
     wait_for_log,
     wait_for_port,
 )
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 
 SCALING_CONCURRENCY = 16
 

@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 
-from shared.config import get_settings
 from shared.log_config import configure_logging
 from shared.process import freeze_startup_objects
+from shared.settings.service_settings import get_settings
 
 
 class Body(BaseModel):

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from api.schemas import PaymentRequest
 from api.service import PaymentService
 from bench import redis_cost
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 from shared.store.keys import EVENTS_CHANNEL, UNACKED, record_key
 
 

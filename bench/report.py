@@ -570,7 +570,7 @@ def render(
             "the stub, one Stripe call through the SDK cost about 1,150 us of CPU with httpx, "
             "1,500 with requests, 700-780 with urllib3 and 420-450 with pycurl; about 150 of "
             "those are the SDK's own.",
-            "- libcurl (`shared.stripe_gateway.ThreadLocalCurlClient`: pycurl, one handle and "
+            "- libcurl (`shared.stripe.http_client.ThreadLocalCurlClient`: pycurl, one handle and "
             "kept-alive connection per thread): 187-188 charges/s, 5.2-5.4 ms of CPU per "
             "charge. The sequential figures predicted about 1.4 ms less a charge; under 128 "
             "threads it was about 3 ms less.",

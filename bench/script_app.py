@@ -19,10 +19,10 @@ from fastapi import FastAPI
 
 from api.group_commit import GroupCommit
 from bench.bare_app import Body
-from shared.config import get_settings
 from shared.log_config import configure_logging
 from shared.process import freeze_startup_objects
 from shared.redis_clients import async_redis
+from shared.settings.service_settings import get_settings
 
 SCRIPT = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', 600) then

@@ -21,7 +21,7 @@ from typing import IO
 
 import redis
 
-from shared.redis_url import parse_sentinel_url, sync_master
+from shared.settings.redis_url import parse_sentinel_url, sync_master
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def redis_reachable(url: str | None) -> bool:
     if not url:
         return False
     try:
-        # REDIS_URL's Sentinel form: the primary the Sentinels name (shared/redis_url.py).
+        # REDIS_URL's Sentinel form: the primary the Sentinels name (shared/settings/redis_url.py).
         target = parse_sentinel_url(url)
         if target is not None:
             password = os.environ.get("REDIS_SENTINEL_PASSWORD")

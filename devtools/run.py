@@ -32,8 +32,8 @@ from devtools.processes import (
     redis_server_argv,
     wait_for_port,
 )
-from shared import whsec
-from shared.config import Settings
+from shared.callbacks import whsec
+from shared.settings.service_settings import Settings
 
 EMULATOR_PORT = 8420
 API_PORT = 8080

@@ -154,7 +154,7 @@ def register_webhook_endpoint(
     would."""
     import httpx
 
-    from shared.outcomes import HANDLED_EVENTS
+    from shared.stripe.outcomes import HANDLED_EVENTS
 
     httpx.post(
         f"{emulator_url}/_config/webhooks/{name}",

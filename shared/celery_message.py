@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from shared.records import CHARGE_TASK
+from shared.payments.payment_records import CHARGE_TASK
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 

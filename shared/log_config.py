@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import structlog
 
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 
 _SECRET_FIELDS = ("api_key", "authorization", "secret", "password", "card", "number", "cvc")
 

@@ -10,8 +10,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.config import Settings
-from shared.redis_url import (
+from shared.settings.redis_url import (
     Broker,
     async_master,
     broker,
@@ -19,6 +18,7 @@ from shared.redis_url import (
     primary_connection_class,
     sync_master,
 )
+from shared.settings.service_settings import Settings
 
 # One immediate retry covers a pooled connection that died with a Redis restart; more would
 # turn "Redis is down" into a long hang instead of a prompt 503.
@@ -38,7 +38,8 @@ def async_redis(settings: Settings, *, for_pubsub: bool = False) -> redis.asynci
         "health_check_interval": 15 if for_pubsub else 0,
         "retry": AsyncRetry(NoBackoff(), retries=RETRIES),
     }
-    # REDIS_URL's Sentinel form (shared/redis_url.py): the primary the Sentinels name, found
+    # REDIS_URL's Sentinel form (shared/settings/redis_url.py): the primary the Sentinels name,
+    # found
     # again after a failover (a connection error or READONLY is retried on the new one).
     target = parse_sentinel_url(settings.redis_url)
     if target is not None:

@@ -23,9 +23,9 @@ import httpx
 from fastapi import FastAPI
 
 from devtools.demo import create_test_customer
-from shared.config import EMULATOR_API_KEY
+from shared.settings.service_settings import EMULATOR_API_KEY
 from shared.store.keys import EVENTS_CHANNEL, record_key
-from shared.stripe_gateway import ChargePage
+from shared.stripe.objects import ChargePage
 
 T = TypeVar("T")
 

@@ -17,10 +17,10 @@ import time
 import structlog
 
 from shared.errors import PaymentServiceError
-from shared.outcomes import TransientStripeError
-from shared.records import Status
-from shared.store.lifecycle import ACTION_RECHECK_FIRST_SECONDS, LifecycleStore
-from shared.stripe_gateway import StripeGateway
+from shared.payments.payment_records import Status
+from shared.store.lifecycle_store import ACTION_RECHECK_FIRST_SECONDS, LifecycleStore
+from shared.stripe.gateway import StripeGateway
+from shared.stripe.outcomes import TransientStripeError
 from worker.charge import epoch_seconds
 from worker.stripe_events import StripeEventProcessor
 

@@ -13,15 +13,16 @@ from celery import Celery
 from celery.signals import setup_logging
 from kombu import Queue
 
-from shared.config import get_settings
 from shared.log_config import configure_logging
 from shared.redis_clients import celery_broker
+from shared.settings.service_settings import get_settings
 
 settings = get_settings()
 configure_logging(settings)
 
 # REDIS_URL's Redis, through kombu's Redis transport with one fix (see worker.transport); for
-# the Sentinel form, kombu's Sentinel transport with the same fix (shared.redis_url.broker).
+# the Sentinel form, kombu's Sentinel transport with the same fix
+# (shared.settings.redis_url.broker).
 broker = celery_broker(settings)
 app = Celery("payments", broker=broker.url, include=["worker.tasks"])
 app.conf.update(

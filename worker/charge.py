@@ -31,10 +31,14 @@ import orjson
 import structlog
 from celery.utils.time import get_exponential_backoff_interval
 
-from shared.config import Settings
 from shared.errors import PaymentServiceError, UpstreamError
-from shared.metrics import StripeCallMetrics, outcome_field
-from shared.outcomes import (
+from shared.fleet_metrics import StripeCallMetrics, outcome_field
+from shared.payments.payment_records import PaymentRecord, Status, stripe_idempotency_key
+from shared.settings.service_settings import Settings
+from shared.store import BUSY, PaymentStore, Started
+from shared.stripe.budget import StripeBudget
+from shared.stripe.gateway import StripeGateway
+from shared.stripe.outcomes import (
     ChargeOutcome,
     Settled,
     TransientStripeError,
@@ -42,10 +46,6 @@ from shared.outcomes import (
     outcome_unknown,
     settle,
 )
-from shared.rate_limit import StripeBudget
-from shared.records import PaymentRecord, Status, stripe_idempotency_key
-from shared.store import BUSY, PaymentStore, Started
-from shared.stripe_gateway import StripeGateway
 from worker.stripe_calls import LeaseLost, MeteredStripe
 
 log = structlog.get_logger(__name__)

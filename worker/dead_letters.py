@@ -20,11 +20,11 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from shared.config import get_settings
-from shared.money import format_minor
+from shared.payments.money import format_minor
 from shared.redis_clients import sync_redis
+from shared.settings.service_settings import get_settings
 from shared.store import PaymentStore
-from shared.store.callbacks import CallbackStore
+from shared.store.callback_store import CallbackStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for payment_id in targets:
         if payment_id.startswith("evt_"):
-            from worker.callbacks import replay_message
+            from worker.callback_delivery import replay_message
 
             kept = by_event.get(payment_id)
             if kept and callbacks.replay(payment_id, replay_message(settings, kept)):

@@ -2,7 +2,8 @@
 refunds, callbacks.
 
 Arguments are ids and plain values; the logic lives in ``worker.stripe_events``,
-``worker.refunds`` and ``worker.callbacks``. Imported by ``worker.tasks`` so that the one
+``worker.refund_attempts`` and ``worker.callback_delivery``. Imported by ``worker.tasks`` so that
+the one
 Celery app registers them. ``payments.callback`` runs on its own queue (CALLBACK_QUEUE).
 """
 
@@ -17,24 +18,20 @@ from celery.utils.time import get_exponential_backoff_interval
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.callbacks import (
-    CALLBACK_TASK,
-    client_signing_secrets,
-    payment_callback,
-    refund_callbacks,
-)
-from shared.outcomes import TransientStripeError
-from shared.rate_limit import StripeBudget
-from shared.records import STRIPE_EVENT_TASK, Status
+from shared.callbacks.events import CALLBACK_TASK, payment_callback, refund_callbacks
+from shared.callbacks.signing import client_signing_secrets
+from shared.payments.payment_records import STRIPE_EVENT_TASK, Status
+from shared.payments.refund_records import REFUND_TASK, RefundRecord, RefundStatus
 from shared.redis_clients import sync_redis
-from shared.refunds import REFUND_TASK, RefundRecord, RefundStatus
-from shared.store.callbacks import CallbackStore
-from shared.store.lifecycle import LifecycleStore
-from shared.store.refunds import RefundStore
+from shared.store.callback_store import CallbackStore
+from shared.store.lifecycle_store import LifecycleStore
+from shared.store.refund_store import RefundStore
+from shared.stripe.budget import StripeBudget
+from shared.stripe.outcomes import TransientStripeError
 from worker.action_recheck import recheck_actions
-from worker.callbacks import Callback, CallbackSender
+from worker.callback_delivery import Callback, CallbackSender
 from worker.celery_app import app
-from worker.refunds import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
+from worker.refund_attempts import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
 from worker.stripe_events import StripeEventProcessor
 from worker.tasks import REDIS_WAIT_MAX_SECONDS, gateway, settings, store, stripe_metrics
 
@@ -201,7 +198,7 @@ def callback(
     attempt: int = 1,
 ) -> str:
     """One attempt to deliver one callback. A failed attempt schedules the next one itself
-    (in Redis, see worker.callbacks), so the task never retries through Celery."""
+    (in Redis, see worker.callback_delivery), so the task never retries through Celery."""
     with structlog.contextvars.bound_contextvars(event_id=event_id, payment_id=payment_id):
         wait = 0.5
         while True:

@@ -17,19 +17,19 @@ import time
 
 import structlog
 
-from shared.config import Settings
 from shared.errors import PaymentServiceError
-from shared.outcomes import (
+from shared.payments.payment_records import Status
+from shared.settings.service_settings import Settings
+from shared.store import PaymentStore, Started
+from shared.stripe.budget import StripeBudget
+from shared.stripe.gateway import StripeGateway
+from shared.stripe.outcomes import (
     Settled,
     TransientStripeError,
     not_charged,
     outcome_unknown,
     settle,
 )
-from shared.rate_limit import StripeBudget
-from shared.records import Status
-from shared.store import PaymentStore, Started
-from shared.stripe_gateway import StripeGateway
 from worker.charge import find_charge, finish
 from worker.stripe_calls import LeaseLost, MeteredStripe
 

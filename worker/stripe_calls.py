@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from shared.metrics import StripeCallMetrics
-from shared.rate_limit import Slots, StripeBudget
+from shared.fleet_metrics import StripeCallMetrics
+from shared.stripe.budget import Slots, StripeBudget
 
 T = TypeVar("T")
 

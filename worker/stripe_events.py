@@ -6,8 +6,9 @@ The rules (CONVENTIONS rule 16):
    out of order all lead to what Stripe says now.
 2. The payment is ours only if the object carries our ``metadata.payment_id`` (the charge path
    sets it on every PaymentIntent) and its record exists; anything else is ignored and counted.
-3. What Stripe says becomes a status through ``shared.outcomes`` (the one map) and is written
-   only as ``shared.records.LIFECYCLE_TRANSITIONS`` allows, in one script that also tells
+3. What Stripe says becomes a status through ``shared.stripe.outcomes`` (the one map) and is written
+   only as ``shared.payments.payment_records.LIFECYCLE_TRANSITIONS`` allows, in one script that
+   also tells
    waiters and enqueues the client's callback. A payment the charge path still owns (queued,
    processing) is left to it: it learns the same from Stripe itself.
 """
@@ -20,16 +21,16 @@ import orjson
 import structlog
 
 from shared.errors import PaymentServiceError
-from shared.outcomes import (
+from shared.payments.payment_records import Status
+from shared.store.lifecycle_store import LifecycleStore, Moved, Transition
+from shared.stripe.gateway import StripeGateway
+from shared.stripe.outcomes import (
     INTENT_EVENTS,
     ChargeOutcome,
     TransientStripeError,
     event_type_label,
     settle,
 )
-from shared.records import Status
-from shared.store.lifecycle import LifecycleStore, Moved, Transition
-from shared.stripe_gateway import StripeGateway
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +70,7 @@ class StripeEventProcessor:
     ) -> None:
         self._store = store
         self._gateway = gateway
-        # The callback task message for a move (see worker.callbacks); none without one.
+        # The callback task message for a move (see worker.callback_delivery); none without one.
         self._callback_for = callback_for or (lambda payment_id, status: b"")
 
     def process(self, event_id: str, event_type: str, object_id: str, charge_id: str) -> str:
@@ -129,10 +130,10 @@ class StripeEventProcessor:
                 Moved.GONE: "not_ours", Moved.REFUSED: "refused"}[moved]  # fmt: skip
 
     def _refunded(self, payment_id: str | None, stripe_refunded_minor: int) -> str:
-        """Refunds Stripe knows of (ours and the dashboard's): see worker.refunds."""
+        """Refunds Stripe knows of (ours and the dashboard's): see worker.refund_attempts."""
         if payment_id is None or self._store.get(payment_id) is None:
             return "not_ours"
-        from worker.refunds import apply_stripe_refunded
+        from worker.refund_attempts import apply_stripe_refunded
 
         return apply_stripe_refunded(
             self._store, payment_id, stripe_refunded_minor, self._callback_for

@@ -12,13 +12,13 @@ from celery.signals import worker_ready, worker_shutdown
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.config import get_settings
-from shared.metrics import StripeCallMetrics, StripeMetricsFlusher, emf_queue_depth
-from shared.rate_limit import StripeBudget
-from shared.records import CHARGE_TASK
+from shared.fleet_metrics import StripeCallMetrics, StripeMetricsFlusher, emf_queue_depth
+from shared.payments.payment_records import CHARGE_TASK
 from shared.redis_clients import sync_redis
+from shared.settings.service_settings import get_settings
 from shared.store import PaymentStore
-from shared.stripe_gateway import StripeGateway
+from shared.stripe.budget import StripeBudget
+from shared.stripe.gateway import StripeGateway
 from worker.celery_app import app
 from worker.charge import ChargeProcessor, Done, RetryLater
 from worker.maintenance import MaintenanceThread, sweep
@@ -112,7 +112,7 @@ def _publish_queue_depth(client: redis.Redis) -> None:
     ``unacked`` hash; prefetch and retry countdowns hide them from LLEN), the same figure as
     ``payments_queue_depth``; with the oldest message's wait and the dead letters, which the
     template's alarms read. Also the workers' heartbeat for the "no worker" alert."""
-    from shared.metrics import WORKER_HEARTBEAT, message_wait_seconds
+    from shared.fleet_metrics import WORKER_HEARTBEAT, message_wait_seconds
     from shared.store.keys import DEAD_LETTERS, UNACKED
 
     with client.pipeline(transaction=False) as pipe:

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from kombu.transport import redis
 
-from shared.redis_url import PrimaryConnection, PrimarySSLConnection
+from shared.settings.redis_url import PrimaryConnection, PrimarySSLConnection
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,8 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
-# --- Sentinel (issue 13): REDIS_URL's redis+sentinel:// form (shared.redis_url.broker) runs
+# --- Sentinel (issue 13): REDIS_URL's redis+sentinel:// form (shared.settings.redis_url.broker)
+# runs
 # the broker through kombu's Sentinel transport, with the same fixes: our Channel's methods come
 # first, kombu's SentinelChannel then finds the primary (and finds it again after a failover).
 class SentinelChannel(Channel, redis.SentinelChannel):

@@ -1,7 +1,7 @@
 """The one home of the service's Redis state: keys (``keys``), scripts (``lua/``) and the typed
 steps that use them (``payments``)."""
 
-from shared.store.payments import (
+from shared.store.payment_store import (
     BUSY,
     SKIP,
     AsyncPaymentStore,

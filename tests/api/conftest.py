@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.main import create_app
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 from tests.support import FakeListGateway, app_client, payment
 
 # Still imported from here by older test modules; new code imports them from tests.support.

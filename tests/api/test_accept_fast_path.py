@@ -17,8 +17,8 @@ from api.schemas import (
     payment_json,
     payment_view,
 )
-from shared.config import Settings
-from shared.records import PaymentRecord, Status
+from shared.payments.payment_records import PaymentRecord, Status
+from shared.settings.service_settings import Settings
 from tests.support import app_client, payment
 
 KEY = "fast_path_key_0123456789"
@@ -164,7 +164,7 @@ def test_the_direct_payment_json_is_the_models_to_the_byte(viewer: str | None) -
 
 
 def test_the_direct_customer_payments_json_is_the_models_to_the_byte() -> None:
-    from shared.stripe_gateway import ChargePage, _summary
+    from shared.stripe.objects import ChargePage, charge_summary
 
     charges: list[dict[str, Any]] = [
         {"id": "ch_1", "amount": 4299, "currency": "usd", "status": "succeeded",
@@ -179,5 +179,5 @@ def test_the_direct_customer_payments_json_is_the_models_to_the_byte() -> None:
     ]  # fmt: skip
     for has_more in (True, False):
         for data in ([], charges[:1], charges):
-            page = ChargePage(data=[_summary(c) for c in data], has_more=has_more)
+            page = ChargePage(data=[charge_summary(c) for c in data], has_more=has_more)
             assert customer_payments_json(page) == dump(customer_payments_view(page)).encode()

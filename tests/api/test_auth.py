@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.main import create_app
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 from tests.api.conftest import payment
 
 KEY = "test-client-key-1"

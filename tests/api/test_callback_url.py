@@ -7,7 +7,7 @@ import fakeredis
 import httpx
 import pytest
 
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 from shared.store.keys import record_key
 from tests.api.conftest import ClientFor
 from tests.support import payment

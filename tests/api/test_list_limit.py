@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from api.list_limit import ListLimiter
-from shared.config import Settings
 from shared.errors import StripeUnavailable
-from shared.stripe_gateway import ChargePage, ChargeSummary
+from shared.settings.service_settings import Settings
+from shared.stripe.objects import ChargePage, ChargeSummary
 
 ClientFor = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 

@@ -6,7 +6,7 @@ import fakeredis
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.metrics import OUTCOMES, STRIPE_CALLS, emf_queue_depth
+from shared.fleet_metrics import OUTCOMES, STRIPE_CALLS, emf_queue_depth
 from tests.api.conftest import payment
 
 
@@ -24,7 +24,7 @@ async def test_metrics_show_accepts_outcomes_queue_and_stripe_calls(
     await client.post("/payments", json=payment())
     await client.post("/payments", json=payment(), headers={"Idempotency-Key": "k"})
     await client.post("/payments", json=payment(), headers={"Idempotency-Key": "k"})  # replay
-    # What workers write (see worker.charge and shared.metrics.StripeCallMetrics):
+    # What workers write (see worker.charge and shared.fleet_metrics.StripeCallMetrics):
     await redis.hincrby(OUTCOMES, "succeeded|", 3)
     await redis.hincrby(OUTCOMES, "failed|card_declined", 1)
     await redis.hincrby(STRIPE_CALLS, "payment_intents.create|ok|0.2", 2)

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from shared.config import Settings
 from shared.errors import CustomerNotFound, StripeUnavailable
-from shared.records import Status
+from shared.payments.payment_records import Status
+from shared.settings.service_settings import Settings
 from shared.store.keys import record_key
-from shared.stripe_gateway import ChargePage, ChargeSummary
+from shared.stripe.objects import ChargePage, ChargeSummary
 from tests.support import FakeListGateway, fake_worker_records, payment
 
 

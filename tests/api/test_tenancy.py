@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from api.main import create_app
-from shared.clients import ClientConfigError, load
-from shared.config import Settings
-from shared.outcomes import not_charged
-from shared.records import Status
+from shared.payments.payment_records import Status
+from shared.settings.api_clients import ClientConfigError, load
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, record_key
-from shared.stripe_gateway import ChargePage
+from shared.stripe.objects import ChargePage
+from shared.stripe.outcomes import not_charged
 from tests.support import FakeListGateway, app_client, payment
 
 SHOP, OTHER, ADMIN, OLD = "shop-key", "other-key", "admin-key", "old-shop-key"

@@ -10,7 +10,7 @@ import fakeredis
 import httpx
 import pytest
 
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 from shared.store.keys import WEBHOOK_COUNTS
 from tests.api.conftest import ClientFor
 from tests.support import QUEUE, WEBHOOK_SECRET, stripe_event, stripe_signature

@@ -11,8 +11,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from devtools import run
-from shared import whsec
-from shared.config import Settings
+from shared.callbacks import whsec
+from shared.settings.service_settings import Settings
 
 
 def test_the_secret_is_a_valid_whsec_of_32_bytes_kept_0600(tmp_path: Path) -> None:

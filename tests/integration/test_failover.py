@@ -38,7 +38,7 @@ from devtools.processes import (
     wait_for_port,
 )
 from devtools.sentinel import ReplicatedRedis, sentinel_works
-from shared.config import EMULATOR_API_KEY
+from shared.settings.service_settings import EMULATOR_API_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

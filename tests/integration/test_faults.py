@@ -23,7 +23,7 @@ import pytest
 from devtools.demo import create_test_customer
 from devtools.processes import ProcessGroup
 from shared.celery_message import task_message
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, record_key
 from tests.integration.stack import Stack, final, pay
@@ -527,7 +527,7 @@ def test_15_a_callback_lost_in_transit_is_sent_again_once(
     import base64
     import secrets
 
-    from shared.callbacks import event_id
+    from shared.callbacks.events import event_id
     from shared.store.keys import CALLBACKS_PENDING, UNACKED
     from tests.integration.callback_receiver import CallbackReceiver
     from tests.support import wait_until

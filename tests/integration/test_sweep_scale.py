@@ -12,11 +12,11 @@ import redis
 
 from devtools.processes import ProcessGroup, free_port, redis_server_argv, wait_for_port
 from shared.celery_message import charge_message
-from shared.config import Settings
-from shared.records import new_record_fields
+from shared.payments.payment_records import new_record_fields
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import PENDING_INDEX, record_key
-from shared.store.payments import SWEEP_BATCH
+from shared.store.payment_store import SWEEP_BATCH
 
 pytestmark = pytest.mark.integration
 

@@ -91,15 +91,17 @@ def load_cfn(path: Path) -> Any:
         return yaml.load(f, Loader=CfnLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
-# --- what each process reads from the environment (shared/config.py) ------------------------
+# --- what each process reads from the environment (shared/settings/service_settings.py)
+# ------------------------
 # Secrets and clients' settings the workers read: Redis (its URL carries the password) and
-# Stripe; CALLBACK_SIGNING_SECRETS, which sign every callback (worker/callbacks.py), and
+# Stripe; CALLBACK_SIGNING_SECRETS, which sign every callback (worker/callback_delivery.py), and
 # API_CLIENTS, whose entries may carry a client's own callback_signing_secrets that sign that
 # client's callbacks instead (checked as the worker starts). REDIS_SENTINEL_PASSWORD only with
 # a redis+sentinel:// REDIS_URL (compose's `ha` profile; ElastiCache has no Sentinels).
 WORKER_SECRETS = ("REDIS_URL", "STRIPE_API_KEY", "CALLBACK_SIGNING_SECRETS", "API_CLIENTS")
 SENTINEL_SECRETS = ("REDIS_SENTINEL_PASSWORD",)
-# The callback URL rules the workers check again at send time (shared.callbacks), as the API
+# The callback URL rules the workers check again at send time (shared.callbacks.url_rules), as the
+# API
 # did at accept: both must see the same values.
 WORKER_CALLBACK_SETTINGS = ("CALLBACK_ALLOWED_HOSTS", "CALLBACK_ALLOW_PRIVATE_NETWORKS")
 # Secrets only other processes read, and the Settings attributes that read them: no module

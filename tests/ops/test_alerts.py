@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.celery_message import charge_message
-from shared.config import Settings
-from shared.metrics import OUTCOMES, STRIPE_CALLS, WORKER_HEARTBEAT
+from shared.fleet_metrics import OUTCOMES, STRIPE_CALLS, WORKER_HEARTBEAT
+from shared.settings.service_settings import Settings
 from shared.store.keys import CLIENT_COUNTS, DEAD_LETTERS, UNACKED, record_key
 
 from ._tools import REPO, find_system_tool, load_yaml, run_tool

@@ -370,7 +370,7 @@ REAL = {
 
 def production_settings(shell: dict[str, str]) -> Any:
     """Settings as the API/worker containers would build them from compose and this shell."""
-    from shared.config import Settings
+    from shared.settings.service_settings import Settings
 
     env = effective_env(load_yaml(COMPOSE)["services"]["flower"], shell)
     env.update(effective_env(load_yaml(COMPOSE)["services"]["api"], shell))
@@ -411,7 +411,7 @@ def test_production_refuses_the_development_redis_password() -> None:
 
 
 def test_development_keeps_working_with_the_placeholders() -> None:
-    from shared.config import Settings
+    from shared.settings.service_settings import Settings
 
     example = env_example()
     settings = Settings(
@@ -431,7 +431,7 @@ def test_env_example_callback_secret_is_made_as_documented_and_checked_at_start(
 
     from pydantic import ValidationError
 
-    from shared.config import Settings
+    from shared.settings.service_settings import Settings
 
     text = (REPO / ".env.example").read_text(encoding="utf-8")
     (command,) = re.findall(r"^#\s+python3 -c '([^']+)'$", text, re.M)

@@ -398,7 +398,7 @@ def test_flower_off_by_default_and_reachable_when_on(template: Any) -> None:
 def test_worker_scaling_bounds_derive_from_the_stripe_budget(template: Any) -> None:
     """STRIPE_MAX_RPS caps the whole fleet at STRIPE_MAX_RPS / 2 charges/s (two Stripe calls a
     charge): tasks beyond what that needs only wait for the budget."""
-    from shared.config import Settings
+    from shared.settings.service_settings import Settings
 
     p = template["Parameters"]
     rps = float(p["StripeMaxRps"]["Default"] or Settings().stripe_max_rps)
@@ -508,7 +508,7 @@ def emf_line_of_a_busy_fleet(capsys: pytest.CaptureFixture[str]) -> Any:
     client.zadd(DEAD_LETTERS, {"pay_x": 1, "pay_y": 2})
     _publish_queue_depth(client)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    from shared.metrics import WORKER_HEARTBEAT
+    from shared.fleet_metrics import WORKER_HEARTBEAT
 
     assert client.get(WORKER_HEARTBEAT), "the maintenance round is the workers' heartbeat"
     return line

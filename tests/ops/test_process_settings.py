@@ -21,7 +21,7 @@ def test_every_secret_setting_is_placed_for_the_workers() -> None:
     compose and ECS) or in NOT_READ_BY_WORKERS, on purpose."""
     from pydantic import SecretStr
 
-    from shared.config import Settings
+    from shared.settings.service_settings import Settings
 
     secret_fields = {
         name.upper()
@@ -38,7 +38,7 @@ def test_every_secret_setting_is_given_to_a_process_that_reads_it() -> None:
     FLOWER_BASIC_AUTH itself); an API-only secret is one the API's code reads."""
     from pydantic import SecretStr
 
-    from shared.config import Settings
+    from shared.settings.service_settings import Settings
 
     secret_fields = {
         name.upper()
@@ -62,8 +62,10 @@ def test_the_workers_read_what_they_are_given_and_nothing_kept_from_them() -> No
             assert not re.search(rf"\.{attribute}\b", worker_code), (
                 f"worker/ reads {attribute}: the workers need {name} in compose and ECS too"
             )
-    callbacks = (REPO / "worker" / "callbacks.py").read_text(encoding="utf-8")
-    shared = (REPO / "shared" / "callbacks.py").read_text(encoding="utf-8")
+    callbacks = (REPO / "worker" / "callback_delivery.py").read_text(encoding="utf-8")
+    shared = "\n".join(
+        p.read_text(encoding="utf-8") for p in (REPO / "shared" / "callbacks").glob("*.py")
+    )
     # The send path signs with both sources and re-checks the URL rules.
     assert "signing_secrets(settings)" in callbacks
     assert "client_signing_secrets(settings)" in callbacks

@@ -10,7 +10,7 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 
 
 def test_a_stripe_timeout_too_long_for_the_visibility_timeout_says_what_to_change() -> None:
@@ -91,7 +91,7 @@ MALFORMED = [
 )
 def test_well_formed_callback_signing_secrets_are_accepted(configured: str) -> None:
     settings = Settings(environment="test", callback_signing_secrets=configured)
-    from shared.callbacks import signing_secrets
+    from shared.callbacks.signing import signing_secrets
 
     assert all(secret.startswith("whsec_") for secret in signing_secrets(settings))
 
@@ -123,10 +123,11 @@ def test_a_malformed_callback_signing_secret_in_the_environment_stops_the_start(
 
 @pytest.mark.parametrize("bad", MALFORMED)
 def test_the_global_and_the_clients_secrets_follow_one_rule(bad: str) -> None:
-    """The same check as API_CLIENTS' callback_signing_secrets (shared.whsec)."""
+    """The same check as API_CLIENTS' callback_signing_secrets
+    (shared.callbacks.whsec)."""
     import orjson
 
-    from shared.clients import ClientConfigError, load
+    from shared.settings.api_clients import ClientConfigError, load
 
     client = {"name": "shop-eu", "keys": ["key-eu"]}
     for secret, accepted in ((GOOD, True), (whsec_of(64), True), (bad, False)):
@@ -144,7 +145,7 @@ def test_the_global_and_the_clients_secrets_follow_one_rule(bad: str) -> None:
 def test_the_integration_setup_passes_the_check() -> None:
     """What the integration stack gives its processes (tests/integration/test_lifecycle.py);
     compose's .env.example is checked in tests/ops/test_compose.py."""
-    from shared.clients import load
+    from shared.settings.api_clients import load
     from tests.integration import test_lifecycle
 
     values = {k.lower(): v for k, v in {**test_lifecycle.ENV, "ENVIRONMENT": "test"}.items()}

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.money import AmountError, format_minor, parse_amount
+from shared.payments.money import AmountError, format_minor, parse_amount
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import PaymentServiceError
-from shared.outcomes import (
+from shared.payments.payment_records import Status
+from shared.stripe.outcomes import (
     ChargeOutcome,
     StripeFailure,
     TransientStripeError,
@@ -13,7 +14,6 @@ from shared.outcomes import (
     settle,
     translate,
 )
-from shared.records import Status
 
 # (failure, expected: "transient" or (http status, code))
 FAILURES: list[tuple[StripeFailure, str | tuple[int, str]]] = [

@@ -6,9 +6,9 @@ import time
 
 import fakeredis
 
-from shared.config import Settings
-from shared.rate_limit import StripeBudget
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
+from shared.stripe.budget import StripeBudget
 
 
 def store() -> PaymentStore:

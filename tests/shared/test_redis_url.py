@@ -1,4 +1,5 @@
-"""REDIS_URL's Sentinel form (shared/redis_url.py) and the replicated steps of the store."""
+"""REDIS_URL's Sentinel form (shared/settings/redis_url.py) and the replicated steps of the
+store."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from pydantic import ValidationError
 
-from shared.config import Settings
 from shared.errors import NotDurable
-from shared.records import Status, new_record_fields
+from shared.payments.payment_records import Status, new_record_fields
 from shared.redis_clients import async_redis, celery_broker, sync_redis
-from shared.redis_url import SentinelTarget, broker, parse_sentinel_url
+from shared.settings.redis_url import SentinelTarget, broker, parse_sentinel_url
+from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore, PaymentStore
 from shared.store.keys import DURABILITY_FENCE
 
@@ -270,7 +271,7 @@ def test_a_workers_outcome_is_written_again_until_replicated(
     }
     monkeypatch.setattr(store, "_redis", type("R", (), redis_stub)())
     monkeypatch.setitem(store._scripts, "finish", lambda keys, args, client: log.append("FINISH"))
-    monkeypatch.setattr("shared.store.payments.time.sleep", lambda s: log.append(f"sleep {s}"))
+    monkeypatch.setattr("shared.store.payment_store.time.sleep", lambda s: log.append(f"sleep {s}"))
 
     done = store.finish("pay_x", status=Status.SUCCEEDED, fields={}, outcome_field="succeeded|")
 
@@ -290,7 +291,7 @@ def test_readonly_from_a_demoted_primary_reconnects_instead_of_failing(
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ReadOnlyError
 
-    from shared.redis_url import PrimaryConnection, PrimarySSLConnection
+    from shared.settings.redis_url import PrimaryConnection, PrimarySSLConnection
 
     closed: list[str] = []
 
@@ -319,7 +320,7 @@ async def test_the_async_twin_reconnects_too(monkeypatch: pytest.MonkeyPatch) ->
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ReadOnlyError
 
-    from shared.redis_url import AsyncPrimaryConnection
+    from shared.settings.redis_url import AsyncPrimaryConnection
 
     closed: list[bool] = []
 
@@ -340,7 +341,7 @@ async def test_the_async_twin_reconnects_too(monkeypatch: pytest.MonkeyPatch) ->
 def test_the_broker_reconnects_on_readonly_and_the_sentinel_one_keeps_its_connections() -> None:
     from kombu.transport import redis as kombu_redis
 
-    from shared.redis_url import PrimaryConnection
+    from shared.settings.redis_url import PrimaryConnection
     from worker.transport import Channel, SentinelChannel
 
     assert Channel.connection_class is PrimaryConnection
@@ -403,7 +404,7 @@ async def test_calls_of_one_tick_share_one_pipeline_and_one_wait() -> None:
 
     from redis.exceptions import ResponseError
 
-    from shared.store.replicated import ReplicatedScript
+    from shared.store.replicated_writes import ReplicatedScript
 
     client = BatchClient([1])
     script = ReplicatedScript(client, "return 1", replicas=1, timeout_ms=100)  # type: ignore[arg-type]
@@ -421,7 +422,7 @@ async def test_calls_of_one_tick_share_one_pipeline_and_one_wait() -> None:
 async def test_too_few_replicas_fail_every_call_of_the_batch_as_not_durable() -> None:
     import asyncio
 
-    from shared.store.replicated import ReplicatedScript
+    from shared.store.replicated_writes import ReplicatedScript
 
     client = BatchClient([0])
     script = ReplicatedScript(client, "return 1", replicas=1, timeout_ms=100)  # type: ignore[arg-type]
@@ -434,7 +435,7 @@ async def test_too_few_replicas_fail_every_call_of_the_batch_as_not_durable() ->
 async def test_noscript_on_a_new_primary_loads_and_reruns_only_the_refused_calls() -> None:
     import asyncio
 
-    from shared.store.replicated import ReplicatedScript
+    from shared.store.replicated_writes import ReplicatedScript
 
     client = BatchClient([1, 1], noscript_once={"b"})
     script = ReplicatedScript(client, "return 1", replicas=1, timeout_ms=100)  # type: ignore[arg-type]

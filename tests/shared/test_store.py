@@ -5,8 +5,8 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from shared.config import Settings
-from shared.records import new_record_fields, payment_id_for
+from shared.payments.payment_records import new_record_fields, payment_id_for
+from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore
 from shared.store.keys import idempotency_key_slot, record_key
 

@@ -11,7 +11,8 @@ from shared.errors import (
     StripeUnavailable,
     UpstreamError,
 )
-from shared.stripe_gateway import TransientStripeError, translate_error
+from shared.stripe.outcomes import TransientStripeError
+from shared.stripe.sdk_errors import translate_error
 
 
 def body(**error: object) -> dict[str, object]:

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import stripe
 
-from shared.outcomes import TransientStripeError
-from shared.stripe_gateway import ThreadLocalCurlClient, describe, translate_error
+from shared.stripe.http_client import ThreadLocalCurlClient
+from shared.stripe.outcomes import TransientStripeError
+from shared.stripe.sdk_errors import describe, translate_error
 
 THREADS = 128  # WORKER_CONCURRENCY's default
 

@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 import redis
 
-from shared.metrics import STRIPE_CALLS, StripeCallMetrics, StripeMetricsFlusher
+from shared.fleet_metrics import STRIPE_CALLS, StripeCallMetrics, StripeMetricsFlusher
 
 
 def _stored(client: redis.Redis) -> dict[str, float]:

@@ -8,13 +8,13 @@ import time
 import fakeredis
 import pytest
 
-from shared.config import Settings
 from shared.errors import InvalidRequest
-from shared.outcomes import TransientStripeError
-from shared.records import Status
+from shared.payments.payment_records import Status
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import AWAITING_ACTION
-from shared.store.lifecycle import LifecycleStore
+from shared.store.lifecycle_store import LifecycleStore
+from shared.stripe.outcomes import TransientStripeError
 from tests.worker.test_stripe_events import PAY, FakeGateway, intent, payment, record
 from worker.action_recheck import next_check, recheck_actions
 from worker.stripe_events import StripeEventProcessor

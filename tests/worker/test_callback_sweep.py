@@ -15,12 +15,12 @@ import httpx
 import orjson
 import pytest
 
-from shared.callbacks import event_id, payment_callback, refund_callbacks
-from shared.config import Settings
-from shared.records import Status, new_record_fields
-from shared.refunds import RefundStatus, refund_fingerprint
+from shared.callbacks.events import event_id, payment_callback, refund_callbacks
+from shared.payments.payment_records import Status, new_record_fields
+from shared.payments.refund_records import RefundStatus, refund_fingerprint
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
-from shared.store.callbacks import CallbackStore
+from shared.store.callback_store import CallbackStore
 from shared.store.keys import (
     CALLBACK_DEAD_LETTERS,
     CALLBACKS_PENDING,
@@ -28,9 +28,9 @@ from shared.store.keys import (
     callback_key,
     record_key,
 )
-from shared.store.lifecycle import LifecycleStore, Transition
-from shared.store.refunds import AsyncRefundStore, RefundStore
-from worker.callbacks import Callback, CallbackSender
+from shared.store.lifecycle_store import LifecycleStore, Transition
+from shared.store.refund_store import AsyncRefundStore, RefundStore
+from worker.callback_delivery import Callback, CallbackSender
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
 PAY = "pay_" + "e" * 24

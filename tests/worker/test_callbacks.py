@@ -13,16 +13,18 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared.callbacks import check_callback_url, event_id, payment_callback, sign
-from shared.config import Settings
+from shared.callbacks.events import event_id, payment_callback
+from shared.callbacks.signing import sign
+from shared.callbacks.url_rules import check_callback_url
 from shared.errors import CallbackUrlRefused
-from shared.records import Status, new_record_fields
+from shared.payments.payment_records import Status, new_record_fields
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
-from shared.store.callbacks import CallbackStore
+from shared.store.callback_store import CallbackStore
 from shared.store.keys import CALLBACK_DEAD_LETTERS, CALLBACK_RETRIES, record_key
-from shared.store.lifecycle import LifecycleStore, Transition
-from shared.store.refunds import RefundStore
-from worker.callbacks import Callback, CallbackSender
+from shared.store.lifecycle_store import LifecycleStore, Transition
+from shared.store.refund_store import RefundStore
+from worker.callback_delivery import Callback, CallbackSender
 from worker.dead_letters import main as dead_letters
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
@@ -109,8 +111,8 @@ class Receiver:
 def sender(redis: fakeredis.FakeRedis, receiver: Receiver, address: str = "93.184.216.34",
            settings: Settings = SETTINGS) -> CallbackSender:  # fmt: skip
     def resolve(host: str, port: int, allow_private: bool) -> str:
-        from shared.callbacks import address_refused
-        from worker.callbacks import Refused
+        from shared.callbacks.url_rules import address_refused
+        from worker.callback_delivery import Refused
 
         if not allow_private and address_refused(address):
             raise Refused(f"{host} resolves to a private address")
@@ -310,7 +312,7 @@ def test_a_client_without_its_own_secrets_gets_the_global_one(
 def test_a_malformed_client_secret_stops_the_start_naming_the_client_not_the_secret(
     own: object,
 ) -> None:
-    from shared.clients import ClientConfigError, load
+    from shared.settings.api_clients import ClientConfigError, load
 
     with pytest.raises(ClientConfigError, match="shop-eu: callback_signing_secrets") as info:
         load(clients_settings(own))
@@ -319,7 +321,7 @@ def test_a_malformed_client_secret_stops_the_start_naming_the_client_not_the_sec
 
 
 def test_a_clients_secrets_never_show_in_its_repr() -> None:
-    from shared.clients import load
+    from shared.settings.api_clients import load
 
     eu = next(c for c in load(clients_settings([CLIENT_SECRET])).clients if c.name == "shop-eu")
     assert eu.callback_signing_secrets == (CLIENT_SECRET,)

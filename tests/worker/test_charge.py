@@ -13,13 +13,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from shared.config import Settings
 from shared.errors import CardDeclined, CustomerNotFound, PaymentMethodMissing
-from shared.outcomes import ChargeOutcome, TransientStripeError
-from shared.rate_limit import StripeBudget
-from shared.records import PaymentRecord, new_record_fields
+from shared.payments.payment_records import PaymentRecord, new_record_fields
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, EVENTS_CHANNEL, UNKNOWN_INDEX, lock_key, record_key
+from shared.stripe.budget import StripeBudget
+from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
 from worker.charge import ChargeProcessor, Done, RetryLater
 from worker.reconcile import reconcile_unknown
 

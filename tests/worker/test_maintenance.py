@@ -9,8 +9,8 @@ import time
 import fakeredis
 import pytest
 
-from shared.config import Settings
-from shared.records import new_record_fields
+from shared.payments.payment_records import new_record_fields
+from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import PENDING_INDEX, lock_key, record_key
 

@@ -12,15 +12,15 @@ from typing import Any
 import fakeredis
 import pytest
 
-from shared.config import Settings
 from shared.errors import InvalidRequest
-from shared.outcomes import RefundOutcome, TransientStripeError
-from shared.records import PaymentRecord, Status, new_record_fields
-from shared.refunds import RefundStatus, refund_fingerprint
+from shared.payments.payment_records import PaymentRecord, Status, new_record_fields
+from shared.payments.refund_records import RefundStatus, refund_fingerprint
+from shared.settings.service_settings import Settings
 from shared.store.keys import REFUNDS_UNKNOWN, record_key, refund_key
-from shared.store.lifecycle import LifecycleStore
-from shared.store.refunds import AsyncRefundStore, RefundClaim, RefundStore
-from worker.refunds import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
+from shared.store.lifecycle_store import LifecycleStore
+from shared.store.refund_store import AsyncRefundStore, RefundClaim, RefundStore
+from shared.stripe.outcomes import RefundOutcome, TransientStripeError
+from worker.refund_attempts import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
 
 PAY = "pay_" + "c" * 24
 SETTINGS = Settings(environment="test", charge_max_retries=2)

@@ -7,18 +7,23 @@ from dataclasses import dataclass, field
 import fakeredis
 import pytest
 
-from shared.config import Settings
 from shared.errors import InvalidRequest
-from shared.outcomes import ChargeOutcome, TransientStripeError
-from shared.records import LIFECYCLE_TRANSITIONS, PaymentRecord, Status, new_record_fields
+from shared.payments.payment_records import (
+    LIFECYCLE_TRANSITIONS,
+    PaymentRecord,
+    Status,
+    new_record_fields,
+)
+from shared.settings.service_settings import Settings
 from shared.store import SKIP, PaymentStore
 from shared.store.keys import (
     UNKNOWN_INDEX,
     WEBHOOK_COUNTS,
     record_key,
 )
-from shared.store.lifecycle import LifecycleStore
-from shared.stripe_gateway import ChargeState
+from shared.store.lifecycle_store import LifecycleStore
+from shared.stripe.objects import ChargeState
+from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
 from worker.stripe_events import StripeEventProcessor
 
 PAY = "pay_" + "a" * 24

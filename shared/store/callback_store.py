@@ -23,13 +23,13 @@ import orjson
 import redis
 
 from shared.celery_message import restamped
-from shared.config import Settings
+from shared.settings.service_settings import Settings
 from shared.store import keys
-from shared.store.scripts import source
+from shared.store.lua_scripts import source
 
 REQUEUE_BATCH = 500
 SWEEP_BATCH = 500  # filed callbacks a sweep round looks at, at most
-CLOCK_SKEW_MS = 5_000  # as the charges' sweep allows (shared.store.payments)
+CLOCK_SKEW_MS = 5_000  # as the charges' sweep allows (shared.store.payment_store)
 # The event hash's fields while its message is out (removed when the callback is filed no more).
 PENDING_FIELDS = ("message", "enqueued_at", "alive_at")
 

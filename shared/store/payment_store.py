@@ -17,15 +17,15 @@ import redis
 import structlog
 from redis.asyncio import Redis as AsyncRedis
 
-from shared.callbacks import payment_callback
+from shared.callbacks.events import payment_callback
 from shared.celery_message import charge_message
-from shared.config import Settings
-from shared.records import PaymentRecord, Status, now_iso
+from shared.payments.payment_records import PaymentRecord, Status, now_iso
+from shared.settings.service_settings import Settings
 from shared.store import keys
-from shared.store.callbacks import filing as callback_filing
-from shared.store.lifecycle import ACTION_RECHECK_FIRST_SECONDS
-from shared.store.replicated import ReplicatedScript
-from shared.store.scripts import source
+from shared.store.callback_store import filing as callback_filing
+from shared.store.lifecycle_store import ACTION_RECHECK_FIRST_SECONDS
+from shared.store.lua_scripts import source
+from shared.store.replicated_writes import ReplicatedScript
 
 # Producers stamp messages with their own clock; the sweep allows this much disagreement
 # between two hosts' clocks before it believes the queue has moved past a payment.
@@ -68,7 +68,7 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class ClientLimits:
-    """What one client may do at accept (see shared/clients.py)."""
+    """What one client may do at accept (see shared/settings/api_clients.py)."""
 
     name: str
     max_rps: float  # 0: no rate limit
@@ -86,7 +86,8 @@ class AsyncPaymentStore:
         self._accept = client.register_script(source("accept"))
         self._take_token: Any = None
         # --- replicated accept (issue 13): REDIS_MIN_REPLICAS > 0 sends the script with a
-        # WAIT on the same connection (shared/store/replicated.py; the calls of one event-loop
+        # WAIT on the same connection (shared/store/replicated_writes.py; the calls of one
+        # event-loop
         # tick share one pipeline and one WAIT).
         self._min_replicas = settings.redis_min_replicas
         self._accept_replicated = ReplicatedScript(

@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
-from shared import whsec
-from shared.config import Settings
+from shared.callbacks import whsec
+from shared.settings.service_settings import Settings
 
 SCOPES = frozenset({"payments", "customers:all", "admin"})
 DEFAULT_SCOPES = frozenset({"payments"})

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import whsec
+from shared.callbacks import whsec
 
 DAY = 24 * 60 * 60
 
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     # Bounded so that a dead Redis turns into a 503 within a couple of seconds, not a hang.
     redis_socket_timeout: float = Field(default=1.0, gt=0, le=30)
-    # --- replicated Redis (issue 13; shared/redis_url.py): REDIS_URL may name Sentinels
+    # --- replicated Redis (issue 13; shared/settings/redis_url.py): REDIS_URL may name Sentinels
     # (redis+sentinel://...); their own AUTH password, when they have one.
     redis_sentinel_password: SecretStr | None = None
     # Accepted means replicated: after the accept script (and a worker's outcome write) WAIT
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     # Client keys (comma-separated); enforced by the authentication layer.
     api_keys: SecretStr | None = None
-    # Named clients with scopes and limits (JSON; see shared/clients.py).
+    # Named clients with scopes and limits (JSON; see shared/settings/api_clients.py).
     api_clients: SecretStr | None = None
     # Per-client request rate (token bucket in Redis); a client's own max_rps/burst override.
     # 0 disables. Over it: 429 rate_limited with Retry-After and RateLimit headers.
@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     # Stripe's webhook signing secrets (whsec_...), comma-separated during a rotation.
     stripe_webhook_secret: SecretStr | None = None
     # Standard Webhooks secrets (whsec_<base64>) for callbacks: the first signs, every one
-    # signs during a rotation (receivers accept any). Checked at start (shared.whsec).
+    # signs during a rotation (receivers accept any). Checked at start
+    # (shared.callbacks.whsec).
     callback_signing_secrets: SecretStr | None = None
     # A client key's default callback endpoint: key_<12 hex>=https://... (the key's identity,
     # as logs show it), comma-separated; a payment's own callback_url wins.
@@ -161,7 +162,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url_parses(cls, value: str) -> str:
-        from shared.redis_url import parse_sentinel_url
+        from shared.settings.redis_url import parse_sentinel_url
 
         parse_sentinel_url(value)  # a malformed Sentinel URL is refused at start, saying why
         return value
@@ -169,7 +170,8 @@ class Settings(BaseSettings):
     @field_validator("callback_signing_secrets")
     @classmethod
     def _callback_secrets_are_whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        # As a client's own callback_signing_secrets are (shared.clients): refused at start,
+        # As a client's own callback_signing_secrets are (shared.settings.api_clients): refused at
+        # start,
         # naming the entry's position, never the secret.
         if value is not None:
             position = whsec.first_malformed(whsec.split(value.get_secret_value()))

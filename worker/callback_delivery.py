@@ -7,13 +7,13 @@ The rules:
    dead letter that ``python -m worker.dead_letters`` lists and replays. ``webhook-id`` is
    the event's, identical on every attempt, for the receiver's dedupe. A message lost
    between kombu's pop and its unacked entry is pushed again by the callbacks' recovery
-   sweep (shared.store.callbacks): each attempt marks its start, and its outcome (delivered,
+   sweep (shared.store.callback_store): each attempt marks its start, and its outcome (delivered,
    skipped, held for a retry, dead letter) takes the callback out of the sweep's set.
 2. Signed (Standard Webhooks): ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``,
    one ``v1,`` signature per CALLBACK_SIGNING_SECRETS secret (the ``standardwebhooks`` package),
    or per secret of the payment's client when API_CLIENTS gives it its own
    (``callback_signing_secrets``).
-3. Never towards our own network: the URL's rules again (shared.callbacks), then the host is
+3. Never towards our own network: the URL's rules again (shared.callbacks.events), then the host is
    resolved here and every address checked, and the request goes to the address that was
    checked (TLS still verified against the host name), so a name cannot be re-pointed between
    the check and the connection. Response bodies are never read or stored.
@@ -34,22 +34,14 @@ import httpx
 import orjson
 import structlog
 
-from shared.callbacks import (
-    address_refused,
-    callback_message,
-    check_callback_url,
-    client_signing_secrets,
-    event_body,
-    payment_data,
-    refund_data,
-    sign,
-    signing_secrets,
-)
-from shared.config import Settings
+from shared.callbacks.events import callback_message, event_body, payment_data, refund_data
+from shared.callbacks.signing import client_signing_secrets, sign, signing_secrets
+from shared.callbacks.url_rules import address_refused, check_callback_url
 from shared.errors import CallbackUrlRefused
-from shared.store.callbacks import CallbackStore
-from shared.store.lifecycle import LifecycleStore
-from shared.store.refunds import RefundStore
+from shared.settings.service_settings import Settings
+from shared.store.callback_store import CallbackStore
+from shared.store.lifecycle_store import LifecycleStore
+from shared.store.refund_store import RefundStore
 
 log = structlog.get_logger(__name__)
 

@@ -1,5 +1,6 @@
 """A payment's life after the charge path's first answer: Stripe's webhook events taken once,
-moves through ``shared.records.LIFECYCLE_TRANSITIONS``, refunds. One Lua script a step.
+moves through ``shared.payments.payment_records.LIFECYCLE_TRANSITIONS``, refunds. One Lua script a
+step.
 
 ``AsyncLifecycleStore`` serves the API's event loop, ``LifecycleStore`` the workers' threads;
 the keys are in ``shared.store.keys``.
@@ -17,11 +18,11 @@ import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from shared.config import Settings
-from shared.records import PaymentRecord, Status, may_move_to, now_iso
+from shared.payments.payment_records import PaymentRecord, Status, may_move_to, now_iso
+from shared.settings.service_settings import Settings
 from shared.store import keys
-from shared.store.callbacks import filing
-from shared.store.scripts import source
+from shared.store.callback_store import filing
+from shared.store.lua_scripts import source
 
 # A payment waiting for its customer is first re-checked at Stripe this long after it began
 # waiting (worker.action_recheck doubles it from there).

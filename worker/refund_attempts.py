@@ -24,16 +24,16 @@ from dataclasses import dataclass
 import orjson
 import structlog
 
-from shared.config import Settings
 from shared.errors import InvalidRequest, PaymentServiceError
-from shared.metrics import StripeCallMetrics
-from shared.outcomes import RefundOutcome, TransientStripeError, refund_settled
-from shared.rate_limit import StripeBudget
-from shared.records import Status
-from shared.refunds import RefundRecord, RefundStatus, refund_idempotency_key
-from shared.store.lifecycle import LifecycleStore
-from shared.store.refunds import RefundStarted, RefundStore
-from shared.stripe_gateway import StripeGateway
+from shared.fleet_metrics import StripeCallMetrics
+from shared.payments.payment_records import Status
+from shared.payments.refund_records import RefundRecord, RefundStatus, refund_idempotency_key
+from shared.settings.service_settings import Settings
+from shared.store.lifecycle_store import LifecycleStore
+from shared.store.refund_store import RefundStarted, RefundStore
+from shared.stripe.budget import StripeBudget
+from shared.stripe.gateway import StripeGateway
+from shared.stripe.outcomes import RefundOutcome, TransientStripeError, refund_settled
 from worker.charge import retry_backoff
 from worker.stripe_calls import MeteredStripe
 
@@ -44,7 +44,7 @@ PENDING_RECHECK_SECONDS = 2.0
 RECONCILE_BATCH = 20
 
 # The callback task messages of a refund's outcome: (the refund's, the payment's if it became
-# refunded); empty when there is no callback (see worker.callbacks).
+# refunded); empty when there is no callback (see worker.callback_delivery).
 RefundCallbacks = Callable[[RefundRecord, RefundStatus], tuple[bytes, bytes]]
 
 

@@ -4,7 +4,7 @@ Accepting a refund is one Redis step (``AsyncRefundStore.claim``): the refund id
 the client and its Idempotency-Key (a replay finds the same refund; another body is a 422), and
 the amount is checked against what is left of the charge and held in the same script that
 writes the refund and enqueues its task, so concurrent refunds never exceed the charge. No
-Stripe call here: ``payments.refund`` (worker.refunds) makes it.
+Stripe call here: ``payments.refund`` (worker.refund_attempts) makes it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from api.errors import json_response, validation_error, with_retry_after
+from api.error_responses import json_response, validation_error, with_retry_after
 from api.payments import (
     _PAYMENT_ID,
     client_idempotency_key,
@@ -28,7 +28,6 @@ from api.payments import (
 from api.schemas import Refund, RefundRequest, error_responses, refund_view
 from api.waiter import PaymentWaiter
 from shared.celery_message import task_message
-from shared.config import Settings
 from shared.errors import (
     IdempotencyKeyMismatch,
     InvalidRequest,
@@ -37,9 +36,9 @@ from shared.errors import (
     RefundExceedsCharge,
     RefundNotFound,
 )
-from shared.money import AmountError, format_minor
-from shared.records import PaymentRecord, now_iso
-from shared.refunds import (
+from shared.payments.money import AmountError, format_minor
+from shared.payments.payment_records import PaymentRecord, now_iso
+from shared.payments.refund_records import (
     REFUND_TASK,
     RefundRecord,
     RefundStatus,
@@ -47,7 +46,8 @@ from shared.refunds import (
     refund_fingerprint,
     refund_id_for,
 )
-from shared.store.refunds import AsyncRefundStore
+from shared.settings.service_settings import Settings
+from shared.store.refund_store import AsyncRefundStore
 
 router = APIRouter()
 _REFUND_ID = re.compile(r"ref_[0-9a-f]{24}")

@@ -1,7 +1,8 @@
 """The Lua scripts of ``shared/store/lua``, each loaded with the statuses of the Python enum.
 
 A script sees ``STATUS.<NAME>`` (every ``Status``) and ``FINAL[status]`` (the final ones),
-generated from ``shared.records``, so no status is spelled inside Lua. Each script takes one
+generated from ``shared.payments.payment_records``, so no status is spelled inside Lua. Each script
+takes one
 JSON object of named arguments (``ARGV[1]``), decoded as ``a``.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from shared.records import FINAL_STATUSES, Status
+from shared.payments.payment_records import FINAL_STATUSES, Status
 
 LUA_DIR = Path(__file__).with_name("lua")
 

@@ -25,7 +25,7 @@ from shared.errors import (
     StripeUnavailable,
     UpstreamError,
 )
-from shared.records import Status
+from shared.payments.payment_records import Status
 
 FailureKind = Literal[
     "connection",  # no answer: the request may or may not have reached Stripe
@@ -40,7 +40,7 @@ FailureKind = Literal[
 
 @dataclass(frozen=True, slots=True)
 class StripeFailure:
-    """A failed Stripe call, described without the SDK's types (see stripe_gateway)."""
+    """A failed Stripe call, described without the SDK's types (see shared.stripe.sdk_errors)."""
 
     kind: FailureKind
     http_status: int = 0

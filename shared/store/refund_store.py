@@ -13,19 +13,19 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from shared.celery_message import task_message
-from shared.config import Settings
-from shared.records import Status, may_move_to, now_iso
-from shared.refunds import (
+from shared.payments.payment_records import Status, may_move_to, now_iso
+from shared.payments.refund_records import (
     FINAL_REFUND_STATUSES,
     REFUND_TASK,
     REFUNDABLE_STATUSES,
     RefundRecord,
     RefundStatus,
 )
+from shared.settings.service_settings import Settings
 from shared.store import keys
-from shared.store.callbacks import filing
-from shared.store.payments import CLOCK_SKEW_MS, SWEEP_BATCH
-from shared.store.scripts import source
+from shared.store.callback_store import filing
+from shared.store.lua_scripts import source
+from shared.store.payment_store import CLOCK_SKEW_MS, SWEEP_BATCH
 
 _FINAL = sorted(s.value for s in FINAL_REFUND_STATUSES)
 

@@ -1,6 +1,7 @@
 """Standard Webhooks secrets (``whsec_<base64>``), which sign the callbacks: the one check of
-CALLBACK_SIGNING_SECRETS (shared.config) and of a client's ``callback_signing_secrets``
-(shared.clients), so that a malformed secret stops a process at start, not at its first
+CALLBACK_SIGNING_SECRETS (shared.settings.service_settings) and of a client's
+``callback_signing_secrets``
+(shared.settings.api_clients), so that a malformed secret stops a process at start, not at its first
 callback. Errors name an entry's position, never the secret."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Like a payment, a refund's id derives from the client and its Idempotency-Key (s
 the same refund, and Stripe the same idempotency key, after any loss of our own state), and the
 record is the claim of that key. Its amount is claimed against the payment in the same Redis
 step that creates it, so concurrent refunds never add up to more than was charged
-(``shared.store.refunds``). Where it lives: ``payments:refund:{refund_id}``.
+(``shared.store.refund_store``). Where it lives: ``payments:refund:{refund_id}``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from shared.money import MAX_MINOR_UNITS, AmountError, exponent, format_minor
-from shared.records import Status
+from shared.payments.money import MAX_MINOR_UNITS, AmountError, exponent, format_minor
+from shared.payments.payment_records import Status
 
 REFUND_TASK = "payments.refund"
 
@@ -44,7 +44,8 @@ FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
 
 
 def refund_id_for(*, secret: bytes, client: str, idempotency_key: str) -> str:
-    """The refund id of a client's Idempotency-Key (see shared.records.payment_id_for)."""
+    """The refund id of a client's Idempotency-Key (see
+    shared.payments.payment_records.payment_id_for)."""
     digest = hmac.new(secret, f"refund\x1f{client}\x1f{idempotency_key}".encode(), hashlib.sha256)
     return "ref_" + digest.hexdigest()[:24]
 

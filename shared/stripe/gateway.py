@@ -1,0 +1,241 @@
+"""The Stripe calls the service makes (the ``shared.stripe`` package is the only place that
+imports ``stripe``).
+
+Typed, keyword-only calls for what the service does with Stripe. A failed call is described as a
+``shared.stripe.outcomes.StripeFailure`` and mapped by that module's one table into the service's
+errors, or into :class:`TransientStripeError` (network, 429, 5xx, a concurrent request on the
+same idempotency key), which the worker retries with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import stripe
+
+from shared.errors import (
+    CustomerNotFound,
+    PaymentMethodMissing,
+)
+from shared.settings.service_settings import Settings
+from shared.stripe.http_client import ThreadLocalCurlClient
+from shared.stripe.objects import (
+    ChargePage,
+    ChargeState,
+    charge_state,
+    charge_summary,
+    field_of,
+    id_of,
+    intent_outcome,
+    refund_outcome,
+)
+from shared.stripe.outcomes import (
+    ChargeOutcome,
+    RefundOutcome,
+    TransientStripeError,
+    for_reader,
+)
+from shared.stripe.sdk_errors import translate_error
+
+# Pinned: the shapes below (latest_charge, invoice_settings) are those of this API version, and
+# an SDK upgrade must not silently change what Stripe sends back.
+STRIPE_API_VERSION = "2026-10-28.endive"
+
+
+class StripeGateway:
+    """Stripe calls the service makes. Safe to share between threads and tasks."""
+
+    def __init__(self, settings: Settings) -> None:
+        http_client = ThreadLocalCurlClient(timeout=settings.stripe_timeout_seconds)
+        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+        self._client = stripe.StripeClient(
+            settings.stripe_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=http_client,
+            stripe_version=STRIPE_API_VERSION,
+            # Retries belong to the worker (same key, backoff, bounded, recorded).
+            max_network_retries=0,
+        )
+        # The API's reads (list_charges, on the event loop) go through aiohttp: httpx's
+        # asyncio client cost several milliseconds of CPU per call, which every accept on the
+        # same loop waited behind (docs/PERFORMANCE.md, reads next to accepts). Its session
+        # is made on the first call, inside the running loop; aclose() ends it.
+        self._async_http = stripe.AIOHTTPClient(
+            timeout=aiohttp.ClientTimeout(total=settings.stripe_timeout_seconds)
+        )
+        self._async_client = stripe.StripeClient(
+            settings.stripe_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=self._async_http,
+            stripe_version=STRIPE_API_VERSION,
+            max_network_retries=0,
+        )
+
+    async def aclose(self) -> None:
+        """End the asynchronous reads' HTTP session (the API's shutdown)."""
+        await self._async_http.close_async()  # type: ignore[no-untyped-call]
+
+    # Every call is a raw request read as plain JSON: the SDK still encodes the parameters,
+    # sends the idempotency key and pinned version, and raises its typed errors, but does not
+    # build StripeObjects, whose CPU on the API's event loop would stall every other request
+    # (docs/PERFORMANCE.md).
+
+    def _get(self, path: str, **params: Any) -> dict[str, Any]:
+        data: dict[str, Any] = self._client.raw_request("get", path, **params).data
+        return data
+
+    def default_payment_method(self, *, customer: str) -> str:
+        """The customer's invoice default payment method, else its default source."""
+        try:
+            cus = self._get(f"/v1/customers/{customer}")
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+        if cus.get("deleted"):
+            raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
+        method = id_of(field_of(cus.get("invoice_settings"), "default_payment_method")) or id_of(
+            cus.get("default_source")
+        )
+        if not method:
+            raise PaymentMethodMissing()
+        return method
+
+    def create_payment_intent(
+        self,
+        *,
+        customer: str,
+        amount_minor: int,
+        currency: str,
+        payment_method: str,
+        payment_id: str,
+        idempotency_key: str,
+    ) -> ChargeOutcome:
+        """Create and confirm an off-session PaymentIntent. Declines raise CardDeclined."""
+        try:
+            intent = self._client.raw_request(
+                "post",
+                "/v1/payment_intents",
+                customer=customer,
+                amount=amount_minor,
+                currency=currency,
+                payment_method=payment_method,
+                payment_method_types=["card"],
+                confirm=True,
+                off_session=True,
+                metadata={"payment_id": payment_id},
+                idempotency_key=idempotency_key,
+            ).data
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+        return intent_outcome(intent)
+
+    def retrieve_payment_intent(self, *, payment_intent_id: str) -> ChargeOutcome:
+        try:
+            intent = self._get(f"/v1/payment_intents/{payment_intent_id}")
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return intent_outcome(intent)
+
+    async def list_charges(
+        self, *, customer: str, limit: int, starting_after: str | None
+    ) -> ChargePage:
+        """One page of the customer's charges, newest first, read from Stripe (no cache)."""
+        # The PaymentIntent is expanded for its metadata: our payment id lives there.
+        params: dict[str, Any] = {
+            "customer": customer,
+            "limit": limit,
+            "expand": ["data.payment_intent"],
+        }
+        if starting_after:
+            params["starting_after"] = starting_after
+        try:
+            response = await self._async_client.raw_request_async("get", "/v1/charges", **params)
+        except stripe.StripeError as exc:
+            error = translate_error(exc, customer=customer, customer_param="customer_id")
+            raise (for_reader(error) if isinstance(error, TransientStripeError) else error) from exc
+        page: dict[str, Any] = response.data
+        return ChargePage(
+            data=[charge_summary(c) for c in page.get("data", ())],
+            has_more=bool(page.get("has_more")),
+        )
+
+    def find_payment_intent(
+        self, *, customer: str, payment_id: str, created_after: int
+    ) -> ChargeOutcome | None:
+        """The PaymentIntent that already charged ``payment_id``, if any, found through the
+        customer's charges (PaymentIntents cannot be listed by customer on every Stripe)."""
+        params: dict[str, Any] = {
+            "customer": customer,
+            "limit": 100,
+            "created": {"gt": created_after},
+            "expand": ["data.payment_intent"],
+        }
+        try:
+            while True:
+                page = self._get("/v1/charges", **params)
+                for charge in page.get("data", ()):
+                    intent = charge.get("payment_intent")
+                    if isinstance(intent, dict) and (
+                        field_of(intent.get("metadata"), "payment_id") == payment_id
+                    ):
+                        return intent_outcome(intent)
+                if not page.get("has_more") or not page.get("data"):
+                    return None
+                params["starting_after"] = page["data"][-1]["id"]
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+
+    # --- payment lifecycle (issue 11) -------------------------------------------------------
+
+    def retrieve_charge(self, *, charge_id: str) -> ChargeState:
+        """A charge as Stripe has it now (refunds, dispute), with our payment id."""
+        try:
+            charge = self._get(f"/v1/charges/{charge_id}", expand=["payment_intent"])
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return charge_state(charge)
+
+    def create_refund(
+        self,
+        *,
+        charge_id: str,
+        amount_minor: int,
+        refund_id: str,
+        payment_id: str,
+        idempotency_key: str,
+    ) -> RefundOutcome:
+        """Refund ``amount_minor`` of the charge, tagged with our ids (the key makes a retry
+        the same request)."""
+        try:
+            refund = self._client.raw_request(
+                "post",
+                "/v1/refunds",
+                charge=charge_id,
+                amount=amount_minor,
+                metadata={"refund_id": refund_id, "payment_id": payment_id},
+                idempotency_key=idempotency_key,
+            ).data
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return refund_outcome(refund)
+
+    def retrieve_refund(self, *, stripe_refund_id: str) -> RefundOutcome:
+        try:
+            return refund_outcome(self._get(f"/v1/refunds/{stripe_refund_id}"))
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+
+    def find_refund(self, *, charge_id: str, refund_id: str) -> RefundOutcome | None:
+        """The Stripe Refund carrying our ``refund_id``, if the charge has one."""
+        params: dict[str, Any] = {"charge": charge_id, "limit": 100}
+        try:
+            while True:
+                page = self._get("/v1/refunds", **params)
+                for refund in page.get("data", ()):
+                    if field_of(refund.get("metadata"), "refund_id") == refund_id:
+                        return refund_outcome(refund)
+                if not page.get("has_more") or not page.get("data"):
+                    return None
+                params["starting_after"] = page["data"][-1]["id"]
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc

@@ -1,0 +1,118 @@
+"""Stripe's JSON objects as the service's plain data: a charge for a list, a charge's state
+after the fact, a PaymentIntent's outcome, a refund's outcome. No call is made here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.payments.money import format_minor
+from shared.stripe.outcomes import ChargeOutcome, RefundOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeSummary:
+    id: str
+    amount: str
+    currency: str
+    status: str
+    created: int
+    payment_intent: str | None
+    description: str | None
+    payment_id: str | None
+    failure_code: str | None
+    refunded: bool
+    amount_refunded: str = "0"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePage:
+    data: list[ChargeSummary]
+    has_more: bool
+
+    @property
+    def next_cursor(self) -> str | None:
+        return self.data[-1].id if self.has_more and self.data else None
+
+
+def id_of(value: Any) -> str | None:
+    """Stripe sends either an id or the expanded object (the emulator always expands)."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value["id"])
+
+
+def field_of(obj: Any, name: str) -> Any:
+    """A field of a JSON object that may be absent or null."""
+    return obj.get(name) if isinstance(obj, dict) else None
+
+
+def refund_outcome(refund: dict[str, Any]) -> RefundOutcome:
+    return RefundOutcome(
+        id=str(refund["id"]),
+        status=str(refund.get("status") or "pending"),
+        amount_minor=int(refund["amount"]),
+        refund_id=field_of(refund.get("metadata"), "refund_id"),
+        failure_reason=refund.get("failure_reason"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeState:
+    """What Stripe says of a charge after the fact."""
+
+    id: str
+    payment_intent: str | None
+    payment_id: str | None
+    amount_minor: int
+    amount_refunded_minor: int
+    disputed: bool
+
+
+def charge_state(charge: dict[str, Any]) -> ChargeState:
+    intent = charge.get("payment_intent")
+    payment_id = field_of(charge.get("metadata"), "payment_id") or (
+        field_of(field_of(intent, "metadata"), "payment_id") if isinstance(intent, dict) else None
+    )
+    return ChargeState(
+        id=str(charge["id"]),
+        payment_intent=id_of(intent),
+        payment_id=payment_id,
+        amount_minor=int(charge["amount"]),
+        amount_refunded_minor=int(charge.get("amount_refunded") or 0),
+        disputed=bool(charge.get("disputed")),
+    )
+
+
+def intent_outcome(intent: dict[str, Any]) -> ChargeOutcome:
+    next_action = intent.get("next_action")
+    return ChargeOutcome(
+        status=str(intent["status"]),
+        payment_intent_id=str(intent["id"]),
+        charge_id=id_of(intent.get("latest_charge")),
+        next_action=str(field_of(next_action, "type")) if next_action else None,
+        payment_id=field_of(intent.get("metadata"), "payment_id"),
+        client_secret=intent.get("client_secret") if next_action else None,
+    )
+
+
+def charge_summary(charge: dict[str, Any]) -> ChargeSummary:
+    intent = field_of(charge, "payment_intent")
+    payment_id = field_of(field_of(charge, "metadata"), "payment_id") or (
+        None if isinstance(intent, str) else field_of(field_of(intent, "metadata"), "payment_id")
+    )
+    return ChargeSummary(
+        id=str(charge["id"]),
+        amount=format_minor(int(charge["amount"]), str(charge["currency"])),
+        currency=str(charge["currency"]),
+        status=str(charge["status"]),
+        created=int(charge["created"]),
+        payment_intent=id_of(intent),
+        description=field_of(charge, "description"),
+        payment_id=payment_id,
+        failure_code=field_of(charge, "failure_code"),
+        refunded=bool(field_of(charge, "refunded")),
+        amount_refunded=format_minor(
+            int(field_of(charge, "amount_refunded") or 0), str(charge["currency"])
+        ),
+    )
