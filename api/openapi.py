@@ -110,7 +110,7 @@ def _declare_bearer_auth(schema: dict[str, Any]) -> None:
 def _describe_create_payment(operation: dict[str, Any], settings: Settings) -> None:
     """``POST /payments`` reads its body, ``wait`` and ``Idempotency-Key`` itself (no FastAPI
     parameter solving on the hot path), so they are declared here."""
-    ttl_hours = settings.idempotency_ttl_seconds / 3600
+    ttl_days = settings.record_ttl_seconds / 86400
     operation["parameters"][:0] = [
         {
             "name": "Idempotency-Key",
@@ -122,8 +122,8 @@ def _describe_create_payment(operation: dict[str, Any], settings: Settings) -> N
                 "the same request gives the same payment, never a second charge, answered with "
                 "`Idempotent-Replayed: true` and the payment's current state; the same key with "
                 "a different request is a 422 `idempotency_key_reused`. Concurrent requests "
-                f"with one key share one payment. Keys are kept {ttl_hours:g} hours "
-                "(IDEMPOTENCY_TTL_SECONDS)."
+                "with one key share one payment. A key lives as long as its payment's record, "
+                f"{ttl_days:g} days (RECORD_TTL_SECONDS)."
             ),
             "schema": IDEMPOTENCY_KEY_SCHEMA,
         },

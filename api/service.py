@@ -98,7 +98,6 @@ class PaymentService:
         claimed = await self._store.claim_and_enqueue(
             fields=fields,
             headers=headers,
-            scoped_key=f"{client}:{idempotency_key}",
             limits=limits,
         )
         rate_headers = _rate_limit_headers(limits, claimed.tokens_left, claimed.retry_after_ms)

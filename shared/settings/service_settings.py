@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     # Flower's user:password (Flower reads it itself); here only to refuse a placeholder.
     flower_basic_auth: SecretStr | None = None
 
-    # Stripe keeps idempotency keys for 24 hours; ours live at least as long.
-    idempotency_ttl_seconds: int = Field(default=DAY, ge=DAY)
+    # A client's Idempotency-Key lives as long as its payment's record: the payment id derives
+    # from the key, so the record is the claim. At least a day, as Stripe keeps its own keys.
     record_ttl_seconds: int = Field(default=7 * DAY, ge=DAY)
 
     queue_name: str = "payments"
@@ -186,8 +186,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_outside_development(self) -> Settings:
-        if self.record_ttl_seconds < self.idempotency_ttl_seconds:
-            raise ValueError("RECORD_TTL_SECONDS must be >= IDEMPOTENCY_TTL_SECONDS")
         longest_charge = self.lease_seconds
         if self.visibility_timeout_seconds <= max(
             longest_charge, self.charge_retry_backoff_max_seconds

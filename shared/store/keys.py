@@ -8,8 +8,6 @@ Key (type; TTL; written by):
 - ``payments:record:{payment_id}`` (hash, the payment record; RECORD_TTL_SECONDS; the API on
   accept, workers on each attempt and outcome, the sweep, replay and the reconciler). Its
   existence is the claim of the client's Idempotency-Key: the id derives from that key.
-- ``payments:idem:{sha256(client:key)}`` (string, a payment id; written only by versions before
-  derived ids, read by accept until they expire, 24 h).
 - ``payments:lock:{payment_id}`` (string, the lease of the worker charging it; 2 x Stripe
   timeout + 10 s, heartbeated while waiting for the Stripe budget; workers).
 - ``payments:pending`` (sorted set of payments not final, scored by when the sweep looks again;
@@ -70,10 +68,7 @@ Key (type; TTL; written by):
 
 from __future__ import annotations
 
-import hashlib
-
 RECORD_PREFIX = "payments:record:"
-IDEMPOTENCY_PREFIX = "payments:idem:"
 LOCK_PREFIX = "payments:lock:"
 PENDING_INDEX = "payments:pending"
 UNKNOWN_INDEX = "payments:unknown"
@@ -115,12 +110,6 @@ def record_key(payment_id: str) -> str:
 
 def lock_key(payment_id: str) -> str:
     return LOCK_PREFIX + payment_id
-
-
-def idempotency_key_slot(scoped_key: str) -> str:
-    """Where a client's key was claimed before payment ids derived from it (read only, for
-    retries of requests accepted by an older version; those slots expire within 24 h)."""
-    return IDEMPOTENCY_PREFIX + hashlib.sha256(scoped_key.encode()).hexdigest()
 
 
 def stripe_event_key(event_id: str) -> str:

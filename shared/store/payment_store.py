@@ -103,7 +103,6 @@ class AsyncPaymentStore:
         *,
         fields: dict[str, str],
         headers: dict[str, Any],
-        scoped_key: str,
         limits: ClientLimits | None = None,
     ) -> Claimed:
         """Write a new payment's record and enqueue its charge, unless its id (derived from
@@ -123,7 +122,6 @@ class AsyncPaymentStore:
             self._settings.queue_name,
             keys.PENDING_INDEX,
             keys.ACCEPTED_COUNT,
-            keys.idempotency_key_slot(scoped_key),
             keys.client_customers(limits.name),
             keys.client_rate(limits.name),
             keys.client_backlog(limits.name),
@@ -132,7 +130,6 @@ class AsyncPaymentStore:
         args_ = [
             _args(
                 payment_id=payment_id,
-                record_prefix=keys.RECORD_PREFIX,
                 fields=fields,
                 message=message.decode(),
                 record_ttl=self._settings.record_ttl_seconds,
@@ -509,14 +506,3 @@ class PaymentStore:
             backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
         )
         return bool(done == 1)
-
-    # sizing ------------------------------------------------------------------------------
-
-    def queue_depth(self) -> int:
-        """Messages waiting in the queue plus those delivered to workers and not yet
-        acknowledged (prefetch hides them from the list's length)."""
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.llen(self._settings.queue_name)
-            pipe.hlen(keys.UNACKED)
-            waiting, reserved = pipe.execute()
-        return int(waiting) + int(reserved)

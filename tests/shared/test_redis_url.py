@@ -211,7 +211,7 @@ async def test_an_accept_waits_for_the_replicas_on_its_own_connection() -> None:
     settings = Settings(environment="test", redis_min_replicas=1, redis_wait_timeout_ms=250)
     store = AsyncPaymentStore(client, settings)  # type: ignore[arg-type]
 
-    claimed = await store.claim_and_enqueue(fields=fields(), headers={}, scoped_key="c:k")
+    claimed = await store.claim_and_enqueue(fields=fields(), headers={})
 
     assert claimed.created
     (commands,) = client.sent
@@ -226,7 +226,7 @@ async def test_an_accept_no_replica_acknowledged_is_503_not_durable() -> None:
     store = AsyncPaymentStore(client, settings)  # type: ignore[arg-type]
 
     with pytest.raises(NotDurable) as raised:
-        await store.claim_and_enqueue(fields=fields(), headers={}, scoped_key="c:k")
+        await store.claim_and_enqueue(fields=fields(), headers={})
 
     error = raised.value
     assert (error.status_code, error.code, error.headers) == (503, "not_durable",

@@ -8,7 +8,6 @@ import pytest
 from shared.payments.payment_records import new_record_fields, payment_id_for
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore
-from shared.store.keys import idempotency_key_slot, record_key
 
 SECRET = b"test-secret"
 
@@ -42,33 +41,11 @@ def test_ids_derive_from_client_and_key_and_are_not_guessable_without_the_secret
 async def test_the_same_key_again_finds_the_payment_and_enqueues_nothing(
     store: AsyncPaymentStore,
 ) -> None:
-    first = await store.claim_and_enqueue(
-        fields=fields("client-a", "order-1"), headers={}, scoped_key="client-a:order-1"
-    )
-    again = await store.claim_and_enqueue(
-        fields=fields("client-a", "order-1"), headers={}, scoped_key="client-a:order-1"
-    )
+    first = await store.claim_and_enqueue(fields=fields("client-a", "order-1"), headers={})
+    again = await store.claim_and_enqueue(fields=fields("client-a", "order-1"), headers={})
     assert first.created
     assert not again.created
     assert again.record is not None
     assert first.record is not None
     assert again.record.id == first.record.id
     assert await store._redis.llen("payments") == 1
-
-
-async def test_a_key_claimed_by_an_older_version_still_finds_its_payment(
-    store: AsyncPaymentStore,
-) -> None:
-    # Before ids were derived, a random id was claimed in a slot of its own.
-    await store._redis.set(idempotency_key_slot("client-a:order-9"), "pay_" + "0" * 24)
-    old = fields("client-a", "old") | {"id": "pay_" + "0" * 24}
-    await store._redis.hset(record_key("pay_" + "0" * 24), mapping=old)  # type: ignore[arg-type]
-
-    retry = await store.claim_and_enqueue(
-        fields=fields("client-a", "order-9"), headers={}, scoped_key="client-a:order-9"
-    )
-
-    assert not retry.created
-    assert retry.record is not None
-    assert retry.record.id == "pay_" + "0" * 24
-    assert await store._redis.llen("payments") == 0

@@ -1,6 +1,6 @@
 -- claim_and_enqueue: one accept, all or nothing.
--- KEYS: record, queue, pending index, accepted counter, legacy claim, the client's customers,
--- the client's token bucket, the client's pending count, per-client counts.
+-- KEYS: record, queue, pending index, accepted counter, the client's customers, the client's
+-- token bucket, the client's pending count, per-client counts.
 -- The payment id is derived from the client and its Idempotency-Key, so the record itself is
 -- the claim. Answers {code, tokens left, ...}:
 --   {3, tokens, retry_ms}: the client is over its request rate (nothing else looked at);
@@ -12,7 +12,7 @@ local a = cjson.decode(ARGV[1])
 
 local tokens = -1
 if a.rate > 0 then
-  tokens = take_token(KEYS[7], KEYS[9], a.client, a.rate, a.burst)
+  tokens = take_token(KEYS[6], KEYS[8], a.client, a.rate, a.burst)
   if tokens < 0 then return {3, 0, -tokens} end
 end
 
@@ -20,20 +20,11 @@ local existing = redis.call('HGETALL', KEYS[1])
 if #existing > 0 then
   return {0, tokens, existing}
 end
--- Before ids were derived from the key, a key was claimed in a slot of its own (kept 24 h):
--- a retry of such a request still finds its payment.
-local legacy = redis.call('GET', KEYS[5])
-if legacy then
-  existing = redis.call('HGETALL', a.record_prefix .. legacy)
-  if #existing > 0 then
-    return {0, tokens, existing}
-  end
-end
 if redis.call('LLEN', KEYS[2]) >= a.max_backlog then
   return {2, tokens}
 end
-if tonumber(redis.call('GET', KEYS[8]) or '0') >= a.client_max_backlog then
-  redis.call('HINCRBY', KEYS[9], a.client .. '|backlog_full', 1)
+if tonumber(redis.call('GET', KEYS[7]) or '0') >= a.client_max_backlog then
+  redis.call('HINCRBY', KEYS[8], a.client .. '|backlog_full', 1)
   return {4, tokens}
 end
 hset_map(KEYS[1], {}, a.fields)
@@ -41,8 +32,8 @@ redis.call('EXPIRE', KEYS[1], a.record_ttl)
 redis.call('LPUSH', KEYS[2], a.message)
 redis.call('ZADD', KEYS[3], a.sweep_at, a.payment_id)
 redis.call('INCR', KEYS[4])
-redis.call('SADD', KEYS[6], a.account_id)
-redis.call('EXPIRE', KEYS[6], a.record_ttl)
-redis.call('INCR', KEYS[8])
-redis.call('HINCRBY', KEYS[9], a.client .. '|accepted', 1)
+redis.call('SADD', KEYS[5], a.account_id)
+redis.call('EXPIRE', KEYS[5], a.record_ttl)
+redis.call('INCR', KEYS[7])
+redis.call('HINCRBY', KEYS[8], a.client .. '|accepted', 1)
 return {1, tokens}
