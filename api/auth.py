@@ -22,7 +22,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import AuthenticationFailed, PaymentServiceError
-from shared.settings.api_clients import ANONYMOUS, Client, KeyEntry, Registry, legacy_name
+from shared.settings.api_clients import ANONYMOUS, Client, KeyEntry, Registry
 from shared.settings.api_clients import load as load_clients
 from shared.settings.service_settings import Settings
 
@@ -34,15 +34,6 @@ OPEN_PATHS = frozenset(
     {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/webhooks/stripe"}
 )
 MAX_HEADER_BYTES = 16 * 1024
-
-
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def key_identity(digest: str) -> str:
-    """How an API_KEYS entry shows up in logs and in idempotency scopes."""
-    return legacy_name(bytes.fromhex(digest))
 
 
 class RequestContextMiddleware:

@@ -1,7 +1,8 @@
 """Request and response shapes of the HTTP API: what the routes answer and what /docs shows.
 
-Responses are built here (``payment_view``, ``customer_payments_view``) and serialized by the
-models themselves, so the document and the answers cannot drift apart.
+Responses are built here (``payment_view``) and serialized by the models themselves, so the
+document and the answers cannot drift apart; the two written directly for speed
+(``payment_json``, ``customer_payments_json``) are compared with the models' bytes by a test.
 """
 
 from __future__ import annotations
@@ -332,21 +333,8 @@ def payment_json(record: PaymentRecord, *, viewer: str | None = None) -> bytes:
     return orjson.dumps(body)
 
 
-def customer_payments_view(page: ChargePage) -> CustomerPayments:
-    """One page of the customer's charges (read from the gateway's ChargeSummary attributes)."""
-    return CustomerPayments.model_validate(
-        {
-            "object": "list",
-            "data": page.data,
-            "has_more": page.has_more,
-            "next_cursor": page.next_cursor,
-        },
-        from_attributes=True,
-    )
-
-
 def customer_payments_json(page: ChargePage) -> bytes:
-    """``dump(customer_payments_view(page))``, written directly: the same bytes (a test
+    """One page of the customer's charges as ``CustomerPayments`` dumps it: the same bytes (a test
     compares them) without validating every charge into a model again, a share of each list
     call's CPU on the event loop the accepts share. The page's ChargeSummary dataclasses have
     CustomerCharge's fields, in its order, with its types (the gateway builds them)."""

@@ -35,7 +35,6 @@ REFUND_EVENTS = {
     RefundStatus.SUCCEEDED: "refund.succeeded",
     RefundStatus.FAILED: "refund.failed",
 }
-EVENT_TYPES = sorted([*PAYMENT_EVENTS.values(), *REFUND_EVENTS.values()])
 
 
 def event_id(event_type: str, object_id: str) -> str:

@@ -87,10 +87,6 @@ class Money:
     minor: int
     currency: str
 
-    @property
-    def decimal(self) -> Decimal:
-        return Decimal(self.minor).scaleb(-exponent(self.currency))
-
     def __str__(self) -> str:
         return format_minor(self.minor, self.currency)
 

@@ -111,7 +111,6 @@ class PaymentRecord:
     error: dict[str, Any] | None = None
     error_status: int | None = None
     attempts: int = 0
-    first_attempt_at: int | None = None
     # Set by a dead-letter replay: look for an earlier charge before making one.
     reconcile_first: bool = False
     reconcile_attempts: int = 0
@@ -169,7 +168,6 @@ class PaymentRecord:
             error=orjson.loads(h["error"]) if h.get("error") else None,
             error_status=int(h["error_status"]) if h.get("error_status") else None,
             attempts=int(h.get("attempts", 0)),
-            first_attempt_at=int(h["first_attempt_at"]) if h.get("first_attempt_at") else None,
             reconcile_first=h.get("reconcile_first") == "1",
             reconcile_attempts=int(h.get("reconcile_attempts", 0)),
             client=h.get("client") or None,

@@ -16,10 +16,7 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from shared.settings.service_settings import Settings
-from tests.support import FakeListGateway, app_client, payment
-
-# Still imported from here by older test modules; new code imports them from tests.support.
-__all__ = ["FakeListGateway", "payment"]
+from tests.support import FakeListGateway, app_client
 
 ClientFor = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 

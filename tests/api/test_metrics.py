@@ -7,7 +7,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.fleet_metrics import OUTCOMES, STRIPE_CALLS, emf_queue_depth
-from tests.api.conftest import payment
+from tests.support import payment
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -12,6 +12,5 @@ if holder and holder ~= a.token then return {-2} end
 redis.call('SET', KEYS[2], a.token, 'PX', a.lease_ms)
 redis.call('HSET', KEYS[1], 'status', STATUS.PROCESSING, 'updated_at', a.now_iso,
   'alive_at', a.now)
-redis.call('HSETNX', KEYS[1], 'first_attempt_at', a.now)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return {1, redis.call('HGETALL', KEYS[1])}
