@@ -5,22 +5,20 @@ solving and endpoint wrapper cost the accept path about as much CPU as the accep
 (profile in docs/PERFORMANCE.md). This pure ASGI middleware sits inside the authentication
 middleware (api.auth: request id, client, 431/401 already done) and answers exactly
 ``POST /payments`` with the very function the FastAPI route calls
-(``api.payments.accept_payment``) and the very error rendering of ``api.error_responses``; every
-other
-request goes on to FastAPI unchanged. The route stays declared on the router, so the OpenAPI
-description, Swagger UI and an app built without this middleware behave the same.
+(``api.payments.accept_payment``) and the app's own error handler
+(``api.error_responses.response_for``); every other request goes on to FastAPI unchanged. The
+route stays declared on the router, so the OpenAPI description, Swagger UI and an app built
+without this middleware behave the same.
 """
 
 from __future__ import annotations
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.error_responses import error_response, redis_error_response, unexpected_error_response
+from api.error_responses import response_for
 from api.payments import accept_payment
-from shared.errors import PaymentServiceError
 
 PATH = "/payments"
 
@@ -42,10 +40,6 @@ class AcceptFastPath:
         response: Response
         try:
             response = await accept_payment(request)
-        except PaymentServiceError as exc:
-            response = error_response(exc)
-        except RedisError as exc:
-            response = redis_error_response(exc, PATH)
-        except Exception:
-            response = unexpected_error_response(PATH)
+        except Exception as exc:
+            response = response_for(request, exc)
         await response(scope, receive, send)

@@ -16,12 +16,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from api.payments import model_response
+from api.deps import AdminStoreDep
+from api.request_helpers import model_response
 from api.schemas import Payment, error_responses, payment_view
 from shared.errors import NotFound
-from shared.redis_clients import sync_redis
 from shared.settings.api_clients import ANONYMOUS, Client
-from shared.store import PaymentStore
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 log = structlog.get_logger(__name__)
@@ -50,21 +49,11 @@ def _admin(request: Request) -> Client:
     return principal
 
 
-def _store(request: Request) -> PaymentStore:
-    """A blocking store for these rare calls, run in a thread off the event loop."""
-    state = request.app.state
-    store: PaymentStore | None = getattr(state, "admin_store", None)
-    if store is None:
-        store = PaymentStore(sync_redis(state.settings), state.settings)
-        state.admin_store = store
-    return store
-
-
 @router.get("/dead-letters", response_model=DeadLetters, responses=error_responses(404, 503))
-async def list_dead_letters(request: Request) -> Response:
+async def list_dead_letters(request: Request, store: AdminStoreDep) -> Response:
     """Payments failed because Stripe stayed unreachable, oldest first."""
     _admin(request)
-    entries = await asyncio.to_thread(_store(request).dead_letters)
+    entries = await asyncio.to_thread(store.dead_letters)
     data = [
         DeadLetter(
             id=payment_id,
@@ -81,10 +70,10 @@ async def list_dead_letters(request: Request) -> Response:
     response_model=Replayed,
     responses=error_responses(404, 503),
 )
-async def replay_dead_letter(request: Request, payment_id: str) -> Response:
+async def replay_dead_letter(request: Request, payment_id: str, store: AdminStoreDep) -> Response:
     """Requeue one dead letter; 404 if it is not (or no longer) one."""
     admin = _admin(request)
-    if not await asyncio.to_thread(_store(request).replay, payment_id):
+    if not await asyncio.to_thread(store.replay, payment_id):
         raise NotFound(f"No dead letter {payment_id}", code="dead_letter_not_found", param="id")
     log.warning("admin.dead_letter_replayed", admin=admin.name, payment_id=payment_id)
     return model_response(200, Replayed(id=payment_id))

@@ -1,7 +1,8 @@
 """Request dependencies, as ``Annotated`` aliases the routes declare.
 
-They are ``async def``: FastAPI runs a plain ``def`` dependency in a thread pool, which on the
-accept path cost more than the whole Redis round trip.
+Each hands a route one of the objects the app's lifespan built (api.main); nothing is made on
+first use. They are ``async def``: FastAPI runs a plain ``def`` dependency in a thread pool,
+which on the accept path cost more than the whole Redis round trip.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from api.list_limit import ListLimiter
 from api.service import PaymentService
 from shared.settings.service_settings import Settings
+from shared.store import PaymentStore
+from shared.store.lifecycle_store import AsyncLifecycleStore
+from shared.store.refund_store import AsyncRefundStore
 from shared.stripe.gateway import StripeGateway
 
 
@@ -36,7 +41,32 @@ async def _gateway(request: Request) -> StripeGateway:
     return gateway
 
 
+async def _refund_store(request: Request) -> AsyncRefundStore:
+    store: AsyncRefundStore = request.app.state.refund_store
+    return store
+
+
+async def _lifecycle_store(request: Request) -> AsyncLifecycleStore:
+    store: AsyncLifecycleStore = request.app.state.lifecycle_store
+    return store
+
+
+async def _admin_store(request: Request) -> PaymentStore:
+    store: PaymentStore = request.app.state.admin_store
+    return store
+
+
+async def _list_limiter(request: Request) -> ListLimiter:
+    limiter: ListLimiter = request.app.state.list_limiter
+    return limiter
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[Redis, Depends(_redis)]
 ServiceDep = Annotated[PaymentService, Depends(_service)]
 GatewayDep = Annotated[StripeGateway, Depends(_gateway)]
+RefundStoreDep = Annotated[AsyncRefundStore, Depends(_refund_store)]
+LifecycleStoreDep = Annotated[AsyncLifecycleStore, Depends(_lifecycle_store)]
+# A blocking store, for the admin routes' rare calls run in a thread off the event loop.
+AdminStoreDep = Annotated[PaymentStore, Depends(_admin_store)]
+ListLimiterDep = Annotated[ListLimiter, Depends(_list_limiter)]

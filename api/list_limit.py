@@ -13,10 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from starlette.datastructures import State
-
 from shared.errors import ServiceUnavailable
-from shared.settings.service_settings import Settings
 
 
 class ListBusy(ServiceUnavailable):
@@ -38,15 +35,6 @@ class ListLimiter:
         self.retry_after = retry_after
         self.in_flight = 0
         self.refused = 0
-
-    @classmethod
-    def of(cls, state: State, settings: Settings) -> ListLimiter:
-        """The app's limiter (one per process), made on first use."""
-        limiter: ListLimiter | None = getattr(state, "list_limiter", None)
-        if limiter is None:
-            limiter = cls(settings.list_max_concurrency, settings.list_retry_after_seconds)
-            state.list_limiter = limiter
-        return limiter
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

@@ -14,14 +14,18 @@ from api import admin, error_responses, health, metrics, openapi, payments, refu
 from api.accept_asgi import AcceptFastPath
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
+from api.list_limit import ListLimiter
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.fleet_metrics import ApiMetrics
 from shared.log_config import configure_logging
 from shared.process import freeze_startup_objects
-from shared.redis_clients import async_redis
+from shared.redis_clients import async_redis, sync_redis
 from shared.settings.api_clients import load as load_clients
 from shared.settings.service_settings import Settings, get_settings
+from shared.store import PaymentStore
+from shared.store.lifecycle_store import AsyncLifecycleStore
+from shared.store.refund_store import AsyncRefundStore
 from shared.stripe.gateway import StripeGateway
 
 
@@ -53,6 +57,14 @@ def create_app(
         app.state.service = PaymentService(scripts, settings, clients=len(clients.clients))
         # --- end of the group commit hook
         gateway = app.state.gateway = StripeGateway(settings)
+        app.state.refund_store = AsyncRefundStore(client, settings)
+        app.state.lifecycle_store = AsyncLifecycleStore(client, settings)
+        # The admin routes' rare calls block: their store runs in a thread off the event loop.
+        admin_redis = sync_redis(settings)
+        app.state.admin_store = PaymentStore(admin_redis, settings)
+        app.state.list_limiter = ListLimiter(
+            settings.list_max_concurrency, settings.list_retry_after_seconds
+        )
         app.state.waiter = PaymentWaiter(events)
         app.state.waiter.start()
         freeze_startup_objects()
@@ -61,6 +73,7 @@ def create_app(
         finally:
             await app.state.waiter.stop()
             await gateway.aclose()
+            admin_redis.close()
             if redis is None:
                 await client.aclose()
                 await events.aclose()

@@ -3,39 +3,38 @@
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.responses import Response
 
-from api.deps import GatewayDep, ServiceDep
+from api.deps import GatewayDep, ListLimiterDep, RefundStoreDep, ServiceDep
 from api.error_responses import JSON, json_response, validation_error, with_retry_after
+from api.request_helpers import (
+    PAYMENT_ID,
+    client_idempotency_key,
+    model_response,
+    read_json_body,
+    viewer_of,
+    wait_seconds,
+)
 from api.schemas import (
     CHARGE_ID_PATTERN,
     CUSTOMER_ID_PATTERN,
-    PAYMENT_ID_PATTERN,
     CustomerPayments,
     Payment,
     PaymentRequest,
     customer_payments_json,
-    dump,
     error_responses,
     payment_json,
     payment_view,
 )
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
-from shared.errors import (
-    CustomerNotFound,
-    InvalidRequest,
-    PayloadTooLarge,
-    PaymentNotFound,
-    UnsupportedMediaType,
-)
+from shared.errors import CustomerNotFound, PaymentNotFound
 from shared.payments.payment_records import PaymentRecord, Status
 from shared.settings.service_settings import Settings
 
@@ -43,64 +42,9 @@ router = APIRouter()
 log = structlog.get_logger(__name__)
 
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
-_PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 # Charged, whatever happened since (a refund, a dispute): a replay answers 200 like the first.
 CHARGED = frozenset({Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED})
-
-_WAIT = re.compile(r"[0-9]{1,2}")  # MAX_WAIT_SECONDS is at most 30
-
-
-def wait_seconds(raw: str | None, maximum: int) -> int:
-    """``?wait=N``: whole seconds from 0 to ``maximum`` (MAX_WAIT_SECONDS)."""
-    if raw is None:
-        return 0
-    if not _WAIT.fullmatch(raw) or int(raw) > maximum:
-        raise InvalidRequest(
-            f"wait must be a whole number of seconds from 0 to {maximum}",
-            code="wait_invalid",
-            param="wait",
-        )
-    return int(raw)
-
-
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` (never buffered whole)."""
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType()
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body must be at most {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body must be at most {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def client_idempotency_key(request: Request) -> str:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return "auto_" + secrets.token_hex(16)
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise InvalidRequest(
-            "Idempotency-Key must be 1-255 printable ASCII characters.",
-            code="idempotency_key_invalid",
-            param="Idempotency-Key",
-        )
-    return key
-
-
-def model_response(
-    status: int, model: BaseModel, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(dump(model), status_code=status, media_type=JSON, headers=headers)
 
 
 def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response:
@@ -179,20 +123,19 @@ async def accept_payment(request: Request) -> Response:
     response_model=Payment,
     responses=error_responses(404, 503),
 )
-async def get_payment(request: Request, payment_id: str, service: ServiceDep) -> Response:
+async def get_payment(
+    request: Request, payment_id: str, service: ServiceDep, refund_store: RefundStoreDep
+) -> Response:
     """A payment's record: its status, Stripe ids once known, the error once failed; while
     requires_action, ``next_action`` and (for the client that made it) ``client_secret``."""
-    if not _PAYMENT_ID.fullmatch(payment_id):
+    if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
     principal = getattr(request.state, "principal", None)
     rate_headers = await service.take_token(principal)
     record = await service.get_for(payment_id, principal)
-    client = request.state.client
-    viewer = str(getattr(client, "name", client))  # a client's name, or its key identity
-    from api.refund_routes import refund_store  # the refunds module builds on this one
-
-    refunds = await refund_store(request).of_payment(payment_id)
-    return model_response(200, payment_view(record, viewer=viewer, refunds=refunds), rate_headers)
+    refunds = await refund_store.of_payment(payment_id)
+    view = payment_view(record, viewer=viewer_of(request), refunds=refunds)
+    return model_response(200, view, rate_headers)
 
 
 @router.get(
@@ -204,22 +147,20 @@ async def list_customer_payments(
     request: Request,
     customer_id: str,
     gateway: GatewayDep,
+    service: ServiceDep,
+    limiter: ListLimiterDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[str | None, Query(pattern=CHARGE_ID_PATTERN)] = None,
 ) -> Response:
     """The customer's payments, newest first, read from Stripe on every call (no cache).
     At most LIST_MAX_CONCURRENCY run at once per process; past it, 503 + Retry-After."""
-    from api.list_limit import ListLimiter  # only this route uses it
-
     if not _CUSTOMER_ID.fullmatch(customer_id):
         raise validation_error([{"loc": ("path", "customer_id"), "type": "string_pattern"}])
-    service: PaymentService = request.app.state.service
     principal = getattr(request.state, "principal", None)
     rate_headers = await service.take_token(principal)
     if not await service.may_list(principal, customer_id):
         # The same answer as for a customer Stripe does not know: nothing to probe.
         raise CustomerNotFound(f"No such customer: {customer_id}", param="customer_id")
-    limiter = ListLimiter.of(request.app.state, request.app.state.settings)
     async with limiter.slot():
         page = await gateway.list_charges(
             customer=customer_id, limit=limit, starting_after=starting_after

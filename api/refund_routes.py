@@ -17,12 +17,14 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from api.deps import RefundStoreDep
 from api.error_responses import json_response, validation_error, with_retry_after
-from api.payments import (
-    _PAYMENT_ID,
+from api.request_helpers import (
+    PAYMENT_ID,
     client_idempotency_key,
     model_response,
     read_json_body,
+    viewer_of,
     wait_seconds,
 )
 from api.schemas import Refund, RefundRequest, error_responses, refund_view
@@ -54,25 +56,9 @@ _REFUND_ID = re.compile(r"ref_[0-9a-f]{24}")
 log = structlog.get_logger(__name__)
 
 
-def refund_store(request: Request) -> AsyncRefundStore:
-    """The app's refund store (one per process), made on first use."""
-    state = request.app.state
-    store: AsyncRefundStore | None = getattr(state, "refund_store", None)
-    if store is None:
-        store = AsyncRefundStore(state.redis, state.settings)
-        state.refund_store = store
-    return store
-
-
-def viewer_of(request: Request) -> str:
-    """The calling client's name (or, with API_KEYS alone, its key's identity)."""
-    client = request.state.client
-    return str(getattr(client, "name", client))
-
-
 async def visible_payment(request: Request, payment_id: str) -> PaymentRecord:
     """The payment, if it exists and the caller may see it (else the same 404)."""
-    if not _PAYMENT_ID.fullmatch(payment_id):
+    if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
     record: PaymentRecord = await request.app.state.service.get(payment_id)
     principal = getattr(request.state, "principal", None)
@@ -110,7 +96,7 @@ def refund_answer(refund: RefundRecord, *, replayed: bool = False) -> Response:
         **error_responses(400, 404, 409, 413, 415, 422, 502, 503),
     },
 )
-async def create_refund(request: Request, payment_id: str) -> Response:
+async def create_refund(request: Request, payment_id: str, store: RefundStoreDep) -> Response:
     """Refund a succeeded payment, all of what is left or ``amount`` of it: claim the
     Idempotency-Key and the amount, enqueue the Stripe refund, answer."""
     settings: Settings = request.app.state.settings
@@ -155,7 +141,6 @@ async def create_refund(request: Request, payment_id: str) -> Response:
         queue=settings.queue_name,
         headers={"request_id": request.state.request_id, "enqueued_at": enqueued_at},
     )
-    store = refund_store(request)
     claim = await store.claim(
         refund_id=refund_id, payment_id=payment_id, amount_minor=amount,
         fields=fields, message=message,
@@ -205,12 +190,14 @@ async def _get(store: AsyncRefundStore, refund_id: str) -> RefundRecord:
     response_model=Refund,
     responses=error_responses(404, 503),
 )
-async def get_refund(request: Request, payment_id: str, refund_id: str) -> Response:
+async def get_refund(
+    request: Request, payment_id: str, refund_id: str, store: RefundStoreDep
+) -> Response:
     """One refund of the payment: its status, Stripe's refund id once known, the error."""
     await visible_payment(request, payment_id)
     if not _REFUND_ID.fullmatch(refund_id):
         raise RefundNotFound(f"No such refund: {refund_id}", param="refund_id")
-    refund = await refund_store(request).get(refund_id)
+    refund = await store.get(refund_id)
     if refund is None or refund.payment_id != payment_id:
         raise RefundNotFound(f"No such refund: {refund_id}", param="refund_id")
     return model_response(200, refund_view(refund))

@@ -18,13 +18,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from api.deps import LifecycleStoreDep
 from api.error_responses import JSON
-from api.payments import read_json_body
+from api.request_helpers import read_json_body
 from api.schemas import error_responses
 from shared.celery_message import task_message
 from shared.payments.payment_records import STRIPE_EVENT_TASK
 from shared.settings.service_settings import Settings
-from shared.store.lifecycle_store import AsyncLifecycleStore
 from shared.stripe.outcomes import HANDLED_EVENTS, event_type_label
 from shared.stripe.webhook_events import verify_stripe_event
 
@@ -41,21 +41,12 @@ class WebhookReceived(BaseModel):
     ignored: bool = Field(description="A type the service does not act on (counted only).")
 
 
-def _store(request: Request) -> AsyncLifecycleStore:
-    state = request.app.state
-    store: AsyncLifecycleStore | None = getattr(state, "lifecycle_store", None)
-    if store is None:
-        store = AsyncLifecycleStore(state.redis, state.settings)
-        state.lifecycle_store = store
-    return store
-
-
 @router.post(
     WEBHOOK_PATH,
     response_model=WebhookReceived,
     responses=error_responses(400, 413, 415, 503),
 )
-async def stripe_webhook(request: Request) -> Response:
+async def stripe_webhook(request: Request, store: LifecycleStoreDep) -> Response:
     """A Stripe event: verified over the raw body (``Stripe-Signature``), taken once, its
     task enqueued. Needs no client key."""
     settings: Settings = request.app.state.settings
@@ -66,7 +57,6 @@ async def stripe_webhook(request: Request) -> Response:
         settings.stripe_webhook_secrets,
         tolerance=SIGNATURE_TOLERANCE_SECONDS,
     )
-    store = _store(request)
     label = event_type_label(event.type)
     duplicate = ignored = False
     if event.type in HANDLED_EVENTS:

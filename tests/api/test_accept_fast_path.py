@@ -8,6 +8,7 @@ from typing import Any
 import fakeredis
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.main import create_app
 from api.schemas import (
@@ -17,6 +18,7 @@ from api.schemas import (
     payment_json,
     payment_view,
 )
+from shared.errors import RateLimited
 from shared.payments.payment_records import PaymentRecord, Status
 from shared.settings.service_settings import Settings
 from tests.support import app_client, payment
@@ -51,7 +53,13 @@ async def answers(fast: bool, requests: list[Request]) -> list[tuple[int, Any, d
     settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
     app = create_app(settings, redis=fakeredis.FakeAsyncRedis(), fast_accept=fast)
     got = []
-    async with app_client(app) as client:
+    # As a server answers: an unexpected error is the 500 the app rendered (Starlette raises
+    # it again afterwards, for the server to log), not an exception in the client.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
         for key, content_type, body, query in requests:
             headers = {**AUTH, "Content-Type": content_type}
             if key is not None:
@@ -107,6 +115,26 @@ async def test_an_unexpected_failure_is_a_500_error_object(
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
     assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RedisConnectionError("connection refused"), ZeroDivisionError(), RateLimited()],
+    ids=["redis down", "unexpected", "service error"],
+)
+async def test_an_error_answers_as_the_router_does(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    from api.service import PaymentService
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(PaymentService, "accept", failing)
+    request: Request = ("k1", "application/json", payment(), "")
+    fast, routed = await answers(True, [request]), await answers(False, [request])
+    assert fast == routed
+    assert fast[0][0] in (429, 500, 503)
 
 
 def _records() -> list[PaymentRecord]:
