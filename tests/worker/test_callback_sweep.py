@@ -1,22 +1,24 @@
 """The callbacks' recovery sweep (fakeredis): every script that pushes a callback message files
-it; delivery, a retry, a dead letter take it out; a message lost between the transport's pop and
-its unacked entry is sent again, once, and a message still in the queue or with a worker never
-is. The receiver is an httpx.MockTransport."""
+it (a state change, a retry's move back, a replay); delivery, a skip, a retry, a dead letter take
+it out; a message lost between the transport's pop and its unacked entry is sent again, once,
+and a message still in the queue (the queue has not moved past it, clock skew allowed), with a
+worker or whose attempt just began never is. The receiver is an httpx.MockTransport."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
+from collections.abc import Callable
 from typing import Any
+from unittest.mock import patch
 
 import fakeredis
-import httpx
 import orjson
 import pytest
 
 from shared.callbacks.events import event_id, payment_callback, refund_callbacks
-from shared.payments.payment_records import Status, new_record_fields
+from shared.payments.payment_records import Status
 from shared.payments.refund_records import RefundStatus, refund_fingerprint
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
@@ -30,7 +32,9 @@ from shared.store.keys import (
 )
 from shared.store.lifecycle_store import LifecycleStore, Transition
 from shared.store.refund_store import AsyncRefundStore, RefundStore
+from tests.worker.conftest import MakeSender, Receiver, SeedPayment
 from worker.callback_delivery import Callback, CallbackSender
+from worker.dead_letters import main as dead_letters
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
 PAY = "pay_" + "e" * 24
@@ -42,44 +46,23 @@ SETTINGS = Settings(
     callback_sweep_stale_seconds=AGE,
 )
 EVT = event_id("payment.succeeded", PAY)
+Charge = Callable[[], None]
 
 
 @pytest.fixture
-def redis() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
+def send(make_sender: MakeSender) -> CallbackSender:
+    return make_sender(SETTINGS)
 
 
-class Receiver:
-    """A callback endpoint: answers the statuses it is given, in turn, then 200."""
-
-    def __init__(self, *statuses: int) -> None:
-        self.statuses = list(statuses)
-        self.ids: list[str] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.ids.append(request.headers["webhook-id"])
-        return httpx.Response(self.statuses.pop(0) if self.statuses else 200)
-
-
-def sender(redis: fakeredis.FakeRedis, receiver: Receiver) -> CallbackSender:
-    return CallbackSender(
-        CallbackStore(redis, SETTINGS), LifecycleStore(redis, SETTINGS),
-        RefundStore(redis, SETTINGS), SETTINGS,
-        http=httpx.Client(transport=httpx.MockTransport(receiver)),
-        resolve=lambda host, port, allow_private: "93.184.216.34",
-    )  # fmt: skip
-
-
-def succeeded_with_callback(redis: fakeredis.FakeRedis) -> None:
+@pytest.fixture
+def succeeded_with_callback(redis: fakeredis.FakeRedis, seed_payment: SeedPayment) -> Charge:
     """A payment with an endpoint, charged: its payment.succeeded message is in the queue."""
-    fields: dict[str, str] = new_record_fields(
-        payment_id=PAY, account_id="cus_A", amount_minor=4299, currency="usd",
-        payment_method="pm_1", idempotency_key="k", fingerprint="f",
-    )  # fmt: skip
-    fields["status"] = Status.PROCESSING.value
-    fields["callback_url"] = "https://shop.example.com/hooks"
-    redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
-    assert PaymentStore(redis, SETTINGS).finish(PAY, status=Status.SUCCEEDED, fields={})
+
+    def charge() -> None:
+        seed_payment(PAY, Status.PROCESSING, callback_url="https://shop.example.com/hooks")
+        assert PaymentStore(redis, SETTINGS).finish(PAY, status=Status.SUCCEEDED, fields={})
+
+    return charge
 
 
 def work(redis: fakeredis.FakeRedis, send: CallbackSender) -> list[str]:
@@ -104,13 +87,36 @@ def later(n: int) -> float:
     return time.time() + 2 * AGE * n
 
 
+def dispute(redis: fakeredis.FakeRedis) -> None:
+    """The payment moves on: its payment.disputed callback is queued and filed."""
+    LifecycleStore(redis, SETTINGS).transition(
+        PAY, Transition(Status.DISPUTED, {}),
+        callback=payment_callback(SETTINGS, PAY, Status.DISPUTED),
+    )  # fmt: skip
+
+
+def another_queued(redis: fakeredis.FakeRedis, enqueued_ms: int) -> None:
+    """Another payment's callback waits in the queue, stamped ``enqueued_ms`` by its producer's
+    clock; the only message there."""
+    message = orjson.loads(payment_callback(SETTINGS, "pay_" + "f" * 24, Status.SUCCEEDED))
+    message["headers"]["enqueued_at"] = enqueued_ms
+    redis.delete("callbacks")
+    redis.lpush("callbacks", orjson.dumps(message))
+
+
+def with_attempt_begun_at(redis: fakeredis.FakeRedis, at: float) -> None:
+    """A worker began an attempt at ``at`` (by its clock)."""
+    with patch("time.time", return_value=at):
+        CallbackStore(redis, SETTINGS).attempt_started(EVT)
+
+
 def test_a_callback_lost_between_pop_and_unacked_is_sent_again_once(
-    redis: fakeredis.FakeRedis,
-) -> None:
-    succeeded_with_callback(redis)
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge, receiver: Receiver,
+    send: CallbackSender,
+) -> None:  # fmt: skip
+    succeeded_with_callback()
     (queued,) = redis.lrange("callbacks", 0, -1)
     redis.rpop("callbacks")  # popped by a worker, Redis died before its unacked entry
-    receiver = Receiver()
 
     assert sweep(redis, time.time()) == []  # not yet: younger than the stale age
     assert sweep(redis, later(1)) == [EVT]
@@ -121,7 +127,7 @@ def test_a_callback_lost_between_pop_and_unacked_is_sent_again_once(
     assert second["headers"]["recovered"] is True
     assert second["properties"]["delivery_tag"] != first["properties"]["delivery_tag"]
 
-    assert work(redis, sender(redis, receiver)) == ["delivered"]
+    assert work(redis, send) == ["delivered"]
     assert sweep(redis, later(2)) == []
     assert sweep(redis, later(3)) == []
     assert receiver.ids == [EVT]  # sent once
@@ -130,9 +136,9 @@ def test_a_callback_lost_between_pop_and_unacked_is_sent_again_once(
 
 
 def test_a_callback_still_queued_or_with_a_worker_is_never_pushed_again(
-    redis: fakeredis.FakeRedis,
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge
 ) -> None:
-    succeeded_with_callback(redis)
+    succeeded_with_callback()
 
     # In the queue, past the stale age: the queue has not moved past it.
     assert sweep(redis, later(1)) == []
@@ -143,34 +149,77 @@ def test_a_callback_still_queued_or_with_a_worker_is_never_pushed_again(
     reserved = PaymentStore(redis, SETTINGS).reserved_task_ids()
     assert reserved == {f"{EVT}:1"}
     assert sweep(redis, later(2), frozenset(reserved)) == []
-    # An attempt began (its unacked entry restored meanwhile, say): alive for a stale age.
-    CallbackStore(redis, SETTINGS).attempt_started(EVT)
-    assert sweep(redis, time.time() + AGE - 1 + 2 * AGE) == []
     assert redis.llen("callbacks") == 0
 
 
-def test_a_backlog_older_than_the_stale_age_is_not_echoed(redis: fakeredis.FakeRedis) -> None:
+def test_an_attempt_just_begun_is_not_pushed_again(
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge
+) -> None:
+    """Out of the queue and of kombu's unacked (restored by another worker's sweep, say), but
+    its attempt began less than a stale age ago: alive."""
+    succeeded_with_callback()
+    redis.rpop("callbacks")
+    at = later(1)
+    with_attempt_begun_at(redis, at - AGE + 1)
+    assert sweep(redis, at) == []
+    # A stale age after its attempt began with no outcome, it is lost after all.
+    assert sweep(redis, later(3)) == [EVT]
+
+
+def test_a_backlog_older_than_the_stale_age_is_not_echoed(
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge, send: CallbackSender
+) -> None:
     """Many callbacks waiting in the queue past the stale age: none pushed twice."""
-    succeeded_with_callback(redis)
-    lifecycle = LifecycleStore(redis, SETTINGS)
-    lifecycle.transition(PAY, Transition(Status.DISPUTED, {}),
-                         callback=payment_callback(SETTINGS, PAY, Status.DISPUTED))  # fmt: skip
+    succeeded_with_callback()
+    dispute(redis)
     assert redis.llen("callbacks") == 2
     assert redis.zcard(CALLBACKS_PENDING) == 2
 
     for n in range(1, 4):
         assert sweep(redis, later(n)) == []
     assert redis.llen("callbacks") == 2
-    assert work(redis, sender(redis, Receiver())) == ["delivered", "delivered"]
+    assert work(redis, send) == ["delivered", "delivered"]
     assert redis.zcard(CALLBACKS_PENDING) == 0
 
 
-def test_a_retry_and_a_dead_letter_leave_the_sweep_and_its_requeue_files_it_again(
-    redis: fakeredis.FakeRedis,
+def test_the_queue_has_moved_past_a_callback_only_beyond_the_clock_skew(
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge
 ) -> None:
-    succeeded_with_callback(redis)
-    receiver = Receiver(500, 500, 500)
-    send = sender(redis, receiver)
+    """The queue's oldest message stamped less than 5 s after the lost one's push may come from
+    a clock running ahead, pushed before it: the sweep cannot tell, so it waits."""
+    succeeded_with_callback()
+    lost = redis.rpop("callbacks")
+    assert isinstance(lost, bytes)
+    pushed_ms = int(orjson.loads(lost)["headers"]["enqueued_at"])
+
+    another_queued(redis, pushed_ms + 4_000)
+    assert sweep(redis, later(1)) == []
+    another_queued(redis, pushed_ms + 6_000)
+    assert sweep(redis, later(2)) == [EVT]
+
+
+def test_a_skipped_callback_leaves_the_sweep(
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge, receiver: Receiver,
+    send: CallbackSender,
+) -> None:  # fmt: skip
+    """A callback whose payment is gone by its attempt (its record expired) is skipped, and
+    the sweep never sends it again."""
+    succeeded_with_callback()
+    redis.delete(record_key(PAY))
+
+    assert work(redis, send) == ["skipped"]
+    for n in range(1, 4):
+        assert sweep(redis, later(n)) == []
+    assert receiver.requests == []
+    assert CallbackStore(redis, SETTINGS).pending() == []
+
+
+def test_a_retry_and_a_dead_letter_leave_the_sweep_and_its_requeue_files_it_again(
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge, receiver: Receiver,
+    send: CallbackSender,
+) -> None:  # fmt: skip
+    succeeded_with_callback()
+    receiver.statuses = [500, 500, 500]
     store = CallbackStore(redis, SETTINGS)
 
     assert work(redis, send) == ["retry"]
@@ -194,13 +243,36 @@ def test_a_retry_and_a_dead_letter_leave_the_sweep_and_its_requeue_files_it_agai
     assert receiver.ids == [EVT, EVT, EVT]
 
 
-async def test_refund_outcomes_file_both_callbacks() -> None:
+def test_a_replayed_dead_letter_is_filed_again_and_sent_again_if_lost(
+    redis: fakeredis.FakeRedis, succeeded_with_callback: Charge, receiver: Receiver,
+    make_sender: MakeSender, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    succeeded_with_callback()
+    receiver.statuses = [500]
+    one_attempt = SETTINGS.model_copy(update={"callback_max_attempts": 1})
+    assert work(redis, make_sender(one_attempt)) == ["dead_lettered"]
+    assert CallbackStore(redis, SETTINGS).pending() == []
+
+    # An operator replays it: `python -m worker.dead_letters replay <event id>`.
+    monkeypatch.setattr("worker.dead_letters.get_settings", lambda: SETTINGS)
+    monkeypatch.setattr("worker.dead_letters.sync_redis", lambda settings: redis)
+    assert dead_letters(["replay", EVT]) == 0
+    redis.rpop("callbacks")  # and its message is lost in transit
+
+    assert sweep(redis, later(1)) == [EVT]
+    assert work(redis, make_sender(SETTINGS)) == ["delivered"]
+    assert receiver.ids == [EVT, EVT]
+    assert CallbackStore(redis, SETTINGS).pending() == []
+
+
+async def test_refund_outcomes_file_both_callbacks(
+    server: fakeredis.FakeServer, redis: fakeredis.FakeRedis,
+    succeeded_with_callback: Charge, send: CallbackSender,
+) -> None:  # fmt: skip
     """refund_finish pushes two callbacks in one step (refund.succeeded, payment.refunded):
     each filed under its own event id."""
-    server = fakeredis.FakeServer()
-    redis = fakeredis.FakeRedis(server=server)
-    succeeded_with_callback(redis)
-    work(redis, sender(redis, Receiver()))
+    succeeded_with_callback()
+    work(redis, send)
     refund_id = "ref_" + "1" * 24
     claim = await AsyncRefundStore(fakeredis.FakeAsyncRedis(server=server), SETTINGS).claim(
         refund_id=refund_id, payment_id=PAY, amount_minor=None, message=b"{}",
@@ -221,5 +293,5 @@ async def test_refund_outcomes_file_both_callbacks() -> None:
     )
     redis.delete("callbacks")  # both lost in transit
     assert sorted(sweep(redis, later(1))) == sorted(CallbackStore(redis, SETTINGS).pending())
-    assert sorted(work(redis, sender(redis, Receiver()))) == ["delivered", "delivered"]
+    assert sorted(work(redis, send)) == ["delivered", "delivered"]
     assert CallbackStore(redis, SETTINGS).pending() == []
