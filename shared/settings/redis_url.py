@@ -1,6 +1,6 @@
 """``REDIS_URL``'s Sentinel form, parsed in one place for every Redis client of the service.
 
-A plain ``redis://``, ``rediss://`` or ``unix://`` URL names one Redis, as before. The Sentinel
+A plain ``redis://``, ``rediss://`` or ``unix://`` URL names one Redis. The Sentinel
 form names the Sentinels that know which Redis is the primary of a replicated set::
 
     redis+sentinel://[[user]:password@]host1:26379,host2:26379,host3:26379/<master-name>/<db>
@@ -19,9 +19,9 @@ here), kombu's Sentinel transport for Celery's broker and Flower (``broker()``, 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -53,7 +53,6 @@ class SentinelTarget:
     tls: bool = False
     ssl_cert_reqs: str = "required"
     ssl_ca_certs: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def tls_options(self) -> dict[str, Any]:
         """redis-py connection options for TLS (none without it)."""
@@ -92,32 +91,38 @@ def _redacted(url: str) -> str:
 def parse_sentinel_url(url: str) -> SentinelTarget | None:
     """The Sentinel form's parts; None for a plain (single Redis) URL. ValueError, naming the
     problem, for a malformed Sentinel URL."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in SENTINEL_SCHEMES:
+    scheme = url.partition("://")[0].lower()
+    if scheme not in SENTINEL_SCHEMES:
         return None
-    tls = SENTINEL_SCHEMES[scheme.lower()]
-    rest, _, query = rest.partition("?")
-    userinfo, at, rest = rest.rpartition("@")
-    netloc, _, path = rest.partition("/")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-        if not colon:  # "secret@host": the one field is the password, as redis-py reads it
-            username, password = None, unquote(user) or None
-    sentinels = tuple(_host_port(item, url) for item in netloc.split(","))
-    parts = [p for p in path.split("/")]
-    if not parts or not parts[0]:
+    tls = SENTINEL_SCHEMES[scheme]
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its message may quote the netloc, password included
+        raise ValueError(f"REDIS_URL {_redacted(url)!r} is not a URL") from None
+    if parts.fragment:
+        raise ValueError(
+            f"REDIS_URL {_redacted(url)!r}: a '#' ends the URL; percent-encode it (%23) "
+            "in a password"
+        )
+    # urllib reads the user and password but not a list of hosts, which is read here.
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if parts.username is not None and parts.password is None:
+        # "secret@host": the one field is the password, as redis-py reads it
+        username, password = None, username
+    hosts = parts.netloc.rpartition("@")[2]
+    sentinels = tuple(_host_port(item, url) for item in hosts.split(","))
+    path = parts.path.removeprefix("/").split("/")
+    if not path[0]:
         raise ValueError(
             f"REDIS_URL {_redacted(url)!r}: the Sentinel form needs the master's name: "
             f"{scheme}://host1:26379,host2:26379/<master-name>/<db>"
         )
-    if len(parts) > 2 or (len(parts) == 2 and parts[1] and not parts[1].isdigit()):
+    if len(path) > 2 or (len(path) == 2 and path[1] and not path[1].isdigit()):
         raise ValueError(f"REDIS_URL {_redacted(url)!r}: the path must be /<master-name>/<db>")
-    db = int(parts[1]) if len(parts) == 2 and parts[1] else 0
+    db = int(path[1]) if len(path) == 2 and path[1] else 0
     options: dict[str, str] = {}
-    for name, values in parse_qs(query, keep_blank_values=True).items():
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
         if name not in QUERY_OPTIONS:
             raise ValueError(
                 f"REDIS_URL {_redacted(url)!r}: unknown option {name!r} "
@@ -131,7 +136,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
         raise ValueError(f"REDIS_URL: {', '.join(options)} need the TLS form rediss+sentinel://")
     return SentinelTarget(
         sentinels=sentinels,
-        master_name=unquote(parts[0]),
+        master_name=unquote(path[0]),
         db=db,
         username=username,
         password=password,
