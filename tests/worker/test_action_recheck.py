@@ -15,16 +15,12 @@ from shared.store import PaymentStore
 from shared.store.keys import AWAITING_ACTION
 from shared.store.lifecycle_store import LifecycleStore
 from shared.stripe.outcomes import TransientStripeError
-from tests.worker.test_stripe_events import PAY, FakeGateway, intent, payment, record
+from tests.worker.conftest import SeedPayment
+from tests.worker.test_stripe_events import PAY, FakeGateway, intent, record
 from worker.action_recheck import next_check, recheck_actions
 from worker.stripe_events import StripeEventProcessor
 
 SETTINGS = Settings(environment="test")
-
-
-@pytest.fixture
-def redis() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
 
 
 @pytest.fixture
@@ -42,17 +38,18 @@ def run(store: LifecycleStore, gateway: FakeGateway) -> dict[str, int]:
 
 
 def test_the_charge_path_files_a_payment_that_waits_for_its_customer(
+    seed_payment: SeedPayment,
     redis: fakeredis.FakeRedis,
 ) -> None:
-    payment(redis, Status.PROCESSING)
+    seed_payment(PAY, Status.PROCESSING)
     PaymentStore(redis, SETTINGS).finish(PAY, status=Status.REQUIRES_ACTION, fields={})
     assert redis.zscore(AWAITING_ACTION, PAY) is not None
 
 
 def test_a_completed_authentication_is_found_without_its_webhook(
-    redis: fakeredis.FakeRedis, store: LifecycleStore
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore
 ) -> None:
-    payment(redis, Status.REQUIRES_ACTION, payment_intent="pi_1")
+    seed_payment(PAY, Status.REQUIRES_ACTION, payment_intent="pi_1")
     due(redis)
     gateway = FakeGateway(intents={"pi_1": intent("succeeded")})
 
@@ -62,9 +59,9 @@ def test_a_completed_authentication_is_found_without_its_webhook(
 
 
 def test_still_waiting_is_looked_at_again_later(
-    redis: fakeredis.FakeRedis, store: LifecycleStore
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore
 ) -> None:
-    payment(redis, Status.REQUIRES_ACTION, payment_intent="pi_1")
+    seed_payment(PAY, Status.REQUIRES_ACTION, payment_intent="pi_1")
     due(redis)
     gateway = FakeGateway(intents={"pi_1": intent("requires_action")})
 
@@ -75,9 +72,9 @@ def test_still_waiting_is_looked_at_again_later(
 
 
 def test_a_payment_moved_by_its_webhook_leaves_without_a_stripe_call(
-    redis: fakeredis.FakeRedis, store: LifecycleStore
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore
 ) -> None:
-    payment(redis, Status.SUCCEEDED, payment_intent="pi_1")
+    seed_payment(PAY, Status.SUCCEEDED, payment_intent="pi_1")
     due(redis)
     gateway = FakeGateway()
 
@@ -86,9 +83,9 @@ def test_a_payment_moved_by_its_webhook_leaves_without_a_stripe_call(
 
 
 def test_stripe_unreachable_stops_the_round_and_keeps_the_check(
-    redis: fakeredis.FakeRedis, store: LifecycleStore
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore
 ) -> None:
-    payment(redis, Status.REQUIRES_ACTION, payment_intent="pi_1")
+    seed_payment(PAY, Status.REQUIRES_ACTION, payment_intent="pi_1")
     due(redis)
     gateway = FakeGateway(fail=[TransientStripeError("down")])
 
@@ -97,9 +94,9 @@ def test_stripe_unreachable_stops_the_round_and_keeps_the_check(
 
 
 def test_an_intent_stripe_does_not_have_is_dropped(
-    redis: fakeredis.FakeRedis, store: LifecycleStore
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore
 ) -> None:
-    payment(redis, Status.REQUIRES_ACTION, payment_intent="pi_1")
+    seed_payment(PAY, Status.REQUIRES_ACTION, payment_intent="pi_1")
     due(redis)
     gateway = FakeGateway(fail=[InvalidRequest("No such payment_intent")])
     assert run(store, gateway)["dropped"] == 1

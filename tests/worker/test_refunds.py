@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import fakeredis
 import pytest
 
+from shared.celery_message import task_message
 from shared.errors import InvalidRequest
-from shared.payments.payment_records import PaymentRecord, Status, new_record_fields
+from shared.payments.payment_records import CHARGE_TASK, PaymentRecord, Status
 from shared.payments.refund_records import RefundStatus, refund_fingerprint
 from shared.settings.service_settings import Settings
+from shared.store import PaymentStore
 from shared.store.keys import REFUNDS_UNKNOWN, record_key, refund_key
 from shared.store.lifecycle_store import LifecycleStore
 from shared.store.refund_store import AsyncRefundStore, RefundClaim, RefundStore
 from shared.stripe.outcomes import RefundOutcome, TransientStripeError
+from tests.worker.conftest import SeedPayment
 from worker.refund_attempts import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
 
 PAY = "pay_" + "c" * 24
@@ -63,16 +67,6 @@ class FakeStripe:
 
 
 @pytest.fixture
-def server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
-
-
-@pytest.fixture
-def redis(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis(server=server)
-
-
-@pytest.fixture
 def api_store(server: fakeredis.FakeServer) -> AsyncRefundStore:
     return AsyncRefundStore(fakeredis.FakeAsyncRedis(server=server), SETTINGS)
 
@@ -92,13 +86,17 @@ def processor(redis: fakeredis.FakeRedis, stripe: FakeStripe) -> RefundProcessor
     )
 
 
-def paid(redis: fakeredis.FakeRedis, status: Status = Status.SUCCEEDED, amount: int = 4299) -> None:
-    fields: dict[str, str] = new_record_fields(
-        payment_id=PAY, account_id="cus_A", amount_minor=amount, currency="usd",
-        payment_method="pm_1", idempotency_key="k", fingerprint="f",
-    )  # fmt: skip
-    fields.update(status=status.value, charge="ch_1", payment_intent="pi_1")
-    redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
+Paid = Callable[..., None]
+
+
+@pytest.fixture
+def paid(seed_payment: SeedPayment) -> Paid:
+    """The payment charged 42.99 (or in ``status``), ready to refund."""
+
+    def charged(status: Status = Status.SUCCEEDED) -> None:
+        seed_payment(PAY, status, charge="ch_1", payment_intent="pi_1")
+
+    return charged
 
 
 def payment(redis: fakeredis.FakeRedis) -> PaymentRecord:
@@ -119,9 +117,9 @@ async def claim(store: AsyncRefundStore, key: str, amount: int | None) -> Refund
 
 
 async def test_partial_refunds_then_the_rest_then_nothing_is_left(
-    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+    paid: Paid, redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
 ) -> None:
-    paid(redis)
+    paid()
     first = await claim(api_store, "a", 1000)
     second = await claim(api_store, "b", 2000)
     rest = await claim(api_store, "c", None)
@@ -138,9 +136,9 @@ async def test_partial_refunds_then_the_rest_then_nothing_is_left(
 
 
 async def test_a_refund_over_what_is_left_is_refused_with_what_is_left(
-    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+    paid: Paid, redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
 ) -> None:
-    paid(redis)
+    paid()
     await claim(api_store, "a", 4000)
     over = await claim(api_store, "b", 300)
     assert over.left_minor == 299
@@ -148,9 +146,9 @@ async def test_a_refund_over_what_is_left_is_refused_with_what_is_left(
 
 
 async def test_concurrent_refunds_never_exceed_the_charge(
-    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+    paid: Paid, redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
 ) -> None:
-    paid(redis)
+    paid()
     claims = await asyncio.gather(*(claim(api_store, f"k{n}", 1000) for n in range(10)))
     assert sum(c.created for c in claims) == 4
     assert payment(redis).refund_reserved_minor == 4000
@@ -162,18 +160,18 @@ async def test_concurrent_refunds_never_exceed_the_charge(
      Status.REFUNDED, Status.DISPUTED],
 )  # fmt: skip
 async def test_only_a_succeeded_payment_is_refundable(
-    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, status: Status
+    paid: Paid, redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, status: Status
 ) -> None:
-    paid(redis, status)
+    paid(status)
     refused = await claim(api_store, "a", 100)
     assert refused.not_refundable == status.value
     assert redis.llen("payments") == 0
 
 
 async def test_the_same_key_finds_the_same_refund_and_claims_nothing_more(
-    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+    paid: Paid, redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
 ) -> None:
-    paid(redis)
+    paid()
     first = await claim(api_store, "a", 1000)
     again = await claim(api_store, "a", 1000)
     assert first.created
@@ -185,9 +183,9 @@ async def test_the_same_key_finds_the_same_refund_and_claims_nothing_more(
 
 
 async def test_a_dashboard_refund_counts_against_what_is_left(
-    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
+    paid: Paid, redis: fakeredis.FakeRedis, api_store: AsyncRefundStore
 ) -> None:
-    paid(redis)
+    paid()
     redis.hset(record_key(PAY), "stripe_refunded_minor", 4000)
     assert (await claim(api_store, "a", 500)).left_minor == 299
 
@@ -199,11 +197,11 @@ async def accepted(redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, key:
     return claimed.record.id
 
 
-async def test_a_refund_is_made_once_and_a_full_one_refunds_the_payment(
+async def test_a_refund_is_made_once_and_a_full_one_refunds_the_payment(paid: Paid,
     redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
     stripe: FakeStripe,
 ) -> None:  # fmt: skip
-    paid(redis)
+    paid()
     partial = await accepted(redis, api_store, "a", 1000)
     rest = await accepted(redis, api_store, "b", None)
 
@@ -219,11 +217,11 @@ async def test_a_refund_is_made_once_and_a_full_one_refunds_the_payment(
     assert {p["idempotency_key"] for p in stripe.ledger} == {f"{partial}:refund", f"{rest}:refund"}
 
 
-async def test_a_lost_answer_is_reconciled_not_refunded_twice(
+async def test_a_lost_answer_is_reconciled_not_refunded_twice(paid: Paid,
     redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
     stripe: FakeStripe,
 ) -> None:  # fmt: skip
-    paid(redis)
+    paid()
     refund_id = await accepted(redis, api_store, "a", 1000)
     stripe.lose_answer_once = True  # Stripe refunded, the answer never came back
 
@@ -234,11 +232,11 @@ async def test_a_lost_answer_is_reconciled_not_refunded_twice(
     assert len(stripe.ledger) == 1
 
 
-async def test_retries_run_out_and_stripe_has_nothing_so_the_hold_is_given_back(
+async def test_retries_run_out_and_stripe_has_nothing_so_the_hold_is_given_back(paid: Paid,
     redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
     stripe: FakeStripe,
 ) -> None:  # fmt: skip
-    paid(redis)
+    paid()
     refund_id = await accepted(redis, api_store, "a", 1000)
     stripe.fail_create = [TransientStripeError("503")] * 5
 
@@ -254,11 +252,11 @@ async def test_retries_run_out_and_stripe_has_nothing_so_the_hold_is_given_back(
     assert "nothing was refunded" in refund.error["message"]
 
 
-async def test_stripe_unreachable_at_the_end_is_unknown_until_the_round_finds_it(
+async def test_stripe_unreachable_at_the_end_is_unknown_until_the_round_finds_it(paid: Paid,
     redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
     stripe: FakeStripe,
 ) -> None:  # fmt: skip
-    paid(redis)
+    paid()
     refund_id = await accepted(redis, api_store, "a", 1000)
     stripe.lose_answer_once = True
     stripe.fail_create = [TransientStripeError("503")]
@@ -283,11 +281,11 @@ async def test_stripe_unreachable_at_the_end_is_unknown_until_the_round_finds_it
     assert redis.zscore(REFUNDS_UNKNOWN, refund_id) is None
 
 
-async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(
+async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(paid: Paid,
     redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
     stripe: FakeStripe,
 ) -> None:  # fmt: skip
-    paid(redis)
+    paid()
     refund_id = await accepted(redis, api_store, "a", 1000)
     stripe.fail_create = [InvalidRequest("Charge ch_1 has already been refunded.")]
     assert processor.process(refund_id) == RefundDone(RefundStatus.FAILED)
@@ -295,24 +293,50 @@ async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(
     assert (await claim(api_store, "b", 4299)).created  # all of it is refundable again
 
 
+def another_charge_queued(redis: fakeredis.FakeRedis, enqueued_ms: int) -> None:
+    """The payments queue holds one message: another payment's charge, stamped ``enqueued_ms``
+    by the clock of the process that enqueued it."""
+    redis.delete("payments")
+    redis.lpush("payments", task_message(
+        task_name=CHARGE_TASK, task_id="pay_other", args=("pay_other",), queue="payments",
+        headers={"enqueued_at": enqueued_ms},
+    ))  # fmt: skip
+
+
 async def test_a_lost_refund_message_is_pushed_again_by_the_sweep_and_only_then(
-    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor
+    paid: Paid, redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor
 ) -> None:
-    paid(redis)
+    paid()
     refund_id = await accepted(redis, api_store, "a", 1000)
-    redis.hset(refund_key(refund_id), "enqueued_at", 1)
+    pushed_ms = int(time.time() * 1000) - 60_000
+    redis.hset(refund_key(refund_id), "enqueued_at", pushed_ms)  # as the API stamps it
     redis.delete("payments")  # lost between the transport's pop and its unacked entry
     store = RefundStore(redis, SETTINGS)
     step = 2 * SETTINGS.sweep_stale_seconds  # each look puts the next one a sweep away
-    at = [time.time() + step * n for n in range(1, 5)]
+    at = iter(time.time() + step * n for n in range(1, 9))
+
+    def sweep(reserved: frozenset[str] = frozenset()) -> list[str]:
+        """One maintenance round: the queue's oldest message read first, as the round does."""
+        oldest = PaymentStore(redis, SETTINGS).queue_oldest_ms()
+        return store.requeue_stale(queue_oldest_ms=oldest, reserved=set(reserved), now=next(at))
 
     redis.set(f"payments:lock:{refund_id}", "someone")  # a worker holds it: not lost
-    assert store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=at[0]) == []
+    assert sweep() == []
     redis.delete(f"payments:lock:{refund_id}")
-    assert store.requeue_stale(queue_oldest_ms=-1, reserved={refund_id}, now=at[1]) == []
-    assert store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=at[2]) == [refund_id]
-    assert redis.llen("payments") == 1
+    assert sweep(frozenset({refund_id})) == []  # among the messages workers reserved
+    # The queue has not moved past it: a message enqueued before it still waits.
+    another_charge_queued(redis, pushed_ms - 1_000)
+    assert sweep() == []
+    # Enqueued after it by less than the clock skew allowed (5 s): it cannot tell.
+    another_charge_queued(redis, pushed_ms + 4_000)
+    assert sweep() == []
+    # The queue has moved past it: lost, pushed again once.
+    another_charge_queued(redis, pushed_ms + 6_000)
+    assert sweep() == [refund_id]
+    assert redis.llen("payments") == 2
+    assert sweep() == []  # its new message is the newest: waiting, not lost
 
     assert processor.process(refund_id) == RefundDone(RefundStatus.SUCCEEDED)
-    assert store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=at[3]) == []
+    redis.delete("payments")
+    assert sweep() == []
     assert redis.zcard("payments:refunds_pending") == 0

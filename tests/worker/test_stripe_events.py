@@ -12,18 +12,17 @@ from shared.payments.payment_records import (
     LIFECYCLE_TRANSITIONS,
     PaymentRecord,
     Status,
-    new_record_fields,
 )
 from shared.settings.service_settings import Settings
 from shared.store import SKIP, PaymentStore
 from shared.store.keys import (
     UNKNOWN_INDEX,
     WEBHOOK_COUNTS,
-    record_key,
 )
 from shared.store.lifecycle_store import LifecycleStore
 from shared.stripe.objects import ChargeState
 from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
+from tests.worker.conftest import SeedPayment
 from worker.stripe_events import StripeEventProcessor
 
 PAY = "pay_" + "a" * 24
@@ -50,11 +49,6 @@ class FakeGateway:
 
 
 @pytest.fixture
-def redis() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
-
-
-@pytest.fixture
 def store(redis: fakeredis.FakeRedis) -> LifecycleStore:
     return LifecycleStore(redis, Settings(environment="test"))
 
@@ -67,15 +61,6 @@ def gateway() -> FakeGateway:
 @pytest.fixture
 def processor(store: LifecycleStore, gateway: FakeGateway) -> StripeEventProcessor:
     return StripeEventProcessor(store, gateway)  # type: ignore[arg-type]
-
-
-def payment(redis: fakeredis.FakeRedis, status: Status, **extra: str) -> None:
-    fields: dict[str, str] = new_record_fields(
-        payment_id=PAY, account_id="cus_A", amount_minor=4299, currency="usd",
-        payment_method="pm_1", idempotency_key="k", fingerprint="f",
-    )  # fmt: skip
-    fields.update(status=status.value, **extra)
-    redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
 
 
 def record(store: LifecycleStore) -> PaymentRecord:
@@ -96,12 +81,12 @@ def intent(status: str, payment_id: str | None = PAY) -> ChargeOutcome:
 
 
 def test_3ds_completed_moves_requires_action_to_succeeded_and_tells_waiters(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor,
 ) -> None:  # fmt: skip
-    payment(redis, Status.REQUIRES_ACTION, next_action="use_stripe_sdk",
-            client_secret="pi_1_secret_x", error='{"code":"authentication_required"}',
-            error_status="402")  # fmt: skip
+    seed_payment(PAY, Status.REQUIRES_ACTION, next_action="use_stripe_sdk",
+                 client_secret="pi_1_secret_x", error='{"code":"authentication_required"}',
+                 error_status="402")  # fmt: skip
     gateway.intents["pi_1"] = intent("succeeded")
     pubsub = redis.pubsub()
     pubsub.subscribe("payments:events")
@@ -118,12 +103,12 @@ def test_3ds_completed_moves_requires_action_to_succeeded_and_tells_waiters(
 
 
 def test_an_event_is_only_a_hint_the_object_is_fetched_again(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor,
 ) -> None:  # fmt: skip
     """requires_action then succeeded, delivered in the other order: Stripe's answer now wins
     each time, so the late requires_action event changes nothing."""
-    payment(redis, Status.REQUIRES_ACTION)
+    seed_payment(PAY, Status.REQUIRES_ACTION)
     gateway.intents["pi_1"] = intent("succeeded")
 
     assert processor.process("evt_2", "payment_intent.succeeded", "pi_1", "") == "applied"
@@ -133,10 +118,10 @@ def test_an_event_is_only_a_hint_the_object_is_fetched_again(
 
 
 def test_the_table_refuses_a_move_backwards(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor,
 ) -> None:  # fmt: skip
-    payment(redis, Status.SUCCEEDED)
+    seed_payment(PAY, Status.SUCCEEDED)
     gateway.intents["pi_1"] = intent("requires_action")
 
     assert processor.process("evt_1", "payment_intent.requires_action", "pi_1", "") == "refused"
@@ -144,10 +129,10 @@ def test_the_table_refuses_a_move_backwards(
 
 
 def test_3ds_abandoned_fails_the_payment(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor,
 ) -> None:  # fmt: skip
-    payment(redis, Status.REQUIRES_ACTION, client_secret="pi_1_secret_x")
+    seed_payment(PAY, Status.REQUIRES_ACTION, client_secret="pi_1_secret_x")
     gateway.intents["pi_1"] = intent("canceled")
 
     assert processor.process("evt_1", "payment_intent.canceled", "pi_1", "") == "applied"
@@ -159,10 +144,10 @@ def test_3ds_abandoned_fails_the_payment(
 
 
 def test_an_unknown_outcome_takes_what_stripe_reports_and_leaves_the_reconciler(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor,
 ) -> None:  # fmt: skip
-    payment(redis, Status.UNKNOWN)
+    seed_payment(PAY, Status.UNKNOWN)
     redis.zadd(UNKNOWN_INDEX, {PAY: 1})
     gateway.intents["pi_1"] = intent("succeeded")
 
@@ -173,10 +158,10 @@ def test_an_unknown_outcome_takes_what_stripe_reports_and_leaves_the_reconciler(
 
 @pytest.mark.parametrize("status", [Status.QUEUED, Status.PROCESSING])
 def test_a_charge_in_flight_is_left_to_the_charge_path(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor, status: Status,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor, status: Status,
 ) -> None:  # fmt: skip
-    payment(redis, status)
+    seed_payment(PAY, status)
     gateway.intents["pi_1"] = intent("succeeded")
 
     assert processor.process("evt_1", "payment_intent.succeeded", "pi_1", "") == (
@@ -216,10 +201,10 @@ def charge(refunded: int, disputed: bool = False) -> ChargeState:
 
 
 def test_refunds_made_in_stripe_show_and_a_full_one_makes_the_payment_refunded(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor,
 ) -> None:  # fmt: skip
-    payment(redis, Status.SUCCEEDED)
+    seed_payment(PAY, Status.SUCCEEDED)
     gateway.charges["ch_1"] = charge(1000)
     assert processor.process("evt_1", "charge.refunded", "ch_1", "") == "applied"
     assert (record(store).status, record(store).amount_refunded_minor) == (Status.SUCCEEDED, 1000)
@@ -234,10 +219,10 @@ def test_refunds_made_in_stripe_show_and_a_full_one_makes_the_payment_refunded(
 
 
 def test_a_dispute_shows_as_disputed(
-    redis: fakeredis.FakeRedis, store: LifecycleStore, gateway: FakeGateway,
-    processor: StripeEventProcessor,
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway, processor: StripeEventProcessor,
 ) -> None:  # fmt: skip
-    payment(redis, Status.SUCCEEDED)
+    seed_payment(PAY, Status.SUCCEEDED)
     gateway.charges["ch_1"] = charge(0, disputed=True)
 
     assert processor.process("evt_1", "charge.dispute.created", "dp_1", "ch_1") == "applied"
@@ -249,9 +234,9 @@ def test_a_dispute_shows_as_disputed(
     [Status.REQUIRES_ACTION, Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED, Status.FAILED],
 )
 def test_the_charge_path_never_attempts_a_payment_past_its_charge(
-    redis: fakeredis.FakeRedis, status: Status
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, status: Status
 ) -> None:
-    payment(redis, status)
+    seed_payment(PAY, status)
     store = PaymentStore(redis, Settings(environment="test"))
     assert store.start_attempt(PAY, token="t") is SKIP
 
