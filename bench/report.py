@@ -488,8 +488,8 @@ def render(
             "process set-up (start-up objects frozen out of garbage collection once started, "
             "`shared.process`), so that the yardstick pays for no logging and no collection "
             "pass the API does not. Workers are "
-            "started by `celery -A worker.celery_app worker`. The machine is shared with other "
-            "engineers running tests and is noisy: what is compared is measured side by side, "
+            "started by `celery -A worker.celery_app worker`. The machine may be shared with other "
+            "engineers running tests: what is compared is measured side by side, "
             "alternated, in the same run, and the ratios are what to read.",
             "",
             "Settings per part:",

@@ -1,7 +1,8 @@
 """`make demo`: make a test customer on the Stripe emulator and pay 42.99 through the API.
 
 Needs `make run` running (or any API whose Stripe is the emulator: ``API_URL``, ``API_KEY``,
-``STRIPE_API_BASE``). Prints each step as the curl command a person would type.
+``STRIPE_API_BASE``). Prints each call to the API as the curl command that repeats it, and keeps
+the customer's id in .run/demo-customer (.run/demo-customer-declined with ``--decline``).
 
 ``--decline`` (``make demo DECLINE=1``) gives the customer a card that attaches but is declined
 on every charge (the emulator's ``pm_card_chargeCustomerFail``), so the payment ends in a 402.
@@ -21,7 +22,8 @@ import httpx
 API = os.environ.get("API_URL", "http://127.0.0.1:8080")
 STRIPE = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:8420")
 EMULATOR_KEY = "sk_test_emulator"
-KEY_FILE = Path(__file__).resolve().parent.parent / ".run" / "api-key"
+RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
+KEY_FILE = RUN_DIR / "api-key"
 
 GOOD_CARD = "pm_card_visa"
 # Attaches like any card; every charge on it is declined (card_declined).
@@ -47,7 +49,13 @@ def create_test_customer(stripe: httpx.Client, card: str = GOOD_CARD) -> str:
     return customer
 
 
-def run_demo(stripe: httpx.Client, api: httpx.Client, *, decline: bool = False) -> int:
+def run_demo(
+    stripe: httpx.Client,
+    api: httpx.Client,
+    *,
+    decline: bool = False,
+    run_dir: Path = RUN_DIR,
+) -> int:
     """Make the customer, pay, list; 0 when the payment ended as intended (200, or 402)."""
     card = DECLINING_CARD if decline else GOOD_CARD
     try:
@@ -58,7 +66,11 @@ def run_demo(stripe: httpx.Client, api: httpx.Client, *, decline: bool = False) 
             "is `make run` running?"
         )
         return 1
-    print(f"Test customer on the emulator: {customer} (card {card} as default)\n")
+    # The last customer made, for the README's curl (and the declining card's apart).
+    kept = run_dir / ("demo-customer-declined" if decline else "demo-customer")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kept.write_text(customer + "\n")
+    print(f"Test customer on the emulator: {customer} (card {card} as default; in {kept})\n")
     body = {"account_id": customer, "amount": "42.99"}
     auth_header = (
         '-H "Authorization: Bearer $API_KEY"'

@@ -1,7 +1,7 @@
 """`make run`: the whole service in the foreground until Ctrl-C (or SIGTERM).
 
-- Redis: ``REDIS_URL`` if it answers (unset: ``redis://localhost:6379/0``, so a Redis already on
-  the default port is used), else an embedded redis-server (AOF on, data in .run/redis).
+- Redis: ``REDIS_URL`` when it is set (and answers), else a redis-server of its own on
+  127.0.0.1:6399 (AOF on, data in .run/redis): never whatever answers on the default port.
 - Stripe: real Stripe when ``STRIPE_API_KEY`` is set and ``STRIPE_API_BASE`` is not; otherwise
   the localstripe emulator on 127.0.0.1:8420.
 - One Celery worker (the tuned pool from the Celery config), Flower on 5555 with basic auth,
@@ -33,7 +33,6 @@ from devtools.processes import (
     wait_for_port,
 )
 from shared.callbacks import whsec
-from shared.settings.service_settings import Settings
 
 EMULATOR_PORT = 8420
 API_PORT = 8080
@@ -60,25 +59,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
 
     try:
-        redis_url = os.environ.get("REDIS_URL", Settings.model_fields["redis_url"].default)
-        if redis_reachable(redis_url):
-            if "REDIS_URL" in os.environ:
-                say(f"Redis: using {redis_url}")
-            else:
-                say(
-                    f"Redis: REDIS_URL unset, using the Redis answering at its default "
-                    f"{redis_url} (this run writes payments there; set REDIS_URL to choose)"
-                )
-        else:
-            data = run_dir / "redis"
-            data.mkdir(parents=True, exist_ok=True)
-            proc = group.start("redis", redis_server_argv(EMBEDDED_REDIS_PORT, data))
-            wait_for_port(EMBEDDED_REDIS_PORT, proc=proc)
-            redis_url = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
-            say(
-                f"Redis: {os.environ.get('REDIS_URL', 'default')} not reachable; "
-                f"started an embedded one at {redis_url} (AOF in {data})"
-            )
+        try:
+            redis_url = start_redis(os.environ, run_dir, group)
+        except RedisNotAnswering as exc:
+            say(str(exc))
+            return 1
         env["REDIS_URL"] = redis_url
 
         if os.environ.get("STRIPE_API_KEY") and not os.environ.get("STRIPE_API_BASE"):
@@ -169,6 +154,37 @@ def main() -> int:
         say("stopping...")
         group.stop_all(grace=120)
         say("stopped")
+
+
+class RedisNotAnswering(RuntimeError):
+    pass
+
+
+def start_redis(
+    environ: Mapping[str, str], run_dir: Path, group: ProcessGroup, port: int = EMBEDDED_REDIS_PORT
+) -> str:
+    """The Redis URL every process of the run gets. ``REDIS_URL`` when set: it must answer (the
+    run stops rather than put payments somewhere else). Unset, a redis-server of our own,
+    whatever else listens on Redis's default port, so a run never writes into a Redis that
+    nobody chose."""
+    given = environ.get("REDIS_URL", "").strip()
+    if given:
+        scheme, sep, rest = given.partition("://")
+        where = f"{scheme}{sep}{rest.rpartition('@')[2]}"  # no password on the console
+        if not redis_reachable(given):
+            raise RedisNotAnswering(
+                f"Redis: REDIS_URL ({where}) does not answer; start it, or unset REDIS_URL "
+                "and `make run` starts a Redis of its own"
+            )
+        say(f"Redis: REDIS_URL ({where})")
+        return given
+    data = run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = group.start("redis", redis_server_argv(port, data))
+    wait_for_port(port, proc=proc)
+    url = f"redis://127.0.0.1:{port}/0"
+    say(f"Redis: REDIS_URL unset, started one of our own at {url} (AOF in {data})")
+    return url
 
 
 def callback_signing_secret(run_dir: Path) -> str:

@@ -4,6 +4,7 @@ and what it counts as success."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -48,13 +49,57 @@ def clients(paid_status: int) -> tuple[httpx.Client, httpx.Client, list[str]]:
     ],
 )
 def test_demo_pays_with_a_good_or_a_declining_card(
-    capsys: pytest.CaptureFixture[str], decline: bool, card: str, paid_status: int, exit_code: int
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    decline: bool,
+    card: str,
+    paid_status: int,
+    exit_code: int,
 ) -> None:
     stripe, api, attached = clients(paid_status)
     with stripe, api:
-        assert demo.run_demo(stripe, api, decline=decline) == exit_code
+        assert demo.run_demo(stripe, api, decline=decline, run_dir=tmp_path) == exit_code
     assert attached == [card]
     assert f"HTTP {paid_status}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("decline", "kept", "other"),
+    [
+        (False, "demo-customer", "demo-customer-declined"),
+        (True, "demo-customer-declined", "demo-customer"),
+    ],
+)
+def test_the_customer_is_kept_under_run_for_the_readmes_curl(
+    tmp_path: Path, decline: bool, kept: str, other: str
+) -> None:
+    """The README's curl reads `$(cat .run/demo-customer)`: a paying customer, never the
+    declining one."""
+    stripe, api, _ = clients(402 if decline else 200)
+    with stripe, api:
+        demo.run_demo(stripe, api, decline=decline, run_dir=tmp_path / ".run")
+    assert (tmp_path / ".run" / kept).read_text().strip() == "cus_Demo1"
+    assert not (tmp_path / ".run" / other).exists()
+
+
+def test_the_printed_curl_works_as_pasted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each printed command is the request the demo made: same URL (no doubled slash), the
+    key read from where `make run` writes it, the same body."""
+    monkeypatch.delenv("API_KEY", raising=False)
+    stripe, api, _ = clients(200)
+    with stripe, api:
+        demo.run_demo(stripe, api, run_dir=tmp_path)
+    commands = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("$ curl")]
+    assert commands == [
+        f"$ curl -s -X POST 'http://api/payments?wait=10' "
+        f'-H "Authorization: Bearer $(cat {demo.KEY_FILE})" '
+        "-H 'Content-Type: application/json' -H 'Idempotency-Key: demo-cus_Demo1' "
+        """-d '{"account_id": "cus_Demo1", "amount": "42.99"}'""",
+        f'$ curl -s -H "Authorization: Bearer $(cat {demo.KEY_FILE})" '
+        "'http://api/cus_Demo1/payments'",
+    ]
 
 
 def test_decline_is_a_flag_or_make_demo_decline_1(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,5 @@
-"""`make run`'s callback settings: the signing secret it makes once and keeps, and when it
-allows a receiver on this machine."""
+"""`make run`'s choices: which Redis it uses, the callbacks' signing secret it makes once and
+keeps, and when it allows a receiver on this machine."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import stat
 from pathlib import Path
 
 import pytest
+import redis
 from standardwebhooks import Webhook
 
 from devtools import run
+from devtools.processes import ProcessGroup, free_port, temporary_redis
 from shared.callbacks import whsec
 from shared.settings.service_settings import Settings
 
@@ -67,3 +69,48 @@ def test_a_receiver_on_this_machine_is_allowed_outside_production(
     for name, value in {**environ, **added}.items():
         monkeypatch.setenv(name, value)
     Settings(stripe_api_key="sk_live_x")
+
+
+# --- Redis: the one REDIS_URL names, else one of make run's own ---------------------------
+
+
+def test_a_set_redis_url_that_does_not_answer_stops_the_run(tmp_path: Path) -> None:
+    """A REDIS_URL that was set is the Redis meant: when it does not answer, the run stops and
+    says so, rather than putting payments somewhere else; the password stays off the console."""
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    group = ProcessGroup(tmp_path / "logs")
+    with pytest.raises(run.RedisNotAnswering) as refused:
+        run.start_redis({"REDIS_URL": url}, tmp_path, group)
+    assert "does not answer" in str(refused.value)
+    assert "127.0.0.1" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+    assert group.procs == {}  # nothing started in its place
+
+
+@pytest.mark.integration
+def test_without_redis_url_the_run_starts_a_redis_of_its_own(tmp_path: Path) -> None:
+    """Unset, make run never looks for a Redis on the default port (which may be anyone's): it
+    starts its own, with the AOF under .run/redis, and every process gets that one's URL."""
+    port = free_port()
+    with ProcessGroup(tmp_path / "logs") as group:
+        url = run.start_redis({}, tmp_path, group, port=port)
+        assert url == f"redis://127.0.0.1:{port}/0"
+        assert set(group.procs) == {"redis"}
+        client = redis.Redis.from_url(url)
+        try:
+            client.set("payments:probe", "1")
+            assert client.config_get("dir")["dir"] == str(tmp_path / "redis")
+            assert client.config_get("appendonly")["appendonly"] == "yes"
+        finally:
+            client.close()
+
+
+@pytest.mark.integration
+def test_a_set_redis_url_that_answers_is_used_and_nothing_is_started(tmp_path: Path) -> None:
+    with ProcessGroup(tmp_path / "theirs") as theirs:
+        (tmp_path / "data").mkdir()
+        with temporary_redis(tmp_path / "data", theirs) as url:
+            ours = ProcessGroup(tmp_path / "logs")
+            assert run.start_redis({"REDIS_URL": url}, tmp_path, ours) == url
+            assert ours.procs == {}
+            assert not (tmp_path / "redis").exists()

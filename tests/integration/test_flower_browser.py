@@ -3,7 +3,8 @@
 Headless Chromium from the system's packages (Debian's ``chromium``), driven by Playwright; no
 browser is ever downloaded (``playwright install`` is never run). The test is skipped where no
 Chromium is installed; ``.ci/run`` installs it. ``SAVE_SCREENSHOTS=1`` writes the Tasks page to
-``docs/flower.png`` (the README shows it), otherwise the screenshot goes to the test's tmp_path.
+``docs/flower.png`` (docs/OPERATIONS.md shows it), otherwise the screenshot goes to the test's
+tmp_path.
 """
 
 from __future__ import annotations

