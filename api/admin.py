@@ -12,17 +12,24 @@ import asyncio
 from datetime import UTC, datetime
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from api.auth import bearer_key
 from api.deps import AdminStoreDep
+from api.operation_docs import error_responses, read_by_hand
 from api.request_helpers import model_response
-from api.schemas import Payment, error_responses, payment_view
-from shared.errors import NotFound
+from api.schemas import Payment, payment_view
+from shared.errors import AuthenticationFailed, NotFound, StoreUnavailable
 from shared.settings.api_clients import ANONYMOUS, Client
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(bearer_key)],
+    responses=error_responses(AuthenticationFailed),
+)
 log = structlog.get_logger(__name__)
 
 
@@ -49,7 +56,13 @@ def _admin(request: Request) -> Client:
     return principal
 
 
-@router.get("/dead-letters", response_model=DeadLetters, responses=error_responses(404, 503))
+@router.get(
+    "/dead-letters",
+    operation_id="list_dead_letters",
+    response_model=DeadLetters,
+    responses=error_responses(NotFound("No route for GET /admin/dead-letters"), StoreUnavailable),
+    openapi_extra=read_by_hand(),
+)
 async def list_dead_letters(request: Request, store: AdminStoreDep) -> Response:
     """Payments failed because Stripe stayed unreachable, oldest first."""
     _admin(request)
@@ -67,8 +80,16 @@ async def list_dead_letters(request: Request, store: AdminStoreDep) -> Response:
 
 @router.post(
     "/dead-letters/{payment_id}/replay",
+    operation_id="replay_dead_letter",
     response_model=Replayed,
-    responses=error_responses(404, 503),
+    responses=error_responses(
+        NotFound("No route for POST /admin/dead-letters/pay_3f9c2a7be1d04c55a9e1f0d2/replay"),
+        NotFound(
+            "No dead letter pay_3f9c2a7be1d04c55a9e1f0d2", code="dead_letter_not_found", param="id"
+        ),
+        StoreUnavailable,
+    ),
+    openapi_extra=read_by_hand(),
 )
 async def replay_dead_letter(request: Request, payment_id: str, store: AdminStoreDep) -> Response:
     """Requeue one dead letter; 404 if it is not (or no longer) one."""

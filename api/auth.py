@@ -19,6 +19,8 @@ import os
 
 import orjson
 import structlog
+from fastapi.security import HTTPBearer
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import AuthenticationFailed, PaymentServiceError
@@ -34,6 +36,28 @@ OPEN_PATHS = frozenset(
     {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/webhooks/stripe"}
 )
 MAX_HEADER_BYTES = 16 * 1024
+
+
+class BearerKey(HTTPBearer):
+    """The client key as FastAPI's security scheme, a dependency of every guarded router: the
+    document then declares it on their routes, and /docs offers "Authorize" to send it. The
+    key itself is checked by RequestContextMiddleware below, for every route at once and ahead
+    of the accept fast path (api.accept_asgi), which no dependency reaches; as a dependency
+    this does nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            scheme_name="bearer",
+            description="A client key from API_KEYS or API_CLIENTS (make run writes one to "
+            ".run/api-key).",
+            auto_error=False,
+        )
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+bearer_key = BearerKey()
 
 
 class RequestContextMiddleware:

@@ -10,7 +10,17 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 
-from api import admin, error_responses, health, metrics, openapi, payments, refund_routes, webhooks
+from api import (
+    admin,
+    error_responses,
+    health,
+    metrics,
+    openapi,
+    operation_docs,
+    payments,
+    refund_routes,
+    webhooks,
+)
 from api.accept_asgi import AcceptFastPath
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
@@ -95,6 +105,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(webhooks.router, tags=["webhooks"])
     app.include_router(refund_routes.router, tags=["refunds"])
+    app.webhooks.include_router(operation_docs.callbacks)
     openapi.install(app, settings)
     return app
 

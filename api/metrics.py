@@ -15,14 +15,16 @@ import time
 from datetime import datetime
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from api.auth import bearer_key
 from api.deps import RedisDep, SettingsDep
-from api.schemas import error_responses
+from api.operation_docs import error_responses, read_by_hand
+from shared.errors import AuthenticationFailed, StoreUnavailable
 from shared.fleet_metrics import (
     ACCEPTED,
     OUTCOMES,
@@ -42,16 +44,22 @@ from shared.store.keys import (
     record_key,
 )
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(
+    tags=["operations"],
+    dependencies=[Depends(bearer_key)],
+    responses=error_responses(AuthenticationFailed),
+)
 
 
 @router.get(
     "/metrics",
+    operation_id="get_metrics",
     response_class=Response,
     responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-        **error_responses(503),
+        **error_responses(StoreUnavailable),
     },
+    openapi_extra=read_by_hand(),
 )
 async def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> Response:
     """Prometheus exposition: accept latency, payments accepted, outcomes by status and error

@@ -7,12 +7,23 @@ import time
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from api.auth import bearer_key
 from api.deps import GatewayDep, ListLimiterDep, RefundStoreDep, ServiceDep
-from api.error_responses import JSON, json_response, validation_error, with_retry_after
+from api.error_responses import FIELD_HINTS, JSON, json_response, validation_error, with_retry_after
+from api.list_limit import ListBusy
+from api.operation_docs import (
+    IDEMPOTENT_ANSWER,
+    RATE_LIMIT,
+    error_responses,
+    idempotency_key_parameter,
+    read_by_hand,
+    success_response,
+    wait_parameter,
+)
 from api.request_helpers import (
     PAYMENT_ID,
     client_idempotency_key,
@@ -28,17 +39,33 @@ from api.schemas import (
     Payment,
     PaymentRequest,
     customer_payments_json,
-    error_responses,
     payment_json,
     payment_view,
 )
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
-from shared.errors import CustomerNotFound, PaymentNotFound
+from shared.errors import (
+    AuthenticationFailed,
+    CardDeclined,
+    CustomerNotFound,
+    IdempotencyKeyMismatch,
+    InvalidRequest,
+    PayloadTooLarge,
+    PaymentMethodMissing,
+    PaymentNotFound,
+    RateLimited,
+    ServiceUnavailable,
+    StoreUnavailable,
+    StripeUnavailable,
+    UnsupportedMediaType,
+    UpstreamError,
+)
 from shared.payments.payment_records import PaymentRecord, Status
 from shared.settings.service_settings import Settings
 
-router = APIRouter()
+router = APIRouter(
+    dependencies=[Depends(bearer_key)], responses=error_responses(AuthenticationFailed)
+)
 log = structlog.get_logger(__name__)
 
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
@@ -63,13 +90,53 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
 
 @router.post(
     "/payments",
+    operation_id="create_payment",
     status_code=202,
     response_model=None,
     responses={
-        200: {"model": Payment, "description": "Succeeded within `wait` seconds."},
-        202: {"model": Payment, "description": "Accepted; poll Location for the outcome."},
-        **error_responses(400, 402, 404, 413, 415, 422, 502, 503),
+        200: success_response(
+            Payment, "Succeeded within `wait` seconds.", IDEMPOTENT_ANSWER | RATE_LIMIT
+        ),
+        202: success_response(
+            Payment, "Accepted; poll Location for the outcome.", IDEMPOTENT_ANSWER | RATE_LIMIT
+        ),
+        **error_responses(
+            InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
+            InvalidRequest(
+                "Idempotency-Key must be 1-255 printable ASCII characters.",
+                code="idempotency_key_invalid",
+                param="Idempotency-Key",
+            ),
+            CardDeclined(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            PaymentMethodMissing(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            CustomerNotFound(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            IdempotencyKeyMismatch(param="Idempotency-Key"),
+            RateLimited,
+            UpstreamError,
+            ServiceUnavailable(
+                "Too many payments are waiting to be charged; retry shortly.", code="queue_full"
+            ),
+            StripeUnavailable,
+            StoreUnavailable,
+        ),
     },
+    openapi_extra=read_by_hand(
+        idempotency_key_parameter(
+            "1-255 printable ASCII characters, scoped to your API key; made by the server (and "
+            "returned in the answer's Idempotency-Key) when absent. The same key with the same "
+            "request gives the same payment, never a second charge, answered with "
+            "`Idempotent-Replayed: true` and the payment's current state; the same key with a "
+            "different request is a 422 `idempotency_key_reused`. Concurrent requests with one "
+            "key share one payment. A key is kept as long as its payment (RECORD_TTL_SECONDS)."
+        ),
+        wait_parameter(
+            "Seconds to wait for the outcome (0 to MAX_WAIT_SECONDS): 200 once succeeded, the "
+            "error's status once failed, 202 if still running by then."
+        ),
+        body=PaymentRequest,
+    ),
 )
 async def create_payment(request: Request) -> Response:
     """Accept a payment: validate, claim the Idempotency-Key, enqueue the charge, answer."""
@@ -81,7 +148,7 @@ async def create_payment(request: Request) -> Response:
 async def accept_payment(request: Request) -> Response:
     """``POST /payments``. The hot path: no FastAPI dependency solving, a large share of the
     request's CPU for what it would do here. The objects come straight from app.state; the
-    parameters read by hand are declared in api.openapi."""
+    parameters read by hand are declared in the route's ``openapi_extra``."""
     started = time.perf_counter()
     state = request.app.state
     settings: Settings = state.settings
@@ -120,8 +187,13 @@ async def accept_payment(request: Request) -> Response:
 
 @router.get(
     "/payments/{payment_id}",
+    operation_id="get_payment",
     response_model=Payment,
-    responses=error_responses(404, 503),
+    responses={
+        200: {"headers": RATE_LIMIT},
+        **error_responses(PaymentNotFound, RateLimited, StoreUnavailable),
+    },
+    openapi_extra=read_by_hand(),
 )
 async def get_payment(
     request: Request, payment_id: str, service: ServiceDep, refund_store: RefundStoreDep
@@ -140,8 +212,23 @@ async def get_payment(
 
 @router.get(
     "/{customer_id}/payments",
+    operation_id="list_customer_payments",
     response_model=CustomerPayments,
-    responses=error_responses(400, 404, 429, 502, 503),
+    responses={
+        200: {"headers": RATE_LIMIT},
+        **error_responses(
+            InvalidRequest(
+                FIELD_HINTS["customer_id"], code="customer_id_invalid", param="customer_id"
+            ),
+            CustomerNotFound(param="customer_id"),
+            RateLimited,
+            UpstreamError,
+            ListBusy(retry_after=1),
+            StripeUnavailable,
+            StoreUnavailable,
+        ),
+    },
+    openapi_extra=read_by_hand(),
 )
 async def list_customer_payments(
     request: Request,

@@ -13,12 +13,21 @@ import re
 import time
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from api.auth import bearer_key
 from api.deps import RefundStoreDep
-from api.error_responses import json_response, validation_error, with_retry_after
+from api.error_responses import FIELD_HINTS, json_response, validation_error, with_retry_after
+from api.operation_docs import (
+    IDEMPOTENT_ANSWER,
+    error_responses,
+    idempotency_key_parameter,
+    read_by_hand,
+    success_response,
+    wait_parameter,
+)
 from api.request_helpers import (
     PAYMENT_ID,
     client_idempotency_key,
@@ -27,16 +36,22 @@ from api.request_helpers import (
     viewer_of,
     wait_seconds,
 )
-from api.schemas import Refund, RefundRequest, error_responses, refund_view
+from api.schemas import Refund, RefundRequest, refund_view
 from api.waiter import PaymentWaiter
 from shared.celery_message import task_message
 from shared.errors import (
+    AuthenticationFailed,
     IdempotencyKeyMismatch,
     InvalidRequest,
+    PayloadTooLarge,
     PaymentNotFound,
     PaymentNotRefundable,
     RefundExceedsCharge,
     RefundNotFound,
+    StoreUnavailable,
+    StripeUnavailable,
+    UnsupportedMediaType,
+    UpstreamError,
 )
 from shared.payments.money import AmountError, format_minor
 from shared.payments.payment_records import PaymentRecord, now_iso
@@ -51,7 +66,9 @@ from shared.payments.refund_records import (
 from shared.settings.service_settings import Settings
 from shared.store.refund_store import AsyncRefundStore
 
-router = APIRouter()
+router = APIRouter(
+    dependencies=[Depends(bearer_key)], responses=error_responses(AuthenticationFailed)
+)
 _REFUND_ID = re.compile(r"ref_[0-9a-f]{24}")
 log = structlog.get_logger(__name__)
 
@@ -88,13 +105,43 @@ def refund_answer(refund: RefundRecord, *, replayed: bool = False) -> Response:
 
 @router.post(
     "/payments/{payment_id}/refunds",
+    operation_id="create_refund",
     status_code=202,
     response_model=None,
     responses={
-        200: {"model": Refund, "description": "Refunded within `wait` seconds."},
-        202: {"model": Refund, "description": "Accepted; poll Location for the outcome."},
-        **error_responses(400, 404, 409, 413, 415, 422, 502, 503),
+        200: success_response(Refund, "Refunded within `wait` seconds.", IDEMPOTENT_ANSWER),
+        202: success_response(
+            Refund, "Accepted; poll Location for the outcome.", IDEMPOTENT_ANSWER
+        ),
+        **error_responses(
+            InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
+            PaymentNotFound(param="id"),
+            PaymentNotRefundable,
+            RefundExceedsCharge(param="amount"),
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            IdempotencyKeyMismatch(
+                "This Idempotency-Key was already used with a different refund request; use a "
+                "new key for a new refund.",
+                param="Idempotency-Key",
+            ),
+            UpstreamError,
+            StripeUnavailable,
+            StoreUnavailable,
+        ),
     },
+    openapi_extra=read_by_hand(
+        idempotency_key_parameter(
+            "As on POST /payments: the same key with the same request answers the same refund "
+            "(`Idempotent-Replayed: true`), never a second one; with another request (another "
+            "payment or amount) a 422. Scoped to your API key; made by the server when absent."
+        ),
+        wait_parameter(
+            "Seconds to wait for Stripe's answer (0 to MAX_WAIT_SECONDS): 200 once succeeded, "
+            "the error's status once failed, 202 if still pending by then."
+        ),
+        body=RefundRequest,
+    ),
 )
 async def create_refund(request: Request, payment_id: str, store: RefundStoreDep) -> Response:
     """Refund a succeeded payment, all of what is left or ``amount`` of it: claim the
@@ -187,8 +234,10 @@ async def _get(store: AsyncRefundStore, refund_id: str) -> RefundRecord:
 
 @router.get(
     "/payments/{payment_id}/refunds/{refund_id}",
+    operation_id="get_refund",
     response_model=Refund,
-    responses=error_responses(404, 503),
+    responses=error_responses(PaymentNotFound(param="id"), RefundNotFound, StoreUnavailable),
+    openapi_extra=read_by_hand(),
 )
 async def get_refund(
     request: Request, payment_id: str, refund_id: str, store: RefundStoreDep

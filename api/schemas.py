@@ -351,8 +351,3 @@ def customer_payments_json(page: ChargePage) -> bytes:
 def dump(model: BaseModel) -> str:
     """A response body: the model as JSON, leaving out what the view did not set."""
     return model.model_dump_json(exclude_unset=True)
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI entries for the error answers a route can give."""
-    return {status: {"model": ErrorResponse} for status in statuses}

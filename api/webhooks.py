@@ -20,9 +20,15 @@ from starlette.responses import Response
 
 from api.deps import LifecycleStoreDep
 from api.error_responses import JSON
+from api.operation_docs import error_responses, read_by_hand
 from api.request_helpers import read_json_body
-from api.schemas import error_responses
 from shared.celery_message import task_message
+from shared.errors import (
+    PayloadTooLarge,
+    StoreUnavailable,
+    UnsupportedMediaType,
+    WebhookSignatureInvalid,
+)
 from shared.payments.payment_records import STRIPE_EVENT_TASK
 from shared.settings.service_settings import Settings
 from shared.stripe.outcomes import HANDLED_EVENTS, event_type_label
@@ -43,8 +49,34 @@ class WebhookReceived(BaseModel):
 
 @router.post(
     WEBHOOK_PATH,
+    operation_id="receive_stripe_event",
     response_model=WebhookReceived,
-    responses=error_responses(400, 413, 415, 503),
+    responses=error_responses(
+        WebhookSignatureInvalid, PayloadTooLarge, UnsupportedMediaType, StoreUnavailable
+    ),
+    openapi_extra=read_by_hand(
+        {
+            "name": "Stripe-Signature",
+            "in": "header",
+            "required": True,
+            "description": (
+                "Stripe's signature of the raw body (t=<unix time>,v1=<HMAC-SHA256>), checked "
+                "with STRIPE_WEBHOOK_SECRET's secrets and a 300 s tolerance. Missing, "
+                "malformed, stale or wrong: 400 signature_invalid, nothing recorded."
+            ),
+            "schema": {"type": "string"},
+        },
+        body={
+            "type": "object",
+            "description": "A Stripe Event object, as Stripe sends it.",
+            "required": ["id", "type", "data"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"type": "string"},
+                "data": {"type": "object"},
+            },
+        },
+    ),
 )
 async def stripe_webhook(request: Request, store: LifecycleStoreDep) -> Response:
     """A Stripe event: verified over the raw body (``Stripe-Signature``), taken once, its

@@ -535,9 +535,10 @@ async def test_openapi_documents_the_statuses_each_route_returns(app: FastAPI) -
     listing = paths["/{customer_id}/payments"]["get"]["responses"]
 
     assert "409" not in post  # never returned: concurrent requests with one key share a payment
-    assert "429" not in post  # the accept path does not rate limit (yet)
-    assert {"400", "402", "413", "415", "422", "503"} <= set(post)
-    assert "429" in listing  # Stripe rate limiting the list call
+    assert {"400", "402", "413", "415", "422", "429", "503"} <= set(post)
+    assert "429" in listing  # the client's request budget, or Stripe rate limiting the list call
+    for limited in (post["429"], listing["429"]):
+        assert {"Retry-After", "RateLimit", "RateLimit-Policy"} <= set(limited["headers"])
     for operations in paths.values():
         for operation in operations.values():
             if "503" in operation["responses"]:

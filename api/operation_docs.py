@@ -1,0 +1,193 @@
+"""What the routes declare to the OpenAPI document (``/openapi.json``, shown at ``/docs``) beyond
+their models, for their decorators' ``responses=`` and ``openapi_extra=``: the errors a route
+answers, with the service's own error bodies as examples; the headers the answers carry; the
+parameters and bodies the hot routes read by hand (no FastAPI parameter solving there); and the
+events the service POSTs to a client's callback endpoint (``callbacks``, for ``app.webhooks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, get_args
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from api.schemas import CallbackEvent, ErrorResponse
+from shared.errors import PaymentServiceError
+
+JSON = "application/json"
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+RETRY_AFTER = _header(
+    "Seconds to wait before trying again.", {"type": "string", "pattern": "^[0-9]+$"}
+)
+# The IETF draft's fields for the client's token bucket (api.service), sent unless
+# CLIENT_MAX_RPS is 0.
+RATE_LIMIT = {
+    "RateLimit": _header(
+        'What is left of the client\'s request budget: `"client";r=<left>;t=<seconds until '
+        "one more>`.",
+    ),
+    "RateLimit-Policy": _header(
+        'The client\'s budget: `"client";q=<burst>;w=<seconds to fill again>`.'
+    ),
+}
+# What the answers to POST /payments and its refunds carry, whatever their status.
+IDEMPOTENT_ANSWER = {
+    "Location": _header("Its URL, to poll."),
+    "Idempotency-Key": _header("The request's key: yours, or the one the server made."),
+    "Idempotent-Replayed": _header(
+        "`true` when this answers an earlier request with the same key.",
+        {"type": "string", "enum": ["true"]},
+    ),
+}
+DESCRIPTIONS = {
+    401: "Missing, unknown or expired API key",
+    429: "Too many requests: retry after Retry-After seconds",
+    503: "Unavailable for now: retry after Retry-After seconds",
+}
+
+
+def error_responses(
+    *errors: PaymentServiceError | type[PaymentServiceError],
+) -> Responses:
+    """The ``responses=`` entries for the errors a route can answer: each one's status, the
+    error object (``ErrorResponse``), and its body as a named example. 429 and 503 say when to
+    come back (Retry-After), and a 429 what is left of the budget."""
+    responses: Responses = {}
+    for error in errors:
+        instance = error() if isinstance(error, type) else error
+        status = instance.status_code
+        entry = responses.setdefault(status, {"model": ErrorResponse})
+        if status in DESCRIPTIONS:
+            entry["description"] = DESCRIPTIONS[status]
+        if status in (429, 503):
+            entry["headers"] = {"Retry-After": RETRY_AFTER}
+        if status == 429:
+            entry["headers"] |= RATE_LIMIT
+        examples = entry.setdefault("content", {JSON: {"examples": {}}})[JSON]["examples"]
+        examples[instance.code] = {"value": {"error": instance.to_dict()}}
+    return responses
+
+
+def success_response(
+    model: type[BaseModel], description: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A ``responses=`` entry for a success answer with headers the route sets itself."""
+    return {"model": model, "description": description, "headers": headers or {}}
+
+
+# What the authentication middleware (api.auth) reads on every request, so on every route.
+REQUEST_ID = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Your id for this request (1-128 visible ASCII characters): it is on every log line of "
+        "the request and its charge, and returned in the answer's X-Request-ID. Made by the "
+        "server when absent or malformed."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[!-~]+$"},
+}
+
+
+def read_by_hand(
+    *parameters: dict[str, Any], body: type[BaseModel] | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A route's ``openapi_extra``: X-Request-ID, plus the parameters and JSON body the route
+    reads from the request itself rather than through FastAPI's parameters."""
+    extra: dict[str, Any] = {"parameters": [*parameters, REQUEST_ID]}
+    if body is not None:
+        schema = body if isinstance(body, dict) else body.model_json_schema()
+        extra["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+    return extra
+
+
+# What api.request_helpers.client_idempotency_key accepts: 1-255 printable ASCII characters, no
+# leading or trailing space (HTTP strips it from header values).
+IDEMPOTENCY_KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": "^[!-~]([ -~]*[!-~])?$",
+}
+
+
+def idempotency_key_parameter(description: str) -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": IDEMPOTENCY_KEY_SCHEMA,
+    }
+
+
+def wait_parameter(description: str) -> dict[str, Any]:
+    """``?wait=N`` (api.request_helpers.wait_seconds): whole seconds from 0 to MAX_WAIT_SECONDS,
+    which api.openapi writes in as the maximum (the setting is read after the routes are
+    declared)."""
+    return {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "default": 0},
+    }
+
+
+# The events the service POSTs to a client's callback endpoint (worker.callback_delivery).
+callbacks = APIRouter()
+
+
+async def _callback(
+    event: CallbackEvent,
+    webhook_id: Annotated[
+        str,
+        Header(
+            alias="webhook-id", description="The event's id (evt_...): the same on every retry."
+        ),
+    ],
+    webhook_timestamp: Annotated[
+        str,
+        Header(alias="webhook-timestamp", description="Unix seconds when this attempt was signed."),
+    ],
+    webhook_signature: Annotated[
+        str,
+        Header(
+            alias="webhook-signature",
+            description=(
+                "v1,<base64 HMAC-SHA256 of id.timestamp.body>, space-separated, one per "
+                "CALLBACK_SIGNING_SECRETS secret."
+            ),
+        ),
+    ],
+) -> None:
+    pass  # declared, never served: the client's endpoint answers these
+
+
+def _event_types() -> Iterable[str]:
+    return get_args(CallbackEvent.model_fields["type"].annotation)
+
+
+for _event_type in _event_types():
+    callbacks.add_api_route(
+        _event_type,
+        _callback,
+        methods=["POST"],
+        operation_id="on_" + _event_type.replace(".", "_"),
+        summary="An event of a payment or refund, signed (Standard Webhooks)",
+        status_code=200,
+        response_class=Response,
+        response_description=(
+            "Any 2xx acknowledges it. Anything else, or no answer within 10 s, is retried with "
+            "backoff for about a day, then kept as a dead letter."
+        ),
+    )

@@ -1,0 +1,110 @@
+"""The OpenAPI document as a generated client and a reader of /docs see it: explicit operation
+ids (a client's functions are named after them), the service's own error bodies as examples, and
+no answer FastAPI would document that the service never gives."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from api.schemas import ErrorResponse
+
+SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+
+# What a client generated from the document calls: renaming one breaks every such client.
+OPERATION_IDS = {
+    ("GET", "/healthz"): "check_health",
+    ("GET", "/readyz"): "check_readiness",
+    ("POST", "/payments"): "create_payment",
+    ("GET", "/payments/{payment_id}"): "get_payment",
+    ("GET", "/{customer_id}/payments"): "list_customer_payments",
+    ("POST", "/payments/{payment_id}/refunds"): "create_refund",
+    ("GET", "/payments/{payment_id}/refunds/{refund_id}"): "get_refund",
+    ("POST", "/webhooks/stripe"): "receive_stripe_event",
+    ("GET", "/metrics"): "get_metrics",
+    ("GET", "/admin/dead-letters"): "list_dead_letters",
+    ("POST", "/admin/dead-letters/{payment_id}/replay"): "replay_dead_letter",
+}
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for section in ("paths", "webhooks")
+        for path, operations in document.get(section, {}).items()
+        for method, operation in operations.items()
+    ]
+
+
+def test_every_operation_has_an_explicit_snake_case_id(app: FastAPI) -> None:
+    routes = [
+        context.original_route
+        for context in iter_route_contexts([*app.routes, *app.webhooks.routes])
+        if isinstance(context.original_route, APIRoute)
+    ]
+    for route in routes:
+        # Without one, FastAPI makes it from the function, path and method
+        # (create_payment_payments_post), and a generated client is named after that.
+        assert route.operation_id, f"{route.methods} {route.path} has no explicit operation id"
+    ids = [operation["operationId"] for _, _, operation in _operations(app.openapi())]
+    assert len(ids) == len(routes)
+    assert len(set(ids)) == len(ids)
+    for operation_id in ids:
+        assert SNAKE_CASE.fullmatch(operation_id), operation_id
+
+
+def test_the_routes_keep_the_operation_ids_clients_are_named_after(app: FastAPI) -> None:
+    paths = app.openapi()["paths"]
+    found = {
+        (method.upper(), path): operation["operationId"]
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+    }
+    assert found == OPERATION_IDS
+
+
+def test_the_callbacks_the_service_sends_are_documented_as_webhooks(app: FastAPI) -> None:
+    webhooks = app.openapi()["webhooks"]
+    succeeded = webhooks["payment.succeeded"]["post"]
+    assert succeeded["operationId"] == "on_payment_succeeded"
+    headers = {p["name"] for p in succeeded["parameters"] if p["required"]}
+    assert {"webhook-id", "webhook-timestamp", "webhook-signature"} <= headers
+    body = succeeded["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/CallbackEvent"}
+
+
+def test_every_error_example_is_an_error_object_the_service_gives(app: FastAPI) -> None:
+    """The examples are rendered from the service's own errors, so they parse as the documented
+    ErrorResponse; every error status of a route shows at least one."""
+    for method, path, operation in _operations(app.openapi()):
+        for status, response in operation["responses"].items():
+            if not status.startswith(("4", "5")):
+                continue
+            examples = response["content"]["application/json"]["examples"]
+            assert examples, f"{method} {path} {status} has no example"
+            for example in examples.values():
+                ErrorResponse.model_validate(example["value"])
+
+
+def test_no_route_documents_fastapis_validation_answer(app: FastAPI) -> None:
+    """A request FastAPI's validation refuses is answered 400 with the service's error object;
+    422 is only a reused Idempotency-Key."""
+    document = app.openapi()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for method, path, operation in _operations(document):
+        unprocessable = operation["responses"].get("422")
+        if unprocessable is not None:
+            assert unprocessable["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorResponse"
+            }, f"{method} {path}"
+
+
+def test_every_route_declares_the_request_id_the_middleware_reads(app: FastAPI) -> None:
+    for method, path, operation in _operations(app.openapi()):
+        if path in app.openapi().get("webhooks", {}):
+            continue
+        names = {p["name"] for p in operation["parameters"]}
+        assert "X-Request-ID" in names, f"{method} {path}"
