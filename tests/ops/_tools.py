@@ -112,6 +112,15 @@ NOT_READ_BY_WORKERS = {
     "PAYMENT_ID_SECRET": ("payment_id_secret", "payment_id_key"),  # the API derives ids
     "FLOWER_BASIC_AUTH": ("flower_basic_auth",),  # Flower reads it itself
 }
+# Reads of those in code the workers load that leave the workers without any need of the
+# secret: (module, function, attribute) -> why.
+READ_BUT_NOT_NEEDED_BY_WORKERS: dict[tuple[str, str, str], str] = {
+    ("shared.settings.api_clients", "load", "client_keys"): (
+        "builds every client, API_KEYS' too; the workers keep only the clients' own callback "
+        "signing secrets (shared.callbacks.signing), which an API_KEYS client never has, so "
+        "they find the same without API_KEYS"
+    ),
+}
 # Secrets the API reads: each reaches the API in compose and ECS (API_CLIENTS and
 # PAYMENT_ID_SECRET only when set: optional Secrets Manager secrets in ECS).
 API_SECRETS = ("REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "STRIPE_WEBHOOK_SECRET",

@@ -173,6 +173,19 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_send_time(
     assert kept["reason"].startswith("refused")
 
 
+def test_the_url_rules_are_checked_again_at_send_time(
+    seed_payment: SeedPayment, receiver: Receiver, make_sender: MakeSender
+) -> None:
+    """CALLBACK_ALLOWED_HOSTS narrowed after the payment was accepted: its endpoint is no
+    longer one callbacks may reach."""
+    seed_payment(PAY, Status.SUCCEEDED, callback_url="https://shop.example.net/hooks")
+    narrowed = Settings(environment="test", callback_signing_secrets=SECRET,
+                        callback_allowed_hosts=".example.com")  # fmt: skip
+
+    assert make_sender(narrowed).send(event()) == "dead_lettered"
+    assert receiver.requests == []
+
+
 # --- SSRF rules at accept ---------------------------------------------------------------------
 
 
