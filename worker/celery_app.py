@@ -24,7 +24,13 @@ configure_logging(settings)
 # the Sentinel form, kombu's Sentinel transport with the same fix
 # (shared.settings.redis_url.broker).
 broker = celery_broker(settings)
-app = Celery("payments", broker=broker.url, include=["worker.tasks"])
+# What a worker imports as it starts: every task module, and the maintenance rounds it runs
+# in the background (started on worker_ready).
+app = Celery(
+    "payments",
+    broker=broker.url,
+    include=["worker.tasks", "worker.lifecycle_tasks", "worker.maintenance"],
+)
 app.conf.update(
     broker_transport=broker.transport,
     task_default_queue=settings.queue_name,

@@ -1,32 +1,60 @@
 """Periodic work every worker process runs in a background thread, one worker a round.
 
-Each round (every MAINTENANCE_INTERVAL_SECONDS), the jobs the worker gives it, in order:
-- The queue-depth line for autoscaling, also the workers' heartbeat (see worker.tasks).
-- Recovery sweep (``PaymentStore.requeue_stale``): Celery's Redis transport pops a message and
-  records it as unacknowledged in two steps, and a Redis crash between them loses the message.
-  A payment that is not final SWEEP_STALE_SECONDS after it was enqueued is pushed again only
-  when its message is provably lost: no worker holds it, the queue has moved past it, and no
-  worker has shown life for it since. A long backlog is never echoed.
-- Reconciler (``worker.reconcile``): payments whose outcome is unknown are looked up in Stripe.
-- The lifecycle's jobs (``worker.lifecycle_tasks``): the same recovery sweep for refunds and
-  for callbacks (``CallbackStore.requeue_stale``), refunds whose outcome is unknown, callback
-  attempts that are due, payments waiting for their customer (3-D Secure).
+Each round (every MAINTENANCE_INTERVAL_SECONDS), the jobs of ``ROUNDS``, in order, each logged
+by its name when it fails:
+- ``queue_depth``: the queue-depth line for autoscaling, also the workers' heartbeat. First, so
+  that a round waiting on a slow Stripe never delays it.
+- ``payments_sweep``: the recovery sweep (``PaymentStore.requeue_stale``). Celery's Redis
+  transport pops a message and records it as unacknowledged in two steps, and a Redis crash
+  between them loses the message. A payment that is not final SWEEP_STALE_SECONDS after it was
+  enqueued is pushed again only when its message is provably lost: no worker holds it, the
+  queue has moved past it, and no worker has shown life for it since. A long backlog is never
+  echoed.
+- ``payments_reconcile``: payments whose outcome is unknown are looked up in Stripe
+  (``worker.reconcile``).
+- ``refunds``: the same recovery sweep for refunds, then refunds whose outcome is unknown.
+- ``callbacks``: the same recovery sweep for callbacks (``CallbackStore.requeue_stale``), then
+  the callback attempts that are due.
+- ``actions``: payments waiting for their customer (3-D Secure), in case a webhook was missed.
 
-No beat process is needed (one fewer thing to run and scale): each worker starts the thread, and
-a Redis key gives one of them each round.
+No beat process is needed (one fewer thing to run and scale): each worker starts the thread as
+it becomes ready (``worker_ready``), and a Redis key gives one of them each round. The thread
+that flushes the Stripe call timings starts and stops alongside.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import redis
 import structlog
+from celery.signals import worker_ready, worker_shutdown
 
+from shared.fleet_metrics import (
+    WORKER_HEARTBEAT,
+    StripeMetricsFlusher,
+    emf_queue_depth,
+    message_wait_seconds,
+)
 from shared.store import PaymentStore
+from shared.store.keys import DEAD_LETTERS, UNACKED
+from worker import singletons
+from worker.action_recheck import recheck_actions
+from worker.reconcile import reconcile_unknown
+from worker.refund_attempts import reconcile_refunds
+from worker.singletons import settings
 
 log = structlog.get_logger(__name__)
+
+
+class Round(NamedTuple):
+    """One job of a maintenance round; ``name`` is what its log lines carry (``job=``)."""
+
+    name: str
+    run: Callable[[], object]
 
 
 class MaintenanceThread(threading.Thread):
@@ -35,7 +63,7 @@ class MaintenanceThread(threading.Thread):
         store: PaymentStore,
         *,
         interval: float,
-        rounds: list[Callable[[], object]],
+        rounds: Sequence[Round],
     ) -> None:
         super().__init__(name="payments-maintenance", daemon=True)
         self._store = store
@@ -50,12 +78,11 @@ class MaintenanceThread(threading.Thread):
         """Each job in turn; one that fails does not keep the others from running."""
         for job in self._rounds:
             try:
-                job()
+                job.run()
             except redis.RedisError as exc:
-                log.warning("maintenance.failed", job=getattr(job, "__name__", "?"),
-                            error=type(exc).__name__)  # fmt: skip
+                log.warning("maintenance.failed", job=job.name, error=type(exc).__name__)
             except Exception:
-                log.exception("maintenance.crashed", job=getattr(job, "__name__", "?"))
+                log.exception("maintenance.crashed", job=job.name)
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
@@ -68,9 +95,117 @@ class MaintenanceThread(threading.Thread):
                 self.run_once()
 
 
+def publish_queue_depth(client: redis.Redis) -> None:
+    """The autoscaling signal, as a CloudWatch EMF line on stdout (see deploy/ecs): messages
+    waiting in the queue plus those reserved by workers and not yet acknowledged (kombu's
+    ``unacked`` hash; prefetch and retry countdowns hide them from LLEN), the same figure as
+    ``payments_queue_depth``; with the oldest message's wait and the dead letters, which the
+    template's alarms read. Also the workers' heartbeat for the "no worker" alert."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.llen(settings.queue_name)
+        pipe.hlen(UNACKED)
+        pipe.lindex(settings.queue_name, -1)  # pushed on the left, popped on the right
+        pipe.zcard(DEAD_LETTERS)
+        pipe.set(WORKER_HEARTBEAT, f"{time.time():.3f}")
+        ready, reserved, head, dead, _ = pipe.execute()
+    line = emf_queue_depth(
+        settings.queue_name,
+        int(ready) + int(reserved),
+        reserved=int(reserved),
+        oldest_age=message_wait_seconds(head) or 0.0,
+        dead_letters=int(dead),
+    )
+    print(line, flush=True)
+
+
 def sweep(store: PaymentStore) -> list[str]:
     """The recovery sweep's round (see PaymentStore.requeue_stale)."""
     requeued = store.requeue_stale()
     if requeued:
         log.warning("sweep.requeued", count=len(requeued), payment_ids=requeued[:20])
     return requeued
+
+
+def queue_depth() -> None:
+    publish_queue_depth(singletons.maintenance_redis())
+
+
+def payments_sweep() -> list[str]:
+    return sweep(singletons.store())
+
+
+def payments_reconcile() -> dict[str, int]:
+    return reconcile_unknown(
+        singletons.store(), singletons.gateway(), singletons.budget(), settings
+    )
+
+
+def refunds() -> dict[str, int]:
+    """The recovery sweep for refunds (a message provably lost is pushed again), then the ones
+    whose outcome is unknown are looked up at Stripe."""
+    payments = singletons.store()
+    requeued = singletons.refund_store().requeue_stale(
+        queue_oldest_ms=payments.queue_oldest_ms(), reserved=payments.reserved_task_ids()
+    )
+    if requeued:
+        log.warning("sweep.refunds_requeued", count=len(requeued), refund_ids=requeued[:20])
+    return reconcile_refunds(
+        singletons.refund_store(),
+        singletons.lifecycle_store(),
+        singletons.gateway(),
+        settings,
+        singletons.refund_callback_messages,
+    )
+
+
+def callbacks() -> int:
+    """The recovery sweep for callbacks (a message provably lost between kombu's pop and its
+    unacked entry is pushed again), then the attempts that are due go back to the queue."""
+    payments = singletons.store()
+    requeued = singletons.callback_store().requeue_stale(
+        queue_oldest_ms=payments.queue_oldest_ms(settings.callback_queue),
+        reserved=payments.reserved_task_ids(),
+    )
+    if requeued:
+        log.warning("sweep.callbacks_requeued", count=len(requeued), event_ids=requeued[:20])
+    return singletons.callback_store().requeue_due()
+
+
+def actions() -> dict[str, int]:
+    """Payments waiting for their customer whose webhook may have been missed."""
+    return recheck_actions(
+        singletons.lifecycle_store(), singletons.event_processor(), singletons.gateway()
+    )
+
+
+ROUNDS = (
+    Round("queue_depth", queue_depth),
+    Round("payments_sweep", payments_sweep),
+    Round("payments_reconcile", payments_reconcile),
+    Round("refunds", refunds),
+    Round("callbacks", callbacks),
+    Round("actions", actions),
+)
+
+_running: list[MaintenanceThread | StripeMetricsFlusher] = []
+
+
+@worker_ready.connect
+def start(**_: object) -> None:
+    """The worker's background threads: the maintenance rounds and the metrics flusher."""
+    thread = MaintenanceThread(
+        singletons.store(), interval=settings.maintenance_interval_seconds, rounds=ROUNDS
+    )
+    flusher = StripeMetricsFlusher(
+        singletons.stripe_metrics(), interval=settings.stripe_metrics_flush_seconds
+    )
+    for background in (thread, flusher):
+        background.start()
+        _running.append(background)
+
+
+@worker_shutdown.connect
+def stop(**_: object) -> None:
+    # The flusher stops last: the last timings counted go to Redis before the worker exits.
+    while _running:
+        _running.pop(0).stop()

@@ -496,7 +496,7 @@ def emf_line_of_a_busy_fleet(capsys: pytest.CaptureFixture[str]) -> Any:
 
     from shared.celery_message import charge_message
     from shared.store.keys import DEAD_LETTERS, UNACKED
-    from worker.tasks import _publish_queue_depth
+    from worker.maintenance import publish_queue_depth
 
     client = fakeredis.FakeRedis()
     stamp = int((time.time() - 90) * 1000)
@@ -506,7 +506,7 @@ def emf_line_of_a_busy_fleet(capsys: pytest.CaptureFixture[str]) -> Any:
     client.lpush("payments", b"m2", b"m3")
     client.hset(UNACKED, mapping={f"tag{i}": b"[]" for i in range(128)})
     client.zadd(DEAD_LETTERS, {"pay_x": 1, "pay_y": 2})
-    _publish_queue_depth(client)
+    publish_queue_depth(client)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     from shared.fleet_metrics import WORKER_HEARTBEAT
 
