@@ -60,7 +60,8 @@ from shared.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from shared.payments.payment_records import PaymentRecord, Status
+from shared.payments.payment_records import PaymentRecord
+from shared.payments.states import CHARGED_STATUSES
 from shared.settings.service_settings import Settings
 
 router = APIRouter(
@@ -70,16 +71,13 @@ log = structlog.get_logger(__name__)
 
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 
-# Charged, whatever happened since (a refund, a dispute): a replay answers 200 like the first.
-CHARGED = frozenset({Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED})
-
 
 def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response:
     """200 once succeeded, the error's status once failed, 202 while still in progress."""
     headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    if record.status in CHARGED:
+    if record.status in CHARGED_STATUSES:
         return Response(payment_json(record), status_code=200, media_type=JSON, headers=headers)
     if record.is_final and record.error is not None:
         error = {**record.error, "payment_id": record.id}

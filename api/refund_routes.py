@@ -58,11 +58,11 @@ from shared.payments.payment_records import PaymentRecord, now_iso
 from shared.payments.refund_records import (
     REFUND_TASK,
     RefundRecord,
-    RefundStatus,
     parse_refund_amount,
     refund_fingerprint,
     refund_id_for,
 )
+from shared.payments.states import RefundStatus
 from shared.settings.service_settings import Settings
 from shared.store.refund_store import AsyncRefundStore
 

@@ -26,16 +26,15 @@ from shared.payments.money import (
     SUPPORTED_CURRENCIES,
     format_minor,
 )
-from shared.payments.payment_records import PaymentRecord, Status
+from shared.payments.payment_records import PaymentRecord
 from shared.payments.refund_records import RefundRecord
+from shared.payments.states import CHARGED_STATUSES, Status
 from shared.stripe.objects import ChargePage
 
 CUSTOMER_ID_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
 PAYMENT_METHOD_PATTERN = r"^(pm|card|src)_[A-Za-z0-9_]{1,64}$"
 PAYMENT_ID_PATTERN = r"^pay_[0-9a-f]{24}$"
 CHARGE_ID_PATTERN = r"^(ch|py)_[A-Za-z0-9]{1,64}$"
-# Charged, whatever happened since: the confirmation (the PaymentIntent id) stays shown.
-CHARGED_STATUSES = frozenset({Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED})
 
 
 class PaymentRequest(BaseModel):

@@ -17,7 +17,7 @@ import time
 import structlog
 
 from shared.errors import PaymentServiceError
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.store.lifecycle_store import ACTION_RECHECK_FIRST_SECONDS, LifecycleStore
 from shared.stripe.gateway import StripeGateway
 from shared.stripe.outcomes import TransientStripeError

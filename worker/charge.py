@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 import structlog
 from celery.utils.time import get_exponential_backoff_interval
 
 from shared.errors import PaymentServiceError, UpstreamError
 from shared.fleet_metrics import StripeCallMetrics, outcome_field
-from shared.payments.payment_records import PaymentRecord, Status, stripe_idempotency_key
+from shared.payments.payment_records import PaymentRecord, stripe_idempotency_key
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import BUSY, PaymentStore, Started
 from shared.stripe.budget import StripeBudget
@@ -192,18 +192,12 @@ class ChargeProcessor:
         self, record: PaymentRecord, intent: ChargeOutcome, token: str | None, bound: Any
     ) -> Done | RetryLater:
         settled = settle(intent)
-        ids = {"payment_intent": intent.payment_intent_id, "charge": intent.charge_id or ""}
         if settled.status is Status.PROCESSING and token is not None:
-            self._store.release(record.id, token=token, fields=ids)
+            self._store.release(record.id, token=token, fields=settled.fields)
             return RetryLater("payment intent still processing", PROCESSING_RECHECK_SECONDS)
-        if settled.status is Status.PROCESSING:
-            settled = Settled(Status.UNKNOWN, outcome_unknown())
+        settled = settled.or_unknown()
         bound.info("charge." + settled.status.value, payment_intent=intent.payment_intent_id)
-        if intent.next_action or settled.status is Status.REQUIRES_ACTION:
-            ids["next_action"] = intent.next_action or "use_stripe_sdk"
-            if intent.client_secret:  # for the merchant's front end (Stripe.js); never logged
-                ids["client_secret"] = intent.client_secret
-        return finish(self._store, record.id, settled, ids)
+        return finish(self._store, record.id, settled, {})
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         return retry_backoff(self._settings, attempts, retry_after)
@@ -230,18 +224,16 @@ def finish(
     dead_letter: bool = False,
     check_at: float = 0,
 ) -> Done:
-    """Record a settled outcome with its error (if any); a success clears an earlier error."""
+    """Record a settled outcome with its fields and its error (if any); a success clears an
+    earlier error."""
     error = settled.error
-    if error is not None:
-        fields = {**fields, "error": orjson.dumps(error.to_dict()).decode(),
-                  "error_status": str(error.status_code)}  # fmt: skip
     store.finish(
         payment_id,
         status=settled.status,
-        fields=fields,
+        fields={**settled.record_fields, **fields},
         outcome_field=outcome_field(settled.status.value, error.code if error else None),
         dead_letter=dead_letter,
-        clear=() if error is not None else ("error", "error_status"),
+        clear=settled.record_clear,
         check_at=check_at,
     )
     return Done(settled.status)

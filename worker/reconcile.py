@@ -18,7 +18,7 @@ import time
 import structlog
 
 from shared.errors import PaymentServiceError
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore, Started
 from shared.stripe.budget import StripeBudget
@@ -27,7 +27,6 @@ from shared.stripe.outcomes import (
     Settled,
     TransientStripeError,
     not_charged,
-    outcome_unknown,
     settle,
 )
 from worker.charge import find_charge, finish
@@ -72,21 +71,14 @@ def reconcile_unknown(
             finish(store, payment_id, Settled(Status.FAILED, not_charged(record.attempts)), {},
                    dead_letter=True)  # fmt: skip
         else:
-            settled = settle(found)
-            if settled.status is Status.PROCESSING:
-                settled = Settled(Status.UNKNOWN, outcome_unknown())
-            ids = {"payment_intent": found.payment_intent_id, "charge": found.charge_id or ""}
-            if found.next_action:
-                ids["next_action"] = found.next_action
-                if found.client_secret:
-                    ids["client_secret"] = found.client_secret
+            settled = settle(found).or_unknown()
             log.info(
                 "reconcile.adopted",
                 payment_id=payment_id,
                 payment_intent=found.payment_intent_id,
                 status=settled.status.value,
             )
-            finish(store, payment_id, settled, ids,
+            finish(store, payment_id, settled, {},
                    check_at=time.time() + settings.reconcile_backoff_seconds)  # fmt: skip
         counts["settled"] += 1
     return counts

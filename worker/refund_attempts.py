@@ -26,8 +26,8 @@ import structlog
 
 from shared.errors import InvalidRequest, PaymentServiceError
 from shared.fleet_metrics import StripeCallMetrics
-from shared.payments.payment_records import Status
-from shared.payments.refund_records import RefundRecord, RefundStatus, refund_idempotency_key
+from shared.payments.refund_records import RefundRecord, refund_idempotency_key
+from shared.payments.states import RefundStatus, Status
 from shared.settings.service_settings import Settings
 from shared.store.lifecycle_store import LifecycleStore
 from shared.store.refund_store import RefundStarted, RefundStore

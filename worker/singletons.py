@@ -13,8 +13,8 @@ import redis
 
 from shared.callbacks.events import payment_callback, refund_callbacks
 from shared.fleet_metrics import StripeCallMetrics
-from shared.payments.payment_records import Status
-from shared.payments.refund_records import RefundRecord, RefundStatus
+from shared.payments.refund_records import RefundRecord
+from shared.payments.states import RefundStatus, Status
 from shared.redis_clients import sync_redis
 from shared.settings.service_settings import get_settings
 from shared.store import PaymentStore

@@ -6,22 +6,20 @@ The rules (CONVENTIONS rule 16):
    out of order all lead to what Stripe says now.
 2. The payment is ours only if the object carries our ``metadata.payment_id`` (the charge path
    sets it on every PaymentIntent) and its record exists; anything else is ignored and counted.
-3. What Stripe says becomes a status through ``shared.stripe.outcomes`` (the one map) and is written
-   only as ``shared.payments.payment_records.LIFECYCLE_TRANSITIONS`` allows, in one script that
-   also tells
-   waiters and enqueues the client's callback. A payment the charge path still owns (queued,
-   processing) is left to it: it learns the same from Stripe itself.
+3. What Stripe says becomes a status and fields through ``shared.stripe.outcomes.settle`` (the
+   one map) and is written only as the state machine (``shared.payments.states``) allows, in
+   one script that also tells waiters and enqueues the client's callback. A payment the charge
+   path still owns (queued, processing) is left to it: it learns the same from Stripe itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
 import structlog
 
 from shared.errors import PaymentServiceError
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.store.lifecycle_store import LifecycleStore, Moved, Transition
 from shared.stripe.gateway import StripeGateway
 from shared.stripe.outcomes import (
@@ -34,31 +32,13 @@ from shared.stripe.outcomes import (
 
 log = structlog.get_logger(__name__)
 
-# Fields the payment drops once the customer no longer has to act.
-ACTION_FIELDS = ("next_action", "client_secret")
-
 
 def intent_transition(intent: ChargeOutcome) -> Transition | None:
     """Where a PaymentIntent's status takes the payment (None: still processing)."""
     settled = settle(intent)
     if settled.status is Status.PROCESSING:
         return None
-    fields = {"payment_intent": intent.payment_intent_id}
-    if intent.charge_id:
-        fields["charge"] = intent.charge_id
-    clear: tuple[str, ...] = ()
-    if settled.status is Status.REQUIRES_ACTION:
-        fields["next_action"] = intent.next_action or "use_stripe_sdk"
-        if intent.client_secret:
-            fields["client_secret"] = intent.client_secret
-    else:
-        clear = ACTION_FIELDS
-    if settled.error is not None:
-        fields["error"] = orjson.dumps(settled.error.to_dict()).decode()
-        fields["error_status"] = str(settled.error.status_code)
-    else:
-        clear = (*clear, "error", "error_status")
-    return Transition(settled.status, fields, clear)
+    return Transition(settled.status, settled.record_fields, settled.record_clear)
 
 
 class StripeEventProcessor:

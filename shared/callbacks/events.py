@@ -17,8 +17,9 @@ from typing import Any
 
 from shared.celery_message import task_message
 from shared.payments.money import format_minor
-from shared.payments.payment_records import PaymentRecord, Status
-from shared.payments.refund_records import RefundRecord, RefundStatus
+from shared.payments.payment_records import PaymentRecord
+from shared.payments.refund_records import RefundRecord
+from shared.payments.states import RefundStatus, Status
 from shared.settings.service_settings import Settings
 
 CALLBACK_TASK = "payments.callback"

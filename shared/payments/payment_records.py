@@ -12,61 +12,14 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import orjson
 
+from shared.payments.states import FINAL_STATUSES, SETTLED_STATUSES, Status
+
 CHARGE_TASK = "payments.charge"
 STRIPE_EVENT_TASK = "payments.stripe_event"
-
-
-class Status(StrEnum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REQUIRES_ACTION = "requires_action"
-    # Stripe may or may not have charged it and could not be asked: the service keeps asking
-    # (see worker.reconcile) and never tells the client "not charged" meanwhile.
-    UNKNOWN = "unknown"
-    # After the charge: Stripe says so later (a refund of the whole amount, a dispute opened).
-    REFUNDED = "refunded"
-    DISPUTED = "disputed"
-
-
-# Final for the charge path: past the charge, so a charge worker never attempts or overwrites
-# it (start_attempt, finish and the sweep refuse them). Some still move after the fact, only
-# through LIFECYCLE_TRANSITIONS, when Stripe reports what happened later.
-FINAL_STATUSES = frozenset(
-    {Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION, Status.REFUNDED, Status.DISPUTED}
-)
-
-# The one table of moves after the charge path's first answer: status -> where Stripe's later
-# word (a webhook, a re-check, a refund) may take it. Anything absent is refused, so an event
-# arriving late or out of order never moves a payment backwards. Scripts are passed the rows
-# they need (``allowed_from``); no status is spelled inside Lua.
-LIFECYCLE_TRANSITIONS: dict[Status, frozenset[Status]] = {
-    # 3-D Secure completed (or the PaymentIntent canceled, authentication failed).
-    Status.REQUIRES_ACTION: frozenset({Status.SUCCEEDED, Status.FAILED}),
-    # The charge path could not learn the outcome: whatever Stripe reports is the truth.
-    Status.UNKNOWN: frozenset({Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION}),
-    Status.SUCCEEDED: frozenset({Status.REFUNDED, Status.DISPUTED}),
-    # Stripe says its PaymentIntent succeeded after all (the customer retried 3-D Secure with
-    # another card through Stripe.js): the customer was charged, so the record says so.
-    Status.FAILED: frozenset({Status.SUCCEEDED}),
-    Status.REFUNDED: frozenset({Status.DISPUTED}),
-    Status.DISPUTED: frozenset({Status.REFUNDED}),
-}
-
-
-def may_move_to(target: Status) -> list[str]:
-    """The statuses LIFECYCLE_TRANSITIONS lets move to ``target`` (a script's argument)."""
-    return sorted(s.value for s, targets in LIFECYCLE_TRANSITIONS.items() if target in targets)
-
-
-# Settled for now: a request waiting for the outcome is answered (unknown may still move).
-SETTLED_STATUSES = FINAL_STATUSES | {Status.UNKNOWN}
 
 
 def payment_id_for(*, secret: bytes, client: str, idempotency_key: str) -> str:

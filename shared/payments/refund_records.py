@@ -15,32 +15,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from shared.payments.money import MAX_MINOR_UNITS, AmountError, exponent, format_minor
-from shared.payments.payment_records import Status
+from shared.payments.states import FINAL_REFUND_STATUSES, RefundStatus
 
 REFUND_TASK = "payments.refund"
 
-# Only a succeeded payment can be refunded (a partly refunded one still is succeeded).
-REFUNDABLE_STATUSES = frozenset({Status.SUCCEEDED})
-
 _AMOUNT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
-
-
-class RefundStatus(StrEnum):
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    # Stripe could not be asked whether it refunded: the task keeps asking, and the amount
-    # stays claimed meanwhile (never "not refunded" until Stripe says so).
-    UNKNOWN = "unknown"
-
-
-FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
 
 
 def refund_id_for(*, secret: bytes, client: str, idempotency_key: str) -> str:

@@ -1,6 +1,5 @@
 """A payment's life after the charge path's first answer: Stripe's webhook events taken once,
-moves through ``shared.payments.payment_records.LIFECYCLE_TRANSITIONS``, refunds. One Lua script a
-step.
+moves as the state machine allows (``shared.payments.states``), refunds. One Lua script a step.
 
 ``AsyncLifecycleStore`` serves the API's event loop, ``LifecycleStore`` the workers' threads;
 the keys are in ``shared.store.keys``.
@@ -18,7 +17,8 @@ import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from shared.payments.payment_records import PaymentRecord, Status, may_move_to, now_iso
+from shared.payments.payment_records import PaymentRecord, now_iso
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing
@@ -39,7 +39,7 @@ class Moved(Enum):
     MOVED = 1
     UNCHANGED = 0  # already in that status
     GONE = -1  # no such record (expired, or never ours)
-    REFUSED = -2  # LIFECYCLE_TRANSITIONS has no such move
+    REFUSED = -2  # the state machine has no such move
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class LifecycleStore:
         return PaymentRecord.from_redis(raw) if raw else None
 
     def transition(self, payment_id: str, move: Transition, *, callback: bytes = b"") -> Moved:
-        """Move the payment as LIFECYCLE_TRANSITIONS allows, telling waiters; ``callback`` (a
+        """Move the payment as the state machine allows, telling waiters; ``callback`` (a
         task message) is pushed in the same step when the payment has a callback endpoint."""
         result = self._run(
             "transition",
@@ -107,7 +107,6 @@ class LifecycleStore:
             ],
             payment_id=payment_id,
             to=move.to.value,
-            allowed_from=may_move_to(move.to),
             fields=dict(move.fields),
             clear=list(move.clear),
             now_iso=now_iso(),
@@ -130,7 +129,6 @@ class LifecycleStore:
                 payment_id=payment_id,
                 stripe_refunded=stripe_refunded_minor,
                 to=Status.REFUNDED.value,
-                allowed_from=may_move_to(Status.REFUNDED),
                 now_iso=now_iso(),
                 callback=callback.decode(),
                 filing=filing(self._settings),

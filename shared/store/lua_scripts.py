@@ -1,25 +1,57 @@
-"""The Lua scripts of ``shared/store/lua``, each loaded with the statuses of the Python enum.
+"""The Lua scripts of ``shared/store/lua``, each loaded with the statuses and its own moves.
 
-A script sees ``STATUS.<NAME>`` (every ``Status``) and ``FINAL[status]`` (the final ones),
-generated from ``shared.payments.payment_records``, so no status is spelled inside Lua. Each script
-takes one
-JSON object of named arguments (``ARGV[1]``), decoded as ``a``.
+A script sees ``STATUS.<NAME>`` (every ``Status``), ``FINAL[status]`` (the final ones),
+``REFUND_STATUS.<NAME>`` and ``REFUND_FINAL[status]`` likewise for refunds, and its own rows
+of the state machine (``shared.payments.states``) as ``MOVES[from][to]`` and
+``REFUND_MOVES[from][to]`` (asked through ``may_move`` of lib/common.lua), all generated from
+Python, so no status and no move is spelled inside Lua. Each script takes one JSON object of
+named arguments (``ARGV[1]``), decoded as ``a``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 
-from shared.payments.payment_records import FINAL_STATUSES, Status
+from shared.payments.states import (
+    FINAL_REFUND_STATUSES,
+    FINAL_STATUSES,
+    Move,
+    RefundStatus,
+    Status,
+    payment_moves,
+    refund_moves,
+)
 
 LUA_DIR = Path(__file__).with_name("lua")
 
 
-def _preamble() -> str:
-    names = ", ".join(f"{s.name} = '{s.value}'" for s in Status)
-    final = ", ".join(f"['{s.value}'] = true" for s in sorted(FINAL_STATUSES))
-    return f"local STATUS = {{{names}}}\nlocal FINAL = {{{final}}}\n"
+def _names(statuses: Iterable[StrEnum]) -> str:
+    return "{" + ", ".join(f"{s.name} = '{s.value}'" for s in statuses) + "}"
+
+
+def _set(statuses: Iterable[StrEnum]) -> str:
+    return "{" + ", ".join(f"['{s.value}'] = true" for s in sorted(statuses)) + "}"
+
+
+def _moves(rows: Iterable[Move[Status]] | Iterable[Move[RefundStatus]]) -> str:
+    targets: dict[str, set[StrEnum]] = {}
+    for row in rows:
+        targets.setdefault(row.source.value, set()).add(row.target)
+    return "{" + ", ".join(f"['{s}'] = {_set(t)}" for s, t in sorted(targets.items())) + "}"
+
+
+def _preamble(name: str) -> str:
+    return (
+        f"local STATUS = {_names(Status)}\n"
+        f"local FINAL = {_set(FINAL_STATUSES)}\n"
+        f"local REFUND_STATUS = {_names(RefundStatus)}\n"
+        f"local REFUND_FINAL = {_set(FINAL_REFUND_STATUSES)}\n"
+        f"local MOVES = {_moves(payment_moves(name))}\n"
+        f"local REFUND_MOVES = {_moves(refund_moves(name))}\n"
+    )
 
 
 # Functions more than one script uses, by script, prepended after the preamble (lib/common.lua
@@ -40,4 +72,4 @@ def source(name: str) -> str:
     libraries = "".join(
         (LUA_DIR / "lib" / f"{lib}.lua").read_text() for lib in ("common", *LIBRARIES.get(name, ()))
     )
-    return _preamble() + libraries + (LUA_DIR / f"{name}.lua").read_text()
+    return _preamble(name) + libraries + (LUA_DIR / f"{name}.lua").read_text()

@@ -19,7 +19,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.callbacks.events import payment_callback
 from shared.celery_message import charge_message
-from shared.payments.payment_records import PaymentRecord, Status, now_iso
+from shared.payments.payment_records import PaymentRecord, now_iso
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing as callback_filing

@@ -13,21 +13,14 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from shared.celery_message import task_message
-from shared.payments.payment_records import Status, may_move_to, now_iso
-from shared.payments.refund_records import (
-    FINAL_REFUND_STATUSES,
-    REFUND_TASK,
-    REFUNDABLE_STATUSES,
-    RefundRecord,
-    RefundStatus,
-)
+from shared.payments.payment_records import now_iso
+from shared.payments.refund_records import REFUND_TASK, RefundRecord
+from shared.payments.states import REFUNDABLE_STATUSES, RefundStatus, Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing
 from shared.store.lua_scripts import source
 from shared.store.payment_store import CLOCK_SKEW_MS, SWEEP_BATCH
-
-_FINAL = sorted(s.value for s in FINAL_REFUND_STATUSES)
 
 
 def _args(**named: Any) -> bytes:
@@ -170,7 +163,7 @@ class RefundStore:
                 "requeue_refund",
                 [keys.REFUNDS_PENDING, self._settings.queue_name, keys.refund_key(refund_id),
                  keys.lock_key(refund_id)],
-                refund_id=refund_id, pending=RefundStatus.PENDING.value, next_at=next_at,
+                refund_id=refund_id, next_at=next_at,
                 queue_oldest_ms=queue_oldest_ms, clock_skew_ms=CLOCK_SKEW_MS, now_ms=stamp,
                 message=message.decode(),
             )  # fmt: skip
@@ -192,7 +185,6 @@ class RefundStore:
             [keys.refund_key(refund_id), keys.lock_key(refund_id)],
             token=token,
             lease_ms=self.lease_ms,
-            final=_FINAL,
         )
         if result[0] == 1:
             return RefundStarted(_record(result[1]))
@@ -236,11 +228,9 @@ class RefundStore:
                 payment_id=record.payment_id,
                 status=status.value,
                 succeeded=status is RefundStatus.SUCCEEDED,
-                final=_FINAL,
                 fields=dict(fields),
                 clear=list(clear),
                 refunded=Status.REFUNDED.value,
-                allowed_from=may_move_to(Status.REFUNDED),
                 callbacks=[c.decode() for c in callbacks],
                 filing=filing(self._settings),
                 check_at=int(check_at),

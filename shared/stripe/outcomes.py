@@ -11,9 +11,11 @@ Three tables, read top to bottom:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+import orjson
 
 from shared.errors import (
     CardDeclined,
@@ -25,7 +27,7 @@ from shared.errors import (
     StripeUnavailable,
     UpstreamError,
 )
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 
 FailureKind = Literal[
     "connection",  # no answer: the request may or may not have reached Stripe
@@ -151,12 +153,39 @@ def for_reader(error: TransientStripeError) -> PaymentServiceError:
     return StripeUnavailable(headers=headers)
 
 
+# Fields a payment drops once its customer no longer has to act.
+ACTION_FIELDS = ("next_action", "client_secret")
+
+
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """Where a payment stands after Stripe's answer about its PaymentIntent."""
+    """Where a payment stands after Stripe's answer, and what its record then holds."""
 
     status: Status  # PROCESSING: not settled yet, ask again shortly
     error: PaymentServiceError | None = None
+    # Written to the record (besides the status and the error), and removed from it.
+    fields: Mapping[str, str] = field(default_factory=dict)
+    clear: tuple[str, ...] = ()
+
+    @property
+    def record_fields(self) -> dict[str, str]:
+        """Everything written: the fields and the error (its body and HTTP status)."""
+        if self.error is None:
+            return dict(self.fields)
+        return {**self.fields, "error": orjson.dumps(self.error.to_dict()).decode(),
+                "error_status": str(self.error.status_code)}  # fmt: skip
+
+    @property
+    def record_clear(self) -> tuple[str, ...]:
+        """Everything removed: a payment without an error loses an earlier one."""
+        return self.clear if self.error is not None else (*self.clear, "error", "error_status")
+
+    def or_unknown(self) -> Settled:
+        """Still processing at Stripe with no attempt left to ask again: ``unknown``, which
+        the reconciler asks again (the Stripe ids found are kept)."""
+        if self.status is not Status.PROCESSING:
+            return self
+        return replace(self, status=Status.UNKNOWN, error=outcome_unknown())
 
 
 INTENT_STATUSES: dict[str, Callable[[ChargeOutcome], Settled]] = {
@@ -181,15 +210,30 @@ INTENT_STATUSES: dict[str, Callable[[ChargeOutcome], Settled]] = {
 }
 
 
-def settle(outcome: ChargeOutcome) -> Settled:
-    """The payment's status for a PaymentIntent's (an unexpected one is a 502, not charged
-    as far as the service knows only because Stripe said so)."""
-    make = INTENT_STATUSES.get(outcome.status)
-    if make is not None:
-        return make(outcome)
-    return Settled(
-        Status.FAILED, UpstreamError(f"Unexpected PaymentIntent status {outcome.status}.")
+def settle(intent: ChargeOutcome) -> Settled:
+    """What a PaymentIntent means for its payment's record: the status, the error, and the
+    fields written and removed. The one map of every path that learns of a PaymentIntent (the
+    charge attempt, the reconciler, webhooks, the re-check). An unexpected status is a 502,
+    not charged as far as the service knows only because Stripe said so. A customer who must
+    act gets the next action (``use_stripe_sdk`` when Stripe names none, as it does not for
+    every 3-D Secure flow) and the client secret for the merchant's front end."""
+    make = INTENT_STATUSES.get(intent.status)
+    verdict = (
+        make(intent)
+        if make is not None
+        else Settled(
+            Status.FAILED, UpstreamError(f"Unexpected PaymentIntent status {intent.status}.")
+        )
     )
+    fields = {"payment_intent": intent.payment_intent_id}
+    if intent.charge_id:
+        fields["charge"] = intent.charge_id
+    if verdict.status is not Status.REQUIRES_ACTION:
+        return Settled(verdict.status, verdict.error, fields, ACTION_FIELDS)
+    fields["next_action"] = intent.next_action or "use_stripe_sdk"
+    if intent.client_secret:
+        fields["client_secret"] = intent.client_secret
+    return Settled(verdict.status, verdict.error, fields)
 
 
 def not_charged(attempts: int) -> StripeUnavailable:

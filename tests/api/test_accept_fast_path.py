@@ -19,7 +19,8 @@ from api.schemas import (
     payment_view,
 )
 from shared.errors import RateLimited
-from shared.payments.payment_records import PaymentRecord, Status
+from shared.payments.payment_records import PaymentRecord
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from tests.support import app_client, payment
 

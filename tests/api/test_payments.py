@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from shared.errors import CustomerNotFound, StripeUnavailable
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store.keys import record_key
 from shared.stripe.objects import ChargePage, ChargeSummary

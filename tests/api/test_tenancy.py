@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api.main import create_app
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.settings.api_clients import ClientConfigError, load
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore

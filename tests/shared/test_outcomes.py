@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import PaymentServiceError
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.stripe.outcomes import (
     ChargeOutcome,
     StripeFailure,

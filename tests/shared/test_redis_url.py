@@ -12,7 +12,8 @@ import redis.sentinel
 from pydantic import ValidationError
 
 from shared.errors import NotDurable
-from shared.payments.payment_records import Status, new_record_fields
+from shared.payments.payment_records import new_record_fields
+from shared.payments.states import Status
 from shared.redis_clients import async_redis, celery_broker, sync_redis
 from shared.settings.redis_url import SentinelTarget, broker, parse_sentinel_url
 from shared.settings.service_settings import Settings

@@ -10,7 +10,8 @@ import fakeredis
 import httpx
 import pytest
 
-from shared.payments.payment_records import Status, new_record_fields
+from shared.payments.payment_records import new_record_fields
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store.callback_store import CallbackStore
 from shared.store.keys import record_key

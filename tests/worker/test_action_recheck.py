@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 
 from shared.errors import InvalidRequest
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import AWAITING_ACTION

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from shared.callbacks.events import event_id, payment_callback, refund_callbacks
-from shared.payments.payment_records import Status
-from shared.payments.refund_records import RefundStatus, refund_fingerprint
+from shared.payments.refund_records import refund_fingerprint
+from shared.payments.states import RefundStatus, Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.callback_store import CallbackStore

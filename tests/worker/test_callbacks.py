@@ -18,7 +18,7 @@ from shared.callbacks.events import event_id, payment_callback
 from shared.callbacks.signing import sign
 from shared.callbacks.url_rules import check_callback_url
 from shared.errors import CallbackUrlRefused
-from shared.payments.payment_records import Status
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.callback_store import CallbackStore

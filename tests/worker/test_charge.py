@@ -17,7 +17,14 @@ from shared.errors import CardDeclined, CustomerNotFound, PaymentMethodMissing
 from shared.payments.payment_records import PaymentRecord, new_record_fields
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
-from shared.store.keys import DEAD_LETTERS, EVENTS_CHANNEL, UNKNOWN_INDEX, lock_key, record_key
+from shared.store.keys import (
+    AWAITING_ACTION,
+    DEAD_LETTERS,
+    EVENTS_CHANNEL,
+    UNKNOWN_INDEX,
+    lock_key,
+    record_key,
+)
 from shared.stripe.budget import StripeBudget
 from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
 from worker.charge import ChargeProcessor, Done, RetryLater
@@ -425,6 +432,34 @@ def test_the_reconciler_says_not_charged_only_once_stripe_answers_and_has_nothin
     assert "not charged" in record.error["message"]
     assert redis.zscore(DEAD_LETTERS, payment_id) is not None
     assert stripe.ledger == []
+
+
+def test_the_reconciler_tells_a_customer_who_must_act_how_even_when_stripe_names_no_action(
+    redis: fakeredis.FakeRedis,
+    store: PaymentStore,
+    stripe: FakeStripe,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Stripe's PaymentIntent needs 3-D Secure but names no next action (Stripe.js handles it).
+    found = ChargeOutcome("requires_action", "pi_9", None, client_secret="pi_9_secret_x")
+    monkeypatch.setattr(stripe, "find_payment_intent", lambda **_: found)
+    payment_id = queue_payment(redis)
+    redis.hset(record_key(payment_id), "status", "unknown")
+    redis.zadd(UNKNOWN_INDEX, {payment_id: 0})
+
+    counts = reconcile_unknown(store, stripe, StripeBudget(store, 0), settings)  # type: ignore[arg-type]
+
+    assert counts["settled"] == 1
+    record = load(redis, payment_id)
+    assert record.status == "requires_action"
+    assert record.next_action == "use_stripe_sdk"
+    assert record.client_secret == "pi_9_secret_x"
+    assert record.error is not None
+    assert record.error["code"] == "authentication_required"
+    assert (
+        redis.zscore(AWAITING_ACTION, payment_id) is not None
+    )  # re-checked should no webhook come
 
 
 def test_a_budget_wait_books_once_and_never_fails_the_payment(

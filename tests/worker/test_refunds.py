@@ -15,8 +15,9 @@ import pytest
 
 from shared.celery_message import task_message
 from shared.errors import InvalidRequest
-from shared.payments.payment_records import CHARGE_TASK, PaymentRecord, Status
-from shared.payments.refund_records import RefundStatus, refund_fingerprint
+from shared.payments.payment_records import CHARGE_TASK, PaymentRecord
+from shared.payments.refund_records import refund_fingerprint
+from shared.payments.states import RefundStatus, Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import REFUNDS_UNKNOWN, record_key, refund_key

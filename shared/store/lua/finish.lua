@@ -6,12 +6,12 @@
 -- a.check_at). Either way waiting requests are told, the lease is released and, if asked,
 -- the payment is filed as a dead letter. A client that asked to be told (the record has a
 -- callback_url) gets a.callback pushed in this same step (and filed for the callbacks'
--- recovery sweep, a.filing: see lib/callbacks.lua). -1: no record; 0: already final
--- (nothing written).
+-- recovery sweep, a.filing: see lib/callbacks.lua). -1: no record; 0: a move MOVES lacks, such
+-- as from a final status (nothing written).
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
-if FINAL[status] then return 0 end
+if not may_move(MOVES, status, a.status) then return 0 end
 hset_map(KEYS[1], {'status', a.status, 'updated_at', a.now_iso}, a.fields)
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
 if redis.call('ZREM', KEYS[5], a.payment_id) == 1 then

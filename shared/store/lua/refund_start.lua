@@ -4,9 +4,7 @@
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1} end
-for _, s in ipairs(a.final) do
-  if s == status then return {0} end
-end
+if REFUND_FINAL[status] then return {0} end
 if not redis.call('SET', KEYS[2], a.token, 'NX', 'PX', a.lease_ms) then return {-2} end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return {1, redis.call('HGETALL', KEYS[1])}

@@ -1,11 +1,12 @@
 -- replay: put a dead letter back in the queue, to be reconciled before anything else.
 -- KEYS: record, dead letters, queue, pending index.
--- 0: not a dead letter; -1: no longer failed (dropped from the dead letters); 1: requeued
--- with a fresh retry budget and `reconcile_first` set.
+-- 0: not a dead letter; -1: no longer failed (MOVES has no move to `queued` from its status:
+-- dropped from the dead letters); 1: requeued with a fresh retry budget and `reconcile_first`
+-- set.
 local a = cjson.decode(ARGV[1])
 if not redis.call('ZSCORE', KEYS[2], a.payment_id) then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= STATUS.FAILED then
+if not may_move(MOVES, status, STATUS.QUEUED) then
   redis.call('ZREM', KEYS[2], a.payment_id)
   return -1
 end

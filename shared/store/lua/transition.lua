@@ -1,8 +1,8 @@
 -- transition: a move after the charge path's first answer (a webhook, a re-check, a refund).
 -- KEYS: record, events channel, pending index, unknown index, dead letters, transition counts,
 -- callback queue.
--- The payment moves to a.to only from a status in a.allowed_from (the rows of the Python
--- table LIFECYCLE_TRANSITIONS that lead to a.to): a.fields are written and a.clear removed,
+-- The payment moves to a.to only as MOVES allows (this script's rows of the state machine):
+-- a.fields are written and a.clear removed,
 -- it leaves the charge path's indexes, the move is counted, waiters are told and, when the
 -- payment has a callback endpoint, its callback message (a.callback) is pushed in this same
 -- step (filed for the callbacks' recovery sweep, a.filing), so no move goes without its
@@ -12,11 +12,7 @@ local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == a.to then return 0 end
-local allowed = false
-for _, from in ipairs(a.allowed_from) do
-  if from == status then allowed = true end
-end
-if not allowed then return -2 end
+if not may_move(MOVES, status, a.to) then return -2 end
 hset_map(KEYS[1], {'status', a.to, 'updated_at', a.now_iso}, a.fields)
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
 redis.call('ZREM', KEYS[3], a.payment_id)

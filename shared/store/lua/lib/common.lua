@@ -7,3 +7,9 @@ local function hset_map(key, flat, map)
   end
   if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
 end
+
+-- may_move(moves, from, to): whether this script's rows of the state machine (MOVES or
+-- REFUND_MOVES) hold the move; `from` may be nil (no record): no.
+local function may_move(moves, from, to)
+  return from ~= nil and moves[from] ~= nil and moves[from][to] == true
+end

@@ -1,0 +1,161 @@
+"""The state machine of payments and refunds: every status, and every move with its cause.
+
+The moves are data, one row each (``PAYMENT_MOVES``, ``REFUND_MOVES``; Kill Bill's
+``PaymentStates.xml`` is the model): from a status, to a status, why, and which step makes it
+(the Lua script ``shared/store/lua/<step>.lua``, the one atomic write of that move). A script is
+given its own rows as ``MOVES`` / ``REFUND_MOVES`` (``shared.store.lua_scripts``) and refuses
+any other move, so no move is spelled inside Lua. A row whose two statuses are the same is a
+step that acts on a record without moving it (a retried attempt, a sweep pushing a lost
+message again): it says which statuses the step accepts.
+
+What a Stripe object means for a record (which status, which fields) is
+``shared.stripe.outcomes.intent_update``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+
+class Status(StrEnum):
+    """A payment's status."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REQUIRES_ACTION = "requires_action"
+    # Stripe may or may not have charged it and could not be asked: the service keeps asking
+    # (see worker.reconcile) and never tells the client "not charged" meanwhile.
+    UNKNOWN = "unknown"
+    # After the charge: Stripe says so later (a refund of the whole amount, a dispute opened).
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+
+
+class RefundStatus(StrEnum):
+    """A refund's status."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # Stripe could not be asked whether it refunded: the task keeps asking, and the amount
+    # stays claimed meanwhile (never "not refunded" until Stripe says so).
+    UNKNOWN = "unknown"
+
+
+# A new record's status (written by the step that creates it: accept, claim_refund).
+PAYMENT_INITIAL = Status.QUEUED
+REFUND_INITIAL = RefundStatus.PENDING
+
+# Final for the charge path: past the charge, so a charge worker never attempts or overwrites
+# it. Some still move after the fact (see the lifecycle rows), when Stripe reports what
+# happened later.
+FINAL_STATUSES = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION, Status.REFUNDED, Status.DISPUTED}
+)
+# Settled for now: a request waiting for the outcome is answered (unknown may still move).
+SETTLED_STATUSES = FINAL_STATUSES | {Status.UNKNOWN}
+# Charged, whatever happened since (a refund, a dispute): answered 200 like a success, with
+# the PaymentIntent as its confirmation.
+CHARGED_STATUSES = frozenset({Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED})
+# Only a succeeded payment can be refunded (a partly refunded one still is succeeded).
+REFUNDABLE_STATUSES = frozenset({Status.SUCCEEDED})
+
+FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
+
+
+class Cause(StrEnum):
+    """Why a record moves."""
+
+    # A worker takes the payment to call Stripe (its first attempt, a retry, a redelivery).
+    ATTEMPT = "attempt"
+    # The recovery sweep pushes again the message of a payment or refund it proved lost.
+    SWEEP = "sweep"
+    # Stripe's answer to the attempt, or none at all (``unknown``: asked again later).
+    STRIPE_ANSWER = "stripe_answer"
+    # The reconciler asked Stripe what became of an unknown outcome (or still cannot ask).
+    RECONCILED = "reconciled"
+    # An operator replays a dead letter: charged again only if Stripe holds no charge for it.
+    REPLAY = "replay"
+    # A PaymentIntent fetched again after its webhook, or by the re-check of a payment waiting
+    # for its customer (worker.action_recheck).
+    INTENT = "intent"
+    # charge.dispute.created, confirmed by the charge fetched again.
+    DISPUTE = "dispute"
+    # charge.refunded: refunds at Stripe (the dashboard's included) reach the amount.
+    STRIPE_REFUNDS = "stripe_refunds"
+    # Our own succeeded refunds reach the amount.
+    OUR_REFUNDS = "our_refunds"
+
+
+S = TypeVar("S", Status, RefundStatus)
+
+
+@dataclass(frozen=True, slots=True)
+class Move(Generic[S]):
+    source: S
+    target: S
+    cause: Cause
+    step: str  # the Lua script that writes it
+
+
+def _rows(
+    sources: Iterable[S], targets: Iterable[S], cause: Cause, step: str
+) -> tuple[Move[S], ...]:
+    return tuple(Move(s, t, cause, step) for s in sources for t in targets)
+
+
+_S = Status
+# What a charge attempt's answer may record.
+_ANSWERS = (_S.SUCCEEDED, _S.FAILED, _S.REQUIRES_ACTION, _S.UNKNOWN)
+
+PAYMENT_MOVES: tuple[Move[Status], ...] = (
+    # --- the charge path -------------------------------------------------------------------
+    Move(_S.QUEUED, _S.PROCESSING, Cause.ATTEMPT, "start_attempt"),
+    Move(_S.PROCESSING, _S.PROCESSING, Cause.ATTEMPT, "start_attempt"),
+    # A delivery of a payment whose outcome is unknown: the attempt reconciles first.
+    Move(_S.UNKNOWN, _S.PROCESSING, Cause.ATTEMPT, "start_attempt"),
+    Move(_S.QUEUED, _S.QUEUED, Cause.SWEEP, "requeue_stale"),
+    Move(_S.PROCESSING, _S.PROCESSING, Cause.SWEEP, "requeue_stale"),
+    # From queued too: a failover may lose the attempt's start but not its answer.
+    *_rows((_S.PROCESSING, _S.QUEUED), _ANSWERS, Cause.STRIPE_ANSWER, "finish"),
+    *_rows((_S.UNKNOWN,), _ANSWERS, Cause.RECONCILED, "finish"),
+    Move(_S.FAILED, _S.QUEUED, Cause.REPLAY, "replay"),
+    # --- after the charge path's first answer: an event arriving late or out of order never
+    # moves a payment backwards, and no move leads back into the charge path ---------------
+    # 3-D Secure completed (or the PaymentIntent canceled, authentication failed).
+    *_rows((_S.REQUIRES_ACTION,), (_S.SUCCEEDED, _S.FAILED), Cause.INTENT, "transition"),
+    # The charge path could not learn the outcome: whatever Stripe reports is the truth.
+    *_rows(
+        (_S.UNKNOWN,), (_S.SUCCEEDED, _S.FAILED, _S.REQUIRES_ACTION), Cause.INTENT, "transition"
+    ),
+    # Stripe says its PaymentIntent succeeded after all (the customer retried 3-D Secure with
+    # another card through Stripe.js): the customer was charged, so the record says so.
+    Move(_S.FAILED, _S.SUCCEEDED, Cause.INTENT, "transition"),
+    *_rows((_S.SUCCEEDED, _S.REFUNDED), (_S.DISPUTED,), Cause.DISPUTE, "transition"),
+    *_rows((_S.SUCCEEDED, _S.DISPUTED), (_S.REFUNDED,), Cause.STRIPE_REFUNDS, "stripe_refunds"),
+    *_rows((_S.SUCCEEDED, _S.DISPUTED), (_S.REFUNDED,), Cause.OUR_REFUNDS, "refund_finish"),
+)
+
+_R = RefundStatus
+# What a refund attempt's answer may record.
+_REFUND_ANSWERS = (_R.SUCCEEDED, _R.FAILED, _R.UNKNOWN)
+REFUND_MOVES: tuple[Move[RefundStatus], ...] = (
+    Move(_R.PENDING, _R.PENDING, Cause.SWEEP, "requeue_refund"),
+    *_rows((_R.PENDING,), _REFUND_ANSWERS, Cause.STRIPE_ANSWER, "refund_finish"),
+    *_rows((_R.UNKNOWN,), _REFUND_ANSWERS, Cause.RECONCILED, "refund_finish"),
+)
+
+
+def payment_moves(step: str) -> tuple[Move[Status], ...]:
+    """The rows of PAYMENT_MOVES that ``step`` writes."""
+    return tuple(m for m in PAYMENT_MOVES if m.step == step)
+
+
+def refund_moves(step: str) -> tuple[Move[RefundStatus], ...]:
+    """The rows of REFUND_MOVES that ``step`` writes."""
+    return tuple(m for m in REFUND_MOVES if m.step == step)
