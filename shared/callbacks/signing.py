@@ -7,13 +7,12 @@ from datetime import datetime
 
 from standardwebhooks.webhooks import Webhook
 
-from shared.callbacks import whsec
 from shared.settings.service_settings import Settings
 
 
 def signing_secrets(settings: Settings) -> tuple[str, ...]:
-    raw = settings.callback_signing_secrets
-    return tuple(whsec.split(raw.get_secret_value() if raw else ""))
+    """CALLBACK_SIGNING_SECRETS: the first signs; every one does during a rotation."""
+    return tuple(secret.get_secret_value() for secret in settings.callback_signing_secrets)
 
 
 def client_signing_secrets(settings: Settings) -> dict[str, tuple[str, ...]]:

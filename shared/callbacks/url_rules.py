@@ -12,11 +12,10 @@ from shared.settings.service_settings import Settings
 MAX_URL_LENGTH = 2048
 
 
-def _host_allowed(host: str, allowed: str) -> bool:
-    entries = [h.strip().lower() for h in allowed.split(",") if h.strip()]
-    if not entries:
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    if not allowed:
         return True
-    for entry in entries:
+    for entry in allowed:
         if entry.startswith(".") and (host.endswith(entry) or host == entry[1:]):
             return True
         if host == entry:
@@ -87,12 +86,4 @@ def callback_endpoint(settings: Settings, requested: str | None, client: str) ->
     if requested is not None:
         check_callback_url(requested, settings)
         return requested
-    return default_endpoints(settings).get(client)
-
-
-def default_endpoints(settings: Settings) -> dict[str, str]:
-    """CALLBACK_ENDPOINTS: ``<client>=<url>`` pairs (a client's name, or ``key_<12 hex>``)."""
-    pairs = (
-        entry.split("=", 1) for entry in settings.callback_endpoints.split(",") if "=" in entry
-    )
-    return {name.strip(): url.strip() for name, url in pairs if name.strip() and url.strip()}
+    return settings.callback_endpoints.get(client)

@@ -1,8 +1,8 @@
 """Standard Webhooks secrets (``whsec_<base64>``), which sign the callbacks: the one check of
 CALLBACK_SIGNING_SECRETS (shared.settings.service_settings) and of a client's
-``callback_signing_secrets``
-(shared.settings.api_clients), so that a malformed secret stops a process at start, not at its first
-callback. Errors name an entry's position, never the secret."""
+``callback_signing_secrets`` (shared.settings.api_clients), so that a malformed secret stops a
+process at start, not at its first callback. Errors name an entry's position, never the
+secret."""
 
 from __future__ import annotations
 
@@ -11,11 +11,6 @@ import binascii
 from collections.abc import Iterable
 
 FORMAT = "a Standard Webhooks secret (whsec_ then the base64 of 24 to 64 bytes)"
-
-
-def split(raw: str) -> list[str]:
-    """Comma-separated secrets, blanks dropped (as the callbacks read them)."""
-    return [part.strip() for part in raw.split(",") if part.strip()]
 
 
 def is_whsec(entry: object) -> bool:

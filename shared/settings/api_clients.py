@@ -1,9 +1,9 @@
 """Who may call the API: named clients, their key digests, scopes and limits.
 
 Two sources, both read once at start:
-- ``API_KEYS`` (unchanged): comma-separated keys or ``sha256:<hex>`` digests. Each entry is a
-  client of its own, named by its digest (``key_<12 hex>``), with the default scope.
-- ``API_CLIENTS``: a JSON list, one object a client, e.g.::
+- ``API_KEYS``: comma-separated keys or ``sha256:<hex>`` digests. Each entry is a client of its
+  own, named by its digest (``key_<12 hex>``), with the default scope.
+- ``API_CLIENTS``: a JSON list, one object a client (:class:`ClientSpec`), e.g.::
 
       [{"name": "shop-eu",
         "keys": ["sha256:9f86d0…", {"digest": "sha256:60303a…", "not_after": "2026-12-31"}],
@@ -31,26 +31,105 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from shared.callbacks import whsec
-from shared.settings.service_settings import Settings
+from shared.settings.service_settings import Settings, split_commas
 
 SCOPES = frozenset({"payments", "customers:all", "admin"})
 DEFAULT_SCOPES = frozenset({"payments"})
 
 
-@dataclass(frozen=True, slots=True)
-class Client:
-    name: str
+class ClientConfigError(ValueError):
+    pass
+
+
+def digest_of(entry: str) -> bytes:
+    """A configured key: a raw key, or its ``sha256:<hex>`` digest. The ValueError for a
+    malformed digest shows no part of it."""
+    if entry.startswith("sha256:"):
+        try:
+            raw = bytes.fromhex(entry.removeprefix("sha256:"))
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("is not a SHA-256 digest (sha256: then 64 hex digits)")
+        return raw
+    return hashlib.sha256(entry.encode()).digest()
+
+
+def legacy_name(digest: bytes) -> str:
+    """An API_KEYS entry's client name (as payment ids and logs have always shown it)."""
+    return "key_" + digest.hex()[:12]
+
+
+def _ascii(name: str) -> str:
+    if not name.isascii():
+        raise ValueError("must be ASCII")
+    return name
+
+
+def _whsec(entry: str) -> str:
+    if not whsec.is_whsec(entry):
+        raise ValueError(f"is not {whsec.FORMAT}")
+    return entry
+
+
+def _list_or_commas(value: object) -> object:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return split_commas(value)
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list or a comma-separated string")
+    return value
+
+
+# Secrets of a client's own: a malformed one is named by its position, never shown.
+SigningSecrets = Annotated[
+    tuple[Annotated[str, AfterValidator(_whsec)], ...], BeforeValidator(_list_or_commas)
+]
+
+
+class Client(BaseModel):
+    """A caller of the API: its name, scopes and limits (None: the service's defaults)."""
+
+    # hide_input_in_errors: a refused value may be a secret.
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_ascii)]
     scopes: frozenset[str] = DEFAULT_SCOPES
-    max_rps: float | None = None  # None: CLIENT_MAX_RPS
-    burst: int | None = None  # None: CLIENT_BURST
-    backlog_share: float | None = None  # None: an equal share of QUEUE_MAX_BACKLOG
-    # Its own callback signing secrets (whsec_…); empty: CALLBACK_SIGNING_SECRETS. Never shown.
-    callback_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
+    max_rps: float | None = Field(default=None, ge=0)  # None: CLIENT_MAX_RPS
+    burst: int | None = Field(default=None, ge=1)  # None: CLIENT_BURST
+    backlog_share: float | None = Field(default=None, gt=0, le=1)  # None: an equal share
+    # Its own callback signing secrets; empty: CALLBACK_SIGNING_SECRETS. Never shown.
+    callback_signing_secrets: SigningSecrets = Field(default=(), repr=False)
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _default_scopes(cls, value: object) -> object:
+        return value or DEFAULT_SCOPES
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: frozenset[str]) -> frozenset[str]:
+        unknown = value - SCOPES
+        if unknown:
+            raise ValueError(f"include unknown {sorted(unknown)} (known: {sorted(SCOPES)})")
+        return value
 
     @property
     def is_admin(self) -> bool:
@@ -60,7 +139,45 @@ class Client:
         return scope in self.scopes or self.is_admin
 
 
-ANONYMOUS = Client("anonymous", frozenset({"payments", "customers:all"}))
+ANONYMOUS = Client(name="anonymous", scopes=frozenset({"payments", "customers:all"}))
+
+
+class ClientKey(BaseModel):
+    """One of a client's keys: its digest (a raw key is hashed) and when it stops working."""
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+    digest: bytes
+    not_after: date | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_string_is_the_digest(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"digest": value}
+        if not isinstance(value, dict):
+            raise ValueError("must be a string or {digest, not_after}")
+        return value
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _digest(cls, value: object) -> bytes:
+        if not isinstance(value, str):
+            raise ValueError("must be a string: a key or sha256:<hex>")
+        return digest_of(value)
+
+
+class ClientSpec(Client):
+    """One entry of API_CLIENTS: a client and its keys."""
+
+    keys: tuple[ClientKey, ...] = Field(repr=False)
+
+    @field_validator("keys")
+    @classmethod
+    def _some_key(cls, value: tuple[ClientKey, ...]) -> tuple[ClientKey, ...]:
+        if not value:
+            raise ValueError("is empty: a client needs at least one key")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,30 +199,9 @@ class Registry:
         return bool(self.entries)
 
 
-class ClientConfigError(ValueError):
-    pass
-
-
-def digest_of(entry: str) -> bytes:
-    """A configured key: a raw key, or its ``sha256:<hex>`` digest."""
-    if entry.startswith("sha256:"):
-        hexdigest = entry.removeprefix("sha256:").lower()
-        try:
-            raw = bytes.fromhex(hexdigest)
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise ClientConfigError(f"not a SHA-256 digest: {entry[:20]}…")
-        return raw
-    return hashlib.sha256(entry.encode()).digest()
-
-
-def legacy_name(digest: bytes) -> str:
-    """An API_KEYS entry's client name (as payment ids and logs have always shown it)."""
-    return "key_" + digest.hex()[:12]
-
-
 def load(settings: Settings) -> Registry:
+    """Every client of API_KEYS and API_CLIENTS and its keys; ClientConfigError, naming the
+    client and the entry (never a key or a secret), for a malformed one."""
     entries: dict[bytes, KeyEntry] = {}
     clients: list[Client] = []
 
@@ -114,31 +210,25 @@ def load(settings: Settings) -> Registry:
             raise ClientConfigError(f"a key is configured twice ({entry.client.name})")
         entries[entry.digest] = entry
 
-    for raw in settings.client_keys:
-        digest = digest_of(raw)
-        client = Client(legacy_name(digest))
+    for position, raw in enumerate(settings.client_keys, start=1):
+        try:
+            digest = digest_of(raw)
+        except ValueError as exc:
+            raise ClientConfigError(f"API_KEYS entry {position} {exc}") from None
+        client = Client(name=legacy_name(digest))
         clients.append(client)
         add(KeyEntry(digest, client))
-    for spec in _client_specs(settings):
-        client = _client(spec)
-        if any(c.name == client.name for c in clients):
-            raise ClientConfigError(f"client {client.name!r} is configured twice")
-        clients.append(client)
-        for key in spec.get("keys") or ():
-            if isinstance(key, str):
-                add(KeyEntry(digest_of(key), client))
-            elif isinstance(key, dict) and isinstance(key.get("digest"), str):
-                not_after = key.get("not_after")
-                add(KeyEntry(digest_of(key["digest"]), client,
-                             date.fromisoformat(not_after) if not_after else None))  # fmt: skip
-            else:
-                raise ClientConfigError(
-                    f"{client.name}: a key is a string or {{digest, not_after}}"
-                )
+    for spec in client_specs(settings):
+        if any(c.name == spec.name for c in clients):
+            raise ClientConfigError(f"client {spec.name!r} is configured twice")
+        clients.append(spec)
+        for key in spec.keys:
+            add(KeyEntry(key.digest, spec, key.not_after))
     return Registry(entries, tuple(clients))
 
 
-def _client_specs(settings: Settings) -> list[dict[str, Any]]:
+def client_specs(settings: Settings) -> list[ClientSpec]:
+    """API_CLIENTS' entries, validated."""
     raw = settings.api_clients.get_secret_value() if settings.api_clients else ""
     if not raw.strip():
         return []
@@ -148,48 +238,26 @@ def _client_specs(settings: Settings) -> list[dict[str, Any]]:
         raise ClientConfigError(f"API_CLIENTS is not valid JSON: {exc}") from None
     if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
         raise ClientConfigError("API_CLIENTS must be a JSON list of objects")
-    return specs
+    return [_validated(position, spec) for position, spec in enumerate(specs, start=1)]
 
 
-def _client(spec: dict[str, Any]) -> Client:
-    name = spec.get("name")
-    if not isinstance(name, str) or not name or len(name) > 64 or not name.isascii():
-        raise ClientConfigError("every API_CLIENTS entry needs a name (1-64 ASCII characters)")
-    scopes = frozenset(spec.get("scopes") or DEFAULT_SCOPES)
-    unknown = scopes - SCOPES
-    if unknown:
-        raise ClientConfigError(f"{name}: unknown scopes {sorted(unknown)}")
-    if not spec.get("keys"):
-        raise ClientConfigError(f"{name}: no keys")
-    share = spec.get("backlog_share")
-    if share is not None and not 0 < float(share) <= 1:
-        raise ClientConfigError(f"{name}: backlog_share must be in (0, 1]")
-    return Client(
-        name=name,
-        scopes=scopes,
-        max_rps=float(spec["max_rps"]) if spec.get("max_rps") is not None else None,
-        burst=int(spec["burst"]) if spec.get("burst") is not None else None,
-        backlog_share=float(share) if share is not None else None,
-        callback_signing_secrets=_signing_secrets(name, spec.get("callback_signing_secrets")),
+def _validated(position: int, spec: dict[str, Any]) -> ClientSpec:
+    try:
+        return ClientSpec.model_validate(spec)
+    except ValidationError as exc:
+        name = spec.get("name")
+        named = isinstance(name, str) and 0 < len(name) <= 64 and name.isascii()
+        who = name if named else f"API_CLIENTS entry {position}"
+        problems = exc.errors(include_url=False, include_input=False)
+        raise ClientConfigError(f"{who}: " + "; ".join(map(_problem, problems))) from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    """Where and what, never the value: this module's own checks read on from the place
+    ("keys entry 2 is not a SHA-256 digest"), pydantic's are sentences of their own."""
+    where = " ".join(
+        f"entry {part + 1}" if isinstance(part, int) else part for part in error["loc"]
     )
-
-
-def _signing_secrets(name: str, raw: object) -> tuple[str, ...]:
-    """A client's ``callback_signing_secrets``: a list, or a comma-separated string, of
-    ``whsec_<base64>`` secrets. Errors name the client and the entry, never the secret."""
-    if raw is None:
-        return ()
-    if isinstance(raw, str):
-        entries: list[object] = list(whsec.split(raw))
-    elif isinstance(raw, list):
-        entries = list(raw)
-    else:
-        raise ClientConfigError(
-            f"{name}: callback_signing_secrets must be a list or a comma-separated string"
-        )
-    position = whsec.first_malformed(entries)
-    if position is not None:
-        raise ClientConfigError(
-            f"{name}: callback_signing_secrets entry {position} is not {whsec.FORMAT}"
-        )
-    return tuple(str(entry) for entry in entries)
+    if error["type"] == "value_error":
+        return f"{where} {error['ctx']['error']}".strip()
+    return f"{where}: {error['msg']}" if where else error["msg"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from functools import lru_cache
-from typing import Literal
+from functools import cached_property, lru_cache
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.callbacks import whsec
 
@@ -21,6 +21,28 @@ EMULATOR_API_KEY = "sk_test_emulator"
 # The placeholders of .env.example and docker-compose.yml's development defaults ("change-me…",
 # "<your-stripe-secret-key>"): production refuses to start with one in any secret or REDIS_URL.
 PLACEHOLDER = re.compile(r"change-?me|<[^<>]*>", re.IGNORECASE)
+
+
+def split_commas(raw: str) -> tuple[str, ...]:
+    """A comma-separated value's entries, stripped, blanks dropped."""
+    return tuple(entry for entry in (part.strip() for part in raw.split(",")) if entry)
+
+
+def _comma_separated(value: object) -> object:
+    # The environment's comma-separated string; a list or tuple from Python stays as it is.
+    if value is None:
+        return ()
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return split_commas(value) if isinstance(value, str) else value
+
+
+# A comma-separated setting, split once when the settings are read. NoDecode: the environment
+# keeps its plain "a,b" form instead of pydantic-settings' JSON for collection types.
+CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_separated)]
+CommaSeparatedSecrets = Annotated[
+    tuple[SecretStr, ...], NoDecode, BeforeValidator(_comma_separated)
+]
 
 
 class Settings(BaseSettings):
@@ -52,7 +74,7 @@ class Settings(BaseSettings):
     stripe_metrics_flush_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # Client keys (comma-separated); enforced by the authentication layer.
-    api_keys: SecretStr | None = None
+    api_keys: CommaSeparatedSecrets = ()
     # Named clients with scopes and limits (JSON; see shared/settings/api_clients.py).
     api_clients: SecretStr | None = None
     # Per-client request rate (token bucket in Redis); a client's own max_rps/burst override.
@@ -131,17 +153,17 @@ class Settings(BaseSettings):
 
     # --- payment lifecycle (issue 11): Stripe webhooks in, callbacks out (README).
     # Stripe's webhook signing secrets (whsec_...), comma-separated during a rotation.
-    stripe_webhook_secret: SecretStr | None = None
+    stripe_webhook_secret: CommaSeparatedSecrets = ()
     # Standard Webhooks secrets (whsec_<base64>) for callbacks: the first signs, every one
     # signs during a rotation (receivers accept any). Checked at start
     # (shared.callbacks.whsec).
-    callback_signing_secrets: SecretStr | None = None
+    callback_signing_secrets: CommaSeparatedSecrets = ()
     # A client key's default callback endpoint: key_<12 hex>=https://... (the key's identity,
-    # as logs show it), comma-separated; a payment's own callback_url wins.
-    callback_endpoints: str = ""
+    # as logs show it), comma-separated; a payment's own callback_url wins. Here by client.
+    callback_endpoints: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # Hosts callbacks may go to (comma-separated; a leading "." allows subdomains); empty:
-    # any public host.
-    callback_allowed_hosts: str = ""
+    # any public host. Here lowercased.
+    callback_allowed_hosts: CommaSeparated = ()
     # Loopback, link-local and private addresses are refused unless this is set
     # (development and tests; refused in production).
     callback_allow_private_networks: bool = False
@@ -169,15 +191,26 @@ class Settings(BaseSettings):
 
     @field_validator("callback_signing_secrets")
     @classmethod
-    def _callback_secrets_are_whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        # As a client's own callback_signing_secrets are (shared.settings.api_clients): refused at
-        # start,
-        # naming the entry's position, never the secret.
-        if value is not None:
-            position = whsec.first_malformed(whsec.split(value.get_secret_value()))
-            if position is not None:
-                raise ValueError(f"CALLBACK_SIGNING_SECRETS entry {position} is not {whsec.FORMAT}")
+    def _callback_secrets_are_whsec(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        # As a client's own callback_signing_secrets are (shared.settings.api_clients): refused
+        # at start, naming the entry's position, never the secret.
+        position = whsec.first_malformed(secret.get_secret_value() for secret in value)
+        if position is not None:
+            raise ValueError(f"CALLBACK_SIGNING_SECRETS entry {position} is not {whsec.FORMAT}")
         return value
+
+    @field_validator("callback_endpoints", mode="before")
+    @classmethod
+    def _endpoints_by_client(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = (entry.split("=", 1) for entry in split_commas(value) if "=" in entry)
+        return {name.strip(): url.strip() for name, url in pairs if name.strip() and url.strip()}
+
+    @field_validator("callback_allowed_hosts")
+    @classmethod
+    def _hosts_lowercased(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(host.lower() for host in value)
 
     @field_validator("stripe_api_base", mode="before")
     @classmethod
@@ -228,21 +261,21 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
+    @cached_property
     def stripe_webhook_secrets(self) -> tuple[str, ...]:
         """STRIPE_WEBHOOK_SECRET's secrets: any one verifies a webhook (rotation)."""
-        raw = self.stripe_webhook_secret.get_secret_value() if self.stripe_webhook_secret else ""
-        return tuple(s.strip() for s in raw.split(",") if s.strip())
+        return tuple(secret.get_secret_value() for secret in self.stripe_webhook_secret)
 
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:
         if self.environment != "production":
             return self
-        values = {"REDIS_URL": self.redis_url}
+        values = [("REDIS_URL", self.redis_url)]
         for name, value in self:
-            if isinstance(value, SecretStr):
-                values[name.upper()] = value.get_secret_value()
-        for name, value in values.items():
+            for entry in value if isinstance(value, tuple) else (value,):
+                if isinstance(entry, SecretStr):
+                    values.append((name.upper(), entry.get_secret_value()))
+        for name, value in values:
             if PLACEHOLDER.search(value):
                 raise ValueError(
                     f"{name} still holds a placeholder from .env.example or docker-compose.yml "
@@ -250,11 +283,10 @@ class Settings(BaseSettings):
                 )
         return self
 
-    @property
+    @cached_property
     def client_keys(self) -> tuple[str, ...]:
         """API_KEYS entries: raw keys, or ``sha256:<hex>`` digests of keys."""
-        raw = self.api_keys.get_secret_value() if self.api_keys else ""
-        return tuple(k.strip() for k in raw.split(",") if k.strip())
+        return tuple(key.get_secret_value() for key in self.api_keys)
 
     @property
     def lease_seconds(self) -> float:

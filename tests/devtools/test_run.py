@@ -14,6 +14,7 @@ from standardwebhooks import Webhook
 from devtools import run
 from devtools.processes import ProcessGroup, free_port, temporary_redis
 from shared.callbacks import whsec
+from shared.callbacks.signing import signing_secrets
 from shared.settings.service_settings import Settings
 
 
@@ -26,7 +27,7 @@ def test_the_secret_is_a_valid_whsec_of_32_bytes_kept_0600(tmp_path: Path) -> No
     assert path.read_text().strip() == secret
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # What the processes read: the settings' check, and a Standard Webhooks signer.
-    assert Settings(callback_signing_secrets=secret).callback_signing_secrets is not None
+    assert signing_secrets(Settings(callback_signing_secrets=secret)) == (secret,)
     Webhook(secret)
 
 

@@ -118,7 +118,9 @@ def test_a_malformed_callback_signing_secret_in_the_environment_stops_the_start(
         Settings()
     assert "whsec_short" not in str(refused.value)
     monkeypatch.setenv("CALLBACK_SIGNING_SECRETS", GOOD)
-    assert Settings().callback_signing_secrets is not None
+    from shared.callbacks.signing import signing_secrets
+
+    assert signing_secrets(Settings()) == (GOOD,)
 
 
 @pytest.mark.parametrize("bad", MALFORMED)
@@ -150,5 +152,91 @@ def test_the_integration_setup_passes_the_check() -> None:
 
     values = {k.lower(): v for k, v in {**test_lifecycle.ENV, "ENVIRONMENT": "test"}.items()}
     settings = Settings.model_validate(values)
-    assert settings.callback_signing_secrets is not None
+    assert len(settings.callback_signing_secrets) == 1
     assert load(settings).clients[0].callback_signing_secrets == (test_lifecycle.OWN_SECRET,)
+
+
+# --- comma-separated settings: the environment's plain form, split once into the settings ---
+
+
+def test_comma_separated_settings_keep_their_plain_environment_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.callbacks.signing import signing_secrets
+
+    digest = "sha256:" + "ab" * 32
+    newer = whsec_of(32, b"n")
+    monkeypatch.setenv("API_KEYS", f" key-1, {digest},, ")
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_old ,whsec_new")
+    monkeypatch.setenv("CALLBACK_SIGNING_SECRETS", f"{GOOD}, {newer}")
+    monkeypatch.setenv(
+        "CALLBACK_ENDPOINTS",
+        "shop=https://shop.example.com/h?a=1, key_0123456789ab = https://b.example.com/h,no-pair",
+    )
+    monkeypatch.setenv("CALLBACK_ALLOWED_HOSTS", ".Example.com, hooks.shop.test,")
+
+    settings = Settings(environment="test")
+
+    assert settings.client_keys == ("key-1", digest)
+    assert settings.stripe_webhook_secrets == ("whsec_old", "whsec_new")
+    assert signing_secrets(settings) == (GOOD, newer)
+    assert settings.callback_endpoints == {
+        "shop": "https://shop.example.com/h?a=1",
+        "key_0123456789ab": "https://b.example.com/h",
+    }
+    assert settings.callback_allowed_hosts == (".example.com", "hooks.shop.test")
+    for secret in ("key-1", "whsec_old", GOOD):
+        assert secret not in repr(settings)
+
+
+def test_a_placeholder_in_any_entry_of_a_secret_list_is_refused_in_production() -> None:
+    with pytest.raises(ValidationError, match="API_KEYS still holds a placeholder"):
+        Settings(
+            environment="production", stripe_api_key="sk_live_x", api_keys="real-key,change-me"
+        )
+
+
+# --- API_CLIENTS: refused at start, naming the client and the entry, never a key or a secret ---
+
+
+@pytest.mark.parametrize(
+    ("clients", "says", "hidden"),
+    [
+        ([{"name": "shop", "keys": ["raw-key-1", "sha256:" + "ab" * 10]}],
+         "shop: keys entry 2 digest is not a SHA-256 digest", "abab"),
+        ([{"name": "shop", "keys": ["raw-key-1", {"digest": "raw-key-2", "not_after": "soon"}]}],
+         "shop: keys entry 2 not_after", "raw-key"),
+        ([{"name": "shop", "keys": ["raw-key-1", 7]}],
+         "shop: keys entry 2 must be a string", "raw-key"),
+        ([{"name": "shop", "keys": []}], "shop: keys is empty", "shop: keys:"),
+        ([{"name": "shop", "keys": ["raw-key-1"], "scopes": ["payments", "everything"]}],
+         "shop: scopes include unknown ['everything']", "raw-key"),
+        ([{"name": "shop", "keys": ["raw-key-1"], "backlog_share": 1.5}],
+         "shop: backlog_share: Input should be less than or equal to 1", "raw-key"),
+        ([{"name": "ok", "keys": ["raw-key-1"]}, {"keys": ["raw-key-2"]}],
+         "API_CLIENTS entry 2: name: Field required", "raw-key"),
+        ([{"name": "caf\u00e9", "keys": ["raw-key-1"]}], "API_CLIENTS entry 1: name must be ASCII",
+         "raw-key"),
+    ],
+)  # fmt: skip
+def test_a_malformed_api_clients_entry_is_refused_naming_the_client_and_the_entry(
+    clients: list[dict[str, object]], says: str, hidden: str
+) -> None:
+    import orjson
+
+    from shared.settings.api_clients import ClientConfigError, load
+
+    with pytest.raises(ClientConfigError) as refused:
+        load(Settings(environment="test", api_clients=orjson.dumps(clients).decode()))
+    assert says in str(refused.value)
+    assert hidden not in str(refused.value)
+
+
+def test_a_malformed_api_keys_digest_is_refused_by_position_not_shown() -> None:
+    from shared.settings.api_clients import ClientConfigError, load
+
+    with pytest.raises(
+        ClientConfigError, match="API_KEYS entry 2 is not a SHA-256 digest"
+    ) as refused:
+        load(Settings(environment="test", api_keys="raw-key-1, sha256:c0ffee"))
+    assert "c0ffee" not in str(refused.value)
