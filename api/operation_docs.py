@@ -28,8 +28,8 @@ def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 RETRY_AFTER = _header(
     "Seconds to wait before trying again.", {"type": "string", "pattern": "^[0-9]+$"}
 )
-# The IETF draft's fields for the client's token bucket (api.service), sent unless
-# CLIENT_MAX_RPS is 0.
+# The IETF draft's fields for the client's token bucket (api.service), sent unless the client's
+# rate is unlimited (CLIENT_MAX_RPS, or its own max_rps in API_CLIENTS, is 0).
 RATE_LIMIT = {
     "RateLimit": _header(
         'What is left of the client\'s request budget: `"client";r=<left>;t=<seconds until '
@@ -39,7 +39,7 @@ RATE_LIMIT = {
         'The client\'s budget: `"client";q=<burst>;w=<seconds to fill again>`.'
     ),
 }
-# What the answers to POST /payments and its refunds carry, whatever their status.
+# What an answer about a payment or refund just asked for carries.
 IDEMPOTENT_ANSWER = {
     "Location": _header("Its URL, to poll."),
     "Idempotency-Key": _header("The request's key: yours, or the one the server made."),
