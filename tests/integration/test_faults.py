@@ -27,7 +27,14 @@ from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, record_key
 from tests.integration.stack import Stack, final, pay
-from tests.support import STRIPE_KEY, StripeAdmin
+from tests.support import (
+    STRIPE_KEY,
+    WEBHOOK_SECRET,
+    StripeAdmin,
+    stripe_event,
+    stripe_signature,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,7 +54,8 @@ FAST_RETRIES = {
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     group = ProcessGroup(tmp_path_factory.mktemp("fault-logs"))
     try:
-        yield Stack(group, tmp_path_factory.mktemp("fault-redis"), FAST_RETRIES).start(workers=2)
+        env = {**FAST_RETRIES, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        yield Stack(group, tmp_path_factory.mktemp("fault-redis"), env).start(workers=2)
     finally:
         group.stop_all()
 
@@ -109,7 +117,9 @@ def test_1b_a_decline_is_never_retried(
     response = pay(api, customer, wait=30)
 
     assert response.status_code == 402
-    assert len(intent_posts(stack, response.json()["error"]["payment_id"])) == 1
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("card_error", "card_declined")
+    assert len(intent_posts(stack, error["payment_id"])) == 1
 
 
 def test_1c_stripe_should_retry_false_is_final(
@@ -581,3 +591,37 @@ def test_15_a_callback_lost_in_transit_is_sent_again_once(
     assert kept_evt not in requeued[0]
     print(f"\n[15] a callback message popped and dropped: 1 sweep push ({lost_evt}), each of 2 "
           "callbacks delivered once")  # fmt: skip
+
+
+def test_16_an_event_whose_object_stripe_cannot_give_is_retried_not_dropped(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    """Stripe's event is taken once (deduplicated), so Stripe's own redelivery will not bring
+    it back: when the object cannot be fetched (503), its task retries until it can."""
+    customer = stripe.customer()
+    paid = pay(api, customer, amount="20.00", wait=30).json()
+    assert paid["status"] == "succeeded"
+    charge_path = f"/v1/charges/{paid['charge']}"
+    stripe.http.post("/v1/refunds", data={"charge": paid["charge"]}).raise_for_status()
+    body = stripe_event("charge.refunded", stripe.http.get(charge_path).json())
+    stack.proxy(fail=[{"status": 503, "path": charge_path, "should_retry": True, "count": 3}])
+    since = len(stack.proxy_log())
+
+    answer = httpx.post(
+        f"{stack.api_url}/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": stripe_signature(body, WEBHOOK_SECRET),
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+
+    assert answer.status_code == 200
+
+    def refunded() -> dict[str, Any] | None:
+        payment: dict[str, Any] = api.get(f"/payments/{paid['id']}").json()
+        return payment if payment["status"] == "refunded" else None
+
+    done = wait_until(refunded, timeout=60, what="the refund made in Stripe applied")
+    assert done["amount_refunded"] == "20.00"
+    fetches = [e["outcome"] for e in stack.proxy_log()[since:] if e["path"] == charge_path]
+    assert fetches == ["injected 503"] * 3 + ["forwarded 200"]
+    print("\n[16] the event's object refused 3 times (503): fetched a 4th time, applied")

@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from devtools.processes import flower_argv, free_port
+from devtools.processes import flower_argv, free_port, wait_for_port
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -23,6 +23,29 @@ def test_flower_refuses_to_start_without_credentials(stack_env: dict[str, str]) 
     )
     assert done.returncode != 0
     assert "FLOWER_BASIC_AUTH" in done.stderr + done.stdout
+
+
+def test_flower_refuses_to_start_with_its_api_opened(stack_env: dict[str, str]) -> None:
+    """FLOWER_UNAUTHENTICATED_API opens Flower's API to anyone: refused even with the login."""
+    port = free_port()
+    env = {**os.environ, **stack_env, "FLOWER_BASIC_AUTH": ":".join(LOGIN),
+           "FLOWER_UNAUTHENTICATED_API": "true"}  # fmt: skip
+    proc = subprocess.Popen(
+        flower_argv(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port(port, proc=proc, timeout=60)
+    except RuntimeError:  # it exited without listening
+        pass
+    else:
+        pytest.fail("Flower started with FLOWER_UNAUTHENTICATED_API set")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode != 0
+    assert b"FLOWER_UNAUTHENTICATED_API" in stderr
 
 
 def test_flower_and_its_api_need_the_login(session_stack: Stack, worker: str) -> None:

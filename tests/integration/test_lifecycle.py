@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.stripe_emulator import THREE_D_SECURE_CARD, register_webhook_endpoint
 from tests.integration.callback_receiver import CallbackReceiver
@@ -124,16 +125,36 @@ def test_a_refund_made_in_stripes_dashboard_arrives_by_webhook(
     body = stripe_event("charge.refunded", charge)
     signature = stripe_signature(body, WEBHOOK_SECRET)
 
-    for _ in range(2):  # Stripe may deliver an event twice: it is taken once
-        answer = httpx.post(
+    before = webhook_outcomes(api, "charge.refunded")
+
+    answers = [  # Stripe may deliver an event twice: it is taken once
+        httpx.post(
             f"{stack.api_url}/webhooks/stripe",
             content=body,
             headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
         )
-        assert answer.status_code == 200
+        for _ in range(2)
+    ]
 
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [a.json()["duplicate"] for a in answers] == [False, True]
     done = status_of(api, paid["id"], "refunded")
     assert done["amount_refunded"] == "20.00"
+    stack.wait_until_idle()  # every task given to the queue ran and was acknowledged
+    after = webhook_outcomes(api, "charge.refunded")
+    moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    # Applied once: a second run of the same event would count an "unchanged" as well.
+    assert moved == {"received": 1, "duplicate": 1, "applied": 1}
+
+
+def webhook_outcomes(api: httpx.Client, event_type: str) -> dict[str, float]:
+    """What /metrics counts of Stripe's events of ``event_type``, by outcome."""
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "payments_stripe_webhooks_total" and sample.labels["type"] == event_type
+    }
 
 
 def test_a_forged_webhook_is_refused_and_moves_nothing(

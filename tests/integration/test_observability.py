@@ -57,13 +57,25 @@ def test_every_log_line_of_the_api_and_the_worker_is_json(
     api: httpx.Client, stripe: StripeAdmin, processes: ProcessGroup, worker: str
 ) -> None:
     customer = stripe.customer()
-    api.post("/payments", params={"wait": 30}, json={"account_id": customer, "amount": "1.00"})
-    for name in ("api", f"worker-{worker}"):
-        lines = [
-            line
-            for line in (processes.log_dir / f"{name}.log").read_text().splitlines()
-            if line.strip()
-        ]
+    answer = api.post(
+        "/payments", params={"wait": 30}, json={"account_id": customer, "amount": "1.00"}
+    )
+    assert answer.status_code == 200
+    payment_id = answer.json()["id"]
+    # The worker logs charge.succeeded just after writing the outcome the answer came from.
+    wanted = {"api": "payment.accepted", f"worker-{worker}": "charge.succeeded"}
+    for name, event in wanted.items():
+
+        def logged(name: str = name, event: str = event) -> list[str] | None:
+            text = (processes.log_dir / f"{name}.log").read_text(errors="replace")
+            lines = [line for line in text.splitlines() if line.strip()]
+            found = any(
+                e.get("event") == event and e.get("payment_id") == payment_id
+                for e in json_lines(text)
+            )
+            return lines if found else None
+
+        lines = wait_until(logged, timeout=10, what=f"{event} of {payment_id} in {name}.log")
         # Celery prints its start-up banner before logging is configured; nothing after it.
         after_banner = [
             line for line in lines[celery_banner_end(lines) + 1 :] if not line.startswith("{")
