@@ -55,6 +55,20 @@ unit: install
 integration: install
 	$(PY) -m pytest -m integration
 
+## Real processes, without the slow tier below.
+fast-integration: install
+	$(PY) -m pytest -m "integration and not slow"
+
+## The slow tier: the fault scenarios (tests/integration/test_faults.py) and the Redis failover
+## test, which wait for redeliveries, restarts and sweeps (minutes).
+slow: install
+	$(PY) -m pytest -m slow
+
+## The fault scenarios of docs/RELIABILITY.md alone, their figures printed; one with K=test_3.
+faults: install
+	$(PY) -m pytest tests/integration/test_faults.py -s $(if $(K),-k $(K))
+.PHONY: fast-integration slow faults
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
