@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from shared.payments.states import FINAL_STATUSES, SETTLED_STATUSES, Status
+from shared.payments.states import FINAL_STATUSES, PAYMENT_INITIAL, SETTLED_STATUSES, Status
 
 CHARGE_TASK = "payments.charge"
 STRIPE_EVENT_TASK = "payments.stripe_event"
@@ -146,7 +146,7 @@ def new_record_fields(
     created = now_iso()
     fields = {
         "id": payment_id,
-        "status": Status.QUEUED.value,
+        "status": PAYMENT_INITIAL.value,
         "account_id": account_id,
         "amount_minor": str(amount_minor),
         "currency": currency,

@@ -9,7 +9,7 @@ step that acts on a record without moving it (a retried attempt, a sweep pushing
 message again): it says which statuses the step accepts.
 
 What a Stripe object means for a record (which status, which fields) is
-``shared.stripe.outcomes.intent_update``.
+``shared.stripe.outcomes.settle``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Three tables, read top to bottom:
 - ``STRIPE_FAILURES``: a failed Stripe call (as the gateway describes it, ``StripeFailure``) to
   either a final service error (its class in ``shared.errors`` carries the HTTP status) or a
   ``TransientStripeError`` (try again with the same idempotency key);
-- ``INTENT_STATUSES``: a PaymentIntent's status to the payment's status and error;
+- ``INTENT_STATUSES``: a PaymentIntent's status to the payment's status and error, which
+  ``settle`` completes with the record's fields: what every path that learns of a
+  PaymentIntent (the charge attempt, the reconciler, webhooks, the re-check) writes;
 - what a worker tells the client when Stripe cannot be reached (``not_charged``,
   ``outcome_unknown``) and what a reader is told (``for_reader``).
 """
