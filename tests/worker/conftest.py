@@ -3,6 +3,7 @@ accept step leaves it, and a callback receiver behind an httpx.MockTransport."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,6 +35,32 @@ def redis(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis(server=server)
 
 
+def seed_record(
+    redis: fakeredis.FakeRedis,
+    payment_id: str,
+    status: Status | None = None,
+    *,
+    callback_url: str | None = None,
+    account_id: str = "cus_A",
+    amount_minor: int = 4299,
+    payment_method: str | None = "pm_1",
+    **fields: str,
+) -> str:
+    """Write a payment record as accepted (``queued``), or in ``status``; its id."""
+    record: dict[str, str] = new_record_fields(
+        payment_id=payment_id, account_id=account_id, amount_minor=amount_minor,
+        currency="usd", payment_method=payment_method, idempotency_key=f"k-{payment_id}",
+        fingerprint="f" * 64,
+    )  # fmt: skip
+    if status is not None:
+        record["status"] = status.value
+    if callback_url:
+        record["callback_url"] = callback_url
+    record.update(fields)
+    redis.hset(record_key(payment_id), mapping=record)  # type: ignore[arg-type]
+    return payment_id
+
+
 class SeedPayment(Protocol):
     def __call__(
         self,
@@ -41,6 +68,7 @@ class SeedPayment(Protocol):
         status: Status | None = None,
         *,
         callback_url: str | None = None,
+        account_id: str = "cus_A",
         amount_minor: int = 4299,
         payment_method: str | None = "pm_1",
         **fields: str,
@@ -49,31 +77,8 @@ class SeedPayment(Protocol):
 
 @pytest.fixture
 def seed_payment(redis: fakeredis.FakeRedis) -> SeedPayment:
-    """Write a payment record as accepted (``queued``), or in ``status``; its id."""
-
-    def seed(
-        payment_id: str,
-        status: Status | None = None,
-        *,
-        callback_url: str | None = None,
-        amount_minor: int = 4299,
-        payment_method: str | None = "pm_1",
-        **fields: str,
-    ) -> str:
-        record: dict[str, str] = new_record_fields(
-            payment_id=payment_id, account_id="cus_A", amount_minor=amount_minor,
-            currency="usd", payment_method=payment_method, idempotency_key=f"k-{payment_id}",
-            fingerprint="f" * 64,
-        )  # fmt: skip
-        if status is not None:
-            record["status"] = status.value
-        if callback_url:
-            record["callback_url"] = callback_url
-        record.update(fields)
-        redis.hset(record_key(payment_id), mapping=record)  # type: ignore[arg-type]
-        return payment_id
-
-    return seed
+    """``seed_record`` on this test's Redis."""
+    return functools.partial(seed_record, redis)
 
 
 class Receiver:

@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 
 from shared.errors import CardDeclined, CustomerNotFound, PaymentMethodMissing
-from shared.payments.payment_records import PaymentRecord, new_record_fields
+from shared.payments.payment_records import PaymentRecord
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import (
@@ -27,6 +27,7 @@ from shared.store.keys import (
 )
 from shared.stripe.budget import StripeBudget
 from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
+from tests.worker.conftest import seed_record
 from worker.charge import ChargeProcessor, Done, RetryLater
 from worker.reconcile import reconcile_unknown
 
@@ -122,17 +123,9 @@ def load(redis: fakeredis.FakeRedis, payment_id: str) -> PaymentRecord:
 def queue_payment(
     redis: fakeredis.FakeRedis, payment_id: str = "pay_1", account_id: str = "cus_A", **kw: Any
 ) -> str:
-    fields = new_record_fields(
-        payment_id=payment_id,
-        account_id=account_id,
-        amount_minor=4299,
-        currency="usd",
-        payment_method=kw.get("payment_method"),
-        idempotency_key="order-1",
-        fingerprint="f" * 64,
+    return seed_record(
+        redis, payment_id, account_id=account_id, payment_method=kw.get("payment_method")
     )
-    redis.hset(record_key(payment_id), mapping=fields)  # type: ignore[arg-type]
-    return payment_id
 
 
 def test_a_charge_succeeds_and_records_stripe_ids(

@@ -9,10 +9,11 @@ import time
 import fakeredis
 import pytest
 
-from shared.payments.payment_records import new_record_fields
+from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
-from shared.store.keys import PENDING_INDEX, lock_key, record_key
+from shared.store.keys import PENDING_INDEX, lock_key
+from tests.worker.conftest import seed_record
 
 QUEUE = "payments"
 
@@ -41,18 +42,8 @@ def pending(
     enqueued_ms: int,
     in_queue: bool = False,
 ) -> None:
-    fields = new_record_fields(
-        payment_id=payment_id,
-        account_id="cus_A",
-        amount_minor=100,
-        currency="usd",
-        payment_method=None,
-        idempotency_key=f"k-{payment_id}",
-        fingerprint="f" * 64,
-    )
-    fields["status"] = status
-    fields["enqueued_at"] = str(enqueued_ms)
-    client.hset(record_key(payment_id), mapping=fields)  # type: ignore[arg-type]
+    seed_record(client, payment_id, Status(status), amount_minor=100, payment_method=None,
+                enqueued_at=str(enqueued_ms))  # fmt: skip
     client.zadd(PENDING_INDEX, {payment_id: due})
     if in_queue:
         message = {"headers": {"id": payment_id, "enqueued_at": enqueued_ms}}
