@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from api.list_limit import ListLimiter
+from api.refund_service import RefundService
 from api.service import PaymentService
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
@@ -34,6 +35,11 @@ async def _redis(request: Request) -> Redis:
 async def _service(request: Request) -> PaymentService:
     service: PaymentService = request.app.state.service
     return service
+
+
+async def _refunds(request: Request) -> RefundService:
+    refunds: RefundService = request.app.state.refunds
+    return refunds
 
 
 async def _gateway(request: Request) -> StripeGateway:
@@ -64,6 +70,7 @@ async def _list_limiter(request: Request) -> ListLimiter:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[Redis, Depends(_redis)]
 ServiceDep = Annotated[PaymentService, Depends(_service)]
+RefundServiceDep = Annotated[RefundService, Depends(_refunds)]
 GatewayDep = Annotated[StripeGateway, Depends(_gateway)]
 RefundStoreDep = Annotated[AsyncRefundStore, Depends(_refund_store)]
 LifecycleStoreDep = Annotated[AsyncLifecycleStore, Depends(_lifecycle_store)]

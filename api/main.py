@@ -25,6 +25,7 @@ from api.accept_asgi import AcceptFastPath
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
 from api.list_limit import ListLimiter
+from api.refund_service import RefundService
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.fleet_metrics import ApiMetrics
@@ -68,6 +69,7 @@ def create_app(
         # --- end of the group commit hook
         gateway = app.state.gateway = StripeGateway(settings)
         app.state.refund_store = AsyncRefundStore(client, settings)
+        app.state.refunds = RefundService(app.state.refund_store, settings, app.state.service)
         app.state.lifecycle_store = AsyncLifecycleStore(client, settings)
         # The admin routes' rare calls block: their store runs in a thread off the event loop.
         admin_redis = sync_redis(settings)

@@ -1,24 +1,17 @@
 """Refund routes: ``POST /payments/{id}/refunds`` and ``GET /payments/{id}/refunds/{refund_id}``.
 
-Accepting a refund is one Redis step (``AsyncRefundStore.claim``): the refund id derives from
-the client and its Idempotency-Key (a replay finds the same refund; another body is a 422), and
-the amount is checked against what is left of the charge and held in the same script that
-writes the refund and enqueues its task, so concurrent refunds never exceed the charge. No
-Stripe call here: ``payments.refund`` (worker.refund_attempts) makes it.
+The logic is ``api.refund_service.RefundService``; a route reads the request and writes the
+answer.
 """
 
 from __future__ import annotations
 
-import re
-import time
-
-import structlog
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from api.auth import bearer_key
-from api.deps import RefundStoreDep
+from api.deps import RefundServiceDep, SettingsDep
 from api.error_responses import FIELD_HINTS, json_response, validation_error, with_retry_after
 from api.operation_docs import (
     IDEMPOTENT_ANSWER,
@@ -29,16 +22,13 @@ from api.operation_docs import (
     wait_parameter,
 )
 from api.request_helpers import (
-    PAYMENT_ID,
     client_idempotency_key,
     model_response,
     read_json_body,
-    viewer_of,
     wait_seconds,
 )
 from api.schemas import Refund, RefundRequest, refund_view
 from api.waiter import PaymentWaiter
-from shared.celery_message import task_message
 from shared.errors import (
     AuthenticationFailed,
     IdempotencyKeyMismatch,
@@ -53,37 +43,14 @@ from shared.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from shared.payments.money import AmountError, format_minor
-from shared.payments.payment_records import PaymentRecord, now_iso
 from shared.payments.refund_records import (
-    REFUND_TASK,
     RefundRecord,
-    parse_refund_amount,
-    refund_fingerprint,
-    refund_id_for,
 )
 from shared.payments.states import RefundStatus
-from shared.settings.service_settings import Settings
-from shared.store.refund_store import AsyncRefundStore
 
 router = APIRouter(
     dependencies=[Depends(bearer_key)], responses=error_responses(AuthenticationFailed)
 )
-_REFUND_ID = re.compile(r"ref_[0-9a-f]{24}")
-log = structlog.get_logger(__name__)
-
-
-async def visible_payment(request: Request, payment_id: str) -> PaymentRecord:
-    """The payment, if it exists and the caller may see it (else the same 404)."""
-    if not PAYMENT_ID.fullmatch(payment_id):
-        raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
-    record: PaymentRecord = await request.app.state.service.get(payment_id)
-    principal = getattr(request.state, "principal", None)
-    if record.client not in (None, viewer_of(request)) and not getattr(
-        principal, "is_admin", False
-    ):
-        raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
-    return record
 
 
 def refund_answer(refund: RefundRecord, *, replayed: bool = False) -> Response:
@@ -143,10 +110,11 @@ def refund_answer(refund: RefundRecord, *, replayed: bool = False) -> Response:
         body=RefundRequest,
     ),
 )
-async def create_refund(request: Request, payment_id: str, store: RefundStoreDep) -> Response:
+async def create_refund(
+    request: Request, payment_id: str, refunds: RefundServiceDep, settings: SettingsDep
+) -> Response:
     """Refund a succeeded payment, all of what is left or ``amount`` of it: claim the
     Idempotency-Key and the amount, enqueue the Stripe refund, answer."""
-    settings: Settings = request.app.state.settings
     wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
     idempotency_key = client_idempotency_key(request)
     body = await read_json_body(request, settings.max_body_bytes)
@@ -154,82 +122,18 @@ async def create_refund(request: Request, payment_id: str, store: RefundStoreDep
         asked = RefundRequest.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False)) from None
-    payment = await visible_payment(request, payment_id)
-    amount: int | None = None
-    if asked.amount is not None:
-        try:
-            amount = parse_refund_amount(asked.amount, payment.currency)
-        except AmountError as exc:
-            raise InvalidRequest(str(exc), code="amount_invalid", param="amount") from exc
-    client = viewer_of(request)
-    refund_id = refund_id_for(
-        secret=settings.payment_id_key, client=client, idempotency_key=idempotency_key
+    accepted = await refunds.accept(
+        asked,
+        payment_id=payment_id,
+        idempotency_key=idempotency_key,
+        principal=getattr(request.state, "principal", None),
+        request_id=request.state.request_id,
     )
-    fingerprint = refund_fingerprint(payment_id=payment_id, amount_minor=amount)
-    created = now_iso()
-    fields = {
-        "id": refund_id,
-        "payment_id": payment_id,
-        "status": RefundStatus.PENDING.value,
-        "currency": payment.currency,
-        "idempotency_key": idempotency_key,
-        "fingerprint": fingerprint,
-        "created_at": created,
-        "updated_at": created,
-        "client": client,
-        "attempts": "0",
-    }
-    enqueued_at = int(time.time() * 1000)
-    fields["enqueued_at"] = str(enqueued_at)  # the recovery sweep's reference
-    message = task_message(
-        task_name=REFUND_TASK,
-        task_id=refund_id,
-        args=(refund_id,),
-        queue=settings.queue_name,
-        headers={"request_id": request.state.request_id, "enqueued_at": enqueued_at},
-    )
-    claim = await store.claim(
-        refund_id=refund_id, payment_id=payment_id, amount_minor=amount,
-        fields=fields, message=message,
-    )  # fmt: skip
-    if claim.payment_missing:
-        raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
-    if claim.not_refundable is not None:
-        raise PaymentNotRefundable(
-            f"Only a succeeded payment can be refunded; this one is {claim.not_refundable}.",
-            payment_id=payment_id,
-        )
-    if claim.left_minor is not None:
-        left = format_minor(claim.left_minor, payment.currency)
-        raise RefundExceedsCharge(
-            f"The refund would exceed the charge: {left} {payment.currency} is left to refund.",
-            param="amount",
-            payment_id=payment_id,
-        )
-    assert claim.record is not None
-    refund = claim.record
-    if not claim.created and refund.fingerprint != fingerprint:
-        raise IdempotencyKeyMismatch(
-            "This Idempotency-Key was already used with a different refund request; use a new "
-            "key for a new refund.",
-            param="Idempotency-Key",
-            refund_id=refund.id,
-        )
-    (log.info if not claim.created else log.debug)(
-        "refund.replayed" if not claim.created else "refund.accepted",
-        refund_id=refund.id, payment_id=payment_id, idempotency_key=idempotency_key,
-    )  # fmt: skip
+    refund = accepted.record
     if wait and not refund.is_settled:
         waiter: PaymentWaiter = request.app.state.waiter
-        refund = await waiter.wait(refund.id, wait, lambda: _get(store, refund_id))
-    return refund_answer(refund, replayed=not claim.created)
-
-
-async def _get(store: AsyncRefundStore, refund_id: str) -> RefundRecord:
-    refund = await store.get(refund_id)
-    if refund is None:
-        raise RefundNotFound(f"No such refund: {refund_id}", param="refund_id")
-    return refund
+        refund = await waiter.wait(refund.id, wait, lambda: refunds.get(refund.id))
+    return refund_answer(refund, replayed=accepted.replayed)
 
 
 @router.get(
@@ -240,13 +144,9 @@ async def _get(store: AsyncRefundStore, refund_id: str) -> RefundRecord:
     openapi_extra=read_by_hand(),
 )
 async def get_refund(
-    request: Request, payment_id: str, refund_id: str, store: RefundStoreDep
+    request: Request, payment_id: str, refund_id: str, refunds: RefundServiceDep
 ) -> Response:
     """One refund of the payment: its status, Stripe's refund id once known, the error."""
-    await visible_payment(request, payment_id)
-    if not _REFUND_ID.fullmatch(refund_id):
-        raise RefundNotFound(f"No such refund: {refund_id}", param="refund_id")
-    refund = await store.get(refund_id)
-    if refund is None or refund.payment_id != payment_id:
-        raise RefundNotFound(f"No such refund: {refund_id}", param="refund_id")
+    principal = getattr(request.state, "principal", None)
+    refund = await refunds.get_for(payment_id, refund_id, principal)
     return model_response(200, refund_view(refund))

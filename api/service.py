@@ -3,12 +3,13 @@ in one Redis step (``AsyncPaymentStore.claim_and_enqueue``)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
-from api.schemas import PaymentRequest
+from api.schemas import PAYMENT_ID_PATTERN, PaymentRequest
 from shared.callbacks.url_rules import callback_endpoint
 from shared.errors import (
     IdempotencyKeyMismatch,
@@ -28,6 +29,8 @@ from shared.settings.api_clients import ANONYMOUS, Client
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore
 from shared.store.payment_store import ClientLimits
+
+_PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,8 @@ class PaymentService:
     async def get_for(self, payment_id: str, principal: Client | None) -> PaymentRecord:
         """A payment as its client (or an admin) sees it; anyone else gets the same 404 as for
         a payment that does not exist, so ids cannot be probed."""
+        if not _PAYMENT_ID.fullmatch(payment_id):
+            raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
         record = await self.get(payment_id)
         if not visible_to(record, principal or ANONYMOUS):
             raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
@@ -152,8 +157,9 @@ class PaymentService:
 
 
 def visible_to(record: PaymentRecord, principal: Client) -> bool:
-    """Its own client and admins see a payment; a record older than client ownership (it has
-    no client) stays visible to any authenticated client until it expires."""
+    """Who sees a payment and its refunds: its own client and admins. A record older than
+    client ownership (it has no client) stays visible to any authenticated client until it
+    expires."""
     return principal.is_admin or record.client is None or record.client == principal.name
 
 

@@ -23,7 +23,6 @@ The rules:
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import httpx
 import orjson
 import structlog
 
+from shared.backoff import backoff
 from shared.callbacks.events import callback_message, event_body, payment_data, refund_data
 from shared.callbacks.signing import client_signing_secrets, sign, signing_secrets
 from shared.callbacks.url_rules import address_refused, check_callback_url
@@ -173,10 +173,12 @@ class CallbackSender:
     def backoff(self, attempt: int) -> float:
         """BACKOFF x 2^(attempt-1), capped, with equal jitter (between half and all of it):
         25 attempts with the defaults span about a day."""
-        base = self._settings.callback_retry_backoff_seconds
-        cap = self._settings.callback_retry_backoff_max_seconds
-        delay = min(cap, base * 2 ** min(attempt - 1, 30))
-        return float(delay / 2 + random.uniform(0, delay / 2))  # noqa: S311 (jitter, not a secret)
+        return backoff(
+            attempt - 1,
+            base=self._settings.callback_retry_backoff_seconds,
+            cap=self._settings.callback_retry_backoff_max_seconds,
+            jitter="equal",
+        )
 
     def _dead_letter(self, callback: Callback, url: str, reason: str) -> None:
         self._store.dead_letter(

@@ -14,60 +14,45 @@ The rules, as they hold now:
 3. "Not charged" only when known. When retries run out, Stripe is asked once more; a charge
    found is adopted, none found (Stripe answered) fails the payment as not charged and files a
    dead letter. If Stripe cannot be asked, the payment becomes ``unknown`` (code
-   ``outcome_unknown``) and ``worker.reconcile`` keeps asking, with backoff, until it knows.
+   ``outcome_unknown``) and the reconciler (``ChargeProcessor.reconcile_round``, each
+   maintenance round) keeps asking, with backoff, until it knows.
 4. Waiting for the shared Stripe budget is not a failure: an attempt books its calls once and
    waits for them (``worker.stripe_calls``), however long the backlog.
+
+The skeleton that keeps these rules for charges and refunds alike is ``worker.attempts``; this
+module is what is a charge's own: the payment's lease and record, the PaymentIntent.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import structlog
-from celery.utils.time import get_exponential_backoff_interval
-
-from shared.errors import PaymentServiceError, UpstreamError
+from shared.errors import PaymentServiceError
 from shared.fleet_metrics import StripeCallMetrics, outcome_field
 from shared.payments.payment_records import PaymentRecord, stripe_idempotency_key
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
-from shared.store import BUSY, PaymentStore, Started
+from shared.store import BUSY, Busy, PaymentStore, Started
 from shared.stripe.budget import StripeBudget
 from shared.stripe.gateway import StripeGateway
 from shared.stripe.outcomes import (
     ChargeOutcome,
     Settled,
-    TransientStripeError,
     not_charged,
     outcome_unknown,
     settle,
 )
-from worker.stripe_calls import LeaseLost, MeteredStripe
-
-log = structlog.get_logger(__name__)
-
-LEASE_BUSY_RETRY_SECONDS = 5.0
-PROCESSING_RECHECK_SECONDS = 2.0
+from worker.attempts import Attempts, Done, Verdict
+from worker.stripe_calls import MeteredStripe
 
 
-@dataclass(frozen=True, slots=True)
-class RetryLater:
-    """Not done yet: run the task again after ``countdown`` seconds."""
+class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
+    name = "charge"
+    noun = "payment"
+    in_flight = "payment intent still processing"
 
-    reason: str
-    countdown: float
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    status: Status | None  # None: nothing to do (unknown, expired or already final)
-
-
-class ChargeProcessor:
     def __init__(
         self,
         store: PaymentStore,
@@ -76,143 +61,95 @@ class ChargeProcessor:
         budget: StripeBudget | None = None,
         metrics: StripeCallMetrics | None = None,
     ) -> None:
+        super().__init__(settings, budget or StripeBudget(store, 0), metrics)
         self._store = store
         self._gateway = gateway
-        self._settings = settings
-        self._budget = budget or StripeBudget(store, 0)
-        self._metrics = metrics
 
-    def process(self, payment_id: str, *, delivery_tag: str | None = None) -> Done | RetryLater:
-        # The delivery's own tag: if Redis drops out mid-attempt, the same delivery starts
-        # again under the lease it already holds instead of waiting for it to expire.
-        token = delivery_tag or secrets.token_hex(8)
-        started = self._store.start_attempt(payment_id, token=token)
+    def _start(self, key: str, *, token: str) -> PaymentRecord | Busy | None:
+        started = self._store.start_attempt(key, token=token)
         if started is BUSY:
-            log.info("charge.leased_elsewhere", payment_id=payment_id)
-            return RetryLater("another worker holds this payment", LEASE_BUSY_RETRY_SECONDS)
-        if not isinstance(started, Started):
-            log.info("charge.skipped", payment_id=payment_id, reason="gone_or_final")
-            return Done(None)
-        record = started.record
-        bound = log.bind(payment_id=payment_id, idempotency_key=record.idempotency_key,
-                         attempt=record.attempts)  # fmt: skip
-        bound.info("charge.started")
-        stripe = MeteredStripe(
-            self._budget,
-            self._metrics,
-            keepalive=lambda: self._store.heartbeat(
-                payment_id, token=token, delivery_tag=delivery_tag
-            ),
-        )
-        try:
-            intent = self._charge(record, stripe)
-        except LeaseLost:
-            bound.warning("charge.lease_lost")
-            return Done(None)
-        except TransientStripeError as exc:
-            if record.attempts > self._settings.charge_max_retries:
-                return self._give_up(record, stripe, bound)
-            countdown = self._backoff(record.attempts, exc.retry_after)
-            bound.info("charge.retry", reason=str(exc), countdown=round(countdown, 2))
-            self._store.release(payment_id, token=token)
-            return RetryLater(str(exc), countdown)
-        except PaymentServiceError as exc:
-            bound.info("charge.failed", code=exc.code, status=exc.status_code)
-            return finish(self._store, record.id, Settled(Status.FAILED, exc), {})
-        finally:
-            stripe.flush()
-        return self._settle(record, intent, token, bound)
+            return BUSY
+        return started.record if isinstance(started, Started) else None
 
-    def _charge(self, record: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome:
-        if record.payment_intent:
-            # Stripe already has it (it was still processing): ask for its state.
-            stripe.plan(1)
-            return stripe.call("payment_intents.retrieve", self._gateway.retrieve_payment_intent,
-                               payment_intent_id=record.payment_intent)  # fmt: skip
-        reconcile = record.attempts > 1 or record.reconcile_first
-        stripe.plan(1 + int(reconcile) + int(record.payment_method is None))
-        if reconcile:
-            found = self._find(record, stripe)
-            if found is not None:
-                return found
-        method = record.payment_method
+    def _hold(self, key: str, *, token: str) -> PaymentRecord | None:
+        held = self._store.take_lease(key, token=token)
+        return held.record if isinstance(held, Started) else None
+
+    def _due_unknown(self, *, limit: int) -> list[str]:
+        return self._store.due_unknown(limit=limit)
+
+    def _keepalive(
+        self, held: PaymentRecord, token: str, delivery_tag: str | None
+    ) -> Callable[[], bool]:
+        return lambda: self._store.heartbeat(held.id, token=token, delivery_tag=delivery_tag)
+
+    def _log_fields(self, held: PaymentRecord) -> dict[str, Any]:
+        return {"payment_id": held.id, "idempotency_key": held.idempotency_key}
+
+    def _reconcile_first(self, held: PaymentRecord) -> bool:
+        return held.reconcile_first  # a replayed dead letter
+
+    def _calls_before_write(self, held: PaymentRecord) -> int:
+        return int(held.payment_method is None)
+
+    def _at_stripe(self, held: PaymentRecord) -> bool:
+        return bool(held.payment_intent)  # it was still processing
+
+    def _retrieve(self, held: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome:
+        return stripe.call("payment_intents.retrieve", self._gateway.retrieve_payment_intent,
+                           payment_intent_id=held.payment_intent)  # fmt: skip
+
+    def _find(self, held: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome | None:
+        return find_charge(self._gateway, stripe, held)
+
+    def _write(self, held: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome:
+        method = held.payment_method
         if method is None:
             method = stripe.call("customers.retrieve", self._gateway.default_payment_method,
-                                 customer=record.account_id)  # fmt: skip
-            self._store.remember_payment_method(record.id, method)
-        try:
-            return stripe.call(
-                "payment_intents.create",
-                self._gateway.create_payment_intent,
-                customer=record.account_id,
-                amount_minor=record.amount_minor,
-                currency=record.currency,
-                payment_method=method,
-                payment_id=record.id,
-                idempotency_key=stripe_idempotency_key(record.id),
-            )
-        except UpstreamError as exc:
-            # Stripe saw this key with other parameters: what did that request do?
-            found = self._find(record, stripe) if exc.code == "idempotency_error" else None
-            if found is None:
-                raise
-            return found
+                                 customer=held.account_id)  # fmt: skip
+            self._store.remember_payment_method(held.id, method)
+        return stripe.call(
+            "payment_intents.create",
+            self._gateway.create_payment_intent,
+            customer=held.account_id,
+            amount_minor=held.amount_minor,
+            currency=held.currency,
+            payment_method=method,
+            payment_id=held.id,
+            idempotency_key=stripe_idempotency_key(held.id),
+        )
 
-    def _find(self, record: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome | None:
-        found = find_charge(self._gateway, stripe, record)
-        if found is not None:
-            log.info("charge.reconciled", payment_id=record.id,
-                     payment_intent=found.payment_intent_id)  # fmt: skip
-        return found
+    def _stripe_ids(self, outcome: ChargeOutcome) -> dict[str, str]:
+        return {"payment_intent": outcome.payment_intent_id}
 
-    def _give_up(
-        self, record: PaymentRecord, stripe: MeteredStripe, bound: Any
-    ) -> Done | RetryLater:
-        """Retries ran out: say "not charged" only if Stripe confirms it, else "unknown"."""
-        try:
-            found = self._find(record, stripe)
-        except (TransientStripeError, PaymentServiceError, LeaseLost) as exc:
-            bound.warning("charge.outcome_unknown", reason=str(exc))
-            return finish(
-                self._store,
-                record.id,
-                Settled(Status.UNKNOWN, outcome_unknown()),
-                {},
-                check_at=time.time() + self._settings.reconcile_backoff_seconds,
-            )
-        finally:
-            stripe.flush()
-        if found is not None:
-            return self._settle(record, found, None, bound)
-        bound.warning("charge.gave_up", attempts=record.attempts)
-        return finish(self._store, record.id, Settled(Status.FAILED, not_charged(record.attempts)),
+    def _verdict(self, outcome: ChargeOutcome) -> Verdict[Status]:
+        settled = settle(outcome)
+        status = None if settled.status is Status.PROCESSING else settled.status
+        return Verdict(status, settled.error, dict(settled.fields), settled.clear)
+
+    def _release(self, held: PaymentRecord, token: str, fields: dict[str, str]) -> None:
+        self._store.release(held.id, token=token, fields=fields)
+
+    def _record(self, held: PaymentRecord, verdict: Verdict[Status]) -> Done[Status]:
+        assert verdict.status is not None
+        settled = Settled(verdict.status, verdict.error, verdict.fields, verdict.clear)
+        return finish(self._store, held.id, settled, {})
+
+    def _failed(self, held: PaymentRecord, error: PaymentServiceError) -> Done[Status]:
+        return finish(self._store, held.id, Settled(Status.FAILED, error), {})
+
+    def _not_done(self, held: PaymentRecord) -> Done[Status]:
+        return finish(self._store, held.id, Settled(Status.FAILED, not_charged(held.attempts)),
                       {}, dead_letter=True)  # fmt: skip
 
-    def _settle(
-        self, record: PaymentRecord, intent: ChargeOutcome, token: str | None, bound: Any
-    ) -> Done | RetryLater:
-        settled = settle(intent)
-        if settled.status is Status.PROCESSING and token is not None:
-            self._store.release(record.id, token=token, fields=settled.fields)
-            return RetryLater("payment intent still processing", PROCESSING_RECHECK_SECONDS)
-        settled = settled.or_unknown()
-        bound.info("charge." + settled.status.value, payment_intent=intent.payment_intent_id)
-        return finish(self._store, record.id, settled, {})
+    def _unknown(
+        self, held: PaymentRecord, seen: Verdict[Status], *, check_at: float
+    ) -> Done[Status]:
+        settled = Settled(Status.UNKNOWN, outcome_unknown(), seen.fields, seen.clear)
+        return finish(self._store, held.id, settled, {}, check_at=check_at)
 
-    def _backoff(self, attempts: int, retry_after: float | None) -> float:
-        return retry_backoff(self._settings, attempts, retry_after)
-
-
-def retry_backoff(settings: Settings, attempts: int, retry_after: float | None) -> float:
-    """Before a Stripe write is tried again: exponential with full jitter (Celery's own), or
-    Stripe's Retry-After, capped (CHARGE_RETRY_BACKOFF_*; charges and refunds alike)."""
-    cap = settings.charge_retry_backoff_max_seconds
-    if retry_after is not None:
-        return min(retry_after, cap)
-    jittered = get_exponential_backoff_interval(
-        factor=1, retries=attempts - 1, maximum=2**31, full_jitter=True
-    )
-    return float(min(cap, jittered * settings.charge_retry_backoff_seconds))
+    def _postpone(self, held: PaymentRecord, token: str, *, check_at: float) -> None:
+        self._store.postpone_check(held.id, token=token, check_at=check_at)
 
 
 def finish(
@@ -223,7 +160,7 @@ def finish(
     *,
     dead_letter: bool = False,
     check_at: float = 0,
-) -> Done:
+) -> Done[Status]:
     """Record a settled outcome with its fields and its error (if any); a success clears an
     earlier error."""
     error = settled.error

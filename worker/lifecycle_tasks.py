@@ -12,19 +12,19 @@ import time
 
 import structlog
 from celery import Task
-from celery.utils.time import get_exponential_backoff_interval
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.backoff import backoff
 from shared.callbacks.events import CALLBACK_TASK
 from shared.callbacks.signing import client_signing_secrets
 from shared.payments.payment_records import STRIPE_EVENT_TASK
 from shared.payments.refund_records import REFUND_TASK
 from shared.stripe.outcomes import TransientStripeError
+from worker.attempts import RetryLater
 from worker.callback_delivery import Callback
 from worker.celery_app import app
 from worker.redis_wait import until_redis_answers
-from worker.refund_attempts import RefundRetry
 from worker.singletons import callback_sender, event_processor, refund_processor, settings
 
 log = structlog.get_logger(__name__)
@@ -37,14 +37,6 @@ client_signing_secrets(settings)
 # task retries for about a day itself (backoff capped at an hour) before it gives up.
 EVENT_MAX_RETRIES = 30
 EVENT_BACKOFF_MAX_SECONDS = 3600.0
-
-
-def backoff(retries: int, cap: float) -> float:
-    """Exponential with full jitter (Celery's own), capped."""
-    jittered = get_exponential_backoff_interval(
-        factor=1, retries=retries, maximum=int(cap), full_jitter=True
-    )
-    return float(jittered)
 
 
 @app.task(bind=True, name=STRIPE_EVENT_TASK, max_retries=None, acks_late=True)
@@ -65,7 +57,7 @@ def stripe_event(
             if retries >= EVENT_MAX_RETRIES:
                 log.error("stripe_event.gave_up", event_type=event_type, reason=str(exc))
                 return None
-            countdown = backoff(retries, EVENT_BACKOFF_MAX_SECONDS)
+            countdown = backoff(retries, base=1.0, cap=EVENT_BACKOFF_MAX_SECONDS, jitter="full")
             log.info("stripe_event.retry", reason=str(exc), countdown=round(countdown, 2))
             headers = {"enqueued_at": str(int(time.time() * 1000))}
             raise self.retry(countdown=countdown, headers=headers) from exc
@@ -84,7 +76,7 @@ def refund(self: Task[[str], str | None], refund_id: str) -> str | None:
             event="refund.redis_unavailable",
             refund_id=refund_id,
         )
-    if isinstance(result, RefundRetry):
+    if isinstance(result, RetryLater):
         headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}
         raise self.retry(countdown=result.countdown, headers=headers)
     return result.status.value if result.status else None

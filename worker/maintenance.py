@@ -11,7 +11,7 @@ by its name when it fails:
   queue has moved past it, and no worker has shown life for it since. A long backlog is never
   echoed.
 - ``payments_reconcile``: payments whose outcome is unknown are looked up in Stripe
-  (``worker.reconcile``).
+  (``reconcile_round`` of worker.attempts, the one reconciler of charges and refunds).
 - ``refunds``: the same recovery sweep for refunds, then refunds whose outcome is unknown.
 - ``callbacks``: the same recovery sweep for callbacks (``CallbackStore.requeue_stale``), then
   the callback attempts that are due.
@@ -43,8 +43,6 @@ from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, UNACKED
 from worker import singletons
 from worker.action_recheck import recheck_actions
-from worker.reconcile import reconcile_unknown
-from worker.refund_attempts import reconcile_refunds
 from worker.singletons import settings
 
 log = structlog.get_logger(__name__)
@@ -135,9 +133,7 @@ def payments_sweep() -> list[str]:
 
 
 def payments_reconcile() -> dict[str, int]:
-    return reconcile_unknown(
-        singletons.store(), singletons.gateway(), singletons.budget(), settings
-    )
+    return singletons.charge_processor().reconcile_round()
 
 
 def refunds() -> dict[str, int]:
@@ -149,13 +145,7 @@ def refunds() -> dict[str, int]:
     )
     if requeued:
         log.warning("sweep.refunds_requeued", count=len(requeued), refund_ids=requeued[:20])
-    return reconcile_refunds(
-        singletons.refund_store(),
-        singletons.lifecycle_store(),
-        singletons.gateway(),
-        settings,
-        singletons.refund_callback_messages,
-    )
+    return singletons.refund_processor().reconcile_round()
 
 
 def callbacks() -> int:

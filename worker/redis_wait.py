@@ -16,6 +16,8 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.backoff import delays
+
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -33,11 +35,11 @@ def until_redis_answers(
 ) -> T:
     """``work()``, tried again each time Redis does not answer; each wait is logged as
     ``event`` (a warning, with ``fields``, the error's name and the wait)."""
-    wait = REDIS_WAIT_FIRST_SECONDS
+    waits = delays(base=REDIS_WAIT_FIRST_SECONDS, cap=REDIS_WAIT_MAX_SECONDS)
     while True:
         try:
             return work()
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            wait = next(waits)
             log.warning(event, **fields, error=type(exc).__name__, retry_in=wait)
             sleep(wait)
-            wait = min(wait * 2, REDIS_WAIT_MAX_SECONDS)

@@ -8,8 +8,9 @@ import structlog
 from celery import Task
 
 from shared.payments.payment_records import CHARGE_TASK
+from shared.payments.states import Status
+from worker.attempts import Done, RetryLater
 from worker.celery_app import app
-from worker.charge import Done, RetryLater
 from worker.redis_wait import until_redis_answers
 from worker.singletons import charge_processor, store
 
@@ -28,7 +29,7 @@ def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     tag = (getattr(self.request, "properties", None) or {}).get("delivery_tag")
     delivery_tag = str(tag) if tag else None
 
-    def process() -> Done | RetryLater:
+    def process() -> Done[Status] | RetryLater:
         result = charge_processor().process(payment_id, delivery_tag=delivery_tag)
         if isinstance(result, Done) and result.status is None:
             # Nothing written (already final, say): with REDIS_MIN_REPLICAS, replicas hold

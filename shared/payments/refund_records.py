@@ -81,6 +81,7 @@ class RefundRecord:
     error: dict[str, Any] | None = None
     error_status: int | None = None
     attempts: int = 0
+    reconcile_attempts: int = 0  # looks at Stripe while the outcome is unknown
 
     @property
     def is_final(self) -> bool:
@@ -112,4 +113,5 @@ class RefundRecord:
             error=orjson.loads(h["error"]) if h.get("error") else None,
             error_status=int(h["error_status"]) if h.get("error_status") else None,
             attempts=int(h.get("attempts", 0)),
+            reconcile_attempts=int(h.get("reconcile_attempts", 0)),
         )

@@ -29,7 +29,7 @@ class Status(StrEnum):
     FAILED = "failed"
     REQUIRES_ACTION = "requires_action"
     # Stripe may or may not have charged it and could not be asked: the service keeps asking
-    # (see worker.reconcile) and never tells the client "not charged" meanwhile.
+    # (see worker.attempts, reconcile_round) and never tells the client "not charged" meanwhile.
     UNKNOWN = "unknown"
     # After the charge: Stripe says so later (a refund of the whole amount, a dispute opened).
     REFUNDED = "refunded"

@@ -17,6 +17,7 @@ import redis
 import structlog
 from redis.asyncio import Redis as AsyncRedis
 
+from shared.backoff import delays
 from shared.callbacks.events import payment_callback
 from shared.celery_message import charge_message
 from shared.payments.payment_records import PaymentRecord, now_iso
@@ -342,7 +343,7 @@ class PaymentStore:
     # before the task returns and its message is acknowledged.
     def _finish_replicated(self, payment_id: str, keys_: list[str], args_: bytes) -> bool:
         done = False
-        delay = REPLICATION_RETRY_SECONDS
+        waits = delays(base=REPLICATION_RETRY_SECONDS, cap=REPLICATION_RETRY_MAX_SECONDS)
         while True:
             with self._redis.pipeline(transaction=False) as pipe:
                 self._scripts["finish"](keys=keys_, args=[args_], client=pipe)
@@ -353,17 +354,17 @@ class PaymentStore:
             done = done or written == 1
             if int(acked) >= self._settings.redis_min_replicas:
                 return done
+            delay = next(waits)
             log.warning("store.not_durable", payment_id=payment_id, replicas=int(acked),
                         retry_in=delay)  # fmt: skip
             time.sleep(delay)
-            delay = min(delay * 2, REPLICATION_RETRY_MAX_SECONDS)
 
     def replicated(self) -> None:
         """Return once REDIS_MIN_REPLICAS replicas hold every write made so far (a fence and
         WAIT): for a task that wrote nothing itself (its payment already final) before its
         message is acknowledged. Nothing to do with REDIS_MIN_REPLICAS=0."""
         wanted = self._settings.redis_min_replicas
-        delay = REPLICATION_RETRY_SECONDS
+        waits = delays(base=REPLICATION_RETRY_SECONDS, cap=REPLICATION_RETRY_MAX_SECONDS)
         while wanted:
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.incr(keys.DURABILITY_FENCE)
@@ -371,9 +372,9 @@ class PaymentStore:
                 _, acked = pipe.execute()
             if int(acked) >= wanted:
                 return
+            delay = next(waits)
             log.warning("store.not_durable", replicas=int(acked), retry_in=delay)
             time.sleep(delay)
-            delay = min(delay * 2, REPLICATION_RETRY_MAX_SECONDS)
 
     # --- end of replicated outcome
 

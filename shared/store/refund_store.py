@@ -178,13 +178,15 @@ class RefundStore:
         )
         return [member.decode() for member in due]
 
-    def start(self, refund_id: str, *, token: str) -> RefundStarted | str:
-        """The refund, held under its lease; or ``"busy"`` / ``"skip"`` (gone or final)."""
+    def start(self, refund_id: str, *, token: str, count: bool = True) -> RefundStarted | str:
+        """The refund, held under its lease (an attempt counted unless ``count`` is false); or
+        ``"busy"`` / ``"skip"`` (gone or final)."""
         result = self._run(
             "refund_start",
             [keys.refund_key(refund_id), keys.lock_key(refund_id)],
             token=token,
             lease_ms=self.lease_ms,
+            count=count,
         )
         if result[0] == 1:
             return RefundStarted(_record(result[1]))

@@ -89,6 +89,28 @@ async def test_a_payment_is_visible_to_its_client_and_admins_only(api: httpx.Asy
     assert hidden.json()["error"]["code"] == unknown.json()["error"]["code"]
 
 
+async def test_refunds_follow_their_payment_s_visibility(
+    api: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    created = await api.post("/payments", json=payment(), headers=auth(SHOP))
+    payment_id = created.json()["id"]
+    await redis.hset(record_key(payment_id), mapping={"status": "succeeded", "charge": "ch_1"})
+    path = f"/payments/{payment_id}/refunds"
+
+    refused = await api.post(path, json={"amount": "1.00"}, headers=auth(OTHER))
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "payment_not_found"
+    made = await api.post(path, json={"amount": "1.00"}, headers=auth(SHOP))
+    assert made.status_code == 202
+    by_admin = await api.post(path, json={"amount": "1.00"}, headers=auth(ADMIN))
+    assert by_admin.status_code == 202
+
+    one = f"{path}/{made.json()['id']}"
+    assert (await api.get(one, headers=auth(SHOP))).status_code == 200
+    assert (await api.get(one, headers=auth(ADMIN))).status_code == 200
+    assert (await api.get(one, headers=auth(OTHER))).status_code == 404
+
+
 async def test_the_same_key_from_two_clients_is_two_payments(api: httpx.AsyncClient) -> None:
     key = {"Idempotency-Key": "order-1"}
     one = await api.post("/payments", json=payment(), headers=auth(SHOP) | key)

@@ -28,8 +28,8 @@ from shared.store.keys import (
 from shared.stripe.budget import StripeBudget
 from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
 from tests.worker.conftest import seed_record
-from worker.charge import ChargeProcessor, Done, RetryLater
-from worker.reconcile import reconcile_unknown
+from worker.attempts import Done, RetryLater
+from worker.charge import ChargeProcessor
 
 
 @dataclass
@@ -386,7 +386,7 @@ def test_the_reconciler_adopts_a_charge_found_later_and_clears_the_error(
     assert processor.process(payment_id) == Done(status="unknown")  # type: ignore[arg-type]
     redis.zadd(UNKNOWN_INDEX, {payment_id: 0})  # due now
 
-    counts = reconcile_unknown(store, stripe, StripeBudget(store, 0), settings)  # type: ignore[arg-type]
+    counts = processor.reconcile_round()
 
     assert counts["settled"] == 1
     record = load(redis, payment_id)
@@ -407,10 +407,9 @@ def test_the_reconciler_says_not_charged_only_once_stripe_answers_and_has_nothin
     processor.process(payment_id)
     processor.process(payment_id)
     redis.zadd(UNKNOWN_INDEX, {payment_id: 0})
-    budget = StripeBudget(store, 0)
 
     # Stripe still down: looked again later, with backoff, still unknown.
-    assert reconcile_unknown(store, stripe, budget, settings)["postponed"] == 1  # type: ignore[arg-type]
+    assert processor.reconcile_round()["postponed"] == 1
     assert load(redis, payment_id).status == "unknown"
     assert load(redis, payment_id).reconcile_attempts == 1
     next_check = redis.zscore(UNKNOWN_INDEX, payment_id)
@@ -418,7 +417,7 @@ def test_the_reconciler_says_not_charged_only_once_stripe_answers_and_has_nothin
     assert next_check > time.time()
 
     redis.zadd(UNKNOWN_INDEX, {payment_id: 0})
-    reconcile_unknown(store, stripe, budget, settings)  # type: ignore[arg-type]
+    processor.reconcile_round()
     record = load(redis, payment_id)
     assert record.status == "failed"
     assert record.error is not None
@@ -441,7 +440,8 @@ def test_the_reconciler_tells_a_customer_who_must_act_how_even_when_stripe_names
     redis.hset(record_key(payment_id), "status", "unknown")
     redis.zadd(UNKNOWN_INDEX, {payment_id: 0})
 
-    counts = reconcile_unknown(store, stripe, StripeBudget(store, 0), settings)  # type: ignore[arg-type]
+    processor = ChargeProcessor(store, stripe, settings)  # type: ignore[arg-type]
+    counts = processor.reconcile_round()
 
     assert counts["settled"] == 1
     record = load(redis, payment_id)

@@ -25,7 +25,8 @@ from shared.store.lifecycle_store import LifecycleStore
 from shared.store.refund_store import AsyncRefundStore, RefundClaim, RefundStore
 from shared.stripe.outcomes import RefundOutcome, TransientStripeError
 from tests.worker.conftest import SeedPayment
-from worker.refund_attempts import RefundDone, RefundProcessor, RefundRetry, reconcile_refunds
+from worker.attempts import Done, RetryLater
+from worker.refund_attempts import RefundProcessor
 
 PAY = "pay_" + "c" * 24
 SETTINGS = Settings(environment="test", charge_max_retries=2)
@@ -206,10 +207,10 @@ async def test_a_refund_is_made_once_and_a_full_one_refunds_the_payment(paid: Pa
     partial = await accepted(redis, api_store, "a", 1000)
     rest = await accepted(redis, api_store, "b", None)
 
-    assert processor.process(partial) == RefundDone(RefundStatus.SUCCEEDED)
+    assert processor.process(partial) == Done(RefundStatus.SUCCEEDED)
     assert payment(redis).status is Status.SUCCEEDED
-    assert processor.process(rest) == RefundDone(RefundStatus.SUCCEEDED)
-    assert processor.process(rest) == RefundDone(None)  # a redelivery: already final
+    assert processor.process(rest) == Done(RefundStatus.SUCCEEDED)
+    assert processor.process(rest) == Done(None)  # a redelivery: already final
 
     now = payment(redis)
     assert now.status is Status.REFUNDED
@@ -226,10 +227,10 @@ async def test_a_lost_answer_is_reconciled_not_refunded_twice(paid: Paid,
     refund_id = await accepted(redis, api_store, "a", 1000)
     stripe.lose_answer_once = True  # Stripe refunded, the answer never came back
 
-    assert isinstance(processor.process(refund_id), RefundRetry)
+    assert isinstance(processor.process(refund_id), RetryLater)
     # Stripe's key memory is gone (24 h later, say): only finding ours prevents a second one.
     stripe.saved = {"forgotten": next(iter(stripe.saved.values()))}
-    assert processor.process(refund_id) == RefundDone(RefundStatus.SUCCEEDED)
+    assert processor.process(refund_id) == Done(RefundStatus.SUCCEEDED)
     assert len(stripe.ledger) == 1
 
 
@@ -243,8 +244,8 @@ async def test_retries_run_out_and_stripe_has_nothing_so_the_hold_is_given_back(
 
     results = [processor.process(refund_id) for _ in range(3)]
 
-    assert all(isinstance(r, RefundRetry) for r in results[:2])
-    assert results[2] == RefundDone(RefundStatus.FAILED)
+    assert all(isinstance(r, RetryLater) for r in results[:2])
+    assert results[2] == Done(RefundStatus.FAILED)
     assert stripe.ledger == []
     assert payment(redis).refund_reserved_minor == 0
     refund = RefundStore(redis, SETTINGS).get(refund_id)
@@ -264,22 +265,43 @@ async def test_stripe_unreachable_at_the_end_is_unknown_until_the_round_finds_it
     stripe.fail_find = [TransientStripeError("down")] * 3
     processor.process(refund_id)  # 503
     processor.process(refund_id)  # reconcile fails: retry
-    assert processor.process(refund_id) == RefundDone(RefundStatus.UNKNOWN)
+    assert processor.process(refund_id) == Done(RefundStatus.UNKNOWN)
     assert payment(redis).refund_reserved_minor == 1000  # still held: not "not refunded"
 
     stripe.fail_find = []
     stripe.saved["k"] = RefundOutcome("re_9", "succeeded", 1000, refund_id)
     redis.zadd(REFUNDS_UNKNOWN, {refund_id: time.time() - 1})
-    counts = reconcile_refunds(
-        RefundStore(redis, SETTINGS),
-        LifecycleStore(redis, SETTINGS),
-        stripe,  # type: ignore[arg-type]
-        SETTINGS,
-    )
+    counts = processor.reconcile_round()
     assert counts["settled"] == 1
     assert redis.hget(refund_key(refund_id), "status") == b"succeeded"
     assert payment(redis).refunded_minor == 1000
     assert redis.zscore(REFUNDS_UNKNOWN, refund_id) is None
+
+
+async def test_an_unknown_refund_is_looked_at_again_soon_then_less_often(paid: Paid,
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
+    stripe: FakeStripe,
+) -> None:  # fmt: skip
+    paid()
+    refund_id = await accepted(redis, api_store, "a", 1000)
+    stripe.fail_create = [TransientStripeError("503")] * 3
+    stripe.fail_find = [TransientStripeError("down")] * 10
+    for _ in range(3):
+        processor.process(refund_id)
+    assert redis.hget(refund_key(refund_id), "status") == b"unknown"
+    base = SETTINGS.reconcile_backoff_seconds
+    waits = []
+    for _ in range(3):
+        redis.zadd(REFUNDS_UNKNOWN, {refund_id: time.time() - 1})
+        assert processor.reconcile_round()["postponed"] == 1
+        score = redis.zscore(REFUNDS_UNKNOWN, refund_id)
+        assert score is not None
+        waits.append(score - time.time())
+
+    # Doubling from RECONCILE_BACKOFF_SECONDS, however many attempts the refund took before.
+    assert [round(w / base) for w in waits] == [1, 2, 4]
+    assert redis.hget(refund_key(refund_id), "attempts") == b"3"  # looking is no attempt
+    assert payment(redis).refund_reserved_minor == 1000  # still held while unknown
 
 
 async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(paid: Paid,
@@ -289,7 +311,7 @@ async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(paid:
     paid()
     refund_id = await accepted(redis, api_store, "a", 1000)
     stripe.fail_create = [InvalidRequest("Charge ch_1 has already been refunded.")]
-    assert processor.process(refund_id) == RefundDone(RefundStatus.FAILED)
+    assert processor.process(refund_id) == Done(RefundStatus.FAILED)
     assert payment(redis).refund_reserved_minor == 0
     assert (await claim(api_store, "b", 4299)).created  # all of it is refundable again
 
@@ -337,7 +359,7 @@ async def test_a_lost_refund_message_is_pushed_again_by_the_sweep_and_only_then(
     assert redis.llen("payments") == 2
     assert sweep() == []  # its new message is the newest: waiting, not lost
 
-    assert processor.process(refund_id) == RefundDone(RefundStatus.SUCCEEDED)
+    assert processor.process(refund_id) == Done(RefundStatus.SUCCEEDED)
     redis.delete("payments")
     assert sweep() == []
     assert redis.zcard("payments:refunds_pending") == 0
