@@ -68,9 +68,10 @@ class PaymentRequest(BaseModel):
         default=None,
         description=(
             "Where to POST this payment's events (signed, Standard Webhooks): https (http "
-            "outside production), a host in CALLBACK_ALLOWED_HOSTS when set, never a private, "
-            "loopback or link-local address. Default: the client's endpoint in "
-            "CALLBACK_ENDPOINTS. Not part of the request's identity: a replay keeps the first."
+            "outside production), a host in CALLBACK_ALLOWED_HOSTS when set, only addresses "
+            "on the public internet, no space or control character. Default: the client's "
+            "endpoint in CALLBACK_ENDPOINTS. Not part of the request's identity: a replay "
+            "keeps the first."
         ),
         examples=["https://shop.example.com/hooks/payments"],
     )

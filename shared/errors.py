@@ -217,7 +217,8 @@ class RefundNotFound(NotFound):
 
 
 class CallbackUrlRefused(InvalidRequest):
-    """A ``callback_url`` the SSRF rules refuse (scheme, host not allowed, private address)."""
+    """A ``callback_url`` the SSRF rules refuse (does not parse, scheme, host not allowed, an
+    address off the public internet)."""
 
     default_code = "callback_url_invalid"
     default_message = "callback_url is not an allowed callback endpoint."

@@ -70,7 +70,7 @@ def resolve_public(host: str, port: int, allow_private: bool) -> str:
         raise OSError(f"cannot resolve {host}: {exc}") from exc
     addresses = [str(info[4][0]) for info in infos]
     if not allow_private and any(address_refused(a) for a in addresses):
-        raise Refused(f"{host} resolves to a private, loopback or link-local address")
+        raise Refused(f"{host} resolves to an address that is not on the public internet")
     return addresses[0]
 
 
@@ -121,7 +121,9 @@ class CallbackSender:
             return "dead_lettered"
         try:
             status = self._post(payment.callback_url, callback.event_id, body, secrets)
-        except (CallbackUrlRefused, Refused) as exc:
+        except (CallbackUrlRefused, Refused, httpx.InvalidURL) as exc:
+            # InvalidURL: an endpoint no request can be made for (a URL kept before the accept
+            # rules refused it); no retry would ever send it.
             bound.warning("callback.refused", reason=str(exc))
             self._store.count("refused")
             self._dead_letter(callback, payment.callback_url, f"refused: {exc}")

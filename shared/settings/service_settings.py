@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     # Hosts callbacks may go to (comma-separated; a leading "." allows subdomains); empty:
     # any public host. Here lowercased.
     callback_allowed_hosts: CommaSeparated = ()
-    # Loopback, link-local and private addresses are refused unless this is set
+    # Only global addresses (the public internet) are allowed unless this is set
     # (development and tests; refused in production).
     callback_allow_private_networks: bool = False
     callback_queue: str = "callbacks"

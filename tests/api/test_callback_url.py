@@ -16,7 +16,14 @@ from tests.support import payment
 @pytest.mark.parametrize(
     "url",
     ["ftp://shop.example.com/h", "https://10.0.0.1/h", "https://169.254.169.254/latest",
-     "https://localhost/h", "https://u:p@shop.example.com/h", "x" * 2049],
+     "https://localhost/h", "https://u:p@shop.example.com/h", "x" * 2049,
+     # Off the public internet though no private range names them: shared address space (a
+     # cloud metadata address), IPv4 inside 6to4 and IPv4-mapped IPv6.
+     "http://100.100.100.200/latest/meta-data", "http://100.64.0.1/x",
+     "http://[2002:a9fe:a9fe::]/x", "http://[::ffff:127.0.0.1]/x",
+     # Not a URL a request can be made for: a space in the host, CR/LF, NUL.
+     "http://exa mple.com/x", "http://shop.example.com/x\r\nX-Injected: 1",
+     "http://shop.example.com/x\x00"],
 )  # fmt: skip
 async def test_a_refused_callback_url_is_a_400_and_nothing_is_accepted(
     client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis, url: str
@@ -25,6 +32,7 @@ async def test_a_refused_callback_url_is_a_400_and_nothing_is_accepted(
 
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "callback_url"
+    assert response.json()["error"]["code"] == "callback_url_invalid"
     assert await redis.llen("payments") == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -153,16 +154,16 @@ def test_backoff_spans_about_a_day_with_the_defaults() -> None:
     assert 12 * 3600 < total < 36 * 3600
 
 
-# Hosts the accept rules cannot judge (no address literal they know, no name of this host) that
-# the workers' own lookup (getaddrinfo, which reads these without any DNS server) turns into a
-# loopback or a private address: a name re-pointed at our network is caught only at send time.
+# Hosts the system's resolver reads as a loopback or private address by themselves (no DNS):
+# refused at accept, and at send time for an endpoint kept before the rule (seeded here).
 @pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.0.0.1", "10.7"])
-def test_a_name_resolving_to_a_private_address_is_refused_at_send_time(
+def test_a_host_the_resolver_reads_as_a_private_address_is_refused_at_accept_and_send_time(
     redis: fakeredis.FakeRedis, seed_payment: SeedPayment, receiver: Receiver,
     make_sender: MakeSender, host: str,
 ) -> None:  # fmt: skip
     url = f"https://{host}/hooks"
-    assert check_callback_url(url, SETTINGS)[1] == host  # accepted: only its address tells
+    with pytest.raises(CallbackUrlRefused):
+        check_callback_url(url, SETTINGS)
     seed_payment(PAY, Status.SUCCEEDED, callback_url=url)
 
     assert make_sender(SETTINGS, resolve=None).send(event()) == "dead_lettered"
@@ -171,6 +172,66 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_send_time(
     ((kept_id, kept, _),) = CallbackStore(redis, SETTINGS).dead_letters()
     assert kept_id == EVT
     assert kept["reason"].startswith("refused")
+
+
+# Addresses off the public internet that a deny list of private ranges let through: shared
+# address space (a cloud metadata address among them), IPv4 inside 6to4, NAT64 and IPv4-mapped
+# forms. A name that resolves to one is refused when the callback is sent.
+NOT_PUBLIC = ["100.100.100.200", "100.64.0.1", "2002:a9fe:a9fe::", "::ffff:127.0.0.1",
+              "64:ff9b::a9fe:a9fe", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+              "224.0.0.1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_a_name_resolving_off_the_public_internet_is_refused_at_send_time(
+    redis: fakeredis.FakeRedis, seed_payment: SeedPayment, receiver: Receiver,
+    make_sender: MakeSender, monkeypatch: pytest.MonkeyPatch, address: str,
+) -> None:  # fmt: skip
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    answers = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443)),
+               (family, socket.SOCK_STREAM, 6, "", (address, 443))]  # fmt: skip
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answers)
+    url = "https://hooks.shop.example.com/x"
+    assert check_callback_url(url, SETTINGS)[1] == "hooks.shop.example.com"  # a name: no DNS
+    seed_payment(PAY, Status.SUCCEEDED, callback_url=url)
+
+    assert make_sender(SETTINGS, resolve=None).send(event()) == "dead_lettered"
+
+    assert receiver.requests == []  # one answer of the name was enough to refuse it
+    ((_, kept, _),) = CallbackStore(redis, SETTINGS).dead_letters()
+    assert kept["reason"].startswith("refused")
+
+
+@pytest.mark.parametrize("url", ["http://exa mple.com/x", "http://shop.example.com/x\r\nX: 1",
+                                 "http://shop.example.com/x\x00"])  # fmt: skip
+def test_an_endpoint_no_request_can_be_made_for_is_a_dead_letter_not_an_error(
+    redis: fakeredis.FakeRedis, seed_payment: SeedPayment, receiver: Receiver,
+    make_sender: MakeSender, url: str,
+) -> None:  # fmt: skip
+    """An endpoint kept before the accept rules refused it: the task ends, the callback is
+    kept as a dead letter (an operator can see why), nothing is sent."""
+    seed_payment(PAY, Status.SUCCEEDED, callback_url=url)
+
+    assert make_sender(SETTINGS).send(event()) == "dead_lettered"
+
+    assert receiver.requests == []
+    ((_, kept, _),) = CallbackStore(redis, SETTINGS).dead_letters()
+    assert kept["reason"].startswith("refused")
+
+
+def test_an_invalid_url_from_the_http_client_is_a_dead_letter(
+    redis: fakeredis.FakeRedis, seed_payment: SeedPayment, receiver: Receiver,
+    make_sender: MakeSender, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """What the URL rules pass but httpx cannot send (its own InvalidURL) ends the same way."""
+    seed_payment(PAY, Status.SUCCEEDED, callback_url="https://shop.example.com/hooks")
+
+    def invalid(*args: object, **kwargs: object) -> None:
+        raise httpx.InvalidURL("Invalid URL")
+
+    monkeypatch.setattr(httpx.URL, "copy_with", invalid)
+    assert make_sender(SETTINGS).send(event()) == "dead_lettered"
+    assert receiver.requests == []
 
 
 def test_the_url_rules_are_checked_again_at_send_time(
@@ -202,6 +263,21 @@ def test_the_url_rules_are_checked_again_at_send_time(
         ("https://[::1]/x", SETTINGS),
         ("https://[::ffff:127.0.0.1]/x", SETTINGS),
         ("https://localhost:8443/x", SETTINGS),
+        ("http://100.100.100.200/latest/meta-data", SETTINGS),
+        ("http://100.64.0.1/x", SETTINGS),
+        ("http://[2002:a9fe:a9fe::]/x", SETTINGS),
+        ("http://[::ffff:127.0.0.1]/x", SETTINGS),
+        ("http://[64:ff9b::7f00:1]/x", SETTINGS),
+        ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x", SETTINGS),
+        ("http://[fe80::1%25eth0]/x", SETTINGS),
+        ("http://224.0.0.1/x", SETTINGS),
+        ("http://exa mple.com/x", SETTINGS),
+        ("http://shop.example.com/x\r\nX-Injected: 1", SETTINGS),
+        ("http://shop.example.com/\nx", SETTINGS),
+        ("http://shop.example.com/x\x00", SETTINGS),
+        ("http://shop.example.com/x\t", SETTINGS),
+        ("http://shop%2eexample.com/x", SETTINGS),
+        ("http://-shop.example.com/x", SETTINGS),
         ("https://evil.example.net/x", Settings(environment="test",
                                                 callback_allowed_hosts=".example.com")),
         ("not a url", SETTINGS),
@@ -215,8 +291,13 @@ def test_refused_callback_urls(url: str, settings: Settings) -> None:
 def test_allowed_callback_urls() -> None:
     allowed = Settings(environment="test", callback_allowed_hosts=".example.com")
     assert check_callback_url("https://shop.example.com/h", allowed)[1] == "shop.example.com"
+    for url in ("https://93.184.216.34/h", "https://[2606:4700::1]:8443/h",
+                "https://[2002:5db8:d822::1]/h", "https://[::ffff:93.184.216.34]/h",
+                "https://xn--bcher-kva.example/h?q=a%20b", "https://bücher.example/h"):  # fmt: skip
+        assert check_callback_url(url, SETTINGS)[0] == "https"
     private_ok = Settings(environment="test", callback_allow_private_networks=True)
     assert check_callback_url("http://127.0.0.1:9000/h", private_ok) == ("http", "127.0.0.1", 9000)
+    assert check_callback_url("http://100.64.0.1/h", private_ok)[1] == "100.64.0.1"
 
 
 def test_private_networks_are_refused_in_production() -> None:
