@@ -4,7 +4,8 @@ Under load many requests reach their Redis step in the same turn of the event lo
 one through redis-py's asyncio client, every call pays for a pooled connection, a write, a
 timeout, a wake-up and a parse of its own, which costs about as much CPU as a whole bare HTTP
 request. :class:`GroupCommit` queues the calls made during one tick and, at the next tick
-(``loop.call_soon``), sends them as one non-transactional pipeline of ``EVALSHA`` commands:
+(``loop.call_soon``, through ``shared.store.tick_batcher``), sends them as one
+non-transactional pipeline of ``EVALSHA`` commands:
 
 - each script stays atomic on its own (Redis runs a script whole, pipelined or not); the batch
   is not a transaction, so a failing call fails alone;
@@ -25,14 +26,15 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
+
+from shared.store.tick_batcher import BatchStats, TickBatcher
 
 Arg = str | bytes | int | float
 
@@ -43,20 +45,14 @@ class _Call:
     source: str | None
     keys: Sequence[Arg]
     args: Sequence[Arg]
-    future: asyncio.Future[Any] | None  # None: a direct call, its caller awaits it itself
 
 
 @dataclass(slots=True)
-class GroupCommitStats:
+class GroupCommitStats(BatchStats):
     """What the helper did, for tests and the benchmark."""
 
-    calls: int = 0
-    direct: int = 0  # sent at once: nothing else was in flight
-    batches: int = 0
     pipelined_batches: int = 0
-    largest_batch: int = 0
     script_loads: int = 0
-    sizes: dict[int, int] = field(default_factory=dict)
 
 
 class GroupCommit:
@@ -69,19 +65,17 @@ class GroupCommit:
         at once; calls made meanwhile wait for one to return and then go together (the classic
         group commit: bigger batches under load, at most one round trip more of waiting).
         ``None``: every tick's batch goes at once."""
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        if max_in_flight is not None and max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
         self._redis = redis
-        self._max_batch = max_batch
-        self._max_in_flight = max_in_flight
-        self._pending: list[_Call] = []
-        self._scheduled = False
         self._sources: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight = 0  # direct calls and batches on their way to Redis
         self.stats = GroupCommitStats()
+        # A call made while nothing else is on its way to Redis goes at once.
+        self._batches = TickBatcher(
+            self._run_scripts,
+            max_batch=max_batch,
+            max_in_flight=max_in_flight,
+            direct_when_idle=True,
+            stats=self.stats,
+        )
 
     def script(self, source: str) -> GroupedScript:
         """A callable ``await s(keys=[...], args=[...])``, like ``Redis.register_script``."""
@@ -92,41 +86,7 @@ class GroupCommit:
     async def evalsha(self, sha: str, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         """Run the script ``sha`` (its source is loaded on NOSCRIPT when :meth:`script` or
         :meth:`run` registered it) in the next batch; its own result, or its own error."""
-        if self._in_flight == 0 and not self._pending:
-            # Nothing on its way to Redis: no batch to join, so no tick to wait for either.
-            return await self._direct(_Call(sha, self._sources.get(sha), keys, args, None))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Call(sha, self._sources.get(sha), keys, args, future))
-        self._schedule(loop)
-        return await future
-
-    def _room(self) -> int:
-        if self._max_in_flight is None:
-            return len(self._pending)
-        return self._max_in_flight - self._in_flight
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if not self._scheduled and self._pending and self._room() > 0:
-            self._scheduled = True
-            (loop or asyncio.get_running_loop()).call_soon(self._flush)
-
-    async def _direct(self, call: _Call) -> Any:
-        self._in_flight += 1
-        stats = self.stats
-        stats.calls += 1
-        stats.direct += 1
-        try:
-            result = (await self._send([call]))[0]
-            if isinstance(result, NoScriptError) and call.source is not None:
-                await self._load({call.sha: call.source})
-                result = (await self._send([call]))[0]
-        finally:
-            self._in_flight -= 1
-            self._schedule()
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await self._batches.submit(_Call(sha, self._sources.get(sha), keys, args))
 
     async def run(self, source: str, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         """Run the script ``source`` in the next batch."""
@@ -134,63 +94,23 @@ class GroupCommit:
 
     async def aclose(self) -> None:
         """Wait for the batches in flight."""
-        while self._tasks or self._pending:
-            self._schedule()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await asyncio.sleep(0)
+        await self._batches.aclose()
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        loop = asyncio.get_running_loop()
-        while self._pending and self._room() > 0:
-            batch, self._pending = (
-                self._pending[: self._max_batch],
-                self._pending[self._max_batch :],
-            )
-            self._in_flight += 1  # counted now: the room left is for the next batch
-            task = loop.create_task(self._execute(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _execute(self, batch: list[_Call]) -> None:
-        try:
-            await self._execute_batch(batch)
-        finally:
-            self._in_flight -= 1
-            self._schedule()
-
-    async def _execute_batch(self, batch: list[_Call]) -> None:
-        stats = self.stats
-        stats.calls += len(batch)
-        stats.batches += 1
-        stats.largest_batch = max(stats.largest_batch, len(batch))
-        stats.sizes[len(batch)] = stats.sizes.get(len(batch), 0) + 1
-        try:
-            results = await self._send(batch)
-            retry = [
-                (i, call)
-                for i, (call, result) in enumerate(zip(batch, results, strict=True))
-                if isinstance(result, NoScriptError) and call.source is not None
-            ]
-            if retry:
-                await self._load({call.sha: call.source for _, call in retry if call.source})
-                again = await self._send([call for _, call in retry])
-                for (i, _), result in zip(retry, again, strict=True):
-                    results[i] = result
-        except BaseException as exc:  # connection lost, timeout, cancelled: every caller hears
-            for call in batch:
-                if call.future is not None and not call.future.done():
-                    call.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for call, result in zip(batch, results, strict=True):
-            if call.future is None or call.future.done():  # the caller was cancelled meanwhile
-                continue
-            if isinstance(result, Exception):
-                call.future.set_exception(result)
-            else:
-                call.future.set_result(result)
+    async def _run_scripts(self, batch: list[_Call]) -> list[Any]:
+        """The batch's results; a script Redis did not know (NOSCRIPT) is loaded and only the
+        refused calls run again."""
+        results = await self._send(batch)
+        retry = [
+            (i, call)
+            for i, (call, result) in enumerate(zip(batch, results, strict=True))
+            if isinstance(result, NoScriptError) and call.source is not None
+        ]
+        if retry:
+            await self._load({call.sha: call.source for _, call in retry if call.source})
+            again = await self._send([call for _, call in retry])
+            for (i, _), result in zip(retry, again, strict=True):
+                results[i] = result
+        return results
 
     async def _send(self, batch: list[_Call]) -> list[Any]:
         """The batch's ``EVALSHA`` commands in one write on one pooled connection, then their
