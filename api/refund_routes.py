@@ -43,9 +43,7 @@ from shared.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from shared.payments.refund_records import (
-    RefundRecord,
-)
+from shared.payments.refund_records import RefundRecord
 from shared.payments.states import RefundStatus
 
 router = APIRouter(

@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 
 from shared.celery_message import task_message
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, UpstreamError
 from shared.payments.payment_records import CHARGE_TASK, PaymentRecord
 from shared.payments.refund_records import refund_fingerprint
 from shared.payments.states import RefundStatus, Status
@@ -302,6 +302,23 @@ async def test_an_unknown_refund_is_looked_at_again_soon_then_less_often(paid: P
     assert [round(w / base) for w in waits] == [1, 2, 4]
     assert redis.hget(refund_key(refund_id), "attempts") == b"3"  # looking is no attempt
     assert payment(redis).refund_reserved_minor == 1000  # still held while unknown
+
+
+async def test_a_key_stripe_says_was_used_otherwise_is_reconciled_not_failed(paid: Paid,
+    redis: fakeredis.FakeRedis, api_store: AsyncRefundStore, processor: RefundProcessor,
+    stripe: FakeStripe,
+) -> None:  # fmt: skip
+    paid()
+    refund_id = await accepted(redis, api_store, "a", 1000)
+    # An earlier request with this key made the refund; Stripe now refuses the key.
+    stripe.saved["earlier"] = RefundOutcome("re_9", "succeeded", 1000, refund_id)
+    stripe.fail_create = [
+        UpstreamError("Stripe refused a reused idempotency key.", code="idempotency_error")
+    ]
+
+    assert processor.process(refund_id) == Done(RefundStatus.SUCCEEDED)
+    assert redis.hget(refund_key(refund_id), "stripe_refund") == b"re_9"
+    assert payment(redis).refunded_minor == 1000
 
 
 async def test_stripe_refusing_the_refund_fails_it_and_gives_the_hold_back(paid: Paid,
