@@ -58,11 +58,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     # Bounded so that a dead Redis turns into a 503 within a couple of seconds, not a hang.
     redis_socket_timeout: float = Field(default=1.0, gt=0, le=30)
-    # --- replicated Redis (issue 13; shared/settings/redis_url.py): REDIS_URL may name Sentinels
+    # --- replicated Redis (shared/settings/redis_url.py): REDIS_URL may name Sentinels
     # (redis+sentinel://...); their own AUTH password, when they have one.
     redis_sentinel_password: SecretStr | None = None
     # Accepted means replicated: after the accept script (and a worker's outcome write) WAIT
-    # until this many replicas hold the write, else 503 not_durable. 0: no WAIT (as before).
+    # until this many replicas hold the write, else 503 not_durable. 0: no WAIT.
     redis_min_replicas: int = Field(default=0, ge=0, le=16)
     redis_wait_timeout_ms: int = Field(default=500, ge=1, le=30_000)
     # --- end of replicated Redis
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     worker_send_task_events: bool = False
     worker_concurrency: int = Field(default=128, ge=1, le=1024)
 
-    # --- payment lifecycle (issue 11): Stripe webhooks in, callbacks out (README).
+    # --- payment lifecycle: Stripe webhooks in, callbacks out (docs/API.md).
     # Stripe's webhook signing secrets (whsec_...), comma-separated during a rotation.
     stripe_webhook_secret: CommaSeparatedSecrets = ()
     # Standard Webhooks secrets (whsec_<base64>) for callbacks: the first signs, every one
@@ -242,7 +242,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _wait_fits_socket_timeout(self) -> Settings:
         # A WAIT longer than the API's socket timeout would end as a timeout (503
-        # redis_unavailable) instead of its own answer (issue 13).
+        # redis_unavailable) instead of its own answer.
         wait_ms, socket_ms = self.redis_wait_timeout_ms, self.redis_socket_timeout * 1000
         if self.redis_min_replicas and wait_ms >= socket_ms:
             raise ValueError(
