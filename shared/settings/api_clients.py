@@ -218,7 +218,7 @@ def load(settings: Settings) -> Registry:
         client = Client(name=legacy_name(digest))
         clients.append(client)
         add(KeyEntry(digest, client))
-    for spec in client_specs(settings):
+    for spec in _client_specs(settings):
         if any(c.name == spec.name for c in clients):
             raise ClientConfigError(f"client {spec.name!r} is configured twice")
         clients.append(spec)
@@ -227,7 +227,7 @@ def load(settings: Settings) -> Registry:
     return Registry(entries, tuple(clients))
 
 
-def client_specs(settings: Settings) -> list[ClientSpec]:
+def _client_specs(settings: Settings) -> list[ClientSpec]:
     """API_CLIENTS' entries, validated."""
     raw = settings.api_clients.get_secret_value() if settings.api_clients else ""
     if not raw.strip():
