@@ -27,6 +27,7 @@ from api.group_commit import GroupedScriptsClient
 from api.list_limit import ListLimiter
 from api.refund_service import RefundService
 from api.service import PaymentService
+from api.start_rules import refuse_unsafe_start
 from api.waiter import PaymentWaiter
 from shared.fleet_metrics import ApiMetrics
 from shared.log_config import configure_logging
@@ -48,10 +49,7 @@ def create_app(
     settings = settings or get_settings()
     configure_logging(settings)
     clients = load_clients(settings)
-    if settings.environment == "production" and not clients:
-        raise RuntimeError(
-            "API_KEYS or API_CLIENTS is required when ENVIRONMENT=production: no open payment API"
-        )
+    refuse_unsafe_start(settings, clients)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from api import scopes
 from api.auth import bearer_key
 from api.deps import RedisDep, SettingsDep
 from api.operation_docs import error_responses, read_by_hand
@@ -46,8 +47,8 @@ from shared.store.keys import (
 
 router = APIRouter(
     tags=["operations"],
-    dependencies=[Depends(bearer_key)],
-    responses=error_responses(AuthenticationFailed),
+    dependencies=[Depends(bearer_key), Depends(scopes.require("metrics"))],
+    responses=error_responses(AuthenticationFailed, scopes.refused("metrics")),
 )
 
 

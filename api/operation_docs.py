@@ -50,6 +50,7 @@ IDEMPOTENT_ANSWER = {
 }
 DESCRIPTIONS = {
     401: "Missing, unknown or expired API key",
+    403: "The client's scopes do not allow this request",
     429: "Too many requests: retry after Retry-After seconds",
     503: "Unavailable for now: retry after Retry-After seconds",
 }

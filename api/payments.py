@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from api import scopes
 from api.auth import bearer_key
 from api.deps import GatewayDep, ListLimiterDep, RefundStoreDep, ServiceDep
 from api.error_responses import FIELD_HINTS, JSON, json_response, validation_error, with_retry_after
@@ -110,6 +111,7 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
             CustomerNotFound(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             PayloadTooLarge,
             UnsupportedMediaType,
+            scopes.refused("payments"),
             IdempotencyKeyMismatch(param="Idempotency-Key"),
             RateLimited,
             UpstreamError,
@@ -148,6 +150,7 @@ async def accept_payment(request: Request) -> Response:
     request's CPU for what it would do here. The objects come straight from app.state; the
     parameters read by hand are declared in the route's ``openapi_extra``."""
     started = time.perf_counter()
+    scopes.check(request, "payments")
     state = request.app.state
     settings: Settings = state.settings
     service: PaymentService = state.service
@@ -187,9 +190,12 @@ async def accept_payment(request: Request) -> Response:
     "/payments/{payment_id}",
     operation_id="get_payment",
     response_model=Payment,
+    dependencies=[Depends(scopes.require("payments"))],
     responses={
         200: {"headers": RATE_LIMIT},
-        **error_responses(PaymentNotFound, RateLimited, StoreUnavailable),
+        **error_responses(
+            scopes.refused("payments"), PaymentNotFound, RateLimited, StoreUnavailable
+        ),
     },
     openapi_extra=read_by_hand(),
 )
@@ -212,9 +218,11 @@ async def get_payment(
     "/{customer_id}/payments",
     operation_id="list_customer_payments",
     response_model=CustomerPayments,
+    dependencies=[Depends(scopes.require("payments", "customers:all"))],
     responses={
         200: {"headers": RATE_LIMIT},
         **error_responses(
+            scopes.refused("payments", "customers:all"),
             InvalidRequest(
                 FIELD_HINTS["customer_id"], code="customer_id_invalid", param="customer_id"
             ),

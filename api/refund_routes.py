@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from api import scopes
 from api.auth import bearer_key
 from api.deps import RefundServiceDep, SettingsDep
 from api.error_responses import FIELD_HINTS, json_response, validation_error, with_retry_after
@@ -47,7 +48,8 @@ from shared.payments.refund_records import RefundRecord
 from shared.payments.states import RefundStatus
 
 router = APIRouter(
-    dependencies=[Depends(bearer_key)], responses=error_responses(AuthenticationFailed)
+    dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
+    responses=error_responses(AuthenticationFailed, scopes.refused("payments")),
 )
 
 

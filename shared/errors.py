@@ -53,6 +53,15 @@ class AuthenticationFailed(PaymentServiceError):
     default_message = "A valid API key is required: Authorization: Bearer <key>."
 
 
+class InsufficientScope(PaymentServiceError):
+    """An authenticated client whose scopes (API_CLIENTS ``scopes``) do not cover the route."""
+
+    http_status = 403
+    type = "permission_error"
+    default_code = "insufficient_scope"
+    default_message = "This client's scopes do not allow this request."
+
+
 class CardDeclined(PaymentServiceError):
     http_status = 402
     type = "card_error"

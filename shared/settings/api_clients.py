@@ -2,7 +2,8 @@
 
 Two sources, both read once at start:
 - ``API_KEYS``: comma-separated keys or ``sha256:<hex>`` digests. Each entry is a client of its
-  own, named by its digest (``key_<12 hex>``), with the default scope.
+  own, named by its digest (``key_<12 hex>``), with the scopes such a key always had in effect:
+  ``payments`` and ``metrics`` (KEY_SCOPES).
 - ``API_CLIENTS``: a JSON list, one object a client (:class:`ClientSpec`), e.g.::
 
       [{"name": "shop-eu",
@@ -21,9 +22,11 @@ instead of CALLBACK_SIGNING_SECRETS (the first is current, every one signs durin
 The workers read API_CLIENTS for them. A malformed entry stops the process at start, naming
 the client and the entry's position, never the secret.
 
-Scopes: ``payments`` (the default: create payments and read its own, list the charges of
-customers it has paid), ``customers:all`` (list any customer's charges), ``admin`` (read every
-payment, list and replay dead letters).
+Scopes (checked by api/scopes.py): ``payments`` (the default: create, read and refund its own
+payments, list the charges of customers it has paid), ``metrics`` (read ``/metrics``, which
+shows every client's name and volume), ``customers:all`` (list any customer's charges),
+``admin`` (all of these, every payment, list and replay dead letters). A client of API_CLIENTS
+has exactly the scopes it lists, ``payments`` when it lists none.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ from pydantic_core import ErrorDetails
 from shared.callbacks import whsec
 from shared.settings.service_settings import Settings, split_commas
 
-SCOPES = frozenset({"payments", "customers:all", "admin"})
+SCOPES = frozenset({"payments", "metrics", "customers:all", "admin"})
 DEFAULT_SCOPES = frozenset({"payments"})
+# An API_KEYS entry names no scopes: it may use every route but the admin ones.
+KEY_SCOPES = frozenset({"payments", "metrics"})
 
 
 class ClientConfigError(ValueError):
@@ -139,7 +144,8 @@ class Client(BaseModel):
         return scope in self.scopes or self.is_admin
 
 
-ANONYMOUS = Client(name="anonymous", scopes=frozenset({"payments", "customers:all"}))
+# The caller when no client key is configured (API_ALLOW_ANONYMOUS, development only).
+ANONYMOUS = Client(name="anonymous", scopes=frozenset({"payments", "metrics", "customers:all"}))
 
 
 class ClientKey(BaseModel):
@@ -215,7 +221,7 @@ def load(settings: Settings) -> Registry:
             digest = digest_of(raw)
         except ValueError as exc:
             raise ClientConfigError(f"API_KEYS entry {position} {exc}") from None
-        client = Client(name=legacy_name(digest))
+        client = Client(name=legacy_name(digest), scopes=KEY_SCOPES)
         clients.append(client)
         add(KeyEntry(digest, client))
     for spec in _client_specs(settings):

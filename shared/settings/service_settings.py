@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     api_keys: CommaSeparatedSecrets = ()
     # Named clients with scopes and limits (JSON; see shared/settings/api_clients.py).
     api_clients: SecretStr | None = None
+    # With neither API_KEYS nor API_CLIENTS the API refuses to start unless this is set: then
+    # anyone may call it (development only; refused in production and with a live Stripe key).
+    api_allow_anonymous: bool = False
     # Per-client request rate (token bucket in Redis); a client's own max_rps/burst override.
     # 0 disables. Over it: 429 rate_limited with Retry-After and RateLimit headers.
     client_max_rps: float = Field(default=200.0, ge=0)
@@ -104,7 +107,9 @@ class Settings(BaseSettings):
     # Payment ids (and so Stripe idempotency keys) are an HMAC of the client and its
     # Idempotency-Key under this secret, so a retry after Redis lost its data still reaches
     # Stripe with the same key. Every API process must share it, and it must not change while
-    # keys are live; unset, it is derived from STRIPE_API_KEY (stable per Stripe account).
+    # keys are live. Required in production (the API refuses to start without it): derived
+    # from STRIPE_API_KEY, rotating a leaked Stripe key would change every payment id, and a
+    # retry after the rotation would charge again. Unset outside production: derived from it.
     payment_id_secret: SecretStr | None = None
 
     # An outcome Stripe could not be asked about (status `unknown`) is looked up again in the

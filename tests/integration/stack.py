@@ -91,6 +91,8 @@ class Stack:
             "STRIPE_API_BASE": self.stripe_base,
             "ENVIRONMENT": "test",
             "API_KEYS": CLIENT_KEY,
+            # Never open, whatever the test process's own environment says (tests/conftest.py).
+            "API_ALLOW_ANONYMOUS": "false",
             "STRIPE_API_KEY": SERVICE_STRIPE_KEY,
             "WORKER_CONCURRENCY": "8",
             "LOG_LEVEL": "DEBUG",

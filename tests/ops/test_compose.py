@@ -125,9 +125,23 @@ def test_worker_runs_the_image_entry_point(services: dict[str, Any]) -> None:
     assert "entrypoint" not in services["worker"]
 
 
+def published(service: dict[str, Any], shell: dict[str, str]) -> list[str]:
+    """A service's published ports (short form), as compose reads them with this shell."""
+    return [interpolate(str(port), shell) for port in service.get("ports") or ()]
+
+
+def test_every_port_is_published_on_loopback_unless_told_otherwise(
+    services: dict[str, Any],
+) -> None:
+    for name, service in services.items():
+        for port in published(service, {}):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert published(services["api"], {"BIND_ADDRESS": "0.0.0.0"}) == ["0.0.0.0:8080:8080"]
+
+
 def test_api_published_and_healthchecked_on_readyz(services: dict[str, Any]) -> None:
     api = services["api"]
-    assert "8080:8080" in [str(p) for p in api["ports"]]
+    assert published(api, {}) == ["127.0.0.1:8080:8080"]
     test = api["healthcheck"]["test"]
     text = " ".join(test) if isinstance(test, list) else str(test)
     assert "http://127.0.0.1:8080/readyz" in text
@@ -365,24 +379,68 @@ REAL = {
     "API_KEYS": "k9Fq2,zX81p",
     "FLOWER_BASIC_AUTH": "ops:Zq81mX",
     "REDIS_PASSWORD": "0f3a9c2e7b",
+    "PAYMENT_ID_SECRET": "5d1e0c4b9a",
 }
 
 
-def production_settings(shell: dict[str, str]) -> Any:
+def compose_settings(shell: dict[str, str]) -> Any:
     """Settings as the API/worker containers would build them from compose and this shell."""
     from shared.settings.service_settings import Settings
 
     env = effective_env(load_yaml(COMPOSE)["services"]["flower"], shell)
     env.update(effective_env(load_yaml(COMPOSE)["services"]["api"], shell))
     values: dict[str, Any] = {k.lower(): v for k, v in env.items()}
-    values["environment"] = "production"
+    # A container has only what compose gives it; this test process runs open (tests/conftest).
+    values.setdefault("api_allow_anonymous", "false")
     return Settings.model_validate(values)
 
 
+def production_settings(shell: dict[str, str]) -> Any:
+    return compose_settings({**shell, "ENVIRONMENT": "production"})
+
+
+def api_start_refusal(shell: dict[str, str]) -> str | None:
+    """Why the API, as compose starts it with this shell, refuses to start (None: it starts)."""
+    from api.start_rules import UnsafeStart, refuse_unsafe_start
+    from shared.settings.api_clients import load
+
+    settings = compose_settings(shell)
+    try:
+        refuse_unsafe_start(settings, load(settings))
+    except UnsafeStart as exc:
+        return str(exc)
+    return None
+
+
 def test_production_starts_with_real_values() -> None:
-    settings = production_settings({**REAL, "ENVIRONMENT": "production", "STRIPE_API_BASE": ""})
+    shell = {**REAL, "ENVIRONMENT": "production", "STRIPE_API_BASE": ""}
+    settings = production_settings(shell)
     assert settings.environment == "production"
     assert settings.redis_url == "redis://:0f3a9c2e7b@redis:6379/0"
+    assert api_start_refusal(shell) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"PAYMENT_ID_SECRET": None}, "PAYMENT_ID_SECRET is required"),
+        ({"API_KEYS": None}, "API_KEYS or API_CLIENTS is required"),
+        ({"API_ALLOW_ANONYMOUS": "true"}, "API_ALLOW_ANONYMOUS is refused"),
+    ],
+)
+def test_the_production_api_fails_closed(change: dict[str, str | None], refusal: str) -> None:
+    shell = {**REAL, "ENVIRONMENT": "production", "STRIPE_API_BASE": ""}
+    for name, value in change.items():
+        if value is None:
+            del shell[name]
+        else:
+            shell[name] = value
+    assert refusal in (api_start_refusal(shell) or "")
+
+
+def test_development_without_a_key_runs_open_only_when_asked() -> None:
+    assert "API_ALLOW_ANONYMOUS=true" in (api_start_refusal({"API_ALLOW_ANONYMOUS": "false"}) or "")
+    assert api_start_refusal({"API_ALLOW_ANONYMOUS": "true"}) is None
 
 
 @pytest.mark.parametrize(

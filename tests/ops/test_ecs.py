@@ -24,7 +24,7 @@ SECRET_NAMES = {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "FLOWE
                 "STRIPE_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRETS",
                 "PAYMENT_ID_SECRET"}  # fmt: skip
 # Secrets a stack may go without: the rule or the container's Fn::If says when.
-OPTIONAL_SECRET_ARNS = {"FlowerBasicAuthSecretArn", "ApiClientsSecretArn", "PaymentIdSecretArn"}
+OPTIONAL_SECRET_ARNS = {"FlowerBasicAuthSecretArn", "ApiClientsSecretArn"}
 # What one worker task (1 vCPU, threads pool of 128) completes when only Stripe's latency
 # limits it; deploy/ecs/README.md states the same figure and how to measure it.
 PER_TASK_CHARGES_PER_SECOND = 100
@@ -98,7 +98,7 @@ def test_secrets_come_from_secrets_manager(template: Any, name: str, secrets: se
         assert template["Parameters"][param]["Type"] == "String"
         assert str({"Ref": param}) in readable, f"the tasks may not read {param}"
         if param in OPTIONAL_SECRET_ARNS - {"FlowerBasicAuthSecretArn"}:
-            # Optional: API_KEYS alone is a configuration; payment ids have a derived key.
+            # Optional: API_KEYS alone is a configuration.
             assert template["Parameters"][param]["Default"] == ""
         elif param == "FlowerBasicAuthSecretArn":  # optional while Flower is off; a rule insists
             assert not rules_pass(
@@ -300,9 +300,14 @@ def test_workers_get_api_clients_and_the_callback_secrets(template: Any) -> None
         assert word in text, f"deploy/ecs/README.md lacks {word}"
 
 
-def test_the_payment_id_secret_is_optional_and_the_api_s_alone(template: Any) -> None:
-    """PAYMENT_ID_SECRET makes the payment ids, which only the API does: given to the API when
-    the stack has it, to no other task, and readable by the tasks only then."""
+def test_the_payment_id_secret_is_required_and_the_api_s_alone(template: Any) -> None:
+    """PAYMENT_ID_SECRET makes the payment ids, which only the API does, and the API refuses
+    production without it: a parameter with no default that only a Secrets Manager ARN
+    passes, given to the API alone, readable by the tasks."""
+    parameter = template["Parameters"]["PaymentIdSecretArn"]
+    assert "Default" not in parameter, "a stack must not deploy without it"
+    assert not re.fullmatch(parameter["AllowedPattern"], "")
+    assert re.fullmatch(parameter["AllowedPattern"], PAYMENT_ID_ARN)
     with_it = created(template, with_defaults(template, CertificateArn=CERT,
                                               PaymentIdSecretArn=PAYMENT_ID_ARN))  # fmt: skip
     assert task_env(with_it, "api")[1]["PAYMENT_ID_SECRET"] == {"Ref": "PaymentIdSecretArn"}
@@ -310,17 +315,10 @@ def test_the_payment_id_secret_is_optional_and_the_api_s_alone(template: Any) ->
         "Statement"
     ]
     assert {"Ref": "PaymentIdSecretArn"} in statement["Resource"]
-    without = created(template, with_defaults(template, CertificateArn=CERT))
-    assert "PAYMENT_ID_SECRET" not in task_env(without, "api")[1]  # derived from the Stripe key
-    (statement,) = without["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
-        "Statement"
-    ]
-    assert {"Ref": "PaymentIdSecretArn"} not in statement["Resource"]
     for name in ("worker", "flower"):  # every branch of their Fn::Ifs
         assert not set(API_ONLY_SECRETS) & set(secret_entries(container(template, name))), name
-    assert template["Parameters"]["PaymentIdSecretArn"]["Default"] == ""
     text = README.read_text(encoding="utf-8")
-    assert "PaymentIdSecretArn" in text
+    assert "PaymentIdSecretArn=arn:aws:secretsmanager" in text
     assert "PAYMENT_ID_SECRET" in text
     assert "never change" in text
 
