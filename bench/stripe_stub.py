@@ -3,8 +3,9 @@
 Answers the calls the service makes with Stripe-shaped JSON after a fixed delay, so that what is
 measured is the service and not an emulator: ``GET /v1/customers/{id}`` (with
 ``invoice_settings.default_payment_method``), ``POST /v1/payment_intents`` (succeeded, ``pi_``,
-``latest_charge`` ``ch_``), ``GET /v1/payment_intents/{id}`` and ``GET /v1/charges`` (a page of
-charges with their PaymentIntent expanded). asyncio (aiohttp, uvloop when present): thousands of
+``latest_charge`` ``ch_``), ``GET /v1/payment_intents/{id}``, ``GET /v1/payment_intents`` (no
+earlier attempt: an empty page) and ``GET /v1/charges`` (a page of charges with their
+PaymentIntent expanded). asyncio (aiohttp, uvloop when present): thousands of
 delayed requests wait at once without a thread each.
 
 Control (for the benchmark driver): ``POST /_bench/latency?ms=200`` sets the delay,
@@ -94,6 +95,11 @@ async def retrieve_payment_intent(request: web.Request) -> web.Response:
     return _json(_intent(request.match_info["id"], {}))
 
 
+async def list_payment_intents(request: web.Request) -> web.Response:
+    await _delay(request, "payment_intents.list")
+    return _json({"object": "list", "url": "/v1/payment_intents", "has_more": False, "data": []})
+
+
 async def list_charges(request: web.Request) -> web.Response:
     await _delay(request, "charges.list")
     limit = min(int(request.query.get("limit", "10")), 100)
@@ -149,6 +155,7 @@ def make_app(latency_ms: float = 0.0) -> web.Application:
     app.router.add_get("/v1/customers/{id}", retrieve_customer)
     app.router.add_post("/v1/payment_intents", create_payment_intent)
     app.router.add_get("/v1/payment_intents/{id}", retrieve_payment_intent)
+    app.router.add_get("/v1/payment_intents", list_payment_intents)
     app.router.add_get("/v1/charges", list_charges)
     app.router.add_post("/_bench/latency", set_latency)
     app.router.add_get("/_bench/stats", stats)

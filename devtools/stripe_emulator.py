@@ -6,6 +6,9 @@ store grows, and crashing on restart past ~64 KB). Here the store lives in memor
 
 Two gaps are filled so that it answers like Stripe does for what this service uses:
 - lists come back newest first (localstripe returns insertion order, oldest first);
+- ``GET /v1/payment_intents`` lists PaymentIntents as Stripe does (localstripe refuses every
+  filter): by ``customer``, ``created`` (a timestamp, or ``gt``/``gte``/``lt``/``lte``),
+  ``limit`` (1 to 100, 10 by default) and ``starting_after``, newest first, with ``has_more``;
 - ``GET /v1/charges?customer=`` keeps its 404 for an unknown customer (already the case);
 - 3-D Secure: ``pm_card_threeDSecure2Required`` (a card whose charges need authentication,
   completed with ``POST /v1/payment_intents/{id}/_authenticate``), and the
@@ -45,11 +48,62 @@ def build_app() -> Any:
         return li
 
     resources.StripeObject._api_list_all = classmethod(newest_first)
+    _payment_intent_list(resources)
     _three_d_secure(resources)
     _disputes(resources)
     from localstripe import server  # after the patches: it routes resources.extra_apis
 
     return server.app
+
+
+CREATED_RANGE = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
+
+
+def _payment_intent_list(resources: Any) -> None:
+    """``GET /v1/payment_intents`` with Stripe's filters: the service reconciles through it."""
+    from localstripe.errors import UserError
+
+    intent = resources.PaymentIntent
+    list_all = resources.StripeObject.__dict__["_api_list_all"].__func__  # newest first
+
+    def created_filter(created: Any) -> Any:
+        """A timestamp is an exact match; a dict, bounds that must all hold."""
+        bounds = created.items() if isinstance(created, dict) else [("", created)]
+        tests = []
+        for op, raw in bounds:
+            value = resources.try_convert_to_int(raw)
+            test = CREATED_RANGE.get(op) if op else int.__eq__
+            if test is None or type(value) is not int:
+                name = f"created[{op}]" if op else "created"
+                raise UserError(400, f"Invalid {name}: {raw!r}")
+            tests.append((test, value))
+        return lambda obj: all(test(obj.created, value) for test, value in tests)
+
+    def list_intents(
+        cls: Any,
+        /,
+        url: Any,
+        customer: Any = None,
+        created: Any = None,
+        limit: Any = None,
+        starting_after: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs))
+        limit = resources.try_convert_to_int(10 if limit is None else limit)
+        if type(limit) is not int or not 1 <= limit <= 100:
+            raise UserError(400, "limit must be an integer between 1 and 100")
+        if customer is not None:
+            resources.Customer._api_retrieve(customer)  # 404 for an unknown customer
+        li = list_all(cls, url, limit=limit, starting_after=starting_after)
+        if customer is not None:
+            li._list = [pi for pi in li._list if pi.customer == customer]
+        if created is not None:
+            li._list = list(filter(created_filter(created), li._list))
+        return li
+
+    intent._api_list_all = classmethod(list_intents)
 
 
 # Stripe's test payment method whose every charge needs 3-D Secure (card 4000 0027 6000 3184).

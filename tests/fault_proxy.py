@@ -5,8 +5,10 @@ It behaves as Stripe documents where the emulator does not:
   answer (``Idempotent-Replayed: true``); with other parameters it answers 400
   ``idempotency_error``; while the first request is still running, 409;
 and, on demand (``POST /_proxy/config``), it injects faults:
-- ``fail``: answer the next N Stripe requests (to ``path`` if given) with a status (429/500/
-  502/503) before the idempotency layer, with ``Stripe-Should-Retry`` and ``Retry-After``;
+- ``fail``: answer the next N Stripe requests (to ``path`` and of ``method`` if given: Stripe
+  counts ``POST /v1/payment_intents`` and ``GET /v1/payment_intents`` as two endpoints) with a
+  status (429/500/502/503) before the idempotency layer, with ``Stripe-Should-Retry`` and
+  ``Retry-After``;
 - ``latency_ms``: delay every request;
 - ``drop``: forward the next N POSTs, save Stripe's answer, then cut the connection so the
   caller never sees it (``drop_forgets``: and forget every saved key at that moment;
@@ -104,7 +106,14 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if state.latency_ms:
         await asyncio.sleep(state.latency_ms / 1000)
 
-    fault = next((f for f in state.fail if f.get("path") in (None, request.path)), None)
+    fault = next(
+        (
+            f
+            for f in state.fail
+            if f.get("path") in (None, request.path) and f.get("method") in (None, request.method)
+        ),
+        None,
+    )
     if fault is not None:
         state.fail.remove(fault)
         entry["outcome"] = f"injected {fault['status']}"

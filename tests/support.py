@@ -122,6 +122,13 @@ class StripeAdmin:
         data: list[dict[str, Any]] = page.json()["data"]
         return data
 
+    def payment_intents(self, customer: str) -> list[dict[str, Any]]:
+        """Every PaymentIntent of the customer, charged or not, newest first."""
+        page = self.http.get("/v1/payment_intents", params={"customer": customer, "limit": 100})
+        page.raise_for_status()
+        data: list[dict[str, Any]] = page.json()["data"]
+        return data
+
 
 def stripe_admin_http(base_url: str) -> httpx.Client:
     """An HTTP client for the emulator itself, with the emulator's key."""

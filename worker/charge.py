@@ -9,8 +9,8 @@ The rules, as they hold now:
 2. An unknown outcome is reconciled before any new attempt. Whenever an earlier attempt may
    have reached Stripe without its answer being recorded (any retry or redelivery, a replayed
    dead letter, a key Stripe says was used with other parameters), the attempt first looks for
-   a PaymentIntent carrying our payment id and adopts it. A first attempt pays nothing for
-   this; a retry pays one list call.
+   a PaymentIntent carrying our payment id among the customer's (whatever its status) and
+   adopts it. A first attempt pays nothing for this; a retry pays one list call.
 3. "Not charged" only when known. When retries run out, Stripe is asked once more; a charge
    found is adopted, none found (Stripe answered) fails the payment as not charged and files a
    dead letter. If Stripe cannot be asked, the payment becomes ``unknown`` (code
@@ -100,7 +100,7 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
                            payment_intent_id=held.payment_intent)  # fmt: skip
 
     def _find(self, held: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome | None:
-        return find_charge(self._gateway, stripe, held)
+        return find_intent(self._gateway, stripe, held)
 
     def _write(self, held: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome:
         method = held.payment_method
@@ -176,16 +176,21 @@ def finish(
     return Done(settled.status)
 
 
-def find_charge(
+# Stripe's clock and ours may differ: look this far before the record's creation.
+CREATED_MARGIN_SECONDS = 60
+
+
+def find_intent(
     gateway: StripeGateway, stripe: MeteredStripe, record: PaymentRecord
 ) -> ChargeOutcome | None:
-    """The PaymentIntent that already charged this payment, if Stripe has one."""
+    """The PaymentIntent an earlier attempt made for this payment, if Stripe has one, charged
+    or not (one awaiting 3-D Secure has no charge, and must be adopted all the same)."""
     return stripe.call(
-        "charges.list",
+        "payment_intents.list",
         gateway.find_payment_intent,
         customer=record.account_id,
         payment_id=record.id,
-        created_after=epoch_seconds(record.created_at) - 60,
+        created_since=epoch_seconds(record.created_at) - CREATED_MARGIN_SECONDS,
     )
 
 

@@ -160,24 +160,21 @@ class StripeGateway:
         )
 
     def find_payment_intent(
-        self, *, customer: str, payment_id: str, created_after: int
+        self, *, customer: str, payment_id: str, created_since: int
     ) -> ChargeOutcome | None:
-        """The PaymentIntent that already charged ``payment_id``, if any, found through the
-        customer's charges (PaymentIntents cannot be listed by customer on every Stripe)."""
+        """The newest of the customer's PaymentIntents created at or after ``created_since``
+        (epoch seconds) that carries our ``payment_id``, whatever its status: one that made no
+        charge (awaiting 3-D Secure, declined) is found as well as one that charged."""
         params: dict[str, Any] = {
             "customer": customer,
             "limit": 100,
-            "created": {"gt": created_after},
-            "expand": ["data.payment_intent"],
+            "created": {"gte": created_since},
         }
         try:
             while True:
-                page = self._get("/v1/charges", **params)
-                for charge in page.get("data", ()):
-                    intent = charge.get("payment_intent")
-                    if isinstance(intent, dict) and (
-                        field_of(intent.get("metadata"), "payment_id") == payment_id
-                    ):
+                page = self._get("/v1/payment_intents", **params)
+                for intent in page.get("data", ()):
+                    if field_of(intent.get("metadata"), "payment_id") == payment_id:
                         return intent_outcome(intent)
                 if not page.get("has_more") or not page.get("data"):
                     return None

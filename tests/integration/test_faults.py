@@ -22,6 +22,7 @@ import pytest
 
 from devtools.demo import create_test_customer
 from devtools.processes import ProcessGroup
+from devtools.stripe_emulator import THREE_D_SECURE_CARD
 from shared.celery_message import task_message
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
@@ -39,6 +40,8 @@ from tests.support import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PI_PATH = "/v1/payment_intents"
+# Faults aimed at the create alone: the list the retries reconcile through has the same path.
+CREATE = {"method": "POST", "path": PI_PATH}
 FAST_RETRIES = {
     "CHARGE_RETRY_BACKOFF_SECONDS": "0.2",
     "CHARGE_RETRY_BACKOFF_MAX_SECONDS": "2",
@@ -76,6 +79,10 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
+def is_create(entry: dict[str, Any]) -> bool:
+    return bool(entry["method"] == "POST" and entry["path"] == PI_PATH)
+
+
 def intent_posts(stack: Stack, payment_id: str) -> list[dict[str, Any]]:
     return [
         e
@@ -91,10 +98,10 @@ def test_1_a_burst_of_429_and_5xx_is_retried_with_one_key_and_charges_once(
     customer = stripe.customer()
     stack.proxy(
         fail=[
-            {"status": 429, "path": PI_PATH, "retry_after": 1},
-            {"status": 503, "path": PI_PATH, "should_retry": True},
-            {"status": 500, "path": PI_PATH},
-            {"status": 502, "path": PI_PATH},
+            {**CREATE, "status": 429, "retry_after": 1},
+            {**CREATE, "status": 503, "should_retry": True},
+            {**CREATE, "status": 500},
+            {**CREATE, "status": 502},
         ]
     )
 
@@ -126,7 +133,7 @@ def test_1c_stripe_should_retry_false_is_final(
     stack: Stack, api: httpx.Client, stripe: StripeAdmin
 ) -> None:
     customer = stripe.customer()
-    stack.proxy(fail=[{"status": 500, "path": PI_PATH, "should_retry": False}])
+    stack.proxy(fail=[{**CREATE, "status": 500, "should_retry": False}])
 
     response = pay(api, customer, wait=30)
 
@@ -237,7 +244,7 @@ def test_6_stripe_down_for_good_fails_the_payment_and_an_operator_replays_it(
     stack: Stack, api: httpx.Client, stripe: StripeAdmin
 ) -> None:
     customer = stripe.customer()
-    stack.proxy(fail=[{"status": 503, "path": PI_PATH, "count": 1000}])
+    stack.proxy(fail=[{**CREATE, "status": 503, "count": 1000}])
 
     accepted = pay(api, customer).json()
     outcome = final(api, accepted["id"])
@@ -333,9 +340,7 @@ def test_9_charged_then_stripe_refuses_every_write_ends_succeeded_not_failed(
     customer = stripe.customer()
     # The charge lands and its answer is lost (Stripe forgets the key too); from then on every
     # write is refused with 503 until the retry budget is spent. Reads still answer.
-    stack.proxy(
-        drop=1, drop_forgets=True, then_fail=[{"status": 503, "path": PI_PATH, "count": 100}]
-    )
+    stack.proxy(drop=1, drop_forgets=True, then_fail=[{**CREATE, "status": 503, "count": 100}])
 
     accepted = pay(api, customer).json()
     outcome = final(api, accepted["id"], timeout=120)
@@ -434,7 +439,7 @@ def test_12_a_backlog_under_the_default_sized_fleet_and_a_cap_drains_with_nothin
                 break
             assert time.monotonic() < deadline, f"not drained: {statuses}"
             time.sleep(5)
-        creates = sorted(e["time"] for e in stack.proxy_log() if e["path"] == PI_PATH)
+        creates = sorted(e["time"] for e in stack.proxy_log() if is_create(e))
         dead = client.zcard(DEAD_LETTERS)
 
     assert statuses == Counter({"succeeded": count})
@@ -478,7 +483,7 @@ def test_13_a_message_lost_in_transit_is_recovered_and_a_backlog_is_not_echoed(
         stack.start_worker("w1")
         outcomes = [final(api, payment_id, timeout=180) for payment_id in [*ids, lost]]
         log = stack.worker_log("w1").read_text()
-        creates = Counter(e["idempotency_key"] for e in stack.proxy_log() if e["path"] == PI_PATH)
+        creates = Counter(e["idempotency_key"] for e in stack.proxy_log() if is_create(e))
 
     assert {o["status"] for o in outcomes} == {"succeeded"}
     requeued = [line for line in log.splitlines() if '"sweep.requeued"' in line]
@@ -625,3 +630,29 @@ def test_16_an_event_whose_object_stripe_cannot_give_is_retried_not_dropped(
     fetches = [e["outcome"] for e in stack.proxy_log()[since:] if e["path"] == charge_path]
     assert fetches == ["injected 503"] * 3 + ["forwarded 200"]
     print("\n[16] the event's object refused 3 times (503): fetched a 4th time, applied")
+
+
+def test_17_a_3ds_payment_whose_answer_was_lost_and_key_forgotten_is_adopted_not_made_again(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    """A PaymentIntent awaiting 3-D Secure has made no charge: the retry finds it among the
+    customer's PaymentIntents, not its charges, and adopts it."""
+    customer = stripe.customer(card=THREE_D_SECURE_CARD)
+    stack.proxy(drop=1, drop_forgets=True)
+
+    response = pay(api, customer, wait=30)
+
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert error["code"] == "authentication_required"
+    payment = api.get(f"/payments/{error['payment_id']}").json()
+    assert payment["status"] == "requires_action"
+    outcomes = [p["outcome"] for p in intent_posts(stack, payment["id"])]
+    assert outcomes == ["forwarded_then_dropped"]  # adopted: no second create
+    (intent,) = stripe.payment_intents(customer)
+    assert intent["id"] == payment["payment_intent"]
+    assert intent["status"] == "requires_action"
+    assert payment["client_secret"] == intent["client_secret"]
+    assert stripe.charges(customer) == []
+    print("\n[17] 3-D Secure, answer lost, key forgotten: requires_action adopted, "
+          "1 PaymentIntent")  # fmt: skip

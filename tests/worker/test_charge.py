@@ -42,6 +42,7 @@ class FakeStripe:
     decline: bool = False
     ledger: list[dict[str, Any]] = field(default_factory=list)
     saved: dict[str, ChargeOutcome] = field(default_factory=dict)
+    made: list[ChargeOutcome] = field(default_factory=list)  # as Stripe holds them now
     fail_find: list[Exception] = field(default_factory=list)
     finds: int = 0
 
@@ -68,6 +69,7 @@ class FakeStripe:
             next_action="use_stripe_sdk" if self.outcome_status == "requires_action" else None,
         )
         self.saved[key] = outcome
+        self.made.append(outcome)
         if self.lose_answer_once:
             self.lose_answer_once = False
             raise TransientStripeError("connection reset after the request was sent")
@@ -77,14 +79,16 @@ class FakeStripe:
         return ChargeOutcome("succeeded", payment_intent_id, "ch_later")
 
     def find_payment_intent(
-        self, *, customer: str, payment_id: str, created_after: int
+        self, *, customer: str, payment_id: str, created_since: int
     ) -> ChargeOutcome | None:
+        """Every PaymentIntent made, charged or not, newest first (Stripe's list by customer)."""
         self.finds += 1
         if self.fail_find:
             raise self.fail_find.pop(0)
-        for n, params in enumerate(self.ledger, start=1):
+        for n in reversed(range(len(self.ledger))):
+            params = self.ledger[n]
             if params["payment_id"] == payment_id and params["customer"] == customer:
-                return ChargeOutcome("succeeded", f"pi_{n}", f"ch_{n}")
+                return self.made[n]
         return None
 
 
@@ -174,6 +178,25 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_charges_once(
 
     second = processor.process(payment_id)
     assert second == Done(status="succeeded")  # type: ignore[arg-type]
+    assert len(stripe.ledger) == 1
+
+
+def test_a_payment_awaiting_3ds_whose_answer_was_lost_and_key_forgotten_is_adopted(
+    redis: fakeredis.FakeRedis, stripe: FakeStripe, processor: ChargeProcessor
+) -> None:
+    # Its PaymentIntent made no charge: only a list of PaymentIntents can find it.
+    stripe.outcome_status = "requires_action"
+    stripe.lose_answer_once = True
+    payment_id = queue_payment(redis)
+    assert isinstance(processor.process(payment_id), RetryLater)
+    stripe.saved.clear()
+
+    processor.process(payment_id)
+
+    record = load(redis, payment_id)
+    assert record.status == "requires_action"
+    assert record.payment_intent == "pi_1"
+    assert record.next_action == "use_stripe_sdk"
     assert len(stripe.ledger) == 1
 
 
