@@ -9,6 +9,7 @@ queue (CALLBACK_QUEUE).
 from __future__ import annotations
 
 import time
+import uuid
 
 import structlog
 from celery import Task
@@ -22,7 +23,7 @@ from shared.payments.payment_records import STRIPE_EVENT_TASK
 from shared.payments.refund_records import REFUND_TASK
 from shared.stripe.outcomes import TransientStripeError
 from worker.attempts import RetryLater
-from worker.callback_delivery import Callback
+from worker.callback_delivery import Callback, Deferred
 from worker.celery_app import app
 from worker.redis_wait import until_redis_answers
 from worker.singletons import callback_sender, event_processor, refund_processor, settings
@@ -82,9 +83,12 @@ def refund(self: Task[[str], str | None], refund_id: str) -> str | None:
     return result.status.value if result.status else None
 
 
-# Routed to CALLBACK_QUEUE by the app's task_routes (worker.celery_app).
-@app.task(name=CALLBACK_TASK, max_retries=0, acks_late=True)
+# Routed to CALLBACK_QUEUE by the app's task_routes (worker.celery_app). max_retries=None: a
+# failed attempt schedules the next one itself (in Redis, see worker.callback_delivery); Celery
+# retries only put back a message whose attempt could not begin, for a few seconds.
+@app.task(bind=True, name=CALLBACK_TASK, max_retries=None, acks_late=True)
 def callback(
+    self: Task[[str, str, str, str, int, int], str],
     event_id: str,
     event_type: str,
     payment_id: str,
@@ -92,10 +96,21 @@ def callback(
     occurred_ms: int,
     attempt: int = 1,
 ) -> str:
-    """One attempt to deliver one callback. A failed attempt schedules the next one itself
-    (in Redis, see worker.callback_delivery), so the task never retries through Celery."""
+    """One attempt to deliver one callback, or its message back to the queue for a moment when
+    the attempt cannot begin (no free callback slot in this worker, or another attempt at the
+    event is live): a thread never waits for a slot."""
     delivery = Callback(event_id, event_type, payment_id, refund_id, occurred_ms, attempt)
+    token = uuid.uuid4().hex  # the attempt's hold on its event, kept across Redis waits
     with structlog.contextvars.bound_contextvars(event_id=event_id, payment_id=payment_id):
-        return until_redis_answers(
-            lambda: callback_sender().send(delivery), event="callback.redis_unavailable"
+        result = until_redis_answers(
+            lambda: callback_sender().send(delivery, token=token),
+            event="callback.redis_unavailable",
         )
+    if isinstance(result, Deferred):
+        # Stamped as when the callback was first queued, so that the recovery sweep never
+        # takes the waiting message for one the queue has moved past. Under the visibility
+        # timeout, so that the transport never hands it out twice.
+        enqueued_at = getattr(self.request, "enqueued_at", None) or int(time.time() * 1000)
+        countdown = min(result.countdown, settings.visibility_timeout_seconds / 2)
+        raise self.retry(countdown=countdown, headers={"enqueued_at": str(enqueued_at)})
+    return result

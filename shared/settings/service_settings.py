@@ -173,7 +173,16 @@ class Settings(BaseSettings):
     # (development and tests; refused in production).
     callback_allow_private_networks: bool = False
     callback_queue: str = "callbacks"
-    callback_timeout_seconds: float = Field(default=10.0, gt=0, le=10)
+    # The hard deadline of one callback attempt: the whole exchange (lookup, connect, TLS,
+    # send, status line), however the receiver trickles its answer; then the attempt failed
+    # and is retried on the schedule. 15-30 s is Standard Webhooks' recommendation.
+    callback_timeout_seconds: float = Field(default=15.0, gt=0, le=30)
+    # Callbacks in flight at once in one worker process (unset: a quarter of
+    # WORKER_CONCURRENCY, at least 1), so that charges always have threads; and of one client's
+    # payments (unset: half of that, at least 1), so that one client's receivers cannot take
+    # the whole callback share. A callback that finds no free slot goes back to its queue.
+    callback_max_in_flight: int | None = Field(default=None, ge=1, le=1024)
+    callback_max_in_flight_per_client: int | None = Field(default=None, ge=1, le=1024)
     # Retries with exponential backoff (10 s doubling, capped at 2 h) and jitter: 25 attempts
     # span about a day; then a dead letter.
     callback_max_attempts: int = Field(default=25, ge=1, le=100)
@@ -245,6 +254,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _callback_attempt_fits_visibility(self) -> Settings:
+        # A callback attempt outliving its message's visibility would be delivered again
+        # beside it (the event's lease would hold the second back, but only by waiting).
+        if self.visibility_timeout_seconds <= self.callback_timeout_seconds + 5:
+            raise ValueError(
+                f"VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds} s) must exceed "
+                f"CALLBACK_TIMEOUT_SECONDS + 5 = {self.callback_timeout_seconds + 5:g} s"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _wait_fits_socket_timeout(self) -> Settings:
         # A WAIT longer than the API's socket timeout would end as a timeout (503
         # redis_unavailable) instead of its own answer.
@@ -292,6 +312,26 @@ class Settings(BaseSettings):
     def client_keys(self) -> tuple[str, ...]:
         """API_KEYS entries: raw keys, or ``sha256:<hex>`` digests of keys."""
         return tuple(key.get_secret_value() for key in self.api_keys)
+
+    @property
+    def callback_slots(self) -> int:
+        """Callbacks in flight at once in one worker process (CALLBACK_MAX_IN_FLIGHT)."""
+        if self.callback_max_in_flight is not None:
+            return self.callback_max_in_flight
+        return max(1, self.worker_concurrency // 4)
+
+    @property
+    def callback_client_slots(self) -> int:
+        """Of those, one client's at most (CALLBACK_MAX_IN_FLIGHT_PER_CLIENT)."""
+        if self.callback_max_in_flight_per_client is not None:
+            return min(self.callback_max_in_flight_per_client, self.callback_slots)
+        return max(1, self.callback_slots // 2)
+
+    @property
+    def callback_lease_seconds(self) -> float:
+        """An attempt's hold on its event: it outlives the attempt's deadline, its lookups and
+        its outcome's write."""
+        return self.callback_timeout_seconds + 30
 
     @property
     def lease_seconds(self) -> float:

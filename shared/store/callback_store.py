@@ -17,7 +17,8 @@ Receivers dedupe on ``webhook-id``, so a rare duplicate is harmless; a loss is n
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 import redis
@@ -32,6 +33,13 @@ SWEEP_BATCH = 500  # filed callbacks a sweep round looks at, at most
 CLOCK_SKEW_MS = 5_000  # as the charges' sweep allows (shared.store.payment_store)
 # The event hash's fields while its message is out (removed when the callback is filed no more).
 PENDING_FIELDS = ("message", "enqueued_at", "alive_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Another attempt at the event is live, for ``seconds`` more at most."""
+
+    seconds: float
 
 
 def _args(**named: Any) -> bytes:
@@ -62,6 +70,8 @@ class CallbackStore:
         self._replay = client.register_script(source("replay_callback"))
         self._sweep = client.register_script(source("requeue_callback"))
         self._alive = client.register_script(source("callback_alive"))
+        self._lease = client.register_script(source("take_callback_lease"))
+        self._release = client.register_script(source("release_callback_lease"))
 
     def count(self, outcome: str) -> None:
         self._redis.hincrby(keys.CALLBACK_COUNTS, outcome, 1)
@@ -73,25 +83,48 @@ class CallbackStore:
             args=[_args(event_id=event_id, now_ms=int(time.time() * 1000))],
         )
 
-    def _unfile(self, pipe: Any, event_id: str) -> None:
+    def take_lease(
+        self, event_id: str, *, task_id: str, token: str
+    ) -> Literal["taken", "duplicate"] | Held:
+        """One attempt per event at a time: ``taken`` (the attempt may begin; the sweep sees it
+        alive), ``duplicate`` (the message is not the one filed for the event: an attempt
+        already done with, or one not due yet), or Held (another attempt is live). The lease
+        lasts CALLBACK_TIMEOUT_SECONDS + 30 s and is released by the attempt's outcome."""
+        answer = self._lease(
+            keys=[keys.CALLBACKS_PENDING, keys.callback_key(event_id), keys.lock_key(event_id)],
+            args=[_args(event_id=event_id, task_id=task_id, token=token,
+                        lease_ms=int(self._settings.callback_lease_seconds * 1000),
+                        now_ms=int(time.time() * 1000))],
+        )  # fmt: skip
+        if answer[0] == 1:
+            return "taken"
+        if answer[0] == 0:
+            return "duplicate"
+        return Held(max(int(answer[1]), 0) / 1000)
+
+    def _unfile(self, pipe: Any, event_id: str, token: str | None) -> None:
         pipe.zrem(keys.CALLBACKS_PENDING, event_id)
         pipe.hdel(keys.callback_key(event_id), *PENDING_FIELDS)
+        if token is not None:
+            self._release(keys=[keys.lock_key(event_id)], args=[_args(token=token)], client=pipe)
 
-    def settle(self, event_id: str, outcome: str) -> None:
+    def settle(self, event_id: str, outcome: str, *, token: str | None = None) -> None:
         """The callback is done with (``delivered``, ``skipped``): it leaves the sweep's
-        pending set, and is counted; one MULTI."""
+        pending set, and is counted; the attempt's lease (``token``) is released; one MULTI."""
         with self._redis.pipeline(transaction=True) as pipe:
-            self._unfile(pipe, event_id)
+            self._unfile(pipe, event_id, token)
             pipe.hincrby(keys.CALLBACK_COUNTS, outcome, 1)
             pipe.execute()
 
-    def retry_at(self, event_id: str, message: bytes, due_at: float) -> None:
+    def retry_at(
+        self, event_id: str, message: bytes, due_at: float, *, token: str | None = None
+    ) -> None:
         """Hold the next attempt's message until ``due_at`` (not a Celery countdown: those
         longer than the visibility timeout would be delivered twice). Held here, the callback
         is not the sweep's until it goes back to the queue (``requeue_due`` files it again)."""
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.CALLBACK_RETRIES, {message: due_at})
-            self._unfile(pipe, event_id)
+            self._unfile(pipe, event_id, token)
             pipe.hincrby(keys.CALLBACK_COUNTS, "retried", 1)
             pipe.execute()
 
@@ -155,12 +188,14 @@ class CallbackStore:
         """The callbacks filed for the sweep (their messages are out), oldest look first."""
         return [m.decode() for m in self._redis.zrange(keys.CALLBACKS_PENDING, 0, -1)]  # type: ignore[union-attr]
 
-    def dead_letter(self, event_id: str, fields: dict[str, str]) -> None:
-        """Keep a callback whose retries ran out (or whose endpoint was refused), with what
-        replays it; one MULTI, so it is listed only with its fields. It leaves the sweep's
-        pending set in the same step."""
+    def dead_letter(
+        self, event_id: str, fields: dict[str, str], *, token: str | None = None
+    ) -> None:
+        """Keep a callback whose retries ran out (or whose endpoint was refused or is gone),
+        with what replays it; one MULTI, so it is listed only with its fields. It leaves the
+        sweep's pending set, and the attempt's lease is released, in the same step."""
         with self._redis.pipeline(transaction=True) as pipe:
-            self._unfile(pipe, event_id)
+            self._unfile(pipe, event_id, token)
             pipe.hset(keys.callback_key(event_id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(keys.callback_key(event_id), self._settings.record_ttl_seconds)
             pipe.zadd(keys.CALLBACK_DEAD_LETTERS, {event_id: time.time()})

@@ -37,7 +37,8 @@ Key (type; TTL; written by):
   retry horizon; API, in the script that enqueues the event's task).
 - ``payments:refund:{refund_id}`` (hash, a refund; RECORD_TTL_SECONDS; API on accept, workers)
   and ``payments:refunds:{payment_id}`` (list of the payment's refund ids, oldest first; same
-  TTL; API). A refund's lease is ``payments:lock:{refund_id}``.
+  TTL; API). A refund's lease is ``payments:lock:{refund_id}``, a callback attempt's
+  ``payments:lock:{event_id}`` (CALLBACK_TIMEOUT_SECONDS + 30 s; workers).
 - ``payments:awaiting_action`` (sorted set of payments waiting for their customer, 3-D
   Secure, by next re-check at Stripe; workers: the charge path's outcome and the lifecycle
   moves add, the re-check round removes).

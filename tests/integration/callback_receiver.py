@@ -1,10 +1,13 @@
-"""A client's callback endpoint for integration tests: a small aiohttp server in a thread that
-verifies every delivery with the ``standardwebhooks`` package and records it."""
+"""Clients' callback endpoints for integration tests: a small aiohttp server in a thread that
+verifies every delivery with the ``standardwebhooks`` package and records it, and a receiver
+that trickles its answer."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+import time
 from typing import Any
 
 from aiohttp import web
@@ -72,3 +75,69 @@ class CallbackReceiver:
     def acknowledged(self) -> dict[str, dict[str, Any]]:
         """The events answered 200, by type."""
         return {d["type"]: d for d in self.deliveries if d["status"] == 200}
+
+
+class TricklingReceiver:
+    """A hostile or broken callback endpoint: reads each request whole, then answers
+    ``200 OK`` one byte every ``interval`` seconds, for as long as the sender stays. It notes
+    when each connection opened and when the sender closed it, and the most open at once."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    def __init__(self, interval: float = 2.0) -> None:
+        self.interval = interval
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        self.connections: list[dict[str, float | None]] = []  # opened, closed (monotonic)
+        self.most_open = 0
+        self._open = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen: dict[str, float | None] = {"opened": time.monotonic(), "closed": None}
+        self.connections.append(seen)
+        self._open += 1
+        self.most_open = max(self.most_open, self._open)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            for byte in self.ANSWER:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                try:  # the next byte after the interval, unless the sender hangs up first
+                    if not await asyncio.wait_for(reader.read(1), self.interval):
+                        break
+                except TimeoutError:
+                    continue
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            seen["closed"] = time.monotonic()
+            self._open -= 1
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    def __enter__(self) -> TricklingReceiver:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def lifetimes(self, now: float | None = None) -> list[float]:
+        """How long each connection stayed open (until now for one still open)."""
+        now = time.monotonic() if now is None else now
+        return [(c["closed"] or now) - (c["opened"] or now) for c in self.connections]

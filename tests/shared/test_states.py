@@ -48,6 +48,8 @@ NO_RECORDS = {
     "replay_callback",
     "requeue_callback",
     "requeue_callbacks",
+    "take_callback_lease",
+    "release_callback_lease",
 }
 
 

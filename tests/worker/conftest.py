@@ -11,14 +11,15 @@ import fakeredis
 import httpx
 import pytest
 
+from shared.callbacks.events import callback_message
 from shared.payments.payment_records import new_record_fields
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store.callback_store import CallbackStore
-from shared.store.keys import record_key
+from shared.store.keys import CALLBACK_RETRIES, record_key
 from shared.store.lifecycle_store import LifecycleStore
 from shared.store.refund_store import RefundStore
-from worker.callback_delivery import CallbackSender
+from worker.callback_delivery import Callback, CallbackSender
 
 # Where every name resolves for the senders below: the tests' DNS, a public address. The send-time
 # refusal of private addresses is shown with the real resolver (test_callbacks.py).
@@ -126,7 +127,30 @@ def make_sender(redis: fakeredis.FakeRedis, receiver: Receiver) -> MakeSender:
         return CallbackSender(
             CallbackStore(redis, settings), LifecycleStore(redis, settings),
             RefundStore(redis, settings), settings,
-            http=httpx.Client(transport=httpx.MockTransport(receiver)), **extra,
+            transport=httpx.MockTransport(receiver), **extra,
         )  # fmt: skip
 
     return make
+
+
+class FileCallback(Protocol):
+    def __call__(self, settings: Settings, callback: Callback) -> Callback: ...
+
+
+@pytest.fixture
+def file_callback(redis: fakeredis.FakeRedis) -> FileCallback:
+    """File ``callback``'s message as the script that queues it does (the recovery sweep's
+    record, which the event's lease checks an attempt against), the queue left as it was; the
+    callback."""
+
+    def file(settings: Settings, callback: Callback) -> Callback:
+        message = callback_message(
+            settings, callback.event_type, callback.payment_id, callback.refund_id,
+            attempt=callback.attempt, occurred_ms=callback.occurred_ms,
+        )  # fmt: skip
+        redis.zadd(CALLBACK_RETRIES, {message: 0})
+        assert CallbackStore(redis, settings).requeue_due(now=1) == 1  # files it, and queues it
+        redis.lrem(settings.callback_queue, 1, message.decode())
+        return callback
+
+    return file

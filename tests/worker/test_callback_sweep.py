@@ -33,7 +33,7 @@ from shared.store.keys import (
 from shared.store.lifecycle_store import LifecycleStore, Transition
 from shared.store.refund_store import AsyncRefundStore, RefundStore
 from tests.worker.conftest import MakeSender, Receiver, SeedPayment
-from worker.callback_delivery import Callback, CallbackSender
+from worker.callback_delivery import Callback, CallbackSender, Deferred
 from worker.dead_letters import main as dead_letters
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
@@ -67,11 +67,13 @@ def succeeded_with_callback(redis: fakeredis.FakeRedis, seed_payment: SeedPaymen
 
 def work(redis: fakeredis.FakeRedis, send: CallbackSender) -> list[str]:
     """A worker draining the callback queue: each message's task run once; the outcomes."""
-    outcomes = []
+    outcomes: list[str] = []
     while (raw := redis.rpop("callbacks")) is not None:
         message = orjson.loads(raw)  # type: ignore[arg-type]
         args = json.loads(base64.b64decode(message["body"]))[0]
-        outcomes.append(send.send(Callback(*args)))
+        outcome = send.send(Callback(*args))
+        assert not isinstance(outcome, Deferred)  # one at a time: a slot is always free
+        outcomes.append(outcome)
     return outcomes
 
 

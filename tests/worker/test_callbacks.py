@@ -25,7 +25,13 @@ from shared.store import PaymentStore
 from shared.store.callback_store import CallbackStore
 from shared.store.keys import CALLBACK_DEAD_LETTERS, CALLBACK_RETRIES
 from shared.store.lifecycle_store import LifecycleStore, Transition
-from tests.worker.conftest import PUBLIC_ADDRESS, MakeSender, Receiver, SeedPayment
+from tests.worker.conftest import (
+    PUBLIC_ADDRESS,
+    FileCallback,
+    MakeSender,
+    Receiver,
+    SeedPayment,
+)
 from worker.callback_delivery import Callback, CallbackSender
 from worker.dead_letters import main as dead_letters
 
@@ -91,6 +97,13 @@ def event(attempt: int = 1) -> Callback:
     return Callback(EVT, "payment.succeeded", PAY, "", 1_800_000_000_000, attempt)
 
 
+@pytest.fixture(autouse=True)
+def _queued(file_callback: FileCallback) -> None:
+    """The event's first attempt is queued and filed, as the state change that made it does
+    (what an attempt is checked against: a message not filed for it is a duplicate)."""
+    file_callback(SETTINGS, event(1))
+
+
 def test_a_callback_is_signed_as_standard_webhooks_and_verifies_with_either_secret(
     seed_payment: SeedPayment, receiver: Receiver, make_sender: MakeSender
 ) -> None:
@@ -132,6 +145,7 @@ def test_a_failing_receiver_is_retried_later_then_kept_as_a_dead_letter_and_repl
     assert CallbackStore(redis, SETTINGS).requeue_due(now=10**12) == 1
     assert redis.llen("callbacks") == 1
     assert send.send(event(2)) == "retry"
+    assert CallbackStore(redis, SETTINGS).requeue_due(now=10**12) == 1
     assert send.send(event(3)) == "dead_lettered"
     assert redis.zscore(CALLBACK_DEAD_LETTERS, EVT) is not None
 
