@@ -18,17 +18,17 @@ from starlette.responses import Response
 
 from api.auth import bearer_key
 from api.deps import AdminStoreDep
-from api.operation_docs import error_responses, read_by_hand
+from api.operation_docs import RATE_LIMIT, error_responses, guarded_responses, read_by_hand
 from api.request_helpers import model_response
 from api.schemas import Payment, payment_view
-from shared.errors import AuthenticationFailed, NotFound, StoreUnavailable
+from shared.errors import NotFound, StoreUnavailable
 from shared.settings.api_clients import ANONYMOUS, Client
 
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(bearer_key)],
-    responses=error_responses(AuthenticationFailed),
+    responses=guarded_responses(),
 )
 log = structlog.get_logger(__name__)
 
@@ -60,7 +60,10 @@ def _admin(request: Request) -> Client:
     "/dead-letters",
     operation_id="list_dead_letters",
     response_model=DeadLetters,
-    responses=error_responses(NotFound("No route for GET /admin/dead-letters"), StoreUnavailable),
+    responses={
+        200: {"headers": RATE_LIMIT},
+        **error_responses(NotFound("No route for GET /admin/dead-letters"), StoreUnavailable),
+    },
     openapi_extra=read_by_hand(),
 )
 async def list_dead_letters(request: Request, store: AdminStoreDep) -> Response:
@@ -82,13 +85,18 @@ async def list_dead_letters(request: Request, store: AdminStoreDep) -> Response:
     "/dead-letters/{payment_id}/replay",
     operation_id="replay_dead_letter",
     response_model=Replayed,
-    responses=error_responses(
-        NotFound("No route for POST /admin/dead-letters/pay_3f9c2a7be1d04c55a9e1f0d2/replay"),
-        NotFound(
-            "No dead letter pay_3f9c2a7be1d04c55a9e1f0d2", code="dead_letter_not_found", param="id"
+    responses={
+        200: {"headers": RATE_LIMIT},
+        **error_responses(
+            NotFound("No route for POST /admin/dead-letters/pay_3f9c2a7be1d04c55a9e1f0d2/replay"),
+            NotFound(
+                "No dead letter pay_3f9c2a7be1d04c55a9e1f0d2",
+                code="dead_letter_not_found",
+                param="id",
+            ),
+            StoreUnavailable,
         ),
-        StoreUnavailable,
-    ),
+    },
     openapi_extra=read_by_hand(),
 )
 async def replay_dead_letter(request: Request, payment_id: str, store: AdminStoreDep) -> Response:

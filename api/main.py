@@ -24,7 +24,8 @@ from api import (
 from api.accept_asgi import AcceptFastPath
 from api.auth import RequestContextMiddleware
 from api.group_commit import GroupedScriptsClient
-from api.list_limit import ListLimiter
+from api.list_limit import ListLimiter, client_cap
+from api.rate_limit import RequestBudget
 from api.refund_service import RefundService
 from api.service import PaymentService
 from api.start_rules import refuse_unsafe_start
@@ -73,7 +74,11 @@ def create_app(
         admin_redis = sync_redis(settings)
         app.state.admin_store = PaymentStore(admin_redis, settings)
         app.state.list_limiter = ListLimiter(
-            settings.list_max_concurrency, settings.list_retry_after_seconds
+            settings.list_max_concurrency,
+            settings.list_retry_after_seconds,
+            client_cap=client_cap(
+                settings.list_max_concurrency, settings.list_client_share, len(clients.clients)
+            ),
         )
         app.state.waiter = PaymentWaiter(events)
         app.state.waiter.start()
@@ -97,9 +102,11 @@ def create_app(
     error_responses.install(app)
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
-    # Innermost first: the fast path for POST /payments runs after authentication.
+    # Innermost first: the fast path for POST /payments runs after authentication and the
+    # request budget (which leaves that route's token to the accept script).
     if fast_accept:
         app.add_middleware(AcceptFastPath, route=_route(payments.router, "/payments", "POST"))
+    app.add_middleware(RequestBudget)
     app.add_middleware(RequestContextMiddleware, settings=settings, registry=clients)
     app.include_router(metrics.router)
     app.include_router(admin.router)

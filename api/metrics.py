@@ -24,8 +24,8 @@ from starlette.responses import Response
 from api import scopes
 from api.auth import bearer_key
 from api.deps import RedisDep, SettingsDep
-from api.operation_docs import error_responses, read_by_hand
-from shared.errors import AuthenticationFailed, StoreUnavailable
+from api.operation_docs import RATE_LIMIT, error_responses, guarded_responses, read_by_hand
+from shared.errors import StoreUnavailable
 from shared.fleet_metrics import (
     ACCEPTED,
     OUTCOMES,
@@ -48,7 +48,7 @@ from shared.store.keys import (
 router = APIRouter(
     tags=["operations"],
     dependencies=[Depends(bearer_key), Depends(scopes.require("metrics"))],
-    responses=error_responses(AuthenticationFailed, scopes.refused("metrics")),
+    responses=guarded_responses(scopes.refused("metrics")),
 )
 
 
@@ -57,7 +57,7 @@ router = APIRouter(
     operation_id="get_metrics",
     response_class=Response,
     responses={
-        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "headers": RATE_LIMIT},
         **error_responses(StoreUnavailable),
     },
     openapi_extra=read_by_hand(),

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from api.schemas import CallbackEvent, ErrorResponse
-from shared.errors import PaymentServiceError
+from shared.errors import AuthenticationFailed, PaymentServiceError, RateLimited
 
 JSON = "application/json"
 Responses = dict[int | str, dict[str, Any]]
@@ -76,6 +76,22 @@ def error_responses(
         examples = entry.setdefault("content", {JSON: {"examples": {}}})[JSON]["examples"]
         examples[instance.code] = {"value": {"error": instance.to_dict()}}
     return responses
+
+
+def guarded_responses(
+    *errors: PaymentServiceError | type[PaymentServiceError],
+) -> Responses:
+    """A guarded router's ``responses=``: what every route behind a client key can answer
+    before it runs, 401 without a valid key (api.auth) and 429 over the client's request
+    budget (api.rate_limit, one token a request), and the router's own ``errors``."""
+    return error_responses(
+        *errors,
+        AuthenticationFailed,
+        RateLimited(
+            "Too many requests from this client: at most 2 a second (bursts of 4); retry "
+            "after 1 s.",
+        ),
+    )
 
 
 def success_response(

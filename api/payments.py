@@ -20,11 +20,13 @@ from api.operation_docs import (
     IDEMPOTENT_ANSWER,
     RATE_LIMIT,
     error_responses,
+    guarded_responses,
     idempotency_key_parameter,
     read_by_hand,
     success_response,
     wait_parameter,
 )
+from api.rate_limit import take_token
 from api.request_helpers import (
     PAYMENT_ID,
     client_idempotency_key,
@@ -46,7 +48,6 @@ from api.schemas import (
 from api.service import PaymentService
 from api.waiter import PaymentWaiter
 from shared.errors import (
-    AuthenticationFailed,
     CardDeclined,
     CustomerNotFound,
     IdempotencyKeyMismatch,
@@ -54,6 +55,7 @@ from shared.errors import (
     PayloadTooLarge,
     PaymentMethodMissing,
     PaymentNotFound,
+    PaymentServiceError,
     RateLimited,
     ServiceUnavailable,
     StoreUnavailable,
@@ -66,7 +68,8 @@ from shared.payments.states import CHARGED_STATUSES
 from shared.settings.service_settings import Settings
 
 router = APIRouter(
-    dependencies=[Depends(bearer_key)], responses=error_responses(AuthenticationFailed)
+    dependencies=[Depends(bearer_key)],
+    responses=guarded_responses(),
 )
 log = structlog.get_logger(__name__)
 
@@ -150,23 +153,29 @@ async def accept_payment(request: Request) -> Response:
     request's CPU for what it would do here. The objects come straight from app.state; the
     parameters read by hand are declared in the route's ``openapi_extra``."""
     started = time.perf_counter()
-    scopes.check(request, "payments")
     state = request.app.state
     settings: Settings = state.settings
     service: PaymentService = state.service
-    wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
-    idempotency_key = client_idempotency_key(request)
-    body = await read_json_body(request, settings.max_body_bytes)
+    principal = getattr(request.state, "principal", None)
     try:
-        payment = PaymentRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_url=False)) from None
-    accepted = await service.accept(
-        payment,
-        idempotency_key=idempotency_key,
-        client=request.state.client,
-        headers={"request_id": request.state.request_id},
-        principal=getattr(request.state, "principal", None),
+        scopes.check(request, "payments")
+        wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
+        idempotency_key = client_idempotency_key(request)
+        body = await read_json_body(request, settings.max_body_bytes)
+        try:
+            payment = PaymentRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise validation_error(exc.errors(include_url=False)) from None
+        new = service.new_payment(
+            payment, idempotency_key=idempotency_key, client=request.state.client
+        )
+    except PaymentServiceError as invalid:
+        # Never claimed, so the accept script took no token: a refused request takes one
+        # here (429 instead once the client is over its rate).
+        invalid.headers = {**invalid.headers, **await take_token(service, principal)}
+        raise
+    accepted = await service.claim(
+        new, headers={"request_id": request.state.request_id}, principal=principal
     )
     record = accepted.record
     state.metrics.accept_seconds.observe(time.perf_counter() - started)
@@ -206,12 +215,10 @@ async def get_payment(
     requires_action, ``next_action`` and (for the client that made it) ``client_secret``."""
     if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
-    principal = getattr(request.state, "principal", None)
-    rate_headers = await service.take_token(principal)
-    record = await service.get_for(payment_id, principal)
+    record = await service.get_for(payment_id, getattr(request.state, "principal", None))
     refunds = await refund_store.of_payment(payment_id)
     view = payment_view(record, viewer=viewer_of(request), refunds=refunds)
-    return model_response(200, view, rate_headers)
+    return model_response(200, view)
 
 
 @router.get(
@@ -246,18 +253,16 @@ async def list_customer_payments(
     starting_after: Annotated[str | None, Query(pattern=CHARGE_ID_PATTERN)] = None,
 ) -> Response:
     """The customer's payments, newest first, read from Stripe on every call (no cache).
-    At most LIST_MAX_CONCURRENCY run at once per process; past it, 503 + Retry-After."""
+    At most LIST_MAX_CONCURRENCY run at once per process, and the client's share of them;
+    past it, 503 + Retry-After."""
     if not _CUSTOMER_ID.fullmatch(customer_id):
         raise validation_error([{"loc": ("path", "customer_id"), "type": "string_pattern"}])
     principal = getattr(request.state, "principal", None)
-    rate_headers = await service.take_token(principal)
     if not await service.may_list(principal, customer_id):
         # The same answer as for a customer Stripe does not know: nothing to probe.
         raise CustomerNotFound(f"No such customer: {customer_id}", param="customer_id")
-    async with limiter.slot():
+    async with limiter.slot(principal):
         page = await gateway.list_charges(
             customer=customer_id, limit=limit, starting_after=starting_after
         )
-        return Response(
-            customer_payments_json(page), status_code=200, media_type=JSON, headers=rate_headers
-        )
+        return Response(customer_payments_json(page), status_code=200, media_type=JSON)

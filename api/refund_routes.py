@@ -16,7 +16,9 @@ from api.deps import RefundServiceDep, SettingsDep
 from api.error_responses import FIELD_HINTS, json_response, validation_error, with_retry_after
 from api.operation_docs import (
     IDEMPOTENT_ANSWER,
+    RATE_LIMIT,
     error_responses,
+    guarded_responses,
     idempotency_key_parameter,
     read_by_hand,
     success_response,
@@ -31,7 +33,6 @@ from api.request_helpers import (
 from api.schemas import Refund, RefundRequest, refund_view
 from api.waiter import PaymentWaiter
 from shared.errors import (
-    AuthenticationFailed,
     IdempotencyKeyMismatch,
     InvalidRequest,
     PayloadTooLarge,
@@ -49,7 +50,7 @@ from shared.payments.states import RefundStatus
 
 router = APIRouter(
     dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
-    responses=error_responses(AuthenticationFailed, scopes.refused("payments")),
+    responses=guarded_responses(scopes.refused("payments")),
 )
 
 
@@ -76,9 +77,11 @@ def refund_answer(refund: RefundRecord, *, replayed: bool = False) -> Response:
     status_code=202,
     response_model=None,
     responses={
-        200: success_response(Refund, "Refunded within `wait` seconds.", IDEMPOTENT_ANSWER),
+        200: success_response(
+            Refund, "Refunded within `wait` seconds.", IDEMPOTENT_ANSWER | RATE_LIMIT
+        ),
         202: success_response(
-            Refund, "Accepted; poll Location for the outcome.", IDEMPOTENT_ANSWER
+            Refund, "Accepted; poll Location for the outcome.", IDEMPOTENT_ANSWER | RATE_LIMIT
         ),
         **error_responses(
             InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
@@ -140,7 +143,10 @@ async def create_refund(
     "/payments/{payment_id}/refunds/{refund_id}",
     operation_id="get_refund",
     response_model=Refund,
-    responses=error_responses(PaymentNotFound(param="id"), RefundNotFound, StoreUnavailable),
+    responses={
+        200: {"headers": RATE_LIMIT},
+        **error_responses(PaymentNotFound(param="id"), RefundNotFound, StoreUnavailable),
+    },
     openapi_extra=read_by_hand(),
 )
 async def get_refund(

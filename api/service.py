@@ -34,6 +34,12 @@ _PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
+class NewPayment:
+    fields: dict[str, str]
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     record: PaymentRecord
     replayed: bool
@@ -70,6 +76,14 @@ class PaymentService:
         headers: dict[str, Any],
         principal: Client | None = None,
     ) -> Accepted:
+        new = self.new_payment(request, idempotency_key=idempotency_key, client=client)
+        return await self.claim(new, headers=headers, principal=principal)
+
+    def new_payment(
+        self, request: PaymentRequest, *, idempotency_key: str, client: str
+    ) -> NewPayment:
+        """The record a valid request makes (no Redis call); InvalidRequest for an amount or
+        callback URL the model let through."""
         try:
             money = parse_amount(request.amount, request.currency)
         except AmountError as exc:
@@ -94,9 +108,18 @@ class PaymentService:
             fingerprint=fingerprint,
             client=client,
         )
-        endpoint = callback_endpoint(self._settings, request.callback_url, client)  # issue 11
+        endpoint = callback_endpoint(self._settings, request.callback_url, client)
         if endpoint:
             fields["callback_url"] = endpoint
+        return NewPayment(fields, fingerprint)
+
+    async def claim(
+        self, new: NewPayment, *, headers: dict[str, Any], principal: Client | None = None
+    ) -> Accepted:
+        """Claim the key, record and enqueue in one step, with the request's token: the new
+        payment, the one the key already has (a replay; 422 for another request), or the
+        refusal (429 over the client's rate, 503 over its share or the queue's bound)."""
+        fields, fingerprint = new.fields, new.fingerprint
         limits = self.limits(principal or ANONYMOUS)
         claimed = await self._store.claim_and_enqueue(
             fields=fields,
@@ -126,7 +149,8 @@ class PaymentService:
         return Accepted(claimed.record, replayed=True, rate_limit_headers=rate_headers)
 
     async def take_token(self, principal: Client | None) -> dict[str, str]:
-        """A read from the client's request budget: its RateLimit headers, or 429."""
+        """One request from the client's request budget (every route but a valid accept,
+        which takes it in its claim): its RateLimit headers, or 429."""
         limits = self.limits(principal or ANONYMOUS)
         taken = await self._store.take_token(limits)
         headers = _rate_limit_headers(limits, taken.tokens_left, taken.retry_after_ms)

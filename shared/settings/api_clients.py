@@ -9,7 +9,7 @@ Two sources, both read once at start:
       [{"name": "shop-eu",
         "keys": ["sha256:9f86d0…", {"digest": "sha256:60303a…", "not_after": "2026-12-31"}],
         "scopes": ["payments", "customers:all"],
-        "max_rps": 50, "burst": 100, "backlog_share": 0.5,
+        "max_rps": 50, "burst": 100, "backlog_share": 0.5, "list_concurrency": 2,
         "callback_signing_secrets": ["whsec_…"]}]
 
   A client is its name: ids of its payments derive from the name, so its keys rotate freely.
@@ -120,6 +120,8 @@ class Client(BaseModel):
     max_rps: float | None = Field(default=None, ge=0)  # None: CLIENT_MAX_RPS
     burst: int | None = Field(default=None, ge=1)  # None: CLIENT_BURST
     backlog_share: float | None = Field(default=None, gt=0, le=1)  # None: an equal share
+    # Its own cap on list calls in flight per API process; None: LIST_CLIENT_SHARE of them.
+    list_concurrency: int | None = Field(default=None, ge=1)
     # Its own callback signing secrets; empty: CALLBACK_SIGNING_SECRETS. Never shown.
     callback_signing_secrets: SigningSecrets = Field(default=(), repr=False)
 

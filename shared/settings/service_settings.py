@@ -80,8 +80,10 @@ class Settings(BaseSettings):
     # With neither API_KEYS nor API_CLIENTS the API refuses to start unless this is set: then
     # anyone may call it (development only; refused in production and with a live Stripe key).
     api_allow_anonymous: bool = False
-    # Per-client request rate (token bucket in Redis); a client's own max_rps/burst override.
-    # 0 disables. Over it: 429 rate_limited with Retry-After and RateLimit headers.
+    # Per-client request rate (token bucket in Redis), one token per request on every route
+    # but the health checks, the API's description and Stripe's webhooks; a client's own
+    # max_rps/burst override. 0 disables. Over it: 429 rate_limited with Retry-After and
+    # RateLimit headers.
     client_max_rps: float = Field(default=200.0, ge=0)
     client_burst: int = Field(default=400, ge=1)
     # Flower's user:password (Flower reads it itself); here only to refuse a placeholder.
@@ -144,6 +146,10 @@ class Settings(BaseSettings):
     # at Stripe's usual 300 ms that is about 6 lists/s per process: scale reads with processes.
     list_max_concurrency: int = Field(default=2, ge=1, le=1024)
     list_retry_after_seconds: int = Field(default=1, ge=1, le=60)
+    # No client holds more than this share of those slots (at least one; a client's own
+    # list_concurrency in API_CLIENTS overrides it), so one client's lists cannot keep
+    # another's out. With a single client there is no one to share with: it may use them all.
+    list_client_share: float = Field(default=0.5, gt=0, le=1)
     # Accept scripts that arrive in one event-loop tick share one Redis round trip (a
     # non-transactional pipeline; each script atomic, each request its own answer).
     accept_group_commit: bool = True

@@ -108,7 +108,7 @@ async def test_an_unexpected_failure_is_a_500_error_object(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError
 
-    monkeypatch.setattr(PaymentService, "accept", broken)
+    monkeypatch.setattr(PaymentService, "claim", broken)
     settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
     app = create_app(settings, redis=fakeredis.FakeAsyncRedis())
     async with app_client(app) as client:
@@ -131,7 +131,7 @@ async def test_an_error_answers_as_the_router_does(
     async def failing(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(PaymentService, "accept", failing)
+    monkeypatch.setattr(PaymentService, "claim", failing)
     request: Request = ("k1", "application/json", payment(), "")
     fast, routed = await answers(True, [request]), await answers(False, [request])
     assert fast == routed

@@ -1,10 +1,13 @@
 """Reads cannot starve accepts: at most LIST_MAX_CONCURRENCY Stripe list calls at once per API
 process; one more is answered 503 ``list_busy`` with Retry-After at once, and the slots free up
-when the calls end (also when they fail). Stripe is faked at the gateway boundary, slow."""
+when the calls end (also when they fail). Nor can one client's lists keep another's out: a
+client holds at most its share of the slots. Stripe is faked at the gateway boundary, slow."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -13,8 +16,9 @@ import fakeredis
 import httpx
 import pytest
 
-from api.list_limit import ListLimiter
+from api.list_limit import ListBusy, ListLimiter, client_cap
 from shared.errors import StripeUnavailable
+from shared.settings.api_clients import Client
 from shared.settings.service_settings import Settings
 from shared.stripe.objects import ChargePage, ChargeSummary
 
@@ -111,3 +115,60 @@ async def test_accepts_are_not_bounded_by_the_list_bound(client_for: ClientFor) 
 def test_the_bound_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_concurrency"):
         ListLimiter(0)
+
+
+async def test_one_client_at_its_cap_leaves_slots_to_another() -> None:
+    limiter = ListLimiter(4, client_cap=client_cap(4, 0.5, clients=3))
+    a, b, c = Client(name="a"), Client(name="b"), Client(name="c")
+    async with limiter.slot(a), limiter.slot(a):
+        with pytest.raises(ListBusy, match="its share"):
+            async with limiter.slot(a):
+                pass
+        async with limiter.slot(b), limiter.slot(b):
+            # The bound for all holds too: a and b have every slot between them.
+            with pytest.raises(ListBusy, match="Too many payment lists"):
+                async with limiter.slot(c):
+                    pass
+        async with limiter.slot(c):
+            assert limiter.by_client == {"a": 2, "c": 1}
+    assert limiter.in_flight == 0
+    assert limiter.by_client == {}
+
+
+def test_a_client_s_cap_is_its_own_list_concurrency_else_its_share() -> None:
+    limiter = ListLimiter(8, client_cap=client_cap(8, 0.25, clients=2))
+    assert limiter.cap_for(Client(name="a")) == 2
+    assert limiter.cap_for(Client(name="b", list_concurrency=5)) == 5
+    assert limiter.cap_for(Client(name="c", list_concurrency=50)) == 8  # never past the bound
+    assert client_cap(2, 0.1, clients=5) == 1  # always at least one
+    assert client_cap(2, 0.5, clients=1) is None  # alone, a client may use every slot
+
+
+def _key_digest(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+async def test_a_client_saturating_lists_cannot_keep_another_s_out(
+    client_for: ClientFor,
+) -> None:
+    clients = [
+        {"name": name, "keys": [_key_digest(name)], "scopes": ["customers:all"]}
+        for name in ("busy", "calm")
+    ]
+    settings = Settings.model_validate(
+        {"environment": "test", "redis_url": "redis://fake", "list_max_concurrency": 2,
+         "api_clients": json.dumps(clients)}
+    )  # fmt: skip
+    slow = SlowStripeGateway()
+    busy, calm = ({"Authorization": f"Bearer {name}"} for name in ("busy", "calm"))
+    async with client_for(settings, redis=fakeredis.FakeAsyncRedis(), gateway=slow) as client:
+        held = asyncio.ensure_future(client.get("/cus_Abc123/payments", headers=busy))
+        await _until(lambda: slow.started == 1)
+        refused = await client.get("/cus_Abc123/payments", headers=busy)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "list_busy"
+        assert refused.headers["retry-after"] == "1"
+        served = asyncio.ensure_future(client.get("/cus_Abc123/payments", headers=calm))
+        await _until(lambda: slow.started == 2)  # the calm client's list reached Stripe
+        slow.release.set()
+        assert (await held).status_code == (await served).status_code == 200

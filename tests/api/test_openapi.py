@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from api.auth import OPEN_PATHS
 from api.schemas import ErrorResponse
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
@@ -108,3 +109,25 @@ def test_every_route_declares_the_request_id_the_middleware_reads(app: FastAPI) 
             continue
         names = {p["name"] for p in operation["parameters"]}
         assert "X-Request-ID" in names, f"{method} {path}"
+
+
+def test_every_route_behind_a_key_declares_its_429_and_budget_headers(app: FastAPI) -> None:
+    """Every request with a client key takes a token (api.rate_limit): each such route says it
+    can answer 429 with when to come back and what is left, and its successes carry the
+    budget; the routes without a key never answer 429 for the client's budget."""
+    guarded = 0
+    for method, path, operation in _operations(app.openapi()):
+        responses = operation["responses"]
+        if path in OPEN_PATHS or path in app.openapi().get("webhooks", {}):
+            assert "429" not in responses, f"{method} {path}"
+            continue
+        guarded += 1
+        refused = responses.get("429")
+        assert refused is not None, f"{method} {path} does not declare its 429"
+        assert {"Retry-After", "RateLimit-Policy", "RateLimit"} <= set(refused["headers"])
+        assert "rate_limited" in refused["content"]["application/json"]["examples"]
+        for status, response in responses.items():
+            if status.startswith("2"):
+                headers = set(response.get("headers", {}))
+                assert {"RateLimit-Policy", "RateLimit"} <= headers, f"{method} {path} {status}"
+    assert guarded == len(OPERATION_IDS) - len(OPEN_PATHS & {p for _, p in OPERATION_IDS})
