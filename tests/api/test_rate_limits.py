@@ -30,8 +30,14 @@ def digest(key: str) -> str:
 
 CLIENTS = [
     # 3 requests, then one every 100 s: nothing refills while a test runs.
-    {"name": "tight", "keys": [digest(TIGHT)], "max_rps": 0.01, "burst": 3},
-    {"name": "roomy", "keys": [digest(ROOMY)]},
+    {
+        "name": "tight",
+        "keys": [digest(TIGHT)],
+        "scopes": ["payments", "metrics"],
+        "max_rps": 0.01,
+        "burst": 3,
+    },
+    {"name": "roomy", "keys": [digest(ROOMY)], "scopes": ["payments", "metrics"]},
     {"name": "ops", "keys": [digest(ADMIN)], "scopes": ["admin"], "max_rps": 0.01, "burst": 1},
 ]
 # A value for each path parameter of the document's routes.
