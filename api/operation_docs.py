@@ -204,7 +204,8 @@ for _event_type in _event_types():
         status_code=200,
         response_class=Response,
         response_description=(
-            "Any 2xx acknowledges it. Anything else, or no answer within 10 s, is retried with "
-            "backoff for about a day, then kept as a dead letter."
+            "Any 2xx acknowledges it. 410 Gone stops it at once (a dead letter). Anything "
+            "else, or no status line within 15 s, is retried with backoff for about a day, no "
+            "sooner than a 429's or 503's Retry-After, then kept as a dead letter."
         ),
     )
