@@ -71,7 +71,7 @@ class RequestContextMiddleware:
         self._by_digest: dict[bytes, KeyEntry] = self.registry.entries
         if not self.registry:
             log.warning(
-                "auth.disabled", reason="API_KEYS is empty", environment=settings.environment
+                "auth.disabled", reason="API_ALLOW_ANONYMOUS", environment=settings.environment
             )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

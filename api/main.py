@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from api import (
     admin,
+    client_routes,
     error_responses,
     health,
     metrics,
@@ -30,6 +31,7 @@ from api.refund_service import RefundService
 from api.service import PaymentService
 from api.start_rules import refuse_unsafe_start
 from api.waiter import PaymentWaiter
+from shared.callbacks.signing import CallbackSecrets
 from shared.fleet_metrics import ApiMetrics
 from shared.log_config import configure_logging
 from shared.process import freeze_startup_objects
@@ -51,12 +53,14 @@ def create_app(
     configure_logging(settings)
     clients = load_clients(settings)
     refuse_unsafe_start(settings, clients)
+    callback_secrets = CallbackSecrets(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = redis or async_redis(settings)
         events = redis or async_redis(settings, for_pubsub=True)
         app.state.settings = settings
+        app.state.callback_secrets = callback_secrets
         app.state.metrics = ApiMetrics()
         app.state.redis = client
         # --- group commit hook (issue 10): the accept scripts of one event-loop tick share
@@ -110,6 +114,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, settings=settings, registry=clients)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(client_routes.router)
     app.include_router(webhooks.router, tags=["webhooks"])
     app.include_router(refund_routes.router, tags=["refunds"])
     app.webhooks.include_router(operation_docs.callbacks)

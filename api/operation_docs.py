@@ -182,7 +182,7 @@ async def _callback(
             alias="webhook-signature",
             description=(
                 "v1,<base64 HMAC-SHA256 of id.timestamp.body>, space-separated, one per "
-                "CALLBACK_SIGNING_SECRETS secret."
+                "secret of the payment's client (GET /clients/me/callback-secret)."
             ),
         ),
     ],

@@ -6,8 +6,10 @@
   the localstripe emulator on 127.0.0.1:8420.
 - One Celery worker (the tuned pool from the Celery config), Flower on 5555 with basic auth,
   the API on 8080.
-- Callbacks: signed with ``CALLBACK_SIGNING_SECRETS``, else with a secret made once and kept in
-  .run/callback-signing-secret; a receiver on this machine is allowed outside production.
+- Callbacks: each client's signed with a secret derived from ``CALLBACK_SIGNING_SECRETS``, else
+  from a master secret made once and kept in .run/callback-signing-secret (a client reads its
+  own at GET /clients/me/callback-secret); a receiver on this machine is allowed outside
+  production.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ def main() -> int:
         env.update(callback_env)
         if "CALLBACK_SIGNING_SECRETS" in callback_env:
             say(
-                "CALLBACK_SIGNING_SECRETS not set: callbacks are signed with the secret in "
-                f"{run_dir / CALLBACK_WHSEC_FILE} (made once, kept across runs)"
+                "CALLBACK_SIGNING_SECRETS not set: callbacks are signed with secrets derived from "
+                f"the one in {run_dir / CALLBACK_WHSEC_FILE} (made once, kept across runs); a "
+                "client reads its own at GET /clients/me/callback-secret"
             )
         if "CALLBACK_ALLOW_PRIVATE_NETWORKS" in callback_env:
             say("Callbacks may go to this machine (CALLBACK_ALLOW_PRIVATE_NETWORKS=true)")

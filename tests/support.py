@@ -154,6 +154,15 @@ def pay(
     )
 
 
+def callback_secret(api: httpx.Client) -> str:
+    """The secret the client of ``api``'s key has its callbacks signed with, read as a client
+    reads it (GET /clients/me/callback-secret)."""
+    answer = api.get("/clients/me/callback-secret")
+    answer.raise_for_status()
+    secret: str = answer.json()["secret"]
+    return secret
+
+
 def final(api: httpx.Client, payment_id: str, timeout: float = 180) -> dict[str, Any]:
     """Poll a payment until its status is final."""
 

@@ -19,9 +19,10 @@ The rules:
 4. A bounded share of the worker: an attempt holds a slot (``worker.callback_slots``) for its
    client; with none free, it is deferred, and the task puts its message back for a moment.
 5. Signed (Standard Webhooks): ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``,
-   one ``v1,`` signature per CALLBACK_SIGNING_SECRETS secret (the ``standardwebhooks`` package),
-   or per secret of the payment's client when API_CLIENTS gives it its own
-   (``callback_signing_secrets``).
+   one ``v1,`` signature per secret of the payment's client (the ``standardwebhooks``
+   package): its own ``callback_signing_secrets`` from API_CLIENTS, else derived from each
+   CALLBACK_SIGNING_SECRETS secret and its name (shared.callbacks.signing), so that no client
+   can verify, or forge, another's.
 6. Only the public internet: the URL's rules again (shared.callbacks.url_rules), then the host
    is resolved here and every address checked, and the request goes to the address that was
    checked (TLS still verified against the host name), so a name cannot be re-pointed between
@@ -45,7 +46,7 @@ import structlog
 
 from shared.backoff import backoff
 from shared.callbacks.events import callback_message, event_body, payment_data, refund_data
-from shared.callbacks.signing import client_signing_secrets, sign, signing_secrets
+from shared.callbacks.signing import CallbackSecrets, sign
 from shared.callbacks.url_rules import address_refused, check_callback_url
 from shared.errors import CallbackUrlRefused
 from shared.payments.payment_records import PaymentRecord
@@ -129,8 +130,7 @@ class CallbackSender:
         self._settings = settings
         self._transport = transport
         self._resolve = resolve
-        self._secrets = signing_secrets(settings)
-        self._client_secrets = client_signing_secrets(settings)
+        self._secrets = CallbackSecrets(settings)
         self.slots = slots or CallbackSlots(settings.callback_slots, settings.callback_client_slots)
 
     def send(self, callback: Callback, *, token: str | None = None) -> str | Deferred:
@@ -178,7 +178,7 @@ class CallbackSender:
         body = orjson.dumps(
             event_body(callback.event_id, callback.event_type, callback.occurred_ms, data)
         ).decode()
-        secrets = self._client_secrets.get(payment.client or "", self._secrets)
+        secrets = self._secrets.of(payment.client)
         if not secrets:  # never an unsigned callback: kept until a secret is configured
             at.bound.warning("callback.unsigned", reason="CALLBACK_SIGNING_SECRETS is empty")
             return self._dead_letter(at, "CALLBACK_SIGNING_SECRETS unset")

@@ -28,6 +28,7 @@ OPERATION_IDS = {
     ("GET", "/metrics"): "get_metrics",
     ("GET", "/admin/dead-letters"): "list_dead_letters",
     ("POST", "/admin/dead-letters/{payment_id}/replay"): "replay_dead_letter",
+    ("GET", "/clients/me/callback-secret"): "get_callback_secret",
 }
 
 

@@ -545,7 +545,7 @@ def test_15_a_callback_lost_in_transit_is_sent_again_once(
     from shared.callbacks.events import event_id
     from shared.store.keys import CALLBACKS_PENDING, UNACKED
     from tests.integration.callback_receiver import CallbackReceiver
-    from tests.support import wait_until
+    from tests.support import callback_secret, wait_until
 
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     env = {
@@ -559,7 +559,7 @@ def test_15_a_callback_lost_in_transit_is_sent_again_once(
         Stack.running(tmp_path_factory, "callback-sweep", env, workers=0) as stack,
         stack.stripe_admin() as stripe,
         stack.api() as api,
-        CallbackReceiver({"service": secret}, fail_first=False) as receiver,
+        CallbackReceiver({"client": callback_secret(api)}, fail_first=False) as receiver,
     ):
         stack.start_worker("w1", queues="payments")  # charges; callbacks wait in their queue
         client = stack.redis()

@@ -20,6 +20,7 @@ from tests.integration.stack import Stack, final, pay
 from tests.support import (
     WEBHOOK_SECRET,
     StripeAdmin,
+    callback_secret,
     stripe_event,
     stripe_signature,
     wait_until,
@@ -279,7 +280,7 @@ def test_callbacks_arrive_signed_once_each_and_again_after_a_500(
 ) -> None:
     """A 3-D Secure payment, completed and then refunded: its client hears requires_action,
     succeeded, the refund and refunded, each signed, each retried after its first 500."""
-    with CallbackReceiver({"global": CALLBACK_SECRET}) as receiver:
+    with CallbackReceiver({"client": callback_secret(api)}) as receiver:
         customer = stripe.customer(card=THREE_D_SECURE_CARD)
         response = api.post(
             "/payments?wait=20",
@@ -313,14 +314,15 @@ def test_callbacks_arrive_signed_once_each_and_again_after_a_500(
 def test_a_client_with_its_own_signing_secret_gets_callbacks_signed_with_it(
     stack: Stack, stripe: StripeAdmin
 ) -> None:
-    """API_CLIENTS gives this client its own secret: its callbacks verify with that secret and
-    not with CALLBACK_SIGNING_SECRETS."""
+    """API_CLIENTS gives this client its own secret: its callbacks verify with that secret (the
+    one the API shows it) and not with CALLBACK_SIGNING_SECRETS."""
     secrets_ = {"own": OWN_SECRET, "global": CALLBACK_SECRET}
     with (
         CallbackReceiver(secrets_, fail_first=False) as receiver,
         httpx.Client(base_url=stack.api_url, timeout=40,
                      headers={"Authorization": f"Bearer {OWN_KEY}"}) as own_api,
     ):  # fmt: skip
+        assert callback_secret(own_api) == OWN_SECRET
         customer = stripe.customer()
         body = {"account_id": customer, "amount": "7.00", "callback_url": receiver.url}
         paid = own_api.post("/payments", params={"wait": 20}, json=body).json()
@@ -339,7 +341,7 @@ def test_a_dispute_opened_at_stripe_makes_the_payment_disputed_and_tells_its_cli
     """The customer's bank opens a dispute (the emulator's test helper): Stripe's signed
     charge.dispute.created reaches the API, the worker fetches the charge again, the payment
     becomes disputed and its client's payment.disputed callback arrives, signed."""
-    with CallbackReceiver({"global": CALLBACK_SECRET}, fail_first=False) as receiver:
+    with CallbackReceiver({"client": callback_secret(api)}, fail_first=False) as receiver:
         customer = stripe.customer()
         body = {"account_id": customer, "amount": "15.00", "callback_url": receiver.url}
         paid = api.post("/payments", params={"wait": 20}, json=body).json()

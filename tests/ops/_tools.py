@@ -121,10 +121,11 @@ READ_BUT_NOT_NEEDED_BY_WORKERS: dict[tuple[str, str, str], str] = {
         "they find the same without API_KEYS"
     ),
 }
-# Secrets the API reads: each reaches the API in compose and ECS (API_CLIENTS and
-# PAYMENT_ID_SECRET only when set: optional Secrets Manager secrets in ECS).
+# Secrets the API reads: each reaches the API in compose and ECS (API_CLIENTS only when set:
+# an optional Secrets Manager secret in ECS). CALLBACK_SIGNING_SECRETS: the API shows each
+# client the callback secret derived from them (GET /clients/me/callback-secret).
 API_SECRETS = ("REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS", "STRIPE_WEBHOOK_SECRET",
-               "PAYMENT_ID_SECRET")  # fmt: skip
+               "PAYMENT_ID_SECRET", "CALLBACK_SIGNING_SECRETS")  # fmt: skip
 # Secrets kept from the workers and Flower in both: PAYMENT_ID_SECRET makes the payment ids,
 # which only the API does.
 API_ONLY_SECRETS = ("PAYMENT_ID_SECRET",)

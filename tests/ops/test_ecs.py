@@ -80,7 +80,7 @@ def test_worker_gets_120_s_to_finish_in_flight_charges(template: Any) -> None:
     [
         # REDIS_URL carries the ElastiCache AUTH token.
         ("api", {"REDIS_URL", "STRIPE_API_KEY", "API_KEYS", "API_CLIENTS",
-                 "STRIPE_WEBHOOK_SECRET", "PAYMENT_ID_SECRET"}),
+                 "STRIPE_WEBHOOK_SECRET", "PAYMENT_ID_SECRET", "CALLBACK_SIGNING_SECRETS"}),
         ("worker", {"REDIS_URL", "STRIPE_API_KEY", "CALLBACK_SIGNING_SECRETS", "API_CLIENTS"}),
         # Importing worker.celery_app validates settings: production needs the Stripe key.
         ("flower", {"REDIS_URL", "FLOWER_BASIC_AUTH", "STRIPE_API_KEY"}),

@@ -16,7 +16,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared.callbacks.events import event_id, payment_callback
-from shared.callbacks.signing import sign
+from shared.callbacks.signing import derived_secret, sign
 from shared.callbacks.url_rules import check_callback_url
 from shared.errors import CallbackUrlRefused
 from shared.payments.states import Status
@@ -107,7 +107,10 @@ def _queued(file_callback: FileCallback) -> None:
 def test_a_callback_is_signed_as_standard_webhooks_and_verifies_with_either_secret(
     seed_payment: SeedPayment, receiver: Receiver, make_sender: MakeSender
 ) -> None:
-    seed_payment(PAY, Status.SUCCEEDED, callback_url="https://shop.example.com/hooks?x=1")
+    """Signed for its client: with the secret derived from each master and the client's name,
+    never with a master itself nor another client's secret."""
+    seed_payment(PAY, Status.SUCCEEDED, callback_url="https://shop.example.com/hooks?x=1",
+                 client="shop-a")  # fmt: skip
 
     assert make_sender(SETTINGS).send(event()) == "delivered"
 
@@ -117,17 +120,19 @@ def test_a_callback_is_signed_as_standard_webhooks_and_verifies_with_either_secr
     assert request.extensions["sni_hostname"] == "shop.example.com"
     body = request.content
     headers = dict(request.headers)
-    for secret in (SECRET, OLD_SECRET):  # a receiver on either side of a rotation
-        payload = Webhook(secret).verify(body, headers)
+    for master in (SECRET, OLD_SECRET):  # a receiver on either side of a rotation
+        payload = Webhook(derived_secret(master, "shop-a")).verify(body, headers)
         assert payload["type"] == "payment.succeeded"
         assert payload["data"]["id"] == PAY
         assert payload["data"]["status"] == "succeeded"
         assert "client_secret" not in payload["data"]
     assert headers["webhook-id"] == EVT
+    for other in ("whsec_" + base64.b64encode(b"x" * 24).decode(), SECRET, OLD_SECRET,
+                  derived_secret(SECRET, "shop-b"), derived_secret(SECRET, "shop-a ")):  # fmt: skip
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(body, headers)
     with pytest.raises(WebhookVerificationError):
-        Webhook("whsec_" + base64.b64encode(b"x" * 24).decode()).verify(body, headers)
-    with pytest.raises(WebhookVerificationError):
-        Webhook(SECRET).verify(body + b" ", headers)
+        Webhook(derived_secret(SECRET, "shop-a")).verify(body + b" ", headers)
 
 
 def test_a_failing_receiver_is_retried_later_then_kept_as_a_dead_letter_and_replayed(
@@ -369,18 +374,21 @@ def test_a_client_with_its_own_secrets_gets_callbacks_signed_with_them_not_the_g
     headers = dict(request.headers)
     for secret in (CLIENT_SECRET, CLIENT_OLD_SECRET):  # either side of the client's rotation
         assert Webhook(secret).verify(request.content, headers)["data"]["id"] == PAY
-    with pytest.raises(WebhookVerificationError):
-        Webhook(SECRET).verify(request.content, headers)
+    for other in (SECRET, derived_secret(SECRET, "shop-eu")):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(request.content, headers)
 
 
-def test_a_client_without_its_own_secrets_gets_the_global_one(
+def test_a_client_without_its_own_secrets_gets_one_derived_from_the_masters(
     delivered_by: Callable[[Settings, str], httpx.Request],
 ) -> None:
     request = delivered_by(clients_settings([CLIENT_SECRET]), "shop-us")
 
-    assert Webhook(SECRET).verify(request.content, dict(request.headers))["data"]["id"] == PAY
-    with pytest.raises(WebhookVerificationError):
-        Webhook(CLIENT_SECRET).verify(request.content, dict(request.headers))
+    headers = dict(request.headers)
+    assert Webhook(derived_secret(SECRET, "shop-us")).verify(request.content, headers)
+    for other in (SECRET, CLIENT_SECRET, derived_secret(SECRET, "shop-eu")):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(request.content, headers)
 
 
 @pytest.mark.parametrize(
