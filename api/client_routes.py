@@ -17,18 +17,17 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from api.auth import bearer_key
-from api.deps import ServiceDep
-from api.operation_docs import RATE_LIMIT, error_responses, read_by_hand
+from api.operation_docs import RATE_LIMIT, error_responses, guarded_responses, read_by_hand
 from api.request_helpers import model_response
 from shared.callbacks.signing import CallbackSecrets
-from shared.errors import AuthenticationFailed, NotFound, RateLimited, StoreUnavailable
+from shared.errors import NotFound
 from shared.settings.api_clients import ANONYMOUS, Client
 
 router = APIRouter(
     prefix="/clients",
     tags=["clients"],
     dependencies=[Depends(bearer_key)],
-    responses=error_responses(AuthenticationFailed),
+    responses=guarded_responses(),
 )
 
 NOT_CONFIGURED = NotFound(
@@ -60,14 +59,13 @@ class CallbackSecret(BaseModel):
     response_model=CallbackSecret,
     responses={
         200: {"headers": RATE_LIMIT},
-        **error_responses(NOT_CONFIGURED, RateLimited, StoreUnavailable),
+        **error_responses(NOT_CONFIGURED),
     },
     openapi_extra=read_by_hand(),
 )
-async def get_callback_secret(request: Request, service: ServiceDep) -> Response:
+async def get_callback_secret(request: Request) -> Response:
     """The secret this client's callbacks are signed with, to verify them."""
     principal: Client = getattr(request.state, "principal", ANONYMOUS)
-    rate_headers = await service.take_token(principal)
     secrets: CallbackSecrets = request.app.state.callback_secrets
     signing = secrets.of(principal.name)
     if not signing:
@@ -82,4 +80,4 @@ async def get_callback_secret(request: Request, service: ServiceDep) -> Response
         secrets=list(signing),
         source=source,
     )
-    return model_response(200, answer, {**rate_headers, "Cache-Control": "no-store"})
+    return model_response(200, answer, {"Cache-Control": "no-store"})
