@@ -17,11 +17,14 @@ others their 503), rather than the limiter turning an outage into one more failu
 
 from __future__ import annotations
 
+from re import Pattern
+
 import structlog
 from fastapi.routing import iter_route_contexts
 from redis.exceptions import RedisError
+from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import OPEN_PATHS
@@ -48,6 +51,7 @@ async def take_token(service: PaymentService, principal: Client | None) -> dict[
 class RequestBudget:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._routes: list[tuple[Pattern[str], frozenset[str], BaseRoute]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -61,7 +65,14 @@ class RequestBudget:
         try:
             headers = await take_token(app.state.service, scope["state"].get("principal"))
         except RateLimited as exc:
-            _match_route(scope)
+            # The route the router would match, as the router would put it in the scope, so
+            # that the per-route answer counter (api.auth) counts the refusal under its route.
+            if self._routes is None:
+                self._routes = _routes(app)
+            method, path = scope["method"], scope["path"]
+            scope["route"] = next(
+                (r for p, m, r in self._routes if method in m and p.match(path)), None
+            )
             request = Request(scope, receive)
             await response_for(request, exc)(scope, receive, send)
             return
@@ -78,12 +89,12 @@ class RequestBudget:
         await self.app(scope, receive, send_with_budget)
 
 
-def _match_route(scope: Scope) -> None:
-    """Puts the route the router would match in the scope, as the router would, so that the
-    per-route answer counter (api.auth) counts a refused request under its route. Only on a
-    refusal: an answered request has it from the router."""
-    for context in iter_route_contexts(scope["app"].routes):
-        match, _ = context.matches(scope)
-        if match is Match.FULL:
-            scope["route"] = context.original_route
-            return
+def _routes(app: Starlette) -> list[tuple[Pattern[str], frozenset[str], BaseRoute]]:
+    """Each route of the app with its path pattern and methods, in the router's order."""
+    found = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None:
+            found.append((pattern, frozenset(getattr(route, "methods", None) or ()), route))
+    return found
