@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from api import scopes
 from api.auth import bearer_key
+from api.customer_charges import charges_for
 from api.deps import GatewayDep, ListLimiterDep, RefundStoreDep, ServiceDep
 from api.error_responses import FIELD_HINTS, JSON, json_response, validation_error, with_retry_after
 from api.list_limit import ListBusy
@@ -50,6 +51,7 @@ from api.waiter import PaymentWaiter
 from shared.errors import (
     CardDeclined,
     CustomerNotFound,
+    CustomerNotOwned,
     IdempotencyKeyMismatch,
     InvalidRequest,
     PayloadTooLarge,
@@ -112,6 +114,7 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
             CardDeclined(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             PaymentMethodMissing(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             CustomerNotFound(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            CustomerNotOwned(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             PayloadTooLarge,
             UnsupportedMediaType,
             scopes.refused("payments"),
@@ -252,7 +255,8 @@ async def list_customer_payments(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[str | None, Query(pattern=CHARGE_ID_PATTERN)] = None,
 ) -> Response:
-    """The customer's payments, newest first, read from Stripe on every call (no cache).
+    """The customer's payments, newest first, read from Stripe on every call (no cache);
+    without ``customers:all``, only the caller's own (``api.customer_charges``).
     At most LIST_MAX_CONCURRENCY run at once per process, and the client's share of them;
     past it, 503 + Retry-After."""
     if not _CUSTOMER_ID.fullmatch(customer_id):
@@ -262,7 +266,7 @@ async def list_customer_payments(
         # The same answer as for a customer Stripe does not know: nothing to probe.
         raise CustomerNotFound(f"No such customer: {customer_id}", param="customer_id")
     async with limiter.slot(principal):
-        page = await gateway.list_charges(
-            customer=customer_id, limit=limit, starting_after=starting_after
-        )
+        page = await charges_for(gateway, customer=customer_id, limit=limit,
+                                 starting_after=starting_after,
+                                 client=service.charges_of(principal))  # fmt: skip
         return Response(customer_payments_json(page), status_code=200, media_type=JSON)

@@ -169,9 +169,17 @@ class PaymentService:
         return record
 
     async def may_list(self, principal: Client | None, customer: str) -> bool:
-        """A client lists the charges of customers it has paid, unless it may list all."""
+        """A client lists the charges of customers for which a payment of its own succeeded
+        (an accept alone gives no such right), unless it may list all."""
         who = principal or ANONYMOUS
         return who.may("customers:all") or await self._store.has_paid(who.name, customer)
+
+    @staticmethod
+    def charges_of(principal: Client | None) -> str | None:
+        """Whose charges the client sees in a customer's list: its own (its name), or every
+        one (None) with ``customers:all``."""
+        who = principal or ANONYMOUS
+        return None if who.may("customers:all") else who.name
 
     async def get(self, payment_id: str) -> PaymentRecord:
         record = await self._store.get(payment_id)

@@ -22,7 +22,7 @@ INSTALL_HINT = (
 # Stripe calls: the customer's default payment method, then the PaymentIntent).
 PAYMENT_BODY = '{"account_id":"cus_bench1","amount":"42.99"}'
 
-# The client key the benchmark gives the API (API_KEYS) and sends as a bearer token: the
+# The client key the benchmark gives the API (API_CLIENTS, API_KEYS) and sends as a bearer token:
 # authentication middleware runs as in production. The bare yardstick ignores the header.
 CLIENT_KEY = "bench_client_key_0123456789abcdef"
 

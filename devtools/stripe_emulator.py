@@ -10,6 +10,8 @@ Two gaps are filled so that it answers like Stripe does for what this service us
   filter): by ``customer``, ``created`` (a timestamp, or ``gt``/``gte``/``lt``/``lte``),
   ``limit`` (1 to 100, 10 by default) and ``starting_after``, newest first, with ``has_more``;
 - ``GET /v1/charges?customer=`` keeps its 404 for an unknown customer (already the case);
+- a PaymentIntent's metadata is copied to the charge it makes, once, when it makes it (Stripe
+  does so on confirmation; localstripe leaves the charge's metadata empty);
 - 3-D Secure: ``pm_card_threeDSecure2Required`` (a card whose charges need authentication,
   completed with ``POST /v1/payment_intents/{id}/_authenticate``), and the
   ``payment_intent.payment_failed`` event when authentication fails;
@@ -49,6 +51,7 @@ def build_app() -> Any:
 
     resources.StripeObject._api_list_all = classmethod(newest_first)
     _payment_intent_list(resources)
+    _intent_metadata_on_charges(resources)
     _three_d_secure(resources)
     _disputes(resources)
     from localstripe import server  # after the patches: it routes resources.extra_apis
@@ -104,6 +107,21 @@ def _payment_intent_list(resources: Any) -> None:
         return li
 
     intent._api_list_all = classmethod(list_intents)
+
+
+def _intent_metadata_on_charges(resources: Any) -> None:
+    """A charge made by a PaymentIntent starts with a copy of the PaymentIntent's metadata (a
+    later update of either does not reach the other), as at Stripe."""
+    charge = resources.Charge
+    initialize = charge.__dict__["_initialize_charge"]
+
+    def with_intent_metadata(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.payment_intent and not self.metadata:
+            intent = resources.PaymentIntent._api_retrieve(self.payment_intent)
+            self.metadata = dict(intent.metadata or {})
+        return initialize(self, *args, **kwargs)
+
+    charge._initialize_charge = with_intent_metadata
 
 
 # Stripe's test payment method whose every charge needs 3-D Secure (card 4000 0027 6000 3184).

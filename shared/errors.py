@@ -95,6 +95,17 @@ class CustomerNotFound(NotFound):
     default_message = "No such customer."
 
 
+class CustomerNotOwned(PaymentServiceError):
+    """The Stripe customer belongs to another client (its metadata under
+    CUSTOMER_OWNER_METADATA_KEY names it): refused before any charge."""
+
+    http_status = 403
+    default_code = "customer_not_owned"
+    default_message = (
+        "This customer belongs to another client of this service; the payment was not charged."
+    )
+
+
 class MethodNotAllowed(PaymentServiceError):
     http_status = 405
     default_code = "method_not_allowed"

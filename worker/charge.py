@@ -18,6 +18,10 @@ The rules, as they hold now:
    maintenance round) keeps asking, with backoff, until it knows.
 4. Waiting for the shared Stripe budget is not a failure: an attempt books its calls once and
    waits for them (``worker.stripe_calls``), however long the backlog.
+5. Another client's customer is never charged: with CUSTOMER_OWNER_METADATA_KEY set, the
+   customer is retrieved before the PaymentIntent is made (the same call that resolves its
+   default payment method) and a customer whose metadata names another client fails the
+   payment ``customer_not_owned`` (403), not charged.
 
 The skeleton that keeps these rules for charges and refunds alike is ``worker.attempts``; this
 module is what is a charge's own: the payment's lease and record, the PaymentIntent.
@@ -64,6 +68,9 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
         super().__init__(settings, budget or StripeBudget(store, 0), metrics)
         self._store = store
         self._gateway = gateway
+        # Customers may belong to a client: the customer is retrieved before each write, also
+        # when the payment names its payment method.
+        self._owners_checked = bool(settings.customer_owner_metadata_key)
 
     def _start(self, key: str, *, token: str) -> PaymentRecord | Busy | None:
         started = self._store.start_attempt(key, token=token)
@@ -90,7 +97,7 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
         return held.reconcile_first  # a replayed dead letter
 
     def _calls_before_write(self, held: PaymentRecord) -> int:
-        return int(held.payment_method is None)
+        return int(held.payment_method is None or self._owners_checked)
 
     def _at_stripe(self, held: PaymentRecord) -> bool:
         return bool(held.payment_intent)  # it was still processing
@@ -106,8 +113,11 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
         method = held.payment_method
         if method is None:
             method = stripe.call("customers.retrieve", self._gateway.default_payment_method,
-                                 customer=held.account_id)  # fmt: skip
+                                 customer=held.account_id, client=held.client)  # fmt: skip
             self._store.remember_payment_method(held.id, method)
+        elif self._owners_checked:
+            stripe.call("customers.retrieve", self._gateway.check_owner,
+                        customer=held.account_id, client=held.client)  # fmt: skip
         return stripe.call(
             "payment_intents.create",
             self._gateway.create_payment_intent,
@@ -117,6 +127,7 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
             payment_method=method,
             payment_id=held.id,
             idempotency_key=stripe_idempotency_key(held.id),
+            client=held.client,
         )
 
     def _stripe_ids(self, outcome: ChargeOutcome) -> dict[str, str]:

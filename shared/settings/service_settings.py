@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # 30+30+30 s at most): long enough to ride out a Stripe incident's first minutes, short
     # enough that a client hears "failed, not charged" while it still cares. Then the payment
     # fails with 503 and is kept as a dead letter an operator can replay.
+    # A Stripe customer whose metadata under this key names a client belongs to that client:
+    # a payment of another client for it fails customer_not_owned before any charge. A
+    # customer without it is any client's. Empty: no customer belongs to a client.
+    customer_owner_metadata_key: str = Field(default="", max_length=40, pattern=r"^[^\[\]]*$")
+
     charge_max_retries: int = Field(default=8, ge=0, le=20)
     charge_retry_backoff_seconds: float = Field(default=1.0, gt=0, le=60)
     charge_retry_backoff_max_seconds: float = Field(default=30.0, gt=0, le=120)

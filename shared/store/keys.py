@@ -20,10 +20,12 @@ Key (type; TTL; written by):
 - ``payments:stripe_rate`` (string, the shared Stripe budget's next free slot in µs; until that
   slot; workers).
 - ``payments:maintenance`` (string, one worker's turn at the maintenance round; the round).
-- ``payments:client:customers:{client}`` (set of customer ids a client has paid; the record
-  TTL, renewed on accept; API). ``payments:client:rate:{client}`` (hash, the client's token
-  bucket; until full again; API). ``payments:client:backlog:{client}`` (counter of the client's
-  pending payments; none; API on accept and replay, workers when a payment leaves pending).
+- ``payments:client:customers:{client}`` (set of customer ids for which a payment of the client
+  has succeeded: it may list their charges; the record TTL, renewed by each success; workers,
+  in the steps that move a payment into succeeded: finish, transition).
+  ``payments:client:rate:{client}`` (hash, the client's token bucket; until full again; API).
+  ``payments:client:backlog:{client}`` (counter of the client's pending payments; none; API on
+  accept and replay, workers when a payment leaves pending).
 - ``payments:metrics:worker_heartbeat`` (string, when a worker's maintenance round last ran;
   workers).
 - ``payments:metrics:clients`` (hash ``client|accepted`` / ``client|limited`` -> count; API).
@@ -130,7 +132,7 @@ def callback_key(event_id: str) -> str:
 
 
 def client_customers(client: str) -> str:
-    """The customers a client has paid (it may list their charges)."""
+    """The customers for which a payment of the client succeeded (it may list their charges)."""
     return CLIENT_CUSTOMERS_PREFIX + client
 
 

@@ -112,6 +112,8 @@ class LifecycleStore:
             now_iso=now_iso(),
             callback=callback.decode(),
             filing=filing(self._settings),
+            customers_prefix=keys.CLIENT_CUSTOMERS_PREFIX,
+            record_ttl=self._settings.record_ttl_seconds,
         )
         return Moved(int(result))
 

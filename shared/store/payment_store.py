@@ -124,7 +124,6 @@ class AsyncPaymentStore:
             self._settings.queue_name,
             keys.PENDING_INDEX,
             keys.ACCEPTED_COUNT,
-            keys.client_customers(limits.name),
             keys.client_rate(limits.name),
             keys.client_backlog(limits.name),
             keys.CLIENT_COUNTS,
@@ -138,7 +137,6 @@ class AsyncPaymentStore:
                 max_backlog=self._settings.queue_max_backlog,
                 sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
                 client=limits.name,
-                account_id=fields["account_id"],
                 rate=limits.max_rps,
                 burst=limits.burst,
                 client_max_backlog=limits.max_backlog,
@@ -176,7 +174,8 @@ class AsyncPaymentStore:
                        retry_after_ms=int(result[2]))  # fmt: skip
 
     async def has_paid(self, client: str, customer: str) -> bool:
-        """Whether this client has made a payment for this customer (within RECORD_TTL)."""
+        """Whether a payment of this client for this customer has succeeded (the last one
+        within RECORD_TTL_SECONDS)."""
         return bool(await self._redis.sismember(keys.client_customers(client), customer))
 
 
@@ -324,6 +323,8 @@ class PaymentStore:
             now=int(time.time()),
             now_iso=now_iso(),
             backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
+            customers_prefix=keys.CLIENT_CUSTOMERS_PREFIX,
+            record_ttl=self._settings.record_ttl_seconds,
             # Issue 11: the client's callback for this outcome, pushed by the script itself.
             callback=payment_callback(self._settings, payment_id, status).decode(),
             filing=callback_filing(self._settings),

@@ -16,13 +16,16 @@ import stripe
 
 from shared.errors import (
     CustomerNotFound,
+    CustomerNotOwned,
     PaymentMethodMissing,
 )
 from shared.settings.service_settings import Settings
 from shared.stripe.http_client import ThreadLocalCurlClient
 from shared.stripe.objects import (
+    CLIENT_METADATA,
     ChargePage,
     ChargeState,
+    charge_client,
     charge_state,
     charge_summary,
     field_of,
@@ -47,6 +50,7 @@ class StripeGateway:
     """Stripe calls the service makes. Safe to share between threads and tasks."""
 
     def __init__(self, settings: Settings) -> None:
+        self._owner_key = settings.customer_owner_metadata_key
         http_client = ThreadLocalCurlClient(timeout=settings.stripe_timeout_seconds)
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         self._client = stripe.StripeClient(
@@ -85,20 +89,34 @@ class StripeGateway:
         data: dict[str, Any] = self._client.raw_request("get", path, **params).data
         return data
 
-    def default_payment_method(self, *, customer: str) -> str:
-        """The customer's invoice default payment method, else its default source."""
-        try:
-            cus = self._get(f"/v1/customers/{customer}")
-        except stripe.StripeError as exc:
-            raise translate_error(exc, customer=customer) from exc
-        if cus.get("deleted"):
-            raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
+    def default_payment_method(self, *, customer: str, client: str | None = None) -> str:
+        """The customer's invoice default payment method, else its default source, once the
+        customer is known to be ``client``'s to charge (``check_owner``)."""
+        cus = self._customer(customer, client)
         method = id_of(field_of(cus.get("invoice_settings"), "default_payment_method")) or id_of(
             cus.get("default_source")
         )
         if not method:
             raise PaymentMethodMissing()
         return method
+
+    def check_owner(self, *, customer: str, client: str | None) -> None:
+        """CustomerNotOwned if the customer's metadata under CUSTOMER_OWNER_METADATA_KEY names
+        a client other than ``client`` (nothing is asked of Stripe when that is unset)."""
+        if self._owner_key:
+            self._customer(customer, client)
+
+    def _customer(self, customer: str, client: str | None) -> dict[str, Any]:
+        try:
+            cus = self._get(f"/v1/customers/{customer}")
+        except stripe.StripeError as exc:
+            raise translate_error(exc, customer=customer) from exc
+        if cus.get("deleted"):
+            raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
+        owner = field_of(cus.get("metadata"), self._owner_key) if self._owner_key else None
+        if owner and owner != client:
+            raise CustomerNotOwned(param="account_id")
+        return cus
 
     def create_payment_intent(
         self,
@@ -109,8 +127,14 @@ class StripeGateway:
         payment_method: str,
         payment_id: str,
         idempotency_key: str,
+        client: str | None = None,
     ) -> ChargeOutcome:
-        """Create and confirm an off-session PaymentIntent. Declines raise CardDeclined."""
+        """Create and confirm an off-session PaymentIntent, its metadata naming our payment id
+        and the client that made it (the list shows a client only its own charges). Declines
+        raise CardDeclined."""
+        metadata = {"payment_id": payment_id}
+        if client:
+            metadata[CLIENT_METADATA] = client
         try:
             intent = self._client.raw_request(
                 "post",
@@ -122,7 +146,7 @@ class StripeGateway:
                 payment_method_types=["card"],
                 confirm=True,
                 off_session=True,
-                metadata={"payment_id": payment_id},
+                metadata=metadata,
                 idempotency_key=idempotency_key,
             ).data
         except stripe.StripeError as exc:
@@ -139,7 +163,8 @@ class StripeGateway:
     async def list_charges(
         self, *, customer: str, limit: int, starting_after: str | None
     ) -> ChargePage:
-        """One page of the customer's charges, newest first, read from Stripe (no cache)."""
+        """One page of the customer's charges, newest first, read from Stripe (no cache), with
+        the client each one's metadata names."""
         # The PaymentIntent is expanded for its metadata: our payment id lives there.
         params: dict[str, Any] = {
             "customer": customer,
@@ -154,9 +179,11 @@ class StripeGateway:
             error = translate_error(exc, customer=customer, customer_param="customer_id")
             raise (for_reader(error) if isinstance(error, TransientStripeError) else error) from exc
         page: dict[str, Any] = response.data
+        charges = page.get("data", ())
         return ChargePage(
-            data=[charge_summary(c) for c in page.get("data", ())],
+            data=[charge_summary(c) for c in charges],
             has_more=bool(page.get("has_more")),
+            owners=tuple(charge_client(c) for c in charges),
         )
 
     def find_payment_intent(

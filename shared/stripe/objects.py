@@ -25,14 +25,26 @@ class ChargeSummary:
     amount_refunded: str = "0"
 
 
+# The metadata key naming the client that made a payment, on its PaymentIntent (beside our
+# payment id) and so on its charge: Stripe copies a PaymentIntent's metadata to its charge.
+CLIENT_METADATA = "client"
+
+
 @dataclass(frozen=True, slots=True)
 class ChargePage:
     data: list[ChargeSummary]
     has_more: bool
+    # The client each charge's metadata names (None: none), in ``data``'s order; not shown.
+    owners: tuple[str | None, ...] = ()
+    # Where the next page starts when that is not the last charge shown: a page filtered to
+    # one client's charges may have read past charges it does not show.
+    cursor: str | None = None
 
     @property
     def next_cursor(self) -> str | None:
-        return self.data[-1].id if self.has_more and self.data else None
+        if not self.has_more:
+            return None
+        return self.cursor or (self.data[-1].id if self.data else None)
 
 
 def id_of(value: Any) -> str | None:
@@ -94,6 +106,15 @@ def intent_outcome(intent: dict[str, Any]) -> ChargeOutcome:
         payment_id=field_of(intent.get("metadata"), "payment_id"),
         client_secret=intent.get("client_secret") if next_action else None,
     )
+
+
+def charge_client(charge: dict[str, Any]) -> str | None:
+    """The client that made a charge, as its metadata (else its PaymentIntent's) names it."""
+    intent = field_of(charge, "payment_intent")
+    client = field_of(field_of(charge, "metadata"), CLIENT_METADATA) or field_of(
+        field_of(intent, "metadata"), CLIENT_METADATA
+    )
+    return str(client) if client else None
 
 
 def charge_summary(charge: dict[str, Any]) -> ChargeSummary:

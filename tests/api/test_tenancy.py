@@ -1,5 +1,6 @@
-"""Clients are tenants: each sees only its own payments and the customers it paid, within its
-own request rate and share of the backlog; admins see all and manage dead letters."""
+"""Clients are tenants: each sees only its own payments, and its own charges of the customers
+it has paid, within its own request rate and share of the backlog; admins see all and manage
+dead letters."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from shared.settings.api_clients import ClientConfigError, load
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, record_key
-from shared.stripe.objects import ChargePage
+from shared.store.lifecycle_store import LifecycleStore, Transition
+from shared.stripe.objects import ChargePage, ChargeSummary
 from shared.stripe.outcomes import not_charged
 from tests.support import FakeListGateway, app_client, payment
 
@@ -124,17 +126,48 @@ async def test_an_expired_rotated_key_is_refused(api: httpx.AsyncClient) -> None
     assert refused.status_code == 401
 
 
-async def test_a_client_lists_only_customers_it_paid_unless_it_may_list_all(
-    api: httpx.AsyncClient,
-) -> None:
-    await api.post("/payments", json=payment(account_id="cus_Paid1"), headers=auth(SHOP))
+def _charge(charge_id: str) -> ChargeSummary:
+    return ChargeSummary(id=charge_id, amount="1.00", currency="usd", status="succeeded",
+                         created=1, payment_intent=None, description="secret order",
+                         payment_id=None, failure_code=None, refunded=False)  # fmt: skip
 
-    assert (await api.get("/cus_Paid1/payments", headers=auth(SHOP))).status_code == 200
-    refused = await api.get("/cus_Other9/payments", headers=auth(SHOP))
-    assert refused.status_code == 404
-    assert refused.json()["error"]["code"] == "customer_not_found"
-    assert (await api.get("/cus_Paid1/payments", headers=auth(OTHER))).status_code == 404
-    assert (await api.get("/cus_Other9/payments", headers=auth(ADMIN))).status_code == 200
+
+async def test_a_client_lists_a_customer_once_its_payment_succeeded_and_sees_its_own_only() -> None:
+    server = fakeredis.FakeServer()
+    gateway = FakeListGateway()
+    gateway.pages["cus_Paid1"] = ChargePage(
+        data=[_charge("ch_shop1"), _charge("ch_other1"), _charge("ch_none1")],
+        has_more=False,
+        owners=("shop", "other", None),
+    )
+    gateway.pages["cus_Other9"] = ChargePage(data=[], has_more=False)
+    app = create_app(settings(), redis=fakeredis.FakeAsyncRedis(server=server))
+    workers = LifecycleStore(fakeredis.FakeRedis(server=server), settings())
+    payments = PaymentStore(fakeredis.FakeRedis(server=server), settings())
+    async with app_client(app, gateway=gateway) as api:
+
+        async def listed(key: str, customer: str = "cus_Paid1") -> httpx.Response:
+            return await api.get(f"/{customer}/payments", headers=auth(key))
+
+        made = await api.post("/payments", json=payment(account_id="cus_Paid1"),
+                              headers=auth(SHOP))  # fmt: skip
+        payment_id = made.json()["id"]
+        # Accepted, then failed: no right to list the customer.
+        assert (await listed(SHOP)).status_code == 404
+        payments.finish(payment_id, status=Status.FAILED, fields={})
+        refused = await listed(SHOP)
+        assert refused.status_code == 404
+        assert refused.json()["error"]["code"] == "customer_not_found"
+        # Succeeded: the client lists the customer, and sees its own charges only.
+        workers.transition(payment_id, Transition(Status.SUCCEEDED, {}))
+        own = await listed(SHOP)
+        assert own.status_code == 200
+        assert [c["id"] for c in own.json()["data"]] == ["ch_shop1"]
+        assert (await listed(SHOP, "cus_Other9")).status_code == 404
+        assert (await listed(OTHER)).status_code == 404
+        everyone = await listed(ADMIN)
+        assert [c["id"] for c in everyone.json()["data"]] == ["ch_shop1", "ch_other1", "ch_none1"]
+        assert (await listed(ADMIN, "cus_Other9")).status_code == 200
 
 
 async def test_over_its_rate_a_client_gets_429_with_the_ratelimit_fields(

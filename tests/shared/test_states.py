@@ -28,6 +28,7 @@ from shared.store.keys import (
     DEAD_LETTERS,
     PENDING_INDEX,
     REFUNDS_PENDING,
+    client_customers,
     record_key,
     refund_key,
 )
@@ -163,6 +164,7 @@ class Seen:
     source: str | None  # None: the record did not exist
     target: str
     wrote: bool  # the record's hash changed
+    may_list: bool  # a client may now list the customer's charges
 
 
 def observe() -> Iterator[Seen]:
@@ -192,6 +194,7 @@ def observe() -> Iterator[Seen]:
                     source=old[b"status"].decode() if old else None,
                     target=now[b"status"].decode(),
                     wrote=old != now,
+                    may_list=bool(redis.keys(client_customers("*"))),
                 )
 
 
@@ -230,3 +233,17 @@ def test_a_record_a_script_creates_starts_in_the_initial_status(seen: list[Seen]
 def test_every_row_of_the_table_is_a_move_its_script_makes(seen: list[Seen], kind: str) -> None:
     made = {(s.step, s.source, s.target) for s in seen if s.kind == kind and s.wrote}
     assert rows(kind) - made == set()
+
+
+def test_only_a_move_into_succeeded_gives_the_right_to_list_the_customer(
+    seen: list[Seen],
+) -> None:
+    """An accept, a failure or any other step leaves the client without the right to list its
+    customer's charges; every step that makes a payment succeed gives it."""
+    granted = {(s.step, s.source, s.target) for s in seen if s.kind == "payment" and s.may_list}
+    into_succeeded = {
+        (m.step, m.source.value, m.target.value)
+        for m in PAYMENT_MOVES
+        if m.target is Status.SUCCEEDED and m.source is not Status.SUCCEEDED
+    }
+    assert granted == into_succeeded

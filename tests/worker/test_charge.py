@@ -13,7 +13,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from shared.errors import CardDeclined, CustomerNotFound, PaymentMethodMissing
+from shared.errors import CardDeclined, CustomerNotFound, CustomerNotOwned, PaymentMethodMissing
 from shared.payments.payment_records import PaymentRecord
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
@@ -45,13 +45,23 @@ class FakeStripe:
     made: list[ChargeOutcome] = field(default_factory=list)  # as Stripe holds them now
     fail_find: list[Exception] = field(default_factory=list)
     finds: int = 0
+    owners: dict[str, str] = field(default_factory=dict)
+    customer_reads: int = 0
 
-    def default_payment_method(self, *, customer: str) -> str:
-        if customer not in self.customers:
-            raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
+    def default_payment_method(self, *, customer: str, client: str | None = None) -> str:
+        self.check_owner(customer=customer, client=client)
         if self.default_method is None:
             raise PaymentMethodMissing()
         return self.default_method
+
+    def check_owner(self, *, customer: str, client: str | None) -> None:
+        """The gateway's check with CUSTOMER_OWNER_METADATA_KEY set, ``owners`` standing for
+        the customers' metadata under it."""
+        self.customer_reads += 1
+        if customer not in self.customers:
+            raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
+        if self.owners.get(customer, client) != client:
+            raise CustomerNotOwned(param="account_id")
 
     def create_payment_intent(self, **params: Any) -> ChargeOutcome:
         if self.fail_next:
@@ -505,3 +515,35 @@ def test_the_same_delivery_starting_again_after_a_redis_blip_keeps_its_lease(
     )
     assert processor.process(payment_id, delivery_tag="tag-1") == Done(status="succeeded")  # type: ignore[arg-type]
     assert len(stripe.ledger) == 1
+
+
+@pytest.mark.parametrize("payment_method", [None, "pm_given"])
+def test_another_client_s_customer_is_refused_before_any_charge(
+    redis: fakeredis.FakeRedis, stripe: FakeStripe, payment_method: str | None
+) -> None:
+    settings = Settings(environment="test", customer_owner_metadata_key="owner")
+    processor = ChargeProcessor(PaymentStore(redis, settings), stripe, settings)  # type: ignore[arg-type]
+    stripe.owners["cus_A"] = "shop"
+    theirs = seed_record(redis, "pay_1", payment_method=payment_method, client="other")
+    ours = seed_record(redis, "pay_2", payment_method=payment_method, client="shop")
+
+    assert processor.process(theirs) == Done(status="failed")  # type: ignore[arg-type]
+    assert processor.process(ours) == Done(status="succeeded")  # type: ignore[arg-type]
+
+    refused = load(redis, theirs)
+    assert refused.error_status == 403
+    assert refused.error is not None
+    assert refused.error["code"] == "customer_not_owned"
+    assert "not charged" in refused.error["message"]
+    assert [charge["payment_id"] for charge in stripe.ledger] == [ours]
+    assert stripe.ledger[0]["client"] == "shop"
+    assert stripe.customer_reads == 2  # the customer is read even when the method is given
+
+
+def test_without_owners_a_given_payment_method_costs_no_customer_read(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.owners["cus_A"] = "shop"  # metadata that means nothing while the key is unset
+    payment_id = seed_record(redis, "pay_1", payment_method="pm_given", client="other")
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+    assert stripe.customer_reads == 0

@@ -1,6 +1,8 @@
 -- claim_and_enqueue: one accept, all or nothing.
--- KEYS: record, queue, pending index, accepted counter, the client's customers, the client's
--- token bucket, the client's pending count, per-client counts.
+-- KEYS: record, queue, pending index, accepted counter, the client's token bucket, the client's
+-- pending count, per-client counts.
+-- An accept gives no right to list the customer's charges: only a payment that succeeds does
+-- (finish, transition).
 -- The payment id is derived from the client and its Idempotency-Key, so the record itself is
 -- the claim. Answers {code, tokens left, ...}:
 --   {3, tokens, retry_ms}: the client is over its request rate (nothing else looked at);
@@ -12,7 +14,7 @@ local a = cjson.decode(ARGV[1])
 
 local tokens = -1
 if a.rate > 0 then
-  tokens = take_token(KEYS[6], KEYS[8], a.client, a.rate, a.burst)
+  tokens = take_token(KEYS[5], KEYS[7], a.client, a.rate, a.burst)
   if tokens < 0 then return {3, 0, -tokens} end
 end
 
@@ -23,8 +25,8 @@ end
 if redis.call('LLEN', KEYS[2]) >= a.max_backlog then
   return {2, tokens}
 end
-if tonumber(redis.call('GET', KEYS[7]) or '0') >= a.client_max_backlog then
-  redis.call('HINCRBY', KEYS[8], a.client .. '|backlog_full', 1)
+if tonumber(redis.call('GET', KEYS[6]) or '0') >= a.client_max_backlog then
+  redis.call('HINCRBY', KEYS[7], a.client .. '|backlog_full', 1)
   return {4, tokens}
 end
 hset_map(KEYS[1], {}, a.fields)
@@ -32,8 +34,6 @@ redis.call('EXPIRE', KEYS[1], a.record_ttl)
 redis.call('LPUSH', KEYS[2], a.message)
 redis.call('ZADD', KEYS[3], a.sweep_at, a.payment_id)
 redis.call('INCR', KEYS[4])
-redis.call('SADD', KEYS[5], a.account_id)
-redis.call('EXPIRE', KEYS[5], a.record_ttl)
-redis.call('INCR', KEYS[7])
-redis.call('HINCRBY', KEYS[8], a.client .. '|accepted', 1)
+redis.call('INCR', KEYS[6])
+redis.call('HINCRBY', KEYS[7], a.client .. '|accepted', 1)
 return {1, tokens}

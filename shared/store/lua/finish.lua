@@ -6,8 +6,9 @@
 -- a.check_at). Either way waiting requests are told, the lease is released and, if asked,
 -- the payment is filed as a dead letter. A client that asked to be told (the record has a
 -- callback_url) gets a.callback pushed in this same step (and filed for the callbacks'
--- recovery sweep, a.filing: see lib/callbacks.lua). -1: no record; 0: a move MOVES lacks, such
--- as from a final status (nothing written).
+-- recovery sweep, a.filing: see lib/callbacks.lua). A success gives the payment's client the
+-- right to list its customer's charges (may_list_customer). -1: no record; 0: a move MOVES
+-- lacks, such as from a final status (nothing written).
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
@@ -21,6 +22,7 @@ if redis.call('ZREM', KEYS[5], a.payment_id) == 1 then
     redis.call('SET', a.backlog_prefix .. client, 0)
   end
 end
+if a.status == STATUS.SUCCEEDED then may_list_customer(KEYS[1], a) end
 if FINAL[a.status] then
   redis.call('ZREM', KEYS[7], a.payment_id)
   redis.call('HINCRBY', KEYS[6], a.outcome_field, 1)

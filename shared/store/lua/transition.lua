@@ -6,7 +6,8 @@
 -- it leaves the charge path's indexes, the move is counted, waiters are told and, when the
 -- payment has a callback endpoint, its callback message (a.callback) is pushed in this same
 -- step (filed for the callbacks' recovery sweep, a.filing), so no move goes without its
--- callback and no callback without its move.
+-- callback and no callback without its move. A move into succeeded gives the payment's client
+-- the right to list its customer's charges (may_list_customer).
 -- 1: moved; 0: already there (nothing written); -1: no record; -2: a move the table refuses.
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -19,6 +20,7 @@ redis.call('ZREM', KEYS[3], a.payment_id)
 redis.call('ZREM', KEYS[4], a.payment_id)
 redis.call('ZREM', KEYS[5], a.payment_id)
 redis.call('HINCRBY', KEYS[6], status .. '|' .. a.to, 1)
+if a.to == STATUS.SUCCEEDED then may_list_customer(KEYS[1], a) end
 if a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
   push_callback(KEYS[7], a.callback, a.filing)
 end

@@ -13,3 +13,15 @@ end
 local function may_move(moves, from, to)
   return from ~= nil and moves[from] ~= nil and moves[from][to] == true
 end
+
+-- may_list_customer(record, a): the payment in `record` has just succeeded, which gives its
+-- client the right to list its customer's charges (GET /{customer}/payments) for a.record_ttl
+-- seconds from now, renewed by every later success; the set is a.customers_prefix .. client.
+local function may_list_customer(record, a)
+  local found = redis.call('HMGET', record, 'client', 'account_id')
+  local client, customer = found[1], found[2]
+  if not client or not customer then return end
+  local key = a.customers_prefix .. client
+  redis.call('SADD', key, customer)
+  redis.call('EXPIRE', key, a.record_ttl)
+end
