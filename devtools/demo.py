@@ -89,6 +89,12 @@ def run_demo(
         headers={"Idempotency-Key": f"demo-{customer}"},
     )
     print(f"HTTP {paid.status_code}\n{json.dumps(paid.json(), indent=2)}\n")
+    if paid.status_code != 200:
+        print(
+            "(Not listed: a client lists a customer's charges once a payment of its own for "
+            "that customer has succeeded; before that, the list is a 404.)"
+        )
+        return 0 if decline and paid.status_code == 402 else 1
     print(f"$ curl -s {auth_header} '{api.base_url}/{customer}/payments'")
     listed = api.get(f"/{customer}/payments")
     print(f"HTTP {listed.status_code}\n{json.dumps(listed.json(), indent=2)}")

@@ -100,6 +100,7 @@ class CustomerNotOwned(PaymentServiceError):
     CUSTOMER_OWNER_METADATA_KEY names it): refused before any charge."""
 
     http_status = 403
+    type = "permission_error"
     default_code = "customer_not_owned"
     default_message = (
         "This customer belongs to another client of this service; the payment was not charged."
