@@ -111,13 +111,16 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
 
     def _write(self, held: PaymentRecord, stripe: MeteredStripe) -> ChargeOutcome:
         method = held.payment_method
-        if method is None:
-            method = stripe.call("customers.retrieve", self._gateway.default_payment_method,
-                                 customer=held.account_id, client=held.client)  # fmt: skip
-            self._store.remember_payment_method(held.id, method)
-        elif self._owners_checked:
-            stripe.call("customers.retrieve", self._gateway.check_owner,
-                        customer=held.account_id, client=held.client)  # fmt: skip
+        if method is None or self._owners_checked:
+            # One read of the customer: whether it is this client's to charge, and its default
+            # payment method when the payment names none.
+            default = stripe.call("customers.retrieve", self._gateway.default_payment_method,
+                                  customer=held.account_id, client=held.client,
+                                  required=method is None)  # fmt: skip
+            if method is None:
+                assert default is not None  # required: PaymentMethodMissing otherwise
+                method = default
+                self._store.remember_payment_method(held.id, method)
         return stripe.call(
             "payment_intents.create",
             self._gateway.create_payment_intent,

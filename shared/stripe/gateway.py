@@ -89,24 +89,13 @@ class StripeGateway:
         data: dict[str, Any] = self._client.raw_request("get", path, **params).data
         return data
 
-    def default_payment_method(self, *, customer: str, client: str | None = None) -> str:
-        """The customer's invoice default payment method, else its default source, once the
-        customer is known to be ``client``'s to charge (``check_owner``)."""
-        cus = self._customer(customer, client)
-        method = id_of(field_of(cus.get("invoice_settings"), "default_payment_method")) or id_of(
-            cus.get("default_source")
-        )
-        if not method:
-            raise PaymentMethodMissing()
-        return method
-
-    def check_owner(self, *, customer: str, client: str | None) -> None:
-        """CustomerNotOwned if the customer's metadata under CUSTOMER_OWNER_METADATA_KEY names
-        a client other than ``client`` (nothing is asked of Stripe when that is unset)."""
-        if self._owner_key:
-            self._customer(customer, client)
-
-    def _customer(self, customer: str, client: str | None) -> dict[str, Any]:
+    def default_payment_method(
+        self, *, customer: str, client: str | None = None, required: bool = True
+    ) -> str | None:
+        """The customer's invoice default payment method, else its default source (if it has
+        neither: PaymentMethodMissing, or None when not ``required``), once the customer is
+        known to be ``client``'s to charge: CustomerNotOwned when its metadata under
+        CUSTOMER_OWNER_METADATA_KEY names another client."""
         try:
             cus = self._get(f"/v1/customers/{customer}")
         except stripe.StripeError as exc:
@@ -116,7 +105,12 @@ class StripeGateway:
         owner = field_of(cus.get("metadata"), self._owner_key) if self._owner_key else None
         if owner and owner != client:
             raise CustomerNotOwned(param="account_id")
-        return cus
+        method = id_of(field_of(cus.get("invoice_settings"), "default_payment_method")) or id_of(
+            cus.get("default_source")
+        )
+        if not method and required:
+            raise PaymentMethodMissing()
+        return method
 
     def create_payment_intent(
         self,

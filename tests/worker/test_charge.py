@@ -48,20 +48,18 @@ class FakeStripe:
     owners: dict[str, str] = field(default_factory=dict)
     customer_reads: int = 0
 
-    def default_payment_method(self, *, customer: str, client: str | None = None) -> str:
-        self.check_owner(customer=customer, client=client)
-        if self.default_method is None:
-            raise PaymentMethodMissing()
-        return self.default_method
-
-    def check_owner(self, *, customer: str, client: str | None) -> None:
-        """The gateway's check with CUSTOMER_OWNER_METADATA_KEY set, ``owners`` standing for
-        the customers' metadata under it."""
+    def default_payment_method(
+        self, *, customer: str, client: str | None = None, required: bool = True
+    ) -> str | None:
+        """``owners`` stands for the customers' metadata under CUSTOMER_OWNER_METADATA_KEY."""
         self.customer_reads += 1
         if customer not in self.customers:
             raise CustomerNotFound(f"No such customer: {customer}", param="account_id")
         if self.owners.get(customer, client) != client:
             raise CustomerNotOwned(param="account_id")
+        if self.default_method is None and required:
+            raise PaymentMethodMissing()
+        return self.default_method
 
     def create_payment_intent(self, **params: Any) -> ChargeOutcome:
         if self.fail_next:
