@@ -18,7 +18,8 @@ Two sources, both read once at start:
 
 ``callback_signing_secrets`` (optional; a list, or one comma-separated string, of Standard
 Webhooks ``whsec_<base64>`` secrets): when set, this client's callbacks are signed with these
-instead of CALLBACK_SIGNING_SECRETS (the first is current, every one signs during a rotation).
+instead of the secrets derived for it from CALLBACK_SIGNING_SECRETS (shared.callbacks.signing;
+the first is current, every one signs during a rotation).
 The workers read API_CLIENTS for them. A malformed entry stops the process at start, naming
 the client and the entry's position, never the secret.
 
@@ -122,7 +123,8 @@ class Client(BaseModel):
     backlog_share: float | None = Field(default=None, gt=0, le=1)  # None: an equal share
     # Its own cap on list calls in flight per API process; None: LIST_CLIENT_SHARE of them.
     list_concurrency: int | None = Field(default=None, ge=1)
-    # Its own callback signing secrets; empty: CALLBACK_SIGNING_SECRETS. Never shown.
+    # Its own callback signing secrets; empty: derived from CALLBACK_SIGNING_SECRETS and its
+    # name. Never logged.
     callback_signing_secrets: SigningSecrets = Field(default=(), repr=False)
 
     @field_validator("scopes", mode="before")

@@ -170,8 +170,9 @@ class Settings(BaseSettings):
     # --- payment lifecycle: Stripe webhooks in, callbacks out (docs/API.md).
     # Stripe's webhook signing secrets (whsec_...), comma-separated during a rotation.
     stripe_webhook_secret: CommaSeparatedSecrets = ()
-    # Standard Webhooks secrets (whsec_<base64>) for callbacks: the first signs, every one
-    # signs during a rotation (receivers accept any). Checked at start
+    # Master Standard Webhooks secrets (whsec_<base64>): each client's callbacks are signed with
+    # a secret derived from each of these and its name (shared.callbacks.signing), never with a
+    # master itself. The first is current; during a rotation every one signs. Checked at start
     # (shared.callbacks.whsec).
     callback_signing_secrets: CommaSeparatedSecrets = ()
     # A client key's default callback endpoint: key_<12 hex>=https://... (the key's identity,

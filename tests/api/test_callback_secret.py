@@ -107,3 +107,12 @@ async def test_without_a_key_nothing(api: Api) -> None:
         response = await client.get("/clients/me/callback-secret")
     assert response.status_code == 401
     assert "whsec_" not in response.text
+
+
+def test_the_derivation_is_the_documented_one() -> None:
+    """docs/API.md: whsec_ + base64(HMAC-SHA256(the master's key bytes, the client name))."""
+    import hmac
+
+    key = base64.b64decode(MASTER.removeprefix("whsec_"))
+    expected = hmac.new(key, b"shop-eu", hashlib.sha256).digest()
+    assert derived_secret(MASTER, "shop-eu") == "whsec_" + base64.b64encode(expected).decode()
