@@ -50,7 +50,7 @@ IDEMPOTENT_ANSWER = {
 }
 DESCRIPTIONS = {
     401: "Missing, unknown or expired API key",
-    403: "The client's scopes do not allow this request",
+    403: "Not allowed for this client (the code says why)",
     429: "Too many requests: retry after Retry-After seconds",
     503: "Unavailable for now: retry after Retry-After seconds",
 }
