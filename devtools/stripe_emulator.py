@@ -12,6 +12,9 @@ Two gaps are filled so that it answers like Stripe does for what this service us
 - ``GET /v1/charges?customer=`` keeps its 404 for an unknown customer (already the case);
 - a PaymentIntent's metadata is copied to the charge it makes, once, when it makes it (Stripe
   does so on confirmation; localstripe leaves the charge's metadata empty);
+- a PaymentIntent naming a customer or a payment method that does not exist is a 404
+  ``resource_missing`` naming that parameter (``param``), as Stripe answers (localstripe's
+  404 names nothing, which reads as an unknown customer);
 - 3-D Secure: ``pm_card_threeDSecure2Required`` (a card whose charges need authentication,
   completed with ``POST /v1/payment_intents/{id}/_authenticate``), and the
   ``payment_intent.payment_failed`` event when authentication fails;
@@ -52,6 +55,7 @@ def build_app() -> Any:
     resources.StripeObject._api_list_all = classmethod(newest_first)
     _payment_intent_list(resources)
     _intent_metadata_on_charges(resources)
+    _missing_objects_named(resources)
     _three_d_secure(resources)
     _disputes(resources)
     from localstripe import server  # after the patches: it routes resources.extra_apis
@@ -122,6 +126,33 @@ def _intent_metadata_on_charges(resources: Any) -> None:
         return initialize(self, *args, **kwargs)
 
     charge._initialize_charge = with_intent_metadata
+
+
+def _missing_objects_named(resources: Any) -> None:
+    """``POST /v1/payment_intents`` with a ``customer`` or ``payment_method`` that does not
+    exist: Stripe's 404, ``code: resource_missing`` and the ``param`` at fault."""
+    from localstripe.errors import UserError
+
+    intent = resources.PaymentIntent
+    init = intent.__init__
+    named = (("customer", resources.Customer, "customer"),
+             ("payment_method", resources.PaymentMethod, "PaymentMethod"))  # fmt: skip
+
+    def with_missing_named(self: Any, *args: Any, **kwargs: Any) -> None:
+        for param, kind, label in named:
+            value = kwargs.get(param)
+            if not isinstance(value, str) or not value:
+                continue
+            try:
+                kind._api_retrieve(value)
+            except UserError as exc:
+                if exc.code != 404:
+                    raise
+                body = {"code": "resource_missing", "param": param}
+                raise UserError(404, f"No such {label}: '{value}'", body) from None
+        init(self, *args, **kwargs)
+
+    intent.__init__ = with_missing_named
 
 
 # Stripe's test payment method whose every charge needs 3-D Secure (card 4000 0027 6000 3184).
