@@ -5,7 +5,8 @@ header is verified over the raw body first, with STRIPE_WEBHOOK_SECRET's secrets
 a 300 s tolerance, by the stripe library (``shared.stripe.webhook_events.verify_stripe_event``). A
 bad
 signature is a 400 and nothing is recorded. A verified event of a handled type is taken once
-per event id (kept 3 days, Stripe's retry horizon) and its task enqueued in the same Redis step;
+per event id (kept 3 days, Stripe's retry horizon) and its task enqueued in the same Redis step
+(the step the catch-up round of ``worker.event_catchup`` takes for an event it finds undelivered);
 the answer is 200 whether it was new or a duplicate. Other types are answered 200 and counted,
 nothing enqueued. Redis down: 503, so that Stripe tries again. The task (``worker.stripe_events``)
 fetches the object again from Stripe: the event's own data is never trusted.
@@ -22,14 +23,12 @@ from api.deps import LifecycleStoreDep
 from api.error_responses import JSON
 from api.operation_docs import error_responses, read_by_hand
 from api.request_helpers import read_json_body
-from shared.celery_message import task_message
 from shared.errors import (
     PayloadTooLarge,
     StoreUnavailable,
     UnsupportedMediaType,
     WebhookSignatureInvalid,
 )
-from shared.payments.payment_records import STRIPE_EVENT_TASK
 from shared.settings.service_settings import Settings
 from shared.stripe.outcomes import HANDLED_EVENTS, event_type_label
 from shared.stripe.webhook_events import verify_stripe_event
@@ -92,16 +91,7 @@ async def stripe_webhook(request: Request, store: LifecycleStoreDep) -> Response
     label = event_type_label(event.type)
     duplicate = ignored = False
     if event.type in HANDLED_EVENTS:
-        message = task_message(
-            task_name=STRIPE_EVENT_TASK,
-            task_id=event.id,
-            args=(event.id, event.type, event.object_id, event.charge_id or ""),
-            queue=settings.queue_name,
-            headers={"request_id": request.state.request_id},
-        )
-        duplicate = not await store.take_stripe_event(
-            event_id=event.id, type_label=label, message=message
-        )
+        duplicate = not await store.take_stripe_event(event, request_id=request.state.request_id)
     else:
         ignored = True
         await store.count_webhook(label, "ignored")

@@ -18,6 +18,10 @@ Two gaps are filled so that it answers like Stripe does for what this service us
 - 3-D Secure: ``pm_card_threeDSecure2Required`` (a card whose charges need authentication,
   completed with ``POST /v1/payment_intents/{id}/_authenticate``), and the
   ``payment_intent.payment_failed`` event when authentication fails;
+- events: each webhook delivery's outcome is kept on its event, and ``GET /v1/events`` filters
+  as Stripe does (``type`` with ``*``, or ``types``; ``created``; ``delivery_success``: false
+  lists the events still pending or whose delivery to an endpoint failed; ``limit``,
+  ``starting_after``, ``has_more``, newest first); a refund sends ``charge.refunded``;
 - disputes: ``POST /v1/charges/{id}/_dispute`` (a test helper, as ``_authenticate`` is: Stripe
   opens disputes in test mode through special cards instead) makes a ``dp_…`` dispute on the
   charge (``GET /v1/disputes/{id}``), marks the charge ``disputed`` and sends the signed
@@ -53,6 +57,7 @@ def build_app() -> Any:
         return li
 
     resources.StripeObject._api_list_all = classmethod(newest_first)
+    _events(resources)
     _payment_intent_list(resources)
     _intent_metadata_on_charges(resources)
     _missing_objects_named(resources)
@@ -63,7 +68,137 @@ def build_app() -> Any:
     return server.app
 
 
+def _events(resources: Any) -> None:
+    """Events as Stripe keeps them: each webhook delivery's outcome is recorded on its event
+    (localstripe sends once and forgets), ``GET /v1/events`` filters as Stripe does, and a
+    refund sends ``charge.refunded``."""
+    import asyncio
+    import fnmatch
+    import hashlib
+    import hmac
+    import json
+
+    import aiohttp
+    from localstripe import webhooks
+    from localstripe.errors import UserError
+
+    log = logging.getLogger("aiohttp.access")
+    sending: set[asyncio.Future[None]] = set()  # a task nobody holds may be collected
+
+    def schedule(event: Any) -> None:
+        hooks = [hook for hook in webhooks._webhooks.values()
+                 if hook.events is None or event.type in hook.events]  # fmt: skip
+        # None: pending. With no endpoint for its type, nothing is pending or failed.
+        event._delivery_success = None if hooks else True
+        task = asyncio.ensure_future(deliver(event, hooks))
+        sending.add(task)
+        task.add_done_callback(sending.discard)
+
+    async def deliver(event: Any, hooks: list[Any]) -> None:
+        """localstripe's own send (signed as Stripe signs, a second later), outcome kept."""
+        payload = json.dumps(event._export(), indent=2, sort_keys=True).encode()
+        signed = b"%d.%s" % (event.created, payload)
+        await asyncio.sleep(1)
+        delivered = []
+        for hook in hooks:
+            signature = hmac.new(hook.secret.encode(), signed, hashlib.sha256).hexdigest()
+            headers = {"Content-Type": "application/json; charset=utf-8",
+                       "Stripe-Signature": f"t={event.created},v1={signature}"}  # fmt: skip
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.post(hook.url, data=payload, headers=headers) as answer,
+                ):
+                    delivered.append(200 <= answer.status < 300)
+                    log.info("webhook %r answered %d", event.type, answer.status)
+            except aiohttp.ClientError as exc:
+                delivered.append(False)
+                log.info("webhook %r failed: %s", event.type, exc)
+        if hooks:
+            event._delivery_success = all(delivered)
+
+    resources.schedule_webhook = schedule  # what localstripe's resources call
+    webhooks.schedule_webhook = schedule
+
+    list_all = resources.StripeObject.__dict__["_api_list_all"].__func__  # newest first
+
+    def list_events(
+        cls: Any,
+        /,
+        url: Any,
+        type: Any = None,
+        types: Any = None,
+        created: Any = None,
+        delivery_success: Any = None,
+        limit: Any = None,
+        starting_after: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs))
+        if type is not None and types is not None:
+            raise UserError(400, "You may pass either type or types, but not both.")
+        if types is not None and (
+            not isinstance(types, list) or not 1 <= len(types) <= 20
+            or not all(isinstance(t, str) for t in types)
+        ):  # fmt: skip
+            raise UserError(400, "types must be an array of up to 20 event types")
+        if delivery_success not in (None, "true", "false"):
+            raise UserError(400, f"Invalid delivery_success: {delivery_success!r}")
+        li = list_all(cls, url, limit=page_limit(resources, limit), starting_after=starting_after)
+        if type is not None:
+            li._list = [e for e in li._list if fnmatch.fnmatchcase(e.type, type)]
+        if types is not None:
+            li._list = [e for e in li._list if e.type in types]
+        if created is not None:
+            li._list = list(filter(created_filter(resources, created), li._list))
+        if delivery_success is not None:
+            want = delivery_success == "true"
+            li._list = [e for e in li._list
+                        if (getattr(e, "_delivery_success", None) is True) == want]  # fmt: skip
+        return li
+
+    resources.Event._api_list_all = classmethod(list_events)
+
+    refund = resources.Refund
+    create_refund = refund._api_create
+
+    def refund_and_report(cls: Any, /, **data: Any) -> Any:
+        obj = create_refund(**data)
+        charge = resources.Charge._api_retrieve(obj.charge)
+        resources.schedule_webhook(resources.Event("charge.refunded", charge))
+        return obj
+
+    refund._api_create = classmethod(refund_and_report)
+
+
 CREATED_RANGE = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
+
+
+def created_filter(resources: Any, created: Any) -> Any:
+    """Stripe's ``created``: a timestamp is an exact match; a dict, bounds that must all hold."""
+    from localstripe.errors import UserError
+
+    bounds = created.items() if isinstance(created, dict) else [("", created)]
+    tests = []
+    for op, raw in bounds:
+        value = resources.try_convert_to_int(raw)
+        test = CREATED_RANGE.get(op) if op else int.__eq__
+        if test is None or type(value) is not int:
+            name = f"created[{op}]" if op else "created"
+            raise UserError(400, f"Invalid {name}: {raw!r}")
+        tests.append((test, value))
+    return lambda obj: all(test(obj.created, value) for test, value in tests)
+
+
+def page_limit(resources: Any, limit: Any) -> int:
+    """Stripe's ``limit``: 1 to 100, 10 by default."""
+    from localstripe.errors import UserError
+
+    value = resources.try_convert_to_int(10 if limit is None else limit)
+    if type(value) is not int or not 1 <= value <= 100:
+        raise UserError(400, "limit must be an integer between 1 and 100")
+    return value
 
 
 def _payment_intent_list(resources: Any) -> None:
@@ -72,19 +207,6 @@ def _payment_intent_list(resources: Any) -> None:
 
     intent = resources.PaymentIntent
     list_all = resources.StripeObject.__dict__["_api_list_all"].__func__  # newest first
-
-    def created_filter(created: Any) -> Any:
-        """A timestamp is an exact match; a dict, bounds that must all hold."""
-        bounds = created.items() if isinstance(created, dict) else [("", created)]
-        tests = []
-        for op, raw in bounds:
-            value = resources.try_convert_to_int(raw)
-            test = CREATED_RANGE.get(op) if op else int.__eq__
-            if test is None or type(value) is not int:
-                name = f"created[{op}]" if op else "created"
-                raise UserError(400, f"Invalid {name}: {raw!r}")
-            tests.append((test, value))
-        return lambda obj: all(test(obj.created, value) for test, value in tests)
 
     def list_intents(
         cls: Any,
@@ -98,16 +220,14 @@ def _payment_intent_list(resources: Any) -> None:
     ) -> Any:
         if kwargs:
             raise UserError(400, "Unexpected " + ", ".join(kwargs))
-        limit = resources.try_convert_to_int(10 if limit is None else limit)
-        if type(limit) is not int or not 1 <= limit <= 100:
-            raise UserError(400, "limit must be an integer between 1 and 100")
+        limit = page_limit(resources, limit)
         if customer is not None:
             resources.Customer._api_retrieve(customer)  # 404 for an unknown customer
         li = list_all(cls, url, limit=limit, starting_after=starting_after)
         if customer is not None:
             li._list = [pi for pi in li._list if pi.customer == customer]
         if created is not None:
-            li._list = list(filter(created_filter(created), li._list))
+            li._list = list(filter(created_filter(resources, created), li._list))
         return li
 
     intent._api_list_all = classmethod(list_intents)
@@ -163,8 +283,6 @@ def _three_d_secure(resources: Any) -> None:
     """3-D Secure as Stripe does it: ``pm_card_threeDSecure2Required`` exists (localstripe
     knows the card number, not the id), and a failed ``_authenticate`` sends
     ``payment_intent.payment_failed`` (localstripe sends nothing then)."""
-    from localstripe.webhooks import schedule_webhook
-
     pm = resources.PaymentMethod
     canonical = pm.__dict__["_try_get_canonical_test_article"].__func__
 
@@ -183,7 +301,7 @@ def _three_d_secure(resources: Any) -> None:
     def authenticate_and_report(cls: Any, /, id: Any, **kwargs: Any) -> Any:
         obj = authenticate(cls, id, **kwargs)
         if obj.status == "requires_payment_method":
-            schedule_webhook(resources.Event("payment_intent.payment_failed", obj))
+            resources.schedule_webhook(resources.Event("payment_intent.payment_failed", obj))
         return obj
 
     intent._api_authenticate = classmethod(authenticate_and_report)
@@ -195,7 +313,6 @@ def _three_d_secure(resources: Any) -> None:
 
 def _disputes(resources: Any) -> None:
     """A dispute object Stripe's API would have, and the test helper that opens one."""
-    from localstripe.webhooks import schedule_webhook
 
     class Dispute(resources.StripeObject):  # type: ignore[misc]
         object = "dispute"
@@ -215,7 +332,7 @@ def _disputes(resources: Any) -> None:
         charge = resources.Charge._api_retrieve(id)
         dispute = Dispute(charge, reason)
         charge.disputed = True
-        schedule_webhook(resources.Event("charge.dispute.created", dispute))
+        resources.schedule_webhook(resources.Event("charge.dispute.created", dispute))
         return dispute
 
     resources.extra_apis.extend((

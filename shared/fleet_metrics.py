@@ -218,7 +218,7 @@ class FleetCollector(Collector):
         webhooks = CounterMetricFamily(
             "payments_stripe_webhooks",
             "Stripe webhook events by type (handled ones; other for the rest) and outcome "
-            "(received, duplicate, ignored, applied, unchanged, not_ours, ...)",
+            "(received, duplicate, ignored, caught_up, applied, unchanged, not_ours, ...)",
             labels=["type", "outcome"],
         )
         for field, count in sorted(self.webhooks.items()):

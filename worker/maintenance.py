@@ -16,6 +16,9 @@ by its name when it fails:
 - ``callbacks``: the same recovery sweep for callbacks (``CallbackStore.requeue_stale``), then
   the callback attempts that are due.
 - ``actions``: payments waiting for their customer (3-D Secure), in case a webhook was missed.
+- ``stripe_events``: every STRIPE_EVENTS_CATCHUP_SECONDS, in one worker of the fleet at a time
+  (a turn of its own in Redis), Stripe's events whose webhook was not delivered are listed and
+  those never taken are taken as their webhook would have been (``worker.event_catchup``).
 
 No beat process is needed (one fewer thing to run and scale): each worker starts the thread as
 it becomes ready (``worker_ready``), and a Redis key gives one of them each round. The thread
@@ -168,6 +171,11 @@ def actions() -> dict[str, int]:
     )
 
 
+def stripe_events() -> dict[str, int]:
+    """Stripe's events whose webhook was not delivered, taken as the webhook would have."""
+    return singletons.event_catchup().run()
+
+
 ROUNDS = (
     Round("queue_depth", queue_depth),
     Round("payments_sweep", payments_sweep),
@@ -175,6 +183,7 @@ ROUNDS = (
     Round("refunds", refunds),
     Round("callbacks", callbacks),
     Round("actions", actions),
+    Round("stripe_events", stripe_events),
 )
 
 _running: list[MaintenanceThread | StripeMetricsFlusher] = []

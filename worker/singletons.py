@@ -25,6 +25,7 @@ from shared.stripe.budget import StripeBudget
 from shared.stripe.gateway import StripeGateway
 from worker.callback_delivery import CallbackSender
 from worker.charge import ChargeProcessor
+from worker.event_catchup import EventCatchUp
 from worker.refund_attempts import RefundProcessor
 from worker.stripe_events import StripeEventProcessor
 
@@ -100,6 +101,11 @@ def refund_processor() -> RefundProcessor:
 @lru_cache(maxsize=1)
 def event_processor() -> StripeEventProcessor:
     return StripeEventProcessor(lifecycle_store(), gateway(), payment_callback_message)
+
+
+@lru_cache(maxsize=1)
+def event_catchup() -> EventCatchUp:
+    return EventCatchUp(lifecycle_store(), gateway(), settings, budget(), stripe_metrics())
 
 
 @lru_cache(maxsize=1)

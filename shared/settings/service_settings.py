@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     # Below SWEEP_STALE_SECONDS' floor on purpose: a rare duplicate is harmless (receivers
     # dedupe on webhook-id), so tests may use a few seconds.
     callback_sweep_stale_seconds: int = Field(default=600, ge=1)
+    # How often one worker of the fleet lists Stripe's events of the handled types whose
+    # webhook delivery failed or is pending (GET /v1/events) and takes those never taken, as
+    # their webhook would have: the net under an endpoint that was down or misconfigured,
+    # whose events Stripe no longer resends. 0 turns the round off.
+    stripe_events_catchup_seconds: float = Field(default=300.0, ge=0, le=86400)
     # --- end of payment lifecycle
 
     @field_validator("redis_url")

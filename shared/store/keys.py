@@ -37,6 +37,11 @@ Key (type; TTL; written by):
   also when the step itself wrote nothing (a replay, an outcome already recorded).
 - ``payments:stripe_event:{event_id}`` (string, a Stripe webhook event seen; 3 days, Stripe's
   retry horizon; API, in the script that enqueues the event's task).
+- ``payments:stripe_events:turn`` (string, the token of the worker whose turn it is at the
+  catch-up round of Stripe's events; STRIPE_EVENTS_CATCHUP_SECONDS, renewed as it reads;
+  workers) and ``payments:stripe_events:cursor`` (hash: ``through``, events created before it
+  were read; ``window_end`` and ``after``, the window being read and the last event id read in
+  it; none; workers).
 - ``payments:refund:{refund_id}`` (hash, a refund; RECORD_TTL_SECONDS; API on accept, workers)
   and ``payments:refunds:{payment_id}`` (list of the payment's refund ids, oldest first; same
   TTL; API). A refund's lease is ``payments:lock:{refund_id}``, a callback attempt's
@@ -85,6 +90,8 @@ STRIPE_CALL_STATS = "payments:metrics:stripe"
 DURABILITY_FENCE = "payments:fence"
 STRIPE_EVENT_PREFIX = "payments:stripe_event:"
 STRIPE_EVENT_TTL_SECONDS = 3 * 24 * 3600
+STRIPE_EVENTS_TURN = "payments:stripe_events:turn"
+STRIPE_EVENTS_CURSOR = "payments:stripe_events:cursor"
 REFUND_PREFIX = "payments:refund:"
 REFUNDS_PREFIX = "payments:refunds:"
 REFUNDS_UNKNOWN = "payments:refunds_unknown"

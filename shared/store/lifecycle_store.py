@@ -17,12 +17,15 @@ import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from shared.payments.payment_records import PaymentRecord, now_iso
+from shared.celery_message import task_message
+from shared.payments.payment_records import STRIPE_EVENT_TASK, PaymentRecord, now_iso
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing
 from shared.store.lua_scripts import source
+from shared.stripe.outcomes import event_type_label
+from shared.stripe.webhook_events import StripeEventRef
 
 # A payment waiting for its customer is first re-checked at Stripe this long after it began
 # waiting (worker.action_recheck doubles it from there).
@@ -31,6 +34,25 @@ ACTION_RECHECK_FIRST_SECONDS = 300.0
 
 def _args(**named: Any) -> bytes:
     return orjson.dumps(named)
+
+
+def _take_event(
+    settings: Settings, event: StripeEventRef, *, request_id: str, taken: str, seen: str
+) -> tuple[list[str], list[bytes]]:
+    """The ``stripe_event`` script's keys and arguments: the event's task, as a webhook or the
+    catch-up round enqueues it, counted ``taken`` when new and ``seen`` (if any) when not."""
+    message = task_message(
+        task_name=STRIPE_EVENT_TASK,
+        task_id=event.id,
+        args=(event.id, event.type, event.object_id, event.charge_id or ""),
+        queue=settings.queue_name,
+        headers={"request_id": request_id},
+    )
+    return (
+        [keys.stripe_event_key(event.id), settings.queue_name, keys.WEBHOOK_COUNTS],
+        [_args(message=message.decode(), ttl=keys.STRIPE_EVENT_TTL_SECONDS, now=int(time.time()),
+               type_label=event_type_label(event.type), taken=taken, seen=seen)],
+    )  # fmt: skip
 
 
 class Moved(Enum):
@@ -59,16 +81,13 @@ class AsyncLifecycleStore:
         self._settings = settings
         self._stripe_event = client.register_script(source("stripe_event"))
 
-    async def take_stripe_event(self, *, event_id: str, type_label: str, message: bytes) -> bool:
-        """Remember a verified event and enqueue its task, once per event id (kept 3 days);
-        False for an event seen before (nothing enqueued)."""
-        result = await self._stripe_event(
-            keys=[keys.stripe_event_key(event_id), self._settings.queue_name,
-                  keys.WEBHOOK_COUNTS],
-            args=[_args(message=message.decode(), ttl=keys.STRIPE_EVENT_TTL_SECONDS,
-                        now=int(time.time()), type_label=type_label)],
-        )  # fmt: skip
-        return bool(result == 1)
+    async def take_stripe_event(self, event: StripeEventRef, *, request_id: str) -> bool:
+        """Remember a verified webhook's event and enqueue its task, once per event id (kept 3
+        days); False for an event seen before (nothing enqueued). Counted ``received`` or
+        ``duplicate``."""
+        keys_, args = _take_event(self._settings, event, request_id=request_id,
+                                  taken="received", seen="duplicate")  # fmt: skip
+        return bool(await self._stripe_event(keys=keys_, args=args) == 1)
 
     async def count_webhook(self, type_label: str, outcome: str) -> None:
         await self._redis.hincrby(keys.WEBHOOK_COUNTS, f"{type_label}|{outcome}", 1)
@@ -81,7 +100,8 @@ class LifecycleStore:
         self._redis = client
         self._settings = settings
         self._scripts = {
-            name: client.register_script(source(name)) for name in ("transition", "stripe_refunds")
+            name: client.register_script(source(name))
+            for name in ("transition", "stripe_refunds", "stripe_event", "events_catchup_progress")
         }
 
     def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
@@ -154,3 +174,36 @@ class LifecycleStore:
 
     def count_webhook(self, type_label: str, outcome: str) -> None:
         self._redis.hincrby(keys.WEBHOOK_COUNTS, f"{type_label}|{outcome}", 1)
+
+    # the catch-up round of Stripe's events (worker.event_catchup) -------------------------
+
+    def catch_up_stripe_event(self, event: StripeEventRef, *, request_id: str) -> bool:
+        """The webhook's step for an event the catch-up round listed: taken and its task
+        enqueued once per event id (counted ``caught_up``); False, and not counted, for one
+        taken before, by its webhook or an earlier round."""
+        keys_, args = _take_event(self._settings, event, request_id=request_id,
+                                  taken="caught_up", seen="")  # fmt: skip
+        return bool(self._scripts["stripe_event"](keys=keys_, args=args) == 1)
+
+    def take_catchup_turn(self, token: str, *, seconds: float) -> bool:
+        """The fleet's one catch-up round for ``seconds`` (kept longer while it reads)."""
+        return bool(
+            self._redis.set(keys.STRIPE_EVENTS_TURN, token, nx=True, px=max(1, int(seconds * 1000)))
+        )
+
+    def catchup_cursor(self) -> dict[str, str]:
+        raw: dict[bytes, bytes] = self._redis.hgetall(keys.STRIPE_EVENTS_CURSOR)  # type: ignore[assignment]
+        return {field.decode(): value.decode() for field, value in raw.items()}
+
+    def save_catchup_cursor(self, token: str, cursor: Mapping[str, str], *, hold: float) -> bool:
+        """Save how far the round read (an empty value removes a field) and keep its turn
+        ``hold`` seconds more; False (nothing saved) when the turn is no longer ``token``'s."""
+        return bool(
+            self._run(
+                "events_catchup_progress",
+                [keys.STRIPE_EVENTS_TURN, keys.STRIPE_EVENTS_CURSOR],
+                token=token,
+                cursor=dict(cursor),
+                hold_ms=max(1, int(hold * 1000)),
+            )
+        )

@@ -9,6 +9,7 @@ same idempotency key), which the worker retries with the same idempotency key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,7 @@ from shared.stripe.outcomes import (
     for_reader,
 )
 from shared.stripe.sdk_errors import translate_error
+from shared.stripe.webhook_events import EventPage, event_ref
 
 # Pinned: the shapes below (latest_charge, invoice_settings) are those of this API version, and
 # an SDK upgrade must not silently change what Stripe sends back.
@@ -202,6 +204,37 @@ class StripeGateway:
                 params["starting_after"] = page["data"][-1]["id"]
         except stripe.StripeError as exc:
             raise translate_error(exc, customer=customer) from exc
+
+    def list_events(
+        self,
+        *,
+        types: Sequence[str],
+        created_gte: int,
+        created_lte: int,
+        starting_after: str | None = None,
+        limit: int = 100,
+    ) -> EventPage:
+        """One page (newest first) of the events of ``types`` created in [gte, lte] (epoch
+        seconds) whose delivery to a webhook endpoint failed or is still pending: what an
+        endpoint that was down, or answered with the wrong secret, never took."""
+        params: dict[str, Any] = {
+            "types": list(types),
+            "created": {"gte": created_gte, "lte": created_lte},
+            "delivery_success": False,
+            "limit": limit,
+        }
+        if starting_after:
+            params["starting_after"] = starting_after
+        try:
+            page = self._get("/v1/events", **params)
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        data = list(page.get("data", ()))
+        return EventPage(
+            events=[event_ref(event) for event in data],
+            has_more=bool(page.get("has_more")) and bool(data),
+            last_id=str(data[-1]["id"]) if data else None,
+        )
 
     # --- payment lifecycle (issue 11) -------------------------------------------------------
 

@@ -1,10 +1,13 @@
-"""Stripe's webhook events in: the signature checked by the stripe library, then only which
-object the event is about (its data is never trusted)."""
+"""Stripe's events in, by webhook or listed from ``GET /v1/events``: the signature of a webhook
+checked by the stripe library, then only which object the event is about (its data is never
+trusted)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import stripe
 
@@ -14,13 +17,37 @@ from shared.stripe.objects import id_of
 
 @dataclass(frozen=True, slots=True)
 class StripeEventRef:
-    """A verified webhook event: which object it is about (its data is never trusted)."""
+    """An event from Stripe: which object it is about (its data is never trusted)."""
 
     id: str
     type: str
     object_type: str
     object_id: str
     charge_id: str | None  # a dispute's charge
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of ``GET /v1/events``, newest first; ``last_id`` is the next page's cursor."""
+
+    events: list[StripeEventRef]
+    has_more: bool
+    last_id: str | None
+
+
+def event_ref(event: Mapping[str, Any]) -> StripeEventRef:
+    """What an Event object names; InvalidRequest when it is not one."""
+    try:
+        obj = event["data"]["object"]
+        return StripeEventRef(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            object_type=str(obj.get("object", "")),
+            object_id=str(obj["id"]),
+            charge_id=id_of(obj.get("charge")) if obj.get("object") == "dispute" else None,
+        )
+    except (KeyError, TypeError, AttributeError):
+        raise InvalidRequest("The body is not a Stripe event.", code="event_invalid") from None
 
 
 def verify_stripe_event(
@@ -49,15 +76,13 @@ def verify_stripe_event(
         )
     try:
         event = json.loads(text)
-        obj = event["data"]["object"]
-        return StripeEventRef(
-            id=str(event["id"]),
-            type=str(event["type"]),
-            object_type=str(obj.get("object", "")),
-            object_id=str(obj["id"]),
-            charge_id=id_of(obj.get("charge")) if obj.get("object") == "dispute" else None,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise InvalidRequest("The signed body is not a Stripe event.", code="event_invalid")
+    try:
+        return event_ref(event)
+    except InvalidRequest:
         raise InvalidRequest(
             "The signed body is not a Stripe event.", code="event_invalid"
         ) from None

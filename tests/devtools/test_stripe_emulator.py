@@ -1,10 +1,13 @@
-"""The emulator answers the list of PaymentIntents as Stripe does (the service reconciles through
-it): by customer and creation time, newest first, a page at a time."""
+"""The emulator answers the lists the service reads as Stripe does: PaymentIntents (the service
+reconciles through them) by customer and creation time, and events (the catch-up round reads
+them) by type, creation time and whether their webhook was delivered; newest first, a page at a
+time."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from typing import Any
 
@@ -132,3 +135,97 @@ async def test_what_stripe_refuses_is_refused(
 async def test_an_unknown_customer_is_a_404(stripe: TestClient[Any, Any]) -> None:
     status, _ = await listed(stripe, customer="cus_Nobody")
     assert status == 404
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+async def events(client: TestClient[Any, Any], **params: Any) -> tuple[int, dict[str, Any]]:
+    answer = await client.get("/v1/events", params=params, headers=AUTH)
+    return answer.status, await answer.json()
+
+
+@pytest.fixture
+def webhook_endpoints() -> Iterator[None]:
+    from localstripe import webhooks
+
+    yield
+    webhooks._webhooks.clear()
+
+
+async def paid_charge(client: TestClient[Any, Any]) -> tuple[str, str]:
+    alice = await customer_paying(client, "pm_card_visa")
+    pi = await intent(client, alice, "pm_card_visa", 1)
+    body = await (await client.get(f"/v1/payment_intents/{pi}", headers=AUTH)).json()
+    charge = body["latest_charge"]
+    return pi, charge if isinstance(charge, str) else charge["id"]
+
+
+async def test_events_are_listed_newest_first_by_types_and_creation_a_page_at_a_time(
+    stripe: TestClient[Any, Any],
+) -> None:
+    pi, charge = await paid_charge(stripe)
+    await post(stripe, "/v1/refunds", charge=charge, amount="50")
+    await post(stripe, "/v1/refunds", charge=charge, amount="25")  # a refund sends its event
+    now = int(time.time())
+    wanted = {"types[0]": "payment_intent.succeeded", "types[1]": "charge.refunded",
+              "created[gte]": now - 60, "created[lte]": now + 60}  # fmt: skip
+
+    seen: list[dict[str, Any]] = []
+    params: dict[str, Any] = {**wanted, "limit": 2}
+    while True:
+        status, page = await events(stripe, **params)
+        assert status == 200
+        seen += page["data"]
+        if not page["has_more"]:
+            break
+        params["starting_after"] = page["data"][-1]["id"]
+
+    assert [e["type"] for e in seen] == [
+        "charge.refunded", "charge.refunded", "payment_intent.succeeded"]  # fmt: skip
+    assert seen[0]["data"]["object"]["id"] == charge
+    assert seen[0]["data"]["object"]["amount_refunded"] == 75
+    assert seen[2]["data"]["object"]["id"] == pi
+    assert (await events(stripe, **{**wanted, "created[gte]": now + 60}))[1]["data"] == []
+    _, one_type = await events(stripe, type="payment_intent.*")
+    assert {e["type"] for e in one_type["data"]} == {"payment_intent.succeeded"}
+
+
+async def test_delivery_success_tells_events_whose_webhook_failed_or_is_pending(
+    stripe: TestClient[Any, Any], webhook_endpoints: None
+) -> None:
+    from localstripe.webhooks import register_webhook
+
+    # An endpoint that answers nothing (connection refused) for refunds only.
+    register_webhook("down", "http://127.0.0.1:9/webhooks", "whsec_x", ["charge.refunded"])
+    _, charge = await paid_charge(stripe)
+    await post(stripe, "/v1/refunds", charge=charge)
+
+    _, pending = await events(stripe, delivery_success="false")
+    assert [e["type"] for e in pending["data"]] == ["charge.refunded"]  # not yet sent
+    await asyncio.sleep(1.5)  # the emulator sends a second after the event, as Stripe does
+
+    _, failed = await events(stripe, delivery_success="false")
+    _, fine = await events(stripe, delivery_success="true")
+    assert [e["type"] for e in failed["data"]] == ["charge.refunded"]
+    # No endpoint wanted it: nothing pending, nothing failed.
+    assert "payment_intent.succeeded" in {e["type"] for e in fine["data"]}
+    assert "charge.refunded" not in {e["type"] for e in fine["data"]}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"type": "charge.refunded", "types[0]": "charge.refunded"},
+        {"delivery_success": "maybe"},
+        {"types": "charge.refunded"},
+        {"limit": 101},
+        {"created[after]": 1},
+    ],
+)
+async def test_what_stripe_refuses_in_an_events_list_is_refused(
+    stripe: TestClient[Any, Any], params: dict[str, Any]
+) -> None:
+    status, body = await events(stripe, **params)
+    assert status == 400
+    assert body["error"]["type"] == "invalid_request_error"

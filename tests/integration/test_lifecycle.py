@@ -48,6 +48,9 @@ ENV = {
     "CALLBACK_ALLOW_PRIVATE_NETWORKS": "true",
     "CALLBACK_RETRY_BACKOFF_SECONDS": "0.5",
     "MAINTENANCE_INTERVAL_SECONDS": "1",
+    # The catch-up round takes an event still pending delivery too (its webhook then counts as
+    # a duplicate); off here, where the webhook outcomes are counted one by one.
+    "STRIPE_EVENTS_CATCHUP_SECONDS": "0",
 }
 
 
@@ -120,32 +123,30 @@ def test_a_refund_made_in_stripes_dashboard_arrives_by_webhook(
     customer = stripe.customer()
     paid = pay(api, customer, amount="20.00", wait=20).json()
     assert paid["status"] == "succeeded"
-    stripe.http.post("/v1/refunds", data={"charge": paid["charge"]}).raise_for_status()
-    charge = stripe.http.get(f"/v1/charges/{paid['charge']}").json()
-    # The emulator sends no charge.refunded: send it as Stripe would.
-    body = stripe_event("charge.refunded", charge)
-    signature = stripe_signature(body, WEBHOOK_SECRET)
-
     before = webhook_outcomes(api, "charge.refunded")
 
-    answers = [  # Stripe may deliver an event twice: it is taken once
-        httpx.post(
-            f"{stack.api_url}/webhooks/stripe",
-            content=body,
-            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-        )
+    # As in the dashboard: Stripe refunds, and its signed charge.refunded reaches the API.
+    stripe.http.post("/v1/refunds", data={"charge": paid["charge"]}).raise_for_status()
+
+    done = status_of(api, paid["id"], "refunded")
+    assert done["amount_refunded"] == "20.00"
+    listed = stripe.http.get("/v1/events", params={"type": "charge.refunded", "limit": 100})
+    (event,) = [e for e in listed.json()["data"] if e["data"]["object"]["id"] == paid["charge"]]
+    body = json.dumps(event).encode()
+    signed = {"Stripe-Signature": stripe_signature(body, WEBHOOK_SECRET),
+              "Content-Type": "application/json"}  # fmt: skip
+    answers = [  # Stripe may deliver an event again: it is taken once
+        httpx.post(f"{stack.api_url}/webhooks/stripe", content=body, headers=signed)
         for _ in range(2)
     ]
 
     assert [a.status_code for a in answers] == [200, 200]
-    assert [a.json()["duplicate"] for a in answers] == [False, True]
-    done = status_of(api, paid["id"], "refunded")
-    assert done["amount_refunded"] == "20.00"
+    assert [a.json()["duplicate"] for a in answers] == [True, True]
     stack.wait_until_idle()  # every task given to the queue ran and was acknowledged
     after = webhook_outcomes(api, "charge.refunded")
     moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     # Applied once: a second run of the same event would count an "unchanged" as well.
-    assert moved == {"received": 1, "duplicate": 1, "applied": 1}
+    assert moved == {"received": 1, "duplicate": 2, "applied": 1}
 
 
 def webhook_outcomes(api: httpx.Client, event_type: str) -> dict[str, float]:

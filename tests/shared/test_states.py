@@ -40,10 +40,11 @@ PAY, NEW_PAY = "pay_" + "a" * 24, "pay_" + "c" * 24
 REF, NEW_REF = "ref_" + "b" * 24, "ref_" + "d" * 24
 AMOUNT = 4299
 
-# Scripts that hold no payment or refund record (budgets, webhook dedupe, callbacks).
+# Scripts that hold no payment or refund record (budgets, Stripe's events, callbacks).
 NO_RECORDS = {
     "reserve_slots",
     "stripe_event",
+    "events_catchup_progress",
     "take_token",
     "callback_alive",
     "replay_callback",

@@ -116,6 +116,10 @@ REFUND = {"object": "refund", "status": "succeeded", "amount": 500,
           "metadata": {"refund_id": "ref_1", "payment_id": "pay_1"}}  # fmt: skip
 
 
+EVENT = {"id": "evt_1", "object": "event", "type": "charge.refunded", "created": 1_700_000_200,
+         "data": {"object": {"id": "ch_1", "object": "charge"}}}  # fmt: skip
+
+
 def page(data: list[dict[str, Any]], *, more: bool) -> dict[str, Any]:
     return {"object": "list", "data": data, "has_more": more}
 
@@ -147,6 +151,12 @@ def stripe_answer(request: Request) -> dict[str, Any]:
     if path.startswith("/v1/charges/"):
         return {"id": "ch_1", "object": "charge", "amount": 1000, "amount_refunded": 0,
                 "disputed": False, "payment_intent": {**INTENT, "id": "pi_1"}}  # fmt: skip
+    if path == "/v1/events":
+        if first_page:
+            return page([EVENT], more=True)
+        return page([{**EVENT, "id": "evt_2", "type": "charge.dispute.created",
+                      "data": {"object": {"id": "dp_1", "object": "dispute",
+                                          "charge": "ch_1"}}}], more=False)  # fmt: skip
     if path == "/v1/refunds" and request.method == "GET":
         if first_page:
             return page([{**REFUND, "id": "re_other", "metadata": {}}], more=True)
@@ -235,6 +245,15 @@ RECIPES: dict[str, Recipe] = {
     ),
     "retrieve_refund": lambda g: g.retrieve_refund(stripe_refund_id="re_1"),
     "find_refund": lambda g: g.find_refund(charge_id="ch_1", refund_id="ref_1"),
+    "list_events": lambda g: [
+        g.list_events(
+            types=["charge.refunded", "charge.dispute.created"],
+            created_gte=1_700_000_000,
+            created_lte=1_700_000_300,
+            starting_after=after,
+        )
+        for after in (None, "evt_1")
+    ],
 }
 
 
@@ -336,6 +355,24 @@ def test_reconciliation_finds_a_payment_intent_that_made_no_charge_past_the_firs
     assert first.params["customer"] == "cus_1"
     assert first.params["created[gte]"] == "1700000000"
     assert second.params["starting_after"] == "pi_other"
+
+
+def test_the_events_list_asks_for_undelivered_events_of_the_types_in_a_window(run: Run) -> None:
+    first, second = run.requests["list_events"]
+    assert first.params == {
+        "types[0]": "charge.refunded",
+        "types[1]": "charge.dispute.created",
+        "created[gte]": "1700000000",
+        "created[lte]": "1700000300",
+        "delivery_success": "false",
+        "limit": "100",
+    }
+    assert second.params["starting_after"] == "evt_1"
+    pages = run.results["list_events"]
+    assert [(p.has_more, p.last_id) for p in pages] == [(True, "evt_1"), (False, "evt_2")]
+    (dispute,) = pages[1].events
+    assert (dispute.type, dispute.object_id, dispute.charge_id) == (
+        "charge.dispute.created", "dp_1", "ch_1")  # fmt: skip
 
 
 # --- what the code says, read without running it -----------------------------------------------
