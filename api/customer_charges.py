@@ -9,10 +9,15 @@ fact would break ``limit``, so further Stripe pages are read until ``limit`` cha
 caller are found or Stripe has no more, at most ``MAX_STRIPE_PAGES`` a request: past that
 bound the page ends short, ``has_more`` true and the cursor after the last charge read, so
 a customer with many charges of other clients costs each request a bounded number of calls.
+
+A charge whose metadata names no client but carries our payment id (made before the service
+tagged its charges) is the client's whose payment record says so, while the record lasts
+(``RECORD_TTL_SECONDS``): ``owners_of`` looks them up, one Redis round trip a Stripe page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from shared.stripe.objects import ChargePage, ChargeSummary
@@ -29,6 +34,20 @@ class ChargeLister(Protocol):
     ) -> ChargePage: ...
 
 
+# Payment ids -> the client of each whose record is still kept.
+OwnersOf = Callable[[Sequence[str]], Awaitable[Mapping[str, str]]]
+
+
+async def _owners(page: ChargePage, owners_of: OwnersOf | None) -> list[str | None]:
+    owners = list(page.owners or (None,) * len(page.data))
+    untagged = [c.payment_id for c, o in zip(page.data, owners, strict=True)
+                if o is None and c.payment_id]  # fmt: skip
+    if not untagged or owners_of is None:
+        return owners
+    found = await owners_of(untagged)
+    return [o or found.get(c.payment_id or "") for c, o in zip(page.data, owners, strict=True)]
+
+
 async def charges_for(
     gateway: ChargeLister,
     *,
@@ -36,6 +55,7 @@ async def charges_for(
     client: str | None,
     limit: int,
     starting_after: str | None,
+    owners_of: OwnersOf | None = None,
 ) -> ChargePage:
     """The page of the customer's charges ``client`` sees (None: every charge, as Stripe has
     them)."""
@@ -50,7 +70,7 @@ async def charges_for(
     ask = min(limit + 1, STRIPE_MAX_LIMIT)
     for _ in range(MAX_STRIPE_PAGES):
         page = await gateway.list_charges(customer=customer, limit=ask, starting_after=cursor)
-        owners = page.owners or (None,) * len(page.data)
+        owners = await _owners(page, owners_of)
         for charge, owner in zip(page.data, owners, strict=True):
             if owner != client:
                 continue

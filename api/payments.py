@@ -268,5 +268,6 @@ async def list_customer_payments(
     async with limiter.slot(principal):
         page = await charges_for(gateway, customer=customer_id, limit=limit,
                                  starting_after=starting_after,
-                                 client=service.charges_of(principal))  # fmt: skip
+                                 client=service.charges_of(principal),
+                                 owners_of=service.clients_of)  # fmt: skip
         return Response(customer_payments_json(page), status_code=200, media_type=JSON)

@@ -4,6 +4,7 @@ in one Redis step (``AsyncPaymentStore.claim_and_enqueue``)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +174,10 @@ class PaymentService:
         (an accept alone gives no such right), unless it may list all."""
         who = principal or ANONYMOUS
         return who.may("customers:all") or await self._store.has_paid(who.name, customer)
+
+    async def clients_of(self, payment_ids: Sequence[str]) -> Mapping[str, str]:
+        """The client of each of these payments, while their records are kept."""
+        return await self._store.clients_of(payment_ids)
 
     @staticmethod
     def charges_of(principal: Client | None) -> str | None:

@@ -8,7 +8,7 @@ event loop, ``PaymentStore`` the workers' threads; the key layout is in ``shared
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +172,15 @@ class AsyncPaymentStore:
             return Claimed(None, created=False, tokens_left=int(result[1]))
         return Claimed(None, created=False, refusal="rate_limited", tokens_left=0,
                        retry_after_ms=int(result[2]))  # fmt: skip
+
+    async def clients_of(self, payment_ids: Sequence[str]) -> dict[str, str]:
+        """The client of each payment whose record is still kept and names one."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for payment_id in payment_ids:
+                pipe.hget(keys.record_key(payment_id), "client")
+            found = await pipe.execute()
+        return {p: c.decode() if isinstance(c, bytes) else str(c)
+                for p, c in zip(payment_ids, found, strict=True) if c}  # fmt: skip
 
     async def has_paid(self, client: str, customer: str) -> bool:
         """Whether a payment of this client for this customer has succeeded (the last one

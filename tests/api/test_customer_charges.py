@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -116,3 +117,35 @@ async def test_customers_all_sees_stripe_s_page_as_it_is() -> None:
     assert page.has_more is True
     assert page.next_cursor == charge(3).id
     assert stripe.reads == [4]
+
+
+async def test_an_untagged_charge_is_its_payment_record_s_client_s_while_the_record_lasts() -> None:
+    """A charge made before the service tagged its charges: owned by the client its payment
+    record names; one with no record (expired) or no payment id is nobody's."""
+
+    def summary(n: int, payment_id: str | None) -> ChargeSummary:
+        return replace(charge(n), payment_id=payment_id)
+
+    class Untagged(FakeStripeList):
+        async def list_charges(
+            self, *, customer: str, limit: int, starting_after: str | None
+        ) -> ChargePage:
+            page = await super().list_charges(
+                customer=customer, limit=limit, starting_after=starting_after
+            )
+            ids = {0: "pay_shop", 1: "pay_other", 2: "pay_gone", 3: None}
+            data = [summary(int(c.id[3:]), ids.get(int(c.id[3:]))) for c in page.data]
+            return replace(page, data=data)
+
+    asked: list[list[str]] = []
+
+    async def owners_of(payment_ids: Sequence[str]) -> dict[str, str]:
+        asked.append(list(payment_ids))
+        records = {"pay_shop": "shop", "pay_other": "other"}
+        return {p: records[p] for p in payment_ids if p in records}
+
+    stripe = Untagged([None, None, None, None, "shop"])
+    page = await charges_for(stripe, customer="cus_A", client="shop", limit=10,
+                             starting_after=None, owners_of=owners_of)  # fmt: skip
+    assert [c.id for c in page.data] == [charge(0).id, charge(4).id]
+    assert asked == [["pay_shop", "pay_other", "pay_gone"]]  # one look-up a Stripe page

@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import fakeredis
 import httpx
@@ -152,6 +153,12 @@ async def test_a_client_lists_a_customer_once_its_payment_succeeded_and_sees_its
         made = await api.post("/payments", json=payment(account_id="cus_Paid1"),
                               headers=auth(SHOP))  # fmt: skip
         payment_id = made.json()["id"]
+        # A charge made before charges named their client: its payment's record says whose.
+        old = replace(_charge("ch_old1"), payment_id=payment_id)
+        page = gateway.pages["cus_Paid1"]
+        gateway.pages["cus_Paid1"] = replace(
+            page, data=[*page.data, old], owners=(*page.owners, None)
+        )
         # Accepted, then failed: no right to list the customer.
         assert (await listed(SHOP)).status_code == 404
         payments.finish(payment_id, status=Status.FAILED, fields={})
@@ -162,11 +169,16 @@ async def test_a_client_lists_a_customer_once_its_payment_succeeded_and_sees_its
         workers.transition(payment_id, Transition(Status.SUCCEEDED, {}))
         own = await listed(SHOP)
         assert own.status_code == 200
-        assert [c["id"] for c in own.json()["data"]] == ["ch_shop1"]
+        assert [c["id"] for c in own.json()["data"]] == ["ch_shop1", "ch_old1"]
         assert (await listed(SHOP, "cus_Other9")).status_code == 404
         assert (await listed(OTHER)).status_code == 404
         everyone = await listed(ADMIN)
-        assert [c["id"] for c in everyone.json()["data"]] == ["ch_shop1", "ch_other1", "ch_none1"]
+        assert [c["id"] for c in everyone.json()["data"]] == [
+            "ch_shop1",
+            "ch_other1",
+            "ch_none1",
+            "ch_old1",
+        ]
         assert (await listed(ADMIN, "cus_Other9")).status_code == 200
 
 
