@@ -35,6 +35,7 @@ from shared.fleet_metrics import (
     FleetCollector,
     message_wait_seconds,
 )
+from shared.store import charge_queues
 from shared.store.keys import (
     CALLBACK_COUNTS,
     CLIENT_COUNTS,
@@ -81,27 +82,29 @@ async def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> R
 
 
 async def _read_fleet(redis: Redis, queue: str, fleet: FleetCollector) -> None:
+    # Every charge queue (QUEUE_NAME and each client's), read before the reserved count: a
+    # message moving from a queue to a worker in between is counted twice, never missed.
+    queues = await charge_queues.read_async(redis, queue)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(OUTCOMES)
         pipe.hgetall(STRIPE_CALLS)
         pipe.get(ACCEPTED)
-        pipe.llen(queue)
         pipe.hlen(UNACKED)
         pipe.zcard(DEAD_LETTERS)
         pipe.get(WORKER_HEARTBEAT)
-        pipe.lindex(queue, -1)  # kombu pushes on the left and pops on the right: the oldest
         pipe.hgetall(WEBHOOK_COUNTS)
         pipe.hgetall(TRANSITION_COUNTS)
         pipe.hgetall(CALLBACK_COUNTS)
         pipe.hgetall(CLIENT_COUNTS)
         results = await pipe.execute()
-    outcomes, stripe_calls, accepted, ready, reserved, dead, heartbeat, head = results[:8]
-    fleet.webhooks, fleet.transitions, fleet.callbacks, fleet.clients = results[8:]
+    outcomes, stripe_calls, accepted, reserved, dead, heartbeat = results[:6]
+    fleet.webhooks, fleet.transitions, fleet.callbacks, fleet.clients = results[6:]
     fleet.outcomes, fleet.stripe = outcomes, stripe_calls
     fleet.accepted, fleet.dead_letters = int(accepted or 0), dead
-    fleet.queue_depth, fleet.queue_reserved = ready + reserved, reserved
+    fleet.queue_depth, fleet.queue_reserved = queues.ready + reserved, reserved
+    fleet.queue_lengths = queues.lengths
     fleet.worker_heartbeat = float(heartbeat) if heartbeat else None
-    fleet.queue_oldest_age = await _oldest_age(redis, head)
+    fleet.queue_oldest_age = await _oldest_age(redis, queues.oldest)
 
 
 async def _oldest_age(redis: Redis, message: bytes | None) -> float:

@@ -25,8 +25,12 @@ from redis.asyncio import Redis
 from api.schemas import PaymentRequest
 from api.service import PaymentService
 from bench import redis_cost
+from shared.settings.api_clients import ANONYMOUS
 from shared.settings.service_settings import Settings
-from shared.store.keys import EVENTS_CHANNEL, UNACKED, record_key
+from shared.store import charge_queues
+from shared.store.keys import EVENTS_CHANNEL, UNACKED, client_queue, record_key
+
+QUEUE_NAME = Settings.model_fields["queue_name"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +106,11 @@ async def _statuses(client: Redis, ids: list[str]) -> tuple[int, int]:
     return sum(1 for s in statuses if s == b"succeeded"), sum(1 for s in statuses if s == b"failed")
 
 
-def _wait_acked(client: sync_redis.Redis, queue: str, timeout: float = 15.0) -> None:
-    """Until the queue is empty and kombu holds no unacknowledged message."""
+def _wait_acked(client: sync_redis.Redis, timeout: float = 15.0) -> None:
+    """Until every charge queue is empty and kombu holds no unacknowledged message."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if client.llen(queue) == 0 and client.hlen(UNACKED) == 0:
+        if charge_queues.read(client, QUEUE_NAME).ready == 0 and client.hlen(UNACKED) == 0:
             return
         time.sleep(0.2)
 
@@ -120,7 +124,7 @@ def measure(
     timeout: float,
     run_id: str,
     cost: bool = False,
-    queue: str = "payments",
+    queue: str = client_queue(QUEUE_NAME, ANONYMOUS.name),  # where _enqueue's payments wait
 ) -> DrainResult:
     probe = sync_redis.Redis.from_url(redis_url)
     monitor: redis_cost.Monitor | None = None
@@ -147,7 +151,7 @@ def measure(
         )
         try:
             if monitor is not None:
-                _wait_acked(probe, queue)
+                _wait_acked(probe)
                 after = redis_cost.stats(probe)
                 monitor.stop()
                 cost_result = redis_cost.per_payment(before, after, monitor, count)

@@ -34,6 +34,7 @@ import redis
 from bench import wrk as wrk_mod
 from devtools.processes import ProcessGroup, api_argv, free_port, wait_for_port
 from devtools.sentinel import node_argv, replica_argv
+from shared.store import charge_queues
 
 
 @dataclass
@@ -196,11 +197,14 @@ def memory_sizes(client: redis.Redis) -> dict[str, int]:
     """MEMORY USAGE of one queued charge message (an element of the queue list, measured as
     the list's growth per element) and one payment record as accepted."""
     sizes: dict[str, int] = {}
-    length = int(client.llen("payments"))
+    # The benchmark's one client key: its charges fill one client queue.
+    lengths = charge_queues.read(client, "payments").lengths
+    queue = max(lengths, key=lengths.__getitem__)
+    length = lengths[queue]
     if length:
-        usage = client.memory_usage("payments", samples=0)
+        usage = client.memory_usage(queue, samples=0)
         sizes["queue bytes per queued payment"] = int(usage or 0) // length
-        message: bytes = client.lindex("payments", 0)  # type: ignore[assignment]
+        message: bytes = client.lindex(queue, 0)  # type: ignore[assignment]
         sizes["queued message length (bytes)"] = len(message)
     for key in client.scan_iter(match="payments:record:*", count=100):
         sizes["record (MEMORY USAGE, bytes)"] = int(client.memory_usage(key, samples=0) or 0)

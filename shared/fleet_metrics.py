@@ -147,8 +147,9 @@ class FleetCollector(Collector):
         self.outcomes: Mapping[bytes, bytes] = {}
         self.stripe: Mapping[bytes, bytes] = {}
         self.accepted = 0
-        self.queue_depth = 0  # ready (LLEN) + reserved (HLEN unacked)
+        self.queue_depth = 0  # ready (LLEN of every charge queue) + reserved (HLEN unacked)
         self.queue_reserved = 0
+        self.queue_lengths: Mapping[str, int] = {}  # ready, by queue (QUEUE_NAME, each client's)
         self.queue_oldest_age = 0.0
         self.dead_letters = 0
         self.worker_heartbeat: float | None = None
@@ -195,9 +196,19 @@ class FleetCollector(Collector):
             "waiting for a retry countdown), not yet acknowledged",
             value=self.queue_reserved,
         )
+        waiting = GaugeMetricFamily(
+            "payments_queue_waiting",
+            "Of payments_queue_depth: messages waiting, by queue (QUEUE_NAME, and each "
+            "client's charges in QUEUE_NAME.<client>)",
+            labels=["queue"],
+        )
+        for name, length in sorted(self.queue_lengths.items()):
+            waiting.add_metric([name], length)
+        yield waiting
         yield GaugeMetricFamily(
             "payments_queue_oldest_age_seconds",
-            "Age of the payment whose message is next in the queue (0 when the queue is empty)",
+            "Age of the payment that has waited longest at the head of a queue (0 when every "
+            "queue is empty)",
             value=self.queue_oldest_age,
         )
         if self.worker_heartbeat is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import secrets
 import time
@@ -23,8 +24,9 @@ import httpx
 from fastapi import FastAPI
 
 from devtools.demo import create_test_customer
+from shared.settings.api_clients import legacy_name
 from shared.settings.service_settings import EMULATOR_API_KEY
-from shared.store.keys import EVENTS_CHANNEL, record_key
+from shared.store.keys import CLIENT_QUEUES, EVENTS_CHANNEL, client_queue, record_key
 from shared.stripe.objects import ChargePage
 
 T = TypeVar("T")
@@ -35,7 +37,15 @@ AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 STRIPE_KEY = EMULATOR_API_KEY
 # The key the service is given: looks like a real one, made per run; logs must never show it.
 SERVICE_STRIPE_KEY = "sk_test_" + secrets.token_hex(16)
-QUEUE = "payments"
+QUEUE = "payments"  # QUEUE_NAME: refunds and Stripe events; each client's charges in its own
+# The charge queue of CLIENT_KEY's client (an API_KEYS entry, named by its digest).
+CLIENT_QUEUE = client_queue(QUEUE, legacy_name(hashlib.sha256(CLIENT_KEY.encode()).digest()))
+
+
+async def queued_charges(redis: Any) -> list[bytes]:
+    """Every charge message waiting, whichever client's queue holds it."""
+    names = sorted(m.decode() for m in await redis.smembers(CLIENT_QUEUES))
+    return [message for name in names for message in await redis.lrange(name, 0, -1)]
 
 
 def wait_until(condition: Callable[[], T | None], *, timeout: float, what: str) -> T:
@@ -92,9 +102,9 @@ async def fake_worker_records(redis: Any, fields: Mapping[str, str]) -> str:
     """Do what a worker does with the next queued charge: record ``fields`` on the payment and
     publish the event that wakes waiting requests. Returns the payment id."""
     async with asyncio.timeout(5):  # the charge is queued by a request running alongside
-        while not await redis.llen(QUEUE):
+        while not await queued_charges(redis):
             await asyncio.sleep(0.01)
-    (raw,) = await redis.lrange(QUEUE, 0, -1)
+    (raw,) = await queued_charges(redis)
     payment_id: str = json.loads(raw)["headers"]["id"]
     await redis.hset(record_key(payment_id), mapping=dict(fields))
     await redis.publish(EVENTS_CHANNEL, payment_id)

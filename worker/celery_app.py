@@ -16,6 +16,7 @@ from kombu import Queue
 from shared.log_config import configure_logging
 from shared.redis_clients import celery_broker
 from shared.settings.service_settings import get_settings
+from worker import fair_queues
 
 settings = get_settings()
 configure_logging(settings)
@@ -34,8 +35,10 @@ app = Celery(
 app.conf.update(
     broker_transport=broker.transport,
     task_default_queue=settings.queue_name,
-    # Issue 11: callbacks have a queue of their own, so a slow receiver never delays a charge;
-    # a worker consumes both unless told otherwise (`-Q callbacks` runs them apart).
+    # Callbacks have a queue of their own, so a slow receiver never delays a charge; a worker
+    # consumes both unless told otherwise (`-Q callbacks` runs them apart). A worker that
+    # consumes QUEUE_NAME also consumes each client's charge queue, found as it runs
+    # (worker.fair_queues.ClientQueues).
     task_queues=(Queue(settings.queue_name), Queue(settings.callback_queue)),
     task_routes={"payments.callback": {"queue": settings.callback_queue}},
     task_serializer="json",
@@ -57,6 +60,10 @@ app.conf.update(
         "unacked_restore_interval": settings.restore_interval_seconds,
         "unacked_restore_throttle": 1,
         "health_check_interval": 10,
+        # The service sends no message priorities: one list a queue, so that the BRPOP over
+        # every client's queue names each once, not once per priority step.
+        "priority_steps": [0],
+        "fair_queues": fair_queues.transport_options(settings),
         **broker.transport_options,
     },
     broker_connection_retry_on_startup=True,
@@ -74,6 +81,8 @@ app.conf.update(
     worker_send_task_events=settings.worker_send_task_events,
     task_send_sent_event=settings.worker_send_task_events,
 )
+
+app.steps["consumer"].add(fair_queues.ClientQueues)
 
 if broker.use_ssl:  # rediss+sentinel://: TLS to the primary the Sentinels name
     app.conf.broker_use_ssl = broker.use_ssl

@@ -42,7 +42,7 @@ from shared.fleet_metrics import (
     emf_queue_depth,
     message_wait_seconds,
 )
-from shared.store import PaymentStore
+from shared.store import PaymentStore, charge_queues
 from shared.store.keys import DEAD_LETTERS, UNACKED
 from worker import singletons
 from worker.action_recheck import recheck_actions
@@ -98,22 +98,22 @@ class MaintenanceThread(threading.Thread):
 
 def publish_queue_depth(client: redis.Redis) -> None:
     """The autoscaling signal, as a CloudWatch EMF line on stdout (see deploy/ecs): messages
-    waiting in the queue plus those reserved by workers and not yet acknowledged (kombu's
-    ``unacked`` hash; prefetch and retry countdowns hide them from LLEN), the same figure as
-    ``payments_queue_depth``; with the oldest message's wait and the dead letters, which the
-    template's alarms read. Also the workers' heartbeat for the "no worker" alert."""
+    waiting in the queues (QUEUE_NAME and every client's) plus those reserved by workers and
+    not yet acknowledged (kombu's ``unacked`` hash; prefetch and retry countdowns hide them
+    from LLEN), the same figure as ``payments_queue_depth``; with the oldest message's wait and
+    the dead letters, which the template's alarms read. Also the workers' heartbeat for the
+    "no worker" alert."""
+    queues = charge_queues.read(client, settings.queue_name)
     with client.pipeline(transaction=False) as pipe:
-        pipe.llen(settings.queue_name)
         pipe.hlen(UNACKED)
-        pipe.lindex(settings.queue_name, -1)  # pushed on the left, popped on the right
         pipe.zcard(DEAD_LETTERS)
         pipe.set(WORKER_HEARTBEAT, f"{time.time():.3f}")
-        ready, reserved, head, dead, _ = pipe.execute()
+        reserved, dead, _ = pipe.execute()
     line = emf_queue_depth(
         settings.queue_name,
-        int(ready) + int(reserved),
+        queues.ready + int(reserved),
         reserved=int(reserved),
-        oldest_age=message_wait_seconds(head) or 0.0,
+        oldest_age=message_wait_seconds(queues.oldest) or 0.0,
         dead_letters=int(dead),
     )
     print(line, flush=True)

@@ -26,6 +26,7 @@ from shared.stripe.gateway import StripeGateway
 from worker.callback_delivery import CallbackSender
 from worker.charge import ChargeProcessor
 from worker.event_catchup import EventCatchUp
+from worker.fair_queues import pace_by
 from worker.refund_attempts import RefundProcessor
 from worker.stripe_events import StripeEventProcessor
 
@@ -61,8 +62,11 @@ def gateway() -> StripeGateway:
 
 @lru_cache(maxsize=1)
 def budget() -> StripeBudget:
-    """The Stripe request budget (STRIPE_MAX_RPS) every worker process books calls from."""
-    return StripeBudget(store(), settings.stripe_max_rps)
+    """The Stripe request budget (STRIPE_MAX_RPS) every worker process books calls from; the
+    worker takes messages at its pace (worker.fair_queues)."""
+    shared = StripeBudget(store(), settings.stripe_max_rps)
+    pace_by(shared, settings.stripe_budget_lookahead_seconds)
+    return shared
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,5 @@
-"""kombu's Redis transport, fixed for a Redis that dies while tasks are running, and cheaper.
+"""kombu's Redis transport, fixed for a Redis that dies while tasks are running, and cheaper;
+its queues taken in weighted turns and paced by the Stripe budget (worker.fair_queues).
 
 Seen with kombu 5.7 when Redis is killed mid-charge, each time killing the worker:
 1. Celery closes the broken connection and kombu pushes the channel's unacknowledged messages
@@ -24,15 +25,32 @@ import structlog
 from kombu.transport import redis
 
 from shared.settings.redis_url import PrimaryConnection, PrimarySSLConnection
+from worker import fair_queues
 
 log = structlog.get_logger(__name__)
 
 
+class QoS(redis.QoS):
+    def can_consume(self) -> bool:
+        # Prefetch allowing, and the Stripe budget too (worker.fair_queues: pacing).
+        return bool(super().can_consume()) and fair_queues.may_take()
+
+
 class Channel(redis.Channel):
+    QoS = QoS
     do_restore = False
     # A demoted primary's READONLY is a connection error: kombu reconnects (issue 13).
     connection_class: Any = PrimaryConnection
     connection_class_ssl: Any = PrimarySSLConnection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The clients' queues in weighted turns (worker.fair_queues), instead of round robin.
+        transport_options: dict[str, Any] = self.connection.client.transport_options or {}  # type: ignore[union-attr]
+        options = transport_options.get("fair_queues") or {}
+        self._queue_cycle = fair_queues.WeightedTurns(
+            options.get("client_prefix", ""), options.get("weights")
+        )
 
     @cached_property
     def _shared_client(self) -> Any:
@@ -58,8 +76,25 @@ class Channel(redis.Channel):
         super().basic_reject(delivery_tag, requeue)
 
 
+def _wake_while_paced(transport: Any, loop: Any) -> None:
+    # A paced worker takes its next message once the budget allows; nothing else would wake
+    # its event loop then. Registered again after a reconnect: the old timer goes.
+    old = getattr(transport, "_pacing_tref", None)
+    if old is not None:
+        old.cancel()
+    transport._pacing_tref = loop.call_repeatedly(fair_queues.PACING_TICK_SECONDS, _tick)
+
+
+def _tick() -> None:
+    """Nothing: the event loop, woken, asks the QoS again whether to take a message."""
+
+
 class Transport(redis.Transport):
     Channel = Channel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        _wake_while_paced(self, loop)
 
 
 # --- Sentinel (issue 13): REDIS_URL's redis+sentinel:// form (shared.settings.redis_url.broker)
@@ -74,3 +109,7 @@ class SentinelChannel(Channel, redis.SentinelChannel):
 
 class SentinelTransport(redis.SentinelTransport):
     Channel = SentinelChannel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        _wake_while_paced(self, loop)

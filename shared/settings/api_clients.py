@@ -9,7 +9,7 @@ Two sources, both read once at start:
       [{"name": "shop-eu",
         "keys": ["sha256:9f86d0…", {"digest": "sha256:60303a…", "not_after": "2026-12-31"}],
         "scopes": ["payments", "customers:all"],
-        "max_rps": 50, "burst": 100, "backlog_share": 0.5, "list_concurrency": 2,
+        "max_rps": 50, "burst": 100, "backlog_share": 0.5, "list_concurrency": 2, "weight": 2,
         "callback_signing_secrets": ["whsec_…"]}]
 
   A client is its name: ids of its payments derive from the name, so its keys rotate freely.
@@ -22,6 +22,9 @@ instead of the secrets derived for it from CALLBACK_SIGNING_SECRETS (shared.call
 the first is current, every one signs during a rotation).
 The workers read API_CLIENTS for them. A malformed entry stops the process at start, naming
 the client and the entry's position, never the secret.
+
+``weight`` (default 1): while several clients have charges waiting, each gets turns of the
+workers, and so of the Stripe budget, in proportion to its weight (worker.fair_queues).
 
 Scopes (checked by api/scopes.py): ``payments`` (the default: create, read and refund its own
 payments, list the charges of customers it has paid), ``metrics`` (read ``/metrics``, which
@@ -123,6 +126,9 @@ class Client(BaseModel):
     backlog_share: float | None = Field(default=None, gt=0, le=1)  # None: an equal share
     # Its own cap on list calls in flight per API process; None: LIST_CLIENT_SHARE of them.
     list_concurrency: int | None = Field(default=None, ge=1)
+    # Its part of the workers' turns (and so of the Stripe budget) while it has charges
+    # waiting, against the others that have: weight / the sum of their weights.
+    weight: float = Field(default=1, gt=0, le=1000)
     # Its own callback signing secrets; empty: derived from CALLBACK_SIGNING_SECRETS and its
     # name. Never logged.
     callback_signing_secrets: SigningSecrets = Field(default=(), repr=False)

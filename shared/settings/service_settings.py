@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     # All workers together stay under this many Stripe requests per second (Stripe allows 25/s
     # in test mode and 100/s live per account). 0 disables the limit.
     stripe_max_rps: float = Field(default=20.0, ge=0)
+    # Under that cap, a worker takes another message only while the budget is booked less than
+    # this far ahead: a backlog waits in the clients' queues, where each client takes its
+    # turns (worker.fair_queues), rather than in worker threads, which are served in booking
+    # order. A calm client's charge waits about this long behind a greedy client's backlog.
+    stripe_budget_lookahead_seconds: float = Field(default=2.0, gt=0, le=60)
 
     # The recovery sweep re-enqueues a payment that is still not final this long after its
     # last change and that no worker holds: the net under a message lost in transit.

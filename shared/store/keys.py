@@ -1,8 +1,8 @@
 """The Redis layout: every key the service writes, in one table.
 
 One Redis (no cluster): scripts may touch any key. All names start with ``payments:`` except the
-queue list (``QUEUE_NAME``) and kombu's own ``unacked``/``unacked_index``, which the Celery
-transport owns.
+queue lists (``QUEUE_NAME`` and its client queues) and kombu's own ``unacked``/``unacked_index``,
+which the Celery transport owns.
 
 Key (type; TTL; written by):
 - ``payments:record:{payment_id}`` (hash, the payment record; RECORD_TTL_SECONDS; the API on
@@ -69,9 +69,16 @@ Key (type; TTL; written by):
   attempt, by due time; workers, moved back to the callback queue by the maintenance round).
 - ``{CALLBACK_QUEUE}`` (``callbacks``: list of callback task messages, pushed by the same
   script that changes the state; workers consume it besides ``{QUEUE_NAME}``).
-- ``{QUEUE_NAME}`` (list of Celery protocol-2 messages, stamped ``enqueued_at``; API, sweep,
-  replay, Celery retries) and kombu's ``unacked`` / ``unacked_index`` (delivered messages not
-  yet acknowledged; kombu, and a waiting worker moves its own entry's time forward).
+- ``{QUEUE_NAME}.{client}`` (one client's charges: a list of Celery protocol-2 messages,
+  stamped ``enqueued_at``; API on accept, sweep, replay, Celery retries; the record's ``queue``
+  field names it) and ``{QUEUE_NAME}`` (refunds, Stripe events, and charges enqueued before
+  charges had a queue a client). Workers take from the client queues in weighted turns
+  (``worker.fair_queues``).
+- ``payments:queues`` (set of the client queues ever used; no TTL; API on accept, in the same
+  script as the push): how workers learn of a new client's queue, and what the queue depth
+  counts.
+- kombu's ``unacked`` / ``unacked_index`` (delivered messages not yet acknowledged; kombu,
+  and a waiting worker moves its own entry's time forward).
 """
 
 from __future__ import annotations
@@ -112,6 +119,7 @@ CLIENT_BACKLOG_PREFIX = "payments:client:backlog:"
 CLIENT_COUNTS = "payments:metrics:clients"
 WORKER_HEARTBEAT = "payments:metrics:worker_heartbeat"
 UNACKED_INDEX = "unacked_index"
+CLIENT_QUEUES = "payments:queues"
 
 
 def record_key(payment_id: str) -> str:
@@ -150,3 +158,8 @@ def client_rate(client: str) -> str:
 def client_backlog(client: str) -> str:
     """How many of a client's payments are pending (in the pending index)."""
     return CLIENT_BACKLOG_PREFIX + client
+
+
+def client_queue(queue_name: str, client: str) -> str:
+    """The Celery queue (a Redis list) of one client's charges: ``{QUEUE_NAME}.{client}``."""
+    return f"{queue_name}.{client}"

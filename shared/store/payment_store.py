@@ -53,6 +53,18 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _enqueued_ms(message: bytes | None) -> int:
+    """A queued message's ``enqueued_at`` stamp (ms): -1 for no message, 0 for a message
+    without the stamp (which makes the sweep assume nothing was lost)."""
+    if message is None:
+        return -1
+    try:
+        stamp = orjson.loads(message)["headers"].get("enqueued_at")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return 0
+    return int(stamp) if str(stamp).isdigit() else 0
+
+
 # --- the API's side ------------------------------------------------------------------------
 
 
@@ -113,20 +125,22 @@ class AsyncPaymentStore:
         limits = limits or ClientLimits("anonymous", 0, 1, self._settings.queue_max_backlog)
         payment_id = fields["id"]
         enqueued_at = now_ms()
-        fields = {**fields, "enqueued_at": str(enqueued_at)}
+        # Each client's charges wait in a queue of their own, which workers take from in
+        # weighted turns (worker.fair_queues); the record names it for the recovery sweep.
+        queue = keys.client_queue(self._settings.queue_name, limits.name)
+        fields = {**fields, "enqueued_at": str(enqueued_at), "queue": queue}
         message = charge_message(
-            payment_id,
-            queue=self._settings.queue_name,
-            headers={**headers, "enqueued_at": enqueued_at},
+            payment_id, queue=queue, headers={**headers, "enqueued_at": enqueued_at}
         )
         keys_ = [
             keys.record_key(payment_id),
-            self._settings.queue_name,
+            queue,
             keys.PENDING_INDEX,
             keys.ACCEPTED_COUNT,
             keys.client_rate(limits.name),
             keys.client_backlog(limits.name),
             keys.CLIENT_COUNTS,
+            keys.CLIENT_QUEUES,
         ]
         args_ = [
             _args(
@@ -233,10 +247,19 @@ class PaymentStore:
     def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
         return self._scripts[name](keys=keys_, args=[_args(**named)])
 
-    def _message(self, payment_id: str, enqueued_at: int, **headers: Any) -> str:
+    def _message(self, payment_id: str, queue: str, enqueued_at: int, **headers: Any) -> str:
         """The charge task's message, stamped with when it was enqueued (see requeue_stale)."""
         headers["enqueued_at"] = enqueued_at
-        return charge_message(payment_id, queue=self._settings.queue_name, headers=headers).decode()
+        return charge_message(payment_id, queue=queue, headers=headers).decode()
+
+    def _queues_of(self, payment_ids: list[str]) -> list[str]:
+        """The queue each payment's charge was pushed to: its record's ``queue`` (QUEUE_NAME
+        for a record written before charges had a queue per client)."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for payment_id in payment_ids:
+                pipe.hget(keys.record_key(payment_id), "queue")
+            found: list[bytes | None] = pipe.execute()
+        return [q.decode() if q else self._settings.queue_name for q in found]
 
     def get(self, payment_id: str) -> PaymentRecord | None:
         raw: dict[bytes, bytes] = self._redis.hgetall(keys.record_key(payment_id))  # type: ignore[assignment]
@@ -420,13 +443,16 @@ class PaymentStore:
         (-1: queue empty; 0: a message without the stamp, which makes the sweep assume nothing
         was lost)."""
         raw: bytes | None = self._redis.lindex(queue or self._settings.queue_name, -1)  # type: ignore[assignment]
-        if raw is None:
-            return -1
-        try:
-            stamp = orjson.loads(raw)["headers"].get("enqueued_at")
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return 0
-        return int(stamp) if str(stamp).isdigit() else 0
+        return _enqueued_ms(raw)
+
+    def queues_oldest_ms(self, queues: set[str]) -> dict[str, int]:
+        """``queue_oldest_ms`` of each queue, read in one round trip."""
+        names = sorted(queues)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.lindex(name, -1)  # pushed on the left, popped on the right: the oldest
+            tails: list[bytes | None] = pipe.execute()
+        return {name: _enqueued_ms(tail) for name, tail in zip(names, tails, strict=True)}
 
     def reserved_task_ids(self) -> set[str]:
         """Task ids of the messages delivered to workers and not yet acknowledged (kombu's
@@ -453,28 +479,31 @@ class PaymentStore:
         )
         if not due:
             return []
-        oldest = self.queue_oldest_ms()  # read first: a message only ever leaves the queue
+        payment_ids = [member.decode() for member in due]
+        queues = self._queues_of(payment_ids)
+        # Read before the reserved messages: a message only ever leaves a queue, so one that
+        # has left it by now is with a worker (reserved), acknowledged, or lost.
+        oldest = self.queues_oldest_ms(set(queues))
         reserved = self.reserved_task_ids()
         requeued = []
-        for member in due:
-            payment_id = member.decode()
+        for payment_id, queue in zip(payment_ids, queues, strict=True):
             if payment_id in reserved:
                 self._redis.zadd(keys.PENDING_INDEX, {payment_id: int(now) + stale_seconds})
                 continue
             stamp = int(now * 1000)
-            message = self._message(payment_id, stamp, recovered=True)
+            message = self._message(payment_id, queue, stamp, recovered=True)
             pushed = self._run(
                 "requeue_stale",
                 [
                     keys.PENDING_INDEX,
-                    self._settings.queue_name,
+                    queue,
                     keys.record_key(payment_id),
                     keys.lock_key(payment_id),
                 ],
                 payment_id=payment_id,
                 message=message,
                 next_at=int(now) + stale_seconds,
-                queue_oldest_ms=oldest,
+                queue_oldest_ms=oldest[queue],
                 clock_skew_ms=CLOCK_SKEW_MS,
                 stale_before=int(now) - stale_seconds,
                 now_ms=stamp,
@@ -501,13 +530,14 @@ class PaymentStore:
         """Requeue one dead letter (reconciled before any new charge); False if it is not
         (or no longer) one."""
         stamp = now_ms()
-        message = self._message(payment_id, stamp, replayed=True)
+        (queue,) = self._queues_of([payment_id])  # its own client's queue, where the sweep looks
+        message = self._message(payment_id, queue, stamp, replayed=True)
         done = self._run(
             "replay",
             [
                 keys.record_key(payment_id),
                 keys.DEAD_LETTERS,
-                self._settings.queue_name,
+                queue,
                 keys.PENDING_INDEX,
             ],
             payment_id=payment_id,

@@ -9,6 +9,7 @@ No well-kept library fits: limits/redis-rate-limiters refuse rather than schedul
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,6 +42,8 @@ class StripeBudget:
         self._booker = booker
         self.enabled = rate_per_second > 0
         self._interval_us = int(1_000_000 / rate_per_second) if self.enabled else 0
+        self._lock = threading.Lock()
+        self._booked_until = 0.0  # monotonic: the end of the last slot this process booked
 
     def book(self, calls: int) -> Slots:
         """Book ``calls`` Stripe calls (one Redis round trip; none when the cap is off)."""
@@ -48,4 +51,12 @@ class StripeBudget:
         if not self.enabled or calls <= 0:
             return Slots(first_at=now, interval=0.0, count=max(calls, 0))
         wait = self._booker.reserve_stripe_slots(count=calls, interval_us=self._interval_us)
-        return Slots(first_at=now + wait, interval=self._interval_us / 1e6, count=calls)
+        slots = Slots(first_at=now + wait, interval=self._interval_us / 1e6, count=calls)
+        with self._lock:
+            self._booked_until = max(self._booked_until, slots.first_at + calls * slots.interval)
+        return slots
+
+    def booked_ahead(self) -> float:
+        """How far ahead the budget is booked, as this process last learned it: seconds until
+        the end of the last slot it booked (0 when none is ahead)."""
+        return max(0.0, self._booked_until - time.monotonic())

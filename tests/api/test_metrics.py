@@ -41,6 +41,9 @@ async def test_metrics_show_accepts_outcomes_queue_and_stripe_calls(
     assert got[("payments_accepted_total", ())] == 2
     assert got[("payments_accept_seconds_count", ())] == 3
     assert got[("payments_queue_depth", ())] == 2
+    # The anonymous client's charges wait in its own queue, and count in the depth.
+    assert got[("payments_queue_waiting", (("queue", "payments.anonymous"),))] == 2
+    assert got[("payments_queue_waiting", (("queue", "payments"),))] == 0
     assert got[("payments_outcomes_total", (("code", ""), ("status", "succeeded")))] == 3
     assert got[("payments_outcomes_total", (("code", "card_declined"), ("status", "failed")))] == 1
     ok = (("call", "payment_intents.create"), ("outcome", "ok"))

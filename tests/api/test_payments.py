@@ -16,11 +16,11 @@ from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store.keys import record_key
 from shared.stripe.objects import ChargePage, ChargeSummary
-from tests.support import FakeListGateway, fake_worker_records, payment
+from tests.support import FakeListGateway, fake_worker_records, payment, queued_charges
 
 
 async def queued_messages(redis: fakeredis.FakeAsyncRedis) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in await redis.lrange("payments", 0, -1)]
+    return [json.loads(m) for m in await queued_charges(redis)]
 
 
 async def test_accepts_a_payment_and_enqueues_its_charge(

@@ -35,6 +35,7 @@ from devtools.processes import (
     wait_for_log,
     wait_for_port,
 )
+from shared.store import charge_queues
 from shared.store.keys import UNACKED
 from tests.support import (
     CLIENT_KEY,
@@ -204,16 +205,17 @@ class Stack:
         return wait_until(holder, timeout=30, what=f"a worker received {payment_id}")
 
     def wait_until_idle(self, timeout: float = 60) -> None:
-        """Until every message given to the queue was taken and acknowledged: the queue and
-        the transport's unacknowledged set are both empty (twice in a row, so a message caught
-        between its pop and its entry in the unacked set is not missed)."""
+        """Until every message given to the queues was taken and acknowledged: every charge
+        queue (QUEUE_NAME and each client's) and the transport's unacknowledged set are empty
+        (twice in a row, so a message caught between its pop and its entry in the unacked set
+        is not missed)."""
         client = self.redis()
         queue = self.env.get("QUEUE_NAME", QUEUE)
         seen_idle = False
 
         def idle_twice() -> bool:
             nonlocal seen_idle
-            idle = client.llen(queue) == 0 and client.hlen(UNACKED) == 0
+            idle = charge_queues.read(client, queue).ready == 0 and client.hlen(UNACKED) == 0
             seen_idle, was = idle, seen_idle
             return idle and was
 

@@ -29,6 +29,7 @@ from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, record_key
 from tests.integration.stack import Stack, final, pay
 from tests.support import (
+    CLIENT_QUEUE,
     STRIPE_KEY,
     WEBHOOK_SECRET,
     StripeAdmin,
@@ -476,7 +477,7 @@ def test_13_a_message_lost_in_transit_is_recovered_and_a_backlog_is_not_echoed(
         customer = create_test_customer(http)
         lost = pay(api, customer, amount="9.99").json()["id"]
         client = stack.redis()
-        client.rpop("payments")  # popped by a worker that died before recording it
+        client.rpop(CLIENT_QUEUE)  # popped by a worker that died before recording it
         ids = [pay(api, customer, amount="1.00").json()["id"] for _ in range(300)]
         time.sleep(31)  # the whole backlog is now older than the sweep's age
         stack.proxy(latency_ms=200)  # 4 threads x 2 calls x 0.2 s: a backlog of ~15 s more

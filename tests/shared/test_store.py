@@ -8,6 +8,7 @@ import pytest
 from shared.payments.payment_records import new_record_fields, payment_id_for
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore
+from shared.store.keys import CLIENT_QUEUES
 
 SECRET = b"test-secret"
 
@@ -48,4 +49,5 @@ async def test_the_same_key_again_finds_the_payment_and_enqueues_nothing(
     assert again.record is not None
     assert first.record is not None
     assert again.record.id == first.record.id
-    assert await store._redis.llen("payments") == 1
+    assert await store._redis.llen("payments.anonymous") == 1
+    assert await store._redis.smembers(CLIENT_QUEUES) == {b"payments.anonymous"}

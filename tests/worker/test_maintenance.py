@@ -41,13 +41,17 @@ def pending(
     *,
     enqueued_ms: int,
     in_queue: bool = False,
+    queue: str | None = None,
 ) -> None:
+    """A pending payment; ``queue``: the client queue its record names (else none, as
+    records written before charges had a queue a client: QUEUE_NAME)."""
+    named = {"queue": queue} if queue else {}
     seed_record(client, payment_id, Status(status), amount_minor=100, payment_method=None,
-                enqueued_at=str(enqueued_ms))  # fmt: skip
+                enqueued_at=str(enqueued_ms), **named)  # fmt: skip
     client.zadd(PENDING_INDEX, {payment_id: due})
     if in_queue:
         message = {"headers": {"id": payment_id, "enqueued_at": enqueued_ms}}
-        client.lpush(QUEUE, json.dumps(message))
+        client.lpush(queue or QUEUE, json.dumps(message))
 
 
 def test_a_lost_message_is_enqueued_again_and_a_recent_payment_is_not(
@@ -100,6 +104,28 @@ def test_a_long_backlog_older_than_the_sweep_age_is_never_echoed(
         client.zrem(PENDING_INDEX, f"pay_{n}")
     assert store.requeue_stale(now=now) == []
     assert client.llen(QUEUE) == 10
+
+
+def test_each_payment_is_looked_for_in_its_own_clients_queue(
+    client: fakeredis.FakeRedis, store: PaymentStore
+) -> None:
+    now = time.time()
+    start = int((now - 3600) * 1000)
+    # A greedy client's hour-old backlog; the calm client's queue has moved on.
+    for n in range(50):
+        pending(client, f"pay_g{n}", "queued", due=now - 1, enqueued_ms=start + n,
+                in_queue=True, queue="payments.greedy")  # fmt: skip
+    pending(client, "pay_lost", "queued", due=now - 1, enqueued_ms=start, queue="payments.calm")
+    pending(client, "pay_next", "queued", due=now + 600, enqueued_ms=start + 60_000,
+            in_queue=True, queue="payments.calm")  # fmt: skip
+
+    assert store.requeue_stale(now=now) == ["pay_lost"]  # none of the greedy backlog
+
+    assert client.llen("payments.greedy") == 50
+    assert client.llen(QUEUE) == 0
+    newest = json.loads(client.lindex("payments.calm", 0))  # type: ignore[arg-type]
+    assert newest["headers"]["id"] == "pay_lost"  # back in its own client's queue
+    assert newest["properties"]["delivery_info"]["routing_key"] == "payments.calm"
 
 
 def test_a_popped_message_is_recovered_once_the_queue_has_moved_past_it(

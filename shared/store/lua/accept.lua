@@ -1,6 +1,7 @@
 -- claim_and_enqueue: one accept, all or nothing.
--- KEYS: record, queue, pending index, accepted counter, the client's token bucket, the client's
--- pending count, per-client counts.
+-- KEYS: record, the client's queue, pending index, accepted counter, the client's token
+-- bucket, the client's pending count, per-client counts, the set of client queues (workers
+-- learn of a new client's queue from it).
 -- An accept gives no right to list the customer's charges: only a payment that succeeds does
 -- (finish, transition).
 -- The payment id is derived from the client and its Idempotency-Key, so the record itself is
@@ -22,7 +23,8 @@ local existing = redis.call('HGETALL', KEYS[1])
 if #existing > 0 then
   return {0, tokens, existing}
 end
-if redis.call('LLEN', KEYS[2]) >= a.max_backlog then
+-- The backlog bound counts every payment not final yet, whichever client's queue it is in.
+if redis.call('ZCARD', KEYS[3]) >= a.max_backlog then
   return {2, tokens}
 end
 if tonumber(redis.call('GET', KEYS[6]) or '0') >= a.client_max_backlog then
@@ -32,6 +34,7 @@ end
 hset_map(KEYS[1], {}, a.fields)
 redis.call('EXPIRE', KEYS[1], a.record_ttl)
 redis.call('LPUSH', KEYS[2], a.message)
+redis.call('SADD', KEYS[8], KEYS[2])
 redis.call('ZADD', KEYS[3], a.sweep_at, a.payment_id)
 redis.call('INCR', KEYS[4])
 redis.call('INCR', KEYS[6])

@@ -1,0 +1,68 @@
+"""What waits in the charge queues: ``QUEUE_NAME`` and every client's queue together.
+
+Each client's charges wait in a queue of their own (``keys.client_queue``), and the accept
+script names each one it pushes to in ``keys.CLIENT_QUEUES``. The autoscaling signal, the
+alarms and ``/metrics`` read every queue through here, so a payment counts wherever it waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from shared.store import keys
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeQueues:
+    lengths: dict[str, int]  # messages waiting, by queue
+    # The message at the head of the queue whose head has waited longest (None: all empty).
+    oldest: bytes | None
+
+    @property
+    def ready(self) -> int:
+        return sum(self.lengths.values())
+
+
+def _names(queue_name: str, members: Iterable[bytes | str]) -> list[str]:
+    found = {m.decode() if isinstance(m, bytes) else m for m in members}
+    return [queue_name, *sorted(found - {queue_name})]
+
+
+def _stamp(message: bytes) -> int:
+    """A message's ``enqueued_at`` (ms); 0 when it has none, so that it is shown first."""
+    try:
+        stamp = orjson.loads(message)["headers"].get("enqueued_at")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return 0
+    return int(stamp) if str(stamp).isdigit() else 0
+
+
+def _summary(names: Sequence[str], replies: Sequence[object]) -> ChargeQueues:
+    lengths = {name: int(replies[2 * i]) for i, name in enumerate(names)}  # type: ignore[call-overload]
+    heads = [head for head in replies[1::2] if isinstance(head, bytes)]
+    return ChargeQueues(lengths, min(heads, key=_stamp) if heads else None)
+
+
+def read(client: redis.Redis, queue_name: str) -> ChargeQueues:
+    """Every charge queue's length and the longest-waiting head (two round trips)."""
+    names = _names(queue_name, client.smembers(keys.CLIENT_QUEUES))
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(name)
+            pipe.lindex(name, -1)  # pushed on the left, popped on the right: the oldest
+        return _summary(names, pipe.execute())
+
+
+async def read_async(client: AsyncRedis, queue_name: str) -> ChargeQueues:
+    """``read`` for the API's event loop."""
+    names = _names(queue_name, await client.smembers(keys.CLIENT_QUEUES))
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(name)
+            pipe.lindex(name, -1)
+        return _summary(names, await pipe.execute())
