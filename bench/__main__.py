@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import drain, report
+from bench import drain, fairness, report
 from bench import profile as bench_profile
 from bench import wrk as wrk_mod
 from devtools.processes import (
@@ -63,6 +63,9 @@ class Plan:
     drain_seconds: float = 12.0  # aimed-for length of one drain run (sets the payment count)
     capped_seconds: float = 60.0  # the drain of two workers under the default Stripe cap
     capped_latency_ms: float = 50.0
+    fairness_cap: float = 10.0  # STRIPE_MAX_RPS of the fairness run, as in the issue's scenario
+    fairness_backlog: int = 1_000  # the greedy client's payments, queued at once
+    fairness_calm: int = 10  # the calm client's, one a second
 
 
 SMOKE = Plan(
@@ -78,6 +81,8 @@ SMOKE = Plan(
     drain_latencies_ms=(50.0,),
     drain_seconds=0.5,
     capped_seconds=2.0,
+    fairness_backlog=100,
+    fairness_calm=3,
 )
 
 # The servers of the accept parts, all with the API's uvicorn flags and logging: (app, env).
@@ -110,6 +115,7 @@ class Results:
     scaling: list[drain.DrainResult] = field(default_factory=list)
     capped: drain.DrainResult | None = None
     capped_rps: float = 0.0
+    fairness: fairness.FairnessResult | None = None
     settings: dict[str, str] = field(default_factory=dict)
 
 
@@ -333,6 +339,25 @@ def bench_drain(
     )
 
 
+def bench_fairness(
+    plan: Plan, results: Results, group: ProcessGroup, redis_url: str, stub: str
+) -> None:
+    """A calm client behind a greedy client's backlog, under a Stripe cap (bench.fairness)."""
+    http("POST", f"{stub}/_bench/latency?ms=50")
+    results.fairness = r = fairness.measure(
+        group,
+        redis_url,
+        service_env(redis_url, stub),
+        cap=plan.fairness_cap,
+        backlog=plan.fairness_backlog,
+        calm=plan.fairness_calm,
+    )
+    say(
+        f"fairness: greedy {r.backlog} queued, calm {len(r.latencies)} one a second: p50 "
+        f"{r.p50:.1f} s, p90 {r.p90:.1f} s ({r.succeeded} succeeded), greedy left {r.greedy_left}"
+    )
+
+
 def drain_run(
     plan: Plan,
     group: ProcessGroup,
@@ -457,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench_list(plan, results, stub, urls)
             if not args.skip_drain:
                 bench_drain(plan, results, group, redis_url, stub)
+                bench_fairness(plan, results, group, redis_url, stub)
     elapsed = time.time() - started
     command = "make bench" if not args.smoke else "python -m bench --smoke"
     text = report.render(results, plan, machine(), command=command, elapsed=elapsed)

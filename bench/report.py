@@ -23,6 +23,7 @@ UNDER_LIST_GOAL = 0.8
 DRAIN_GOAL = 150.0  # charges/s, one worker, 200 ms per Stripe call
 SCALING_GOAL = 1.8
 LIST_OVERHEAD_GOAL_MS = 5.0
+FAIRNESS_GOAL_P90 = 15.0  # seconds, a calm client's payments behind 1,000 of a greedy one's
 
 LABELS = {
     "bare": "bare FastAPI POST",
@@ -453,6 +454,37 @@ def _cost_lines(results: Results) -> list[str]:
     return lines
 
 
+def _fairness_lines(results: Results) -> list[str]:
+    f = results.fairness
+    if f is None:
+        return []
+    calm = len(f.latencies)
+    return [
+        "### Fairness: a calm client behind a greedy client's backlog",
+        "",
+        f"One worker (default pool), STRIPE_MAX_RPS={f.cap:g}, Stripe stub 50 ms; client greedy "
+        f"queues {f.backlog} payments at once (8 connections), then client calm sends {calm}, "
+        "one a second, each waiting for its outcome (`?wait=30`): seconds from its request to "
+        "its outcome",
+        "",
+        _row(["calm p50", "calm p90", "calm max", "succeeded", "greedy still queued"]),
+        _row(["---"] * 5),
+        _row(
+            [
+                f"{f.p50:.1f} s",
+                f"{f.p90:.1f} s",
+                f"{max(f.latencies, default=0.0):.1f} s",
+                f"{f.succeeded}/{calm}",
+                str(f.greedy_left),
+            ]
+        ),
+        "",
+        f"calm p90 <= {FAIRNESS_GOAL_P90:g} s while greedy still has a backlog: "
+        f"{_met(f.p90 <= FAIRNESS_GOAL_P90 and f.succeeded == calm and f.greedy_left > 0)}",
+        "",
+    ]
+
+
 def table(results: Results, plan: Plan) -> str:
     lines: list[str] = []
     lines += _accept_lines(results, plan)
@@ -460,6 +492,7 @@ def table(results: Results, plan: Plan) -> str:
     lines += _list_lines(results, plan)
     lines += _drain_lines(results, plan)
     lines += _cost_lines(results)
+    lines += _fairness_lines(results)
     return "\n".join(lines)
 
 

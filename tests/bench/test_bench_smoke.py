@@ -28,7 +28,7 @@ def test_bench_smoke_writes_the_report(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for heading in ("POST /payments", "ratio POST /payments / bare", "Drain", "List"):
+    for heading in ("POST /payments", "ratio POST /payments / bare", "Drain", "List", "Fairness"):
         assert heading in proc.stdout
     report = (tmp_path / "PERFORMANCE.md").read_text()
     assert "python -m bench --smoke" in report
