@@ -27,6 +27,7 @@ from shared.errors import (
     PaymentServiceError,
     StoreUnavailable,
 )
+from shared.payments.metadata import MAX_DESCRIPTION_LENGTH, MAX_KEYS
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,8 @@ FIELD_HINTS = {
     "digits",
     "limit": "limit must be a whole number from 1 to 100",
     "callback_url": "callback_url must be an https URL of at most 2048 characters",
+    "description": f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters",
+    "metadata": f"metadata must be a JSON object of at most {MAX_KEYS} keys with string values",
     "starting_after": "starting_after must be a charge id from a previous page (ch_...)",
 }
 

@@ -65,6 +65,7 @@ from shared.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
+from shared.payments.metadata import key_reserved, value_too_long
 from shared.payments.payment_records import PaymentRecord
 from shared.payments.states import CHARGED_STATUSES
 from shared.settings.service_settings import Settings
@@ -106,6 +107,11 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
         ),
         **error_responses(
             InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
+            value_too_long("order_id"),
+            key_reserved("payment_id"),
+            InvalidRequest(
+                FIELD_HINTS["description"], code="description_invalid", param="description"
+            ),
             InvalidRequest(
                 "Idempotency-Key must be 1-255 printable ASCII characters.",
                 code="idempotency_key_invalid",

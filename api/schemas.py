@@ -16,9 +16,18 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
+from shared.payments.metadata import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_KEYS,
+    MAX_VALUE_LENGTH,
+    METADATA_SCHEMA,
+    RESERVED_KEYS,
+)
 from shared.payments.money import (
     AMOUNT_PATTERN,
     MAX_MINOR_UNITS,
@@ -35,6 +44,14 @@ CUSTOMER_ID_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
 PAYMENT_METHOD_PATTERN = r"^(pm|card|src)_[A-Za-z0-9_]{1,64}$"
 PAYMENT_ID_PATTERN = r"^pay_[0-9a-f]{24}$"
 CHARGE_ID_PATTERN = r"^(ch|py)_[A-Za-z0-9]{1,64}$"
+
+METADATA_RULES = (
+    f"Up to {MAX_KEYS} keys (Stripe's 50, less the service's own: "
+    f"{', '.join(sorted(RESERVED_KEYS))}, which a client may not use), each of 1-{MAX_KEY_LENGTH} "
+    f"characters without square brackets, each value a string of at most {MAX_VALUE_LENGTH} "
+    "characters; a key with an empty value is not set."
+)
+DESCRIPTION_RULES = f"At most {MAX_DESCRIPTION_LENGTH} characters."
 
 
 class PaymentRequest(BaseModel):
@@ -74,6 +91,26 @@ class PaymentRequest(BaseModel):
             "keeps the first."
         ),
         examples=["https://shop.example.com/hooks/payments"],
+    )
+    description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_LENGTH)] | None = (
+        Field(
+            default=None,
+            description=(
+                f"{DESCRIPTION_RULES} Sent to Stripe as the PaymentIntent's description (and so "
+                "its charge's), shown in every answer. Part of the request's identity."
+            ),
+            examples=["Order 1001"],
+        )
+    )
+    # Checked by hand (shared.payments.metadata.checked_metadata) for errors that name the key.
+    metadata: Annotated[dict[str, Any], WithJsonSchema(METADATA_SCHEMA)] | None = Field(
+        default=None,
+        description=(
+            f"Your own key-value pairs, as on Stripe's objects. {METADATA_RULES} Sent to Stripe "
+            "in the PaymentIntent's metadata (and so its charge's) beside the service's own keys, "
+            "shown in every answer, list item and callback. Part of the request's identity."
+        ),
+        examples=[{"order_id": "1001", "customer_ref": "A-17"}],
     )
 
     @field_validator("currency")
@@ -150,6 +187,16 @@ class Payment(BaseModel):
     payment_intent: str | None = Field(description="Stripe PaymentIntent id, once known.")
     charge: str | None = Field(description="Stripe Charge id, once known.")
     confirmation: str | None = Field(description="The PaymentIntent id once succeeded.")
+    description: str | None = Field(
+        description="The request's description, as sent to Stripe.", examples=["Order 1001"]
+    )
+    metadata: dict[str, str] = Field(
+        description=(
+            "The request's metadata, as sent to Stripe (without the service's own keys); {} "
+            "when none."
+        ),
+        examples=[{"order_id": "1001"}],
+    )
     next_action: str | None = Field(
         default=None, description="Present while the customer must act (requires_action)."
     )
@@ -195,8 +242,9 @@ class CallbackEvent(BaseModel):
     data: dict[str, Any] = Field(
         description=(
             "payment.*: the payment (id, status, amount, currency, amount_refunded, "
-            "payment_intent, charge, error, next_action); refund.*: the refund (id, payment_id, "
-            "status, amount, currency, stripe_refund, error). As it stands when sent."
+            "payment_intent, charge, description, metadata, error, next_action); refund.*: the "
+            "refund (id, payment_id, status, amount, currency, stripe_refund, error). As it "
+            "stands when sent."
         )
     )
 
@@ -208,12 +256,24 @@ class CustomerCharge(BaseModel):
     status: str
     created: int
     payment_intent: str | None
-    description: str | None
+    description: str | None = Field(
+        description=(
+            "The charge's description (else its PaymentIntent's): for a payment made here, its "
+            "request's description."
+        )
+    )
     payment_id: str | None = Field(description="This service's payment id, when it made it.")
     failure_code: str | None
     refunded: bool
     amount_refunded: str = Field(
         default="0.00", description="Refunded so far, from Stripe (dashboard refunds too)."
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "The charge's metadata (else its PaymentIntent's) without the service's own keys: "
+            "for a payment made here, its request's metadata."
+        ),
     )
 
 
@@ -298,6 +358,8 @@ def payment_view(
         payment_intent=record.payment_intent,
         charge=record.charge,
         confirmation=record.payment_intent if record.status in CHARGED_STATUSES else None,
+        description=record.description,
+        metadata=record.metadata,
         **optional,
     )
 
@@ -323,6 +385,8 @@ def payment_json(record: PaymentRecord, *, viewer: str | None = None) -> bytes:
         "payment_intent": record.payment_intent,
         "charge": record.charge,
         "confirmation": record.payment_intent if record.status in CHARGED_STATUSES else None,
+        "description": record.description,
+        "metadata": record.metadata,
     }
     if record.next_action:
         body["next_action"] = record.next_action

@@ -19,6 +19,7 @@ from shared.errors import (
     RateLimited,
     ServiceUnavailable,
 )
+from shared.payments.metadata import checked_metadata
 from shared.payments.money import AmountError, parse_amount
 from shared.payments.payment_records import (
     PaymentRecord,
@@ -83,17 +84,21 @@ class PaymentService:
     def new_payment(
         self, request: PaymentRequest, *, idempotency_key: str, client: str
     ) -> NewPayment:
-        """The record a valid request makes (no Redis call); InvalidRequest for an amount or
-        callback URL the model let through."""
+        """The record a valid request makes (no Redis call); InvalidRequest for an amount,
+        metadata or callback URL the model let through."""
         try:
             money = parse_amount(request.amount, request.currency)
         except AmountError as exc:
             raise InvalidRequest(str(exc), code="amount_invalid", param="amount") from exc
+        metadata = checked_metadata(request.metadata) if request.metadata else None
+        description = request.description or None
         fingerprint = request_fingerprint(
             account_id=request.account_id,
             amount_minor=money.minor,
             currency=money.currency,
             payment_method=request.payment_method,
+            description=description,
+            metadata=metadata,
         )
         # Keys are scoped to the client, as Stripe scopes them to an account.
         payment_id = payment_id_for(
@@ -108,6 +113,8 @@ class PaymentService:
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
             client=client,
+            description=description,
+            metadata=metadata,
         )
         endpoint = callback_endpoint(self._settings, request.callback_url, client)
         if endpoint:

@@ -12,6 +12,8 @@ Two gaps are filled so that it answers like Stripe does for what this service us
 - ``GET /v1/charges?customer=`` keeps its 404 for an unknown customer (already the case);
 - a PaymentIntent's metadata is copied to the charge it makes, once, when it makes it (Stripe
   does so on confirmation; localstripe leaves the charge's metadata empty);
+- a PaymentIntent takes a ``description`` (localstripe refuses it) and its charge starts with a
+  copy of it, as at Stripe;
 - a PaymentIntent naming a customer or a payment method that does not exist is a 404
   ``resource_missing`` naming that parameter (``param``), as Stripe answers (localstripe's
   404 names nothing, which reads as an unknown customer);
@@ -61,6 +63,7 @@ def build_app() -> Any:
     _payment_intent_list(resources)
     _intent_metadata_on_charges(resources)
     _missing_objects_named(resources)
+    _payment_intent_description(resources)
     _three_d_secure(resources)
     _disputes(resources)
     from localstripe import server  # after the patches: it routes resources.extra_apis
@@ -273,6 +276,30 @@ def _missing_objects_named(resources: Any) -> None:
         init(self, *args, **kwargs)
 
     intent.__init__ = with_missing_named
+
+
+def _payment_intent_description(resources: Any) -> None:
+    """``description`` on a PaymentIntent: kept, shown, and copied to the charge it makes."""
+    from localstripe.errors import UserError
+
+    intent = resources.PaymentIntent
+    init = intent.__init__
+    create_charge = intent._create_charge
+
+    def with_description(self: Any, *args: Any, description: Any = None, **kwargs: Any) -> None:
+        if description is not None and (type(description) is not str or len(description) > 1000):
+            raise UserError(400, "Bad request")
+        init(self, *args, **kwargs)
+        self.description = description or None
+
+    def charge_with_description(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = create_charge(self, *args, **kwargs)
+        if self.latest_charge is not None and not self.latest_charge.description:
+            self.latest_charge.description = getattr(self, "description", None)
+        return result
+
+    intent.__init__ = with_description
+    intent._create_charge = charge_with_description
 
 
 # Stripe's test payment method whose every charge needs 3-D Secure (card 4000 0027 6000 3184).

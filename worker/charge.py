@@ -131,6 +131,8 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
             payment_id=held.id,
             idempotency_key=stripe_idempotency_key(held.id),
             client=held.client,
+            description=held.description,
+            metadata=held.metadata,
         )
 
     def _stripe_ids(self, outcome: ChargeOutcome) -> dict[str, str]:

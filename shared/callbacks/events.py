@@ -99,6 +99,8 @@ def payment_data(record: PaymentRecord) -> dict[str, Any]:
         "idempotency_key": record.idempotency_key,
         "payment_intent": record.payment_intent,
         "charge": record.charge,
+        "description": record.description,
+        "metadata": record.metadata,
         "updated_at": record.updated_at,
     }
     if record.next_action:

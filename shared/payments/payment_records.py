@@ -1,8 +1,9 @@
 """The payment record: the source of truth for a payment's status, kept in Redis.
 
 A record holds only what the service needs: ids, status, amount in minor units, currency, the
-idempotency key and the fingerprint of the request that claimed it, Stripe ids, the error and
-timestamps. No card data is ever stored. Where it lives and who writes it: ``shared.store``.
+idempotency key and the fingerprint of the request that claimed it, the client's description and
+metadata, Stripe ids, the error and timestamps. No card data is ever stored. Where it lives and
+who writes it: ``shared.store``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from shared.payments.metadata import canonical as canonical_metadata
 from shared.payments.states import FINAL_STATUSES, PAYMENT_INITIAL, SETTLED_STATUSES, Status
 
 CHARGE_TASK = "payments.charge"
@@ -30,10 +32,20 @@ def payment_id_for(*, secret: bytes, client: str, idempotency_key: str) -> str:
 
 
 def request_fingerprint(
-    *, account_id: str, amount_minor: int, currency: str, payment_method: str | None
+    *,
+    account_id: str,
+    amount_minor: int,
+    currency: str,
+    payment_method: str | None,
+    description: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
-    """Identifies a request's meaning: same key with another fingerprint is a different request."""
+    """Identifies a request's meaning: same key with another fingerprint is a different request.
+    A request without description and metadata keeps the fingerprint it always had, so a
+    record claimed before they existed still matches its replay."""
     canonical = f"{account_id}\x1f{amount_minor}\x1f{currency}\x1f{payment_method or ''}"
+    if description or metadata:
+        canonical += f"\x1f{description or ''}\x1f{canonical_metadata(metadata or {})}"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -78,6 +90,9 @@ class PaymentRecord:
     stripe_refunded_minor: int = 0
     refund_reserved_minor: int = 0
     callback_url: str | None = None
+    # The client's, sent to Stripe on the PaymentIntent and shown in every answer.
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def amount_refunded_minor(self) -> int:
@@ -129,6 +144,8 @@ class PaymentRecord:
             stripe_refunded_minor=int(h.get("stripe_refunded_minor", 0)),
             refund_reserved_minor=int(h.get("refund_reserved_minor", 0)),
             callback_url=h.get("callback_url") or None,
+            description=h.get("description") or None,
+            metadata=orjson.loads(h["metadata"]) if h.get("metadata") else {},
         )
 
 
@@ -142,6 +159,8 @@ def new_record_fields(
     idempotency_key: str,
     fingerprint: str,
     client: str | None = None,
+    description: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     created = now_iso()
     fields = {
@@ -160,4 +179,8 @@ def new_record_fields(
         fields["payment_method"] = payment_method
     if client:
         fields["client"] = client
+    if description:
+        fields["description"] = description
+    if metadata:
+        fields["metadata"] = orjson.dumps(metadata).decode()
     return fields

@@ -9,7 +9,7 @@ same idempotency key), which the worker retries with the same idempotency key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,7 @@ from shared.errors import (
     CustomerNotOwned,
     PaymentMethodMissing,
 )
+from shared.payments.metadata import PAYMENT_ID_KEY
 from shared.settings.service_settings import Settings
 from shared.stripe.http_client import ThreadLocalCurlClient
 from shared.stripe.objects import (
@@ -124,13 +125,22 @@ class StripeGateway:
         payment_id: str,
         idempotency_key: str,
         client: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> ChargeOutcome:
         """Create and confirm an off-session PaymentIntent, its metadata naming our payment id
         and the client that made it (the list shows a client only its own charges). Declines
-        raise CardDeclined."""
-        metadata = {"payment_id": payment_id}
+        raise CardDeclined.
+
+        ``metadata`` and ``description`` are the client's (checked at accept, none of the
+        service's keys among them); the service's keys are written last, so they are the
+        PaymentIntent's whatever the client's metadata holds."""
+        ours = {PAYMENT_ID_KEY: payment_id}
         if client:
-            metadata[CLIENT_METADATA] = client
+            ours[CLIENT_METADATA] = client
+        params: dict[str, Any] = {}
+        if description:
+            params["description"] = description
         try:
             intent = self._client.raw_request(
                 "post",
@@ -142,8 +152,9 @@ class StripeGateway:
                 payment_method_types=["card"],
                 confirm=True,
                 off_session=True,
-                metadata=metadata,
+                metadata={**(metadata or {}), **ours},
                 idempotency_key=idempotency_key,
+                **params,
             ).data
         except stripe.StripeError as exc:
             raise translate_error(exc, customer=customer) from exc

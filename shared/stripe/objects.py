@@ -3,9 +3,10 @@ after the fact, a PaymentIntent's outcome, a refund's outcome. No call is made h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from shared.payments.metadata import CLIENT_KEY, PAYMENT_ID_KEY, client_metadata
 from shared.payments.money import format_minor
 from shared.stripe.outcomes import ChargeOutcome, RefundOutcome
 
@@ -23,11 +24,12 @@ class ChargeSummary:
     failure_code: str | None
     refunded: bool
     amount_refunded: str = "0"
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 # The metadata key naming the client that made a payment, on its PaymentIntent (beside our
 # payment id) and so on its charge: Stripe copies a PaymentIntent's metadata to its charge.
-CLIENT_METADATA = "client"
+CLIENT_METADATA = CLIENT_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +120,17 @@ def charge_client(charge: dict[str, Any]) -> str | None:
 
 
 def charge_summary(charge: dict[str, Any]) -> ChargeSummary:
+    """A charge of the customer's list. Its metadata and description are the charge's, else (a
+    charge that has none) its expanded PaymentIntent's: Stripe copies them from one to the other
+    when the charge is made."""
     intent = field_of(charge, "payment_intent")
-    payment_id = field_of(field_of(charge, "metadata"), "payment_id") or (
-        None if isinstance(intent, str) else field_of(field_of(intent, "metadata"), "payment_id")
+    intent_metadata = None if isinstance(intent, str) else field_of(intent, "metadata")
+    metadata = field_of(charge, "metadata") or intent_metadata
+    payment_id = field_of(field_of(charge, "metadata"), PAYMENT_ID_KEY) or field_of(
+        intent_metadata, PAYMENT_ID_KEY
+    )
+    description = field_of(charge, "description") or (
+        None if isinstance(intent, str) else field_of(intent, "description")
     )
     return ChargeSummary(
         id=str(charge["id"]),
@@ -129,11 +139,12 @@ def charge_summary(charge: dict[str, Any]) -> ChargeSummary:
         status=str(charge["status"]),
         created=int(charge["created"]),
         payment_intent=id_of(intent),
-        description=field_of(charge, "description"),
+        description=description,
         payment_id=payment_id,
         failure_code=field_of(charge, "failure_code"),
         refunded=bool(field_of(charge, "refunded")),
         amount_refunded=format_minor(
             int(field_of(charge, "amount_refunded") or 0), str(charge["currency"])
         ),
+        metadata=client_metadata(metadata),
     )

@@ -44,6 +44,17 @@ SCENARIOS: dict[str, list[Request]] = {
     "bad wait": [("k7", "application/json", payment(), "wait=99")],
     "bad idempotency key": [("x" * 300, "application/json", payment(), "")],
     "no idempotency key": [(None, "application/json", payment(), "")],
+    "metadata and description": [
+        ("k8", "application/json", payment(metadata={"order_id": "1"}, description="Order"), "")
+    ],
+    "other metadata, same key": [
+        ("k9", "application/json", payment(metadata={"order_id": "1"}), ""),
+        ("k9", "application/json", payment(metadata={"order_id": "2"}), ""),
+    ],
+    "bad metadata": [("k10", "application/json", payment(metadata={"order_id": 1}), "")],
+    "reserved metadata key": [
+        ("k11", "application/json", payment(metadata={"payment_id": "x"}), "")
+    ],
 }
 
 # Differ by nature between any two requests (the tokens left move with the clock).
@@ -180,6 +191,16 @@ def _records() -> list[PaymentRecord]:
                     **base,
                 )
             )
+            records.append(
+                PaymentRecord(
+                    status=status,
+                    amount_minor=minor,
+                    currency=currency,
+                    description='Order "1001" \u00e9\n',
+                    metadata={"order_id": "1001", "note": "\u00fc\u2028<>&"},
+                    **base,
+                )
+            )
     return records
 
 
@@ -205,6 +226,9 @@ def test_the_direct_customer_payments_json_is_the_models_to_the_byte() -> None:
          "refunded": True, "amount_refunded": 500, "metadata": {"payment_id": "pay_x"}},
         {"id": "ch_3", "amount": 50, "currency": "eur", "status": "pending", "created": 2,
          "payment_intent": None},
+        {"id": "ch_4", "amount": 50, "currency": "eur", "status": "succeeded", "created": 3,
+         "payment_intent": {"id": "pi_4", "description": "Order \u00e9", "metadata":
+         {"payment_id": "pay_y", "client": "shop", "order_id": "1001", "note": "\u2028"}}},
     ]  # fmt: skip
     for has_more in (True, False):
         for data in ([], charges[:1], charges):

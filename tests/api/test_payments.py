@@ -468,6 +468,7 @@ async def test_customer_payments_carry_every_documented_charge_field(
         payment_id="pay_000000000000000000000001",
         failure_code="card_declined",
         refunded=False,
+        metadata={"order_id": "7"},
     )
     gateway.pages["cus_Abc123"] = ChargePage(data=[charge], has_more=False)
 
@@ -490,6 +491,7 @@ async def test_customer_payments_carry_every_documented_charge_field(
             "failure_code": "card_declined",
             "refunded": False,
             "amount_refunded": "0",
+            "metadata": {"order_id": "7"},
         }
     ]
 

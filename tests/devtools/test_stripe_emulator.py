@@ -1,7 +1,7 @@
 """The emulator answers the lists the service reads as Stripe does: PaymentIntents (the service
 reconciles through them) by customer and creation time, and events (the catch-up round reads
 them) by type, creation time and whether their webhook was delivered; newest first, a page at a
-time."""
+time; a PaymentIntent's description, copied to its charge."""
 
 from __future__ import annotations
 
@@ -138,6 +138,31 @@ async def test_an_unknown_customer_is_a_404(stripe: TestClient[Any, Any]) -> Non
 
 
 # --- events ------------------------------------------------------------------------------------
+
+
+async def test_a_payment_intents_description_is_kept_and_copied_to_its_charge(
+    stripe: TestClient[Any, Any],
+) -> None:
+    customer = await customer_paying(stripe, "pm_card_visa")
+    made = await post(
+        stripe, "/v1/payment_intents", customer=customer, amount=500, currency="usd",
+        payment_method="pm_card_visa", confirm="true", off_session="true",
+        description="Order 1001", **{"metadata[order_id]": "1001"},
+    )  # fmt: skip
+    plain = await post(
+        stripe, "/v1/payment_intents", customer=customer, amount=600, currency="usd",
+        payment_method="pm_card_visa", confirm="true", off_session="true",
+    )  # fmt: skip
+    charge = await stripe.get(f"/v1/charges/{made['latest_charge']['id']}", headers=AUTH)
+    too_long = await stripe.post(
+        "/v1/payment_intents", headers=AUTH,
+        data={"customer": customer, "amount": 500, "currency": "usd", "description": "d" * 1001},
+    )  # fmt: skip
+
+    assert (made["description"], made["metadata"]) == ("Order 1001", {"order_id": "1001"})
+    assert (await charge.json())["description"] == "Order 1001"
+    assert plain["description"] is None
+    assert too_long.status == 400
 
 
 async def events(client: TestClient[Any, Any], **params: Any) -> tuple[int, dict[str, Any]]:

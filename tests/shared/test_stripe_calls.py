@@ -229,6 +229,8 @@ RECIPES: dict[str, Recipe] = {
         payment_method="pm_1",
         payment_id="pay_1",
         idempotency_key="pay_1:charge",
+        description="Order 1001",
+        metadata={"order_id": "1001", "note": "a b&c=d"},
     ),
     "retrieve_payment_intent": lambda g: g.retrieve_payment_intent(payment_intent_id="pi_1"),
     "find_payment_intent": lambda g: g.find_payment_intent(
@@ -339,6 +341,17 @@ def test_writes_carry_an_idempotency_key_and_reads_none(run: Run) -> None:
 def test_every_request_pins_the_documented_api_version(run: Run) -> None:
     assert f"Pinned: `{STRIPE_API_VERSION}`" in DOC.read_text()
     assert {r.headers.get("stripe-version") for r in run.all()} == {STRIPE_API_VERSION}
+
+
+def test_the_clients_metadata_and_description_go_with_the_services_payment_id(run: Run) -> None:
+    (create,) = run.requests["create_payment_intent"]
+    metadata = {k: v for k, v in create.params.items() if k.startswith("metadata[")}
+    assert metadata == {
+        "metadata[order_id]": "1001",
+        "metadata[note]": "a b&c=d",
+        "metadata[payment_id]": "pay_1",
+    }
+    assert create.params["description"] == "Order 1001"
 
 
 def test_reconciliation_finds_a_payment_intent_that_made_no_charge_past_the_first_page(

@@ -135,6 +135,21 @@ def test_a_callback_is_signed_as_standard_webhooks_and_verifies_with_either_secr
         Webhook(derived_secret(SECRET, "shop-a")).verify(body + b" ", headers)
 
 
+def test_a_callback_carries_the_payments_metadata_and_description(
+    seed_payment: SeedPayment, receiver: Receiver, make_sender: MakeSender
+) -> None:
+    seed_payment(PAY, Status.SUCCEEDED, callback_url="https://shop.example.com/hooks",
+                 client="shop-a", description="Order 1001",
+                 metadata='{"order_id":"1001"}')  # fmt: skip
+
+    assert make_sender(SETTINGS).send(event()) == "delivered"
+
+    (request,) = receiver.requests
+    data = json.loads(request.content)["data"]
+    assert data["description"] == "Order 1001"
+    assert data["metadata"] == {"order_id": "1001"}
+
+
 def test_a_failing_receiver_is_retried_later_then_kept_as_a_dead_letter_and_replayed(
     redis: fakeredis.FakeRedis, seed_payment: SeedPayment, receiver: Receiver,
     make_sender: MakeSender, monkeypatch: pytest.MonkeyPatch,

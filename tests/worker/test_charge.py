@@ -162,6 +162,23 @@ def test_a_charge_succeeds_and_records_stripe_ids(
     assert any(m["data"] == b"pay_1" for m in published)
 
 
+def test_the_payments_metadata_and_description_are_on_its_payment_intent_at_every_attempt(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    payment_id = seed_record(
+        redis, "pay_1", description="Order 1001", metadata='{"order_id":"1001","note":"x"}'
+    )
+    stripe.fail_next = [TransientStripeError("connection reset before the request was sent")]
+
+    assert isinstance(processor.process(payment_id), RetryLater)
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+
+    (charged,) = stripe.ledger
+    assert charged["metadata"] == {"order_id": "1001", "note": "x"}
+    assert charged["description"] == "Order 1001"
+    assert charged["payment_id"] == payment_id
+
+
 def test_a_redelivered_message_does_not_charge_twice(
     redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
 ) -> None:
