@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from shared.payments.metadata import MAX_KEYS, RESERVED_KEYS
 from shared.stripe.objects import ChargePage, charge_summary
-from tests.support import FakeListGateway, payment
+from tests.support import FakeListGateway, payment, queued_charges
 
 ORDER = {"order_id": "1001", "customer_ref": "A-17"}
 
@@ -132,7 +132,7 @@ async def test_metadata_or_description_past_stripes_rules_is_a_400_naming_it(
     error = await refused(client, body)
 
     assert (error["param"], error["code"]) == (param, code)
-    assert await redis.llen("payments") == 0  # nothing queued
+    assert await queued_charges(redis) == []  # nothing queued
 
 
 @pytest.mark.parametrize("key", sorted(RESERVED_KEYS))
@@ -190,7 +190,7 @@ async def test_the_same_key_with_other_metadata_or_description_is_a_422(
     assert other.status_code == 422
     assert other.json()["error"]["code"] == "idempotency_key_reused"
     assert other.json()["error"]["payment_id"] == accepted.json()["id"]
-    assert await redis.llen("payments") == 1
+    assert len(await queued_charges(redis)) == 1
 
 
 async def test_the_same_metadata_in_another_key_order_is_the_same_request(
