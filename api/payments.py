@@ -8,7 +8,6 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
 from api import scopes
@@ -171,13 +170,7 @@ async def accept_payment(request: Request) -> Response:
         wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
         idempotency_key = client_idempotency_key(request)
         body = await read_json_body(request, settings.max_body_bytes)
-        try:
-            payment = PaymentRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise validation_error(exc.errors(include_url=False)) from None
-        new = service.new_payment(
-            payment, idempotency_key=idempotency_key, client=request.state.client
-        )
+        new = service.parse(body, idempotency_key=idempotency_key, client=request.state.client)
     except PaymentServiceError as invalid:
         # Never claimed, so the accept script took no token: a refused request takes one
         # here (429 instead once the client is over its rate).

@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from api.error_responses import validation_error
 from api.schemas import PAYMENT_ID_PATTERN, PaymentRequest
 from shared.callbacks.url_rules import callback_endpoint
 from shared.errors import (
@@ -80,6 +82,16 @@ class PaymentService:
     ) -> Accepted:
         new = self.new_payment(request, idempotency_key=idempotency_key, client=client)
         return await self.claim(new, headers=headers, principal=principal)
+
+    def parse(self, body: bytes | str, *, idempotency_key: str, client: str) -> NewPayment:
+        """A payment request's JSON as the record it makes: the one reading of a payment's
+        fields, for ``POST /payments`` and each item of ``POST /payments/batch``, so that both
+        take the same fields with the same checks and the same errors (InvalidRequest)."""
+        try:
+            request = PaymentRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise validation_error(exc.errors(include_url=False)) from None
+        return self.new_payment(request, idempotency_key=idempotency_key, client=client)
 
     def new_payment(
         self, request: PaymentRequest, *, idempotency_key: str, client: str
