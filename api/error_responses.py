@@ -47,6 +47,8 @@ FIELD_HINTS = {
     "description": f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters",
     "metadata": f"metadata must be a JSON object of at most {MAX_KEYS} keys with string values",
     "starting_after": "starting_after must be a charge id from a previous page (ch_...)",
+    "expires_at": 'expires_at must be an RFC 3339 date-time string such as "2026-01-01T12:00:00Z"',
+    "expires_in": "expires_in must be a whole number of seconds",
 }
 
 # Every 503 says when to come back; these are the defaults when the error does not say.

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from api import (
     admin,
+    cancel_routes,
     client_routes,
     error_responses,
     health,
@@ -117,6 +118,7 @@ def create_app(
     app.include_router(client_routes.router)
     app.include_router(webhooks.router, tags=["webhooks"])
     app.include_router(refund_routes.router, tags=["refunds"])
+    app.include_router(cancel_routes.router, tags=["payments"])
     app.webhooks.include_router(operation_docs.callbacks)
     openapi.install(app, settings)
     return app

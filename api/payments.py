@@ -41,6 +41,7 @@ from api.schemas import (
     CustomerPayments,
     Payment,
     PaymentRequest,
+    QueueStanding,
     customer_payments_json,
     payment_json,
     payment_view,
@@ -66,7 +67,7 @@ from shared.errors import (
 )
 from shared.payments.metadata import key_reserved, value_too_long
 from shared.payments.payment_records import PaymentRecord
-from shared.payments.states import CHARGED_STATUSES
+from shared.payments.states import CHARGED_STATUSES, Status
 from shared.settings.service_settings import Settings
 
 router = APIRouter(
@@ -78,8 +79,11 @@ log = structlog.get_logger(__name__)
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 
 
-def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response:
-    """200 once succeeded, the error's status once failed, 202 while still in progress."""
+def payment_answer(
+    record: PaymentRecord, *, replayed: bool = False, queue: QueueStanding | None = None
+) -> Response:
+    """200 once succeeded, the error's status once failed (or expired, or canceled), 202 while
+    still in progress (with ``queue``, where it stands, while queued)."""
     headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -89,7 +93,10 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
         error = {**record.error, "payment_id": record.id}
         status = record.error_status or 402
         return json_response(status, {"error": error}, with_retry_after(status, headers))
-    return Response(payment_json(record), status_code=202, media_type=JSON, headers=headers)
+    if record.status is not Status.QUEUED:
+        queue = None
+    body = payment_json(record, queue=queue)
+    return Response(body, status_code=202, media_type=JSON, headers=headers)
 
 
 @router.post(
@@ -108,6 +115,14 @@ def payment_answer(record: PaymentRecord, *, replayed: bool = False) -> Response
             InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
             value_too_long("order_id"),
             key_reserved("payment_id"),
+            InvalidRequest(
+                "expires_at must be in the future.", code="expires_at_invalid", param="expires_at"
+            ),
+            InvalidRequest(
+                "Give expires_at or expires_in, not both.",
+                code="parameters_exclusive",
+                param="expires_in",
+            ),
             InvalidRequest(
                 FIELD_HINTS["description"], code="description_invalid", param="description"
             ),
@@ -192,7 +207,7 @@ async def accept_payment(request: Request) -> Response:
     if wait and not record.is_settled:
         waiter: PaymentWaiter = state.waiter
         record = await waiter.wait(record.id, wait, lambda: service.get(record.id))
-    answer = payment_answer(record, replayed=accepted.replayed)
+    answer = payment_answer(record, replayed=accepted.replayed, queue=accepted.queue)
     answer.headers.update(accepted.rate_limit_headers)
     return answer
 
@@ -213,13 +228,15 @@ async def accept_payment(request: Request) -> Response:
 async def get_payment(
     request: Request, payment_id: str, service: ServiceDep, refund_store: RefundStoreDep
 ) -> Response:
-    """A payment's record: its status, Stripe ids once known, the error once failed; while
-    requires_action, ``next_action`` and (for the client that made it) ``client_secret``."""
+    """A payment's record: its status, Stripe ids once known, the error once failed (or
+    expired, or canceled); while requires_action, ``next_action`` and (for the client that
+    made it) ``client_secret``; while queued, ``queue``: where it stands (an estimate)."""
     if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
     record = await service.get_for(payment_id, getattr(request.state, "principal", None))
     refunds = await refund_store.of_payment(payment_id)
-    view = payment_view(record, viewer=viewer_of(request), refunds=refunds)
+    queue = await service.standing(record)
+    view = payment_view(record, viewer=viewer_of(request), refunds=refunds, queue=queue)
     return model_response(200, view)
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from shared.payments.deadlines import RULES as DEADLINE_RULE_TEXT
 from shared.payments.metadata import (
     MAX_DESCRIPTION_LENGTH,
     MAX_KEY_LENGTH,
@@ -52,6 +53,7 @@ METADATA_RULES = (
     "characters; a key with an empty value is not set."
 )
 DESCRIPTION_RULES = f"At most {MAX_DESCRIPTION_LENGTH} characters."
+DEADLINE_RULES = DEADLINE_RULE_TEXT
 
 
 class PaymentRequest(BaseModel):
@@ -111,6 +113,26 @@ class PaymentRequest(BaseModel):
             "shown in every answer, list item and callback. Part of the request's identity."
         ),
         examples=[{"order_id": "1001", "customer_ref": "A-17"}],
+    )
+
+    # Checked by hand (shared.payments.deadlines.deadline_of) for errors that name the field.
+    expires_at: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None,
+        description=(
+            "A deadline (RFC 3339 with its offset): if the charge has not been sent to Stripe "
+            "by then, the payment ends `expired` and is never charged; a charge already sent "
+            f"is settled by Stripe's answer. {DEADLINE_RULES} Part of the request's identity."
+        ),
+        examples=["2026-01-01T12:00:00Z"],
+    )
+    expires_in: int | None = Field(
+        default=None,
+        description=(
+            "The deadline in seconds from now, instead of expires_at. Part of the request's "
+            "identity as given: a retry with the same expires_in is the same request, and "
+            "keeps the first request's deadline."
+        ),
+        examples=[600],
     )
 
     @field_validator("currency")
@@ -173,6 +195,29 @@ class Refund(BaseModel):
     error: ErrorBody | None = Field(default=None, description="Present once failed: why.")
 
 
+class QueueStanding(BaseModel):
+    """Where a queued payment stands in its client's queue: an estimate, not a promise."""
+
+    ahead: int = Field(
+        description=(
+            "How many of this client's charges wait before this one in its queue (other "
+            "clients' charges are taken in turns beside them, by weight)."
+        ),
+        examples=[120],
+    )
+    estimated_charge_at: str | None = Field(
+        description=(
+            "When its charge is expected to be sent to Stripe (ISO 8601, UTC), from how fast "
+            "this client's queue has been drained lately (else the Stripe budget, "
+            "STRIPE_MAX_RPS); null when there is no rate to go by."
+        ),
+        examples=["2026-01-01T12:00:30.000Z"],
+    )
+    estimate: Literal[True] = Field(
+        description="Always true: both figures are estimates, and may change either way."
+    )
+
+
 class Payment(BaseModel):
     id: str = Field(examples=["pay_3f9c2a7be1d04c55a9e1f0d2"])
     object: Literal["payment"] = "payment"
@@ -219,6 +264,21 @@ class Payment(BaseModel):
     refunds: list[Refund] = Field(
         default_factory=list, description="The refunds asked through this service, oldest first."
     )
+    expires_at: str | None = Field(
+        default=None,
+        description=(
+            "The payment's deadline (ISO 8601, UTC), present when the request gave one: not "
+            "sent to Stripe by then, it ends `expired`, never charged."
+        ),
+        examples=["2026-01-01T12:00:00.000Z"],
+    )
+    queue: QueueStanding | None = Field(
+        default=None,
+        description=(
+            "Present while `queued`, in the accept's answer and in GET /payments/{id}: where "
+            "the payment stands in its client's queue (an estimate)."
+        ),
+    )
 
 
 class CallbackEvent(BaseModel):
@@ -235,6 +295,8 @@ class CallbackEvent(BaseModel):
         "payment.requires_action",
         "payment.refunded",
         "payment.disputed",
+        "payment.expired",
+        "payment.canceled",
         "refund.succeeded",
         "refund.failed",
     ]
@@ -328,6 +390,7 @@ def payment_view(
     *,
     viewer: str | None = None,
     refunds: list[RefundRecord] | None = None,
+    queue: QueueStanding | None = None,
 ) -> Payment:
     """What a client sees of a record: amounts as decimal strings in major units, no internals.
 
@@ -344,6 +407,10 @@ def payment_view(
         optional["client_secret"] = record.client_secret
     optional["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
     optional["refunds"] = [refund_view(r) for r in refunds or ()]
+    if record.expires_at:
+        optional["expires_at"] = record.expires_at
+    if queue is not None:
+        optional["queue"] = queue
     return Payment(
         id=record.id,
         object="payment",
@@ -364,13 +431,15 @@ def payment_view(
     )
 
 
-def payment_json(record: PaymentRecord, *, viewer: str | None = None) -> bytes:
+def payment_json(
+    record: PaymentRecord, *, viewer: str | None = None, queue: QueueStanding | None = None
+) -> bytes:
     """``dump(payment_view(record, viewer=viewer))``, written directly: the same bytes
     (a test compares them over every status and optional field) without building and
     validating the pydantic model, a measurable share of an accept's CPU. A record with an
     error object goes through the model, which shapes the error."""
     if record.error is not None:
-        return dump(payment_view(record, viewer=viewer)).encode()
+        return dump(payment_view(record, viewer=viewer, queue=queue)).encode()
     body: dict[str, object] = {
         "id": record.id,
         "object": "payment",
@@ -394,6 +463,11 @@ def payment_json(record: PaymentRecord, *, viewer: str | None = None) -> bytes:
         body["client_secret"] = record.client_secret
     body["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
     body["refunds"] = []
+    if record.expires_at:
+        body["expires_at"] = record.expires_at
+    if queue is not None:
+        body["queue"] = {"ahead": queue.ahead, "estimated_charge_at": queue.estimated_charge_at,
+                         "estimate": True}  # fmt: skip
     return orjson.dumps(body)
 
 

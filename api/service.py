@@ -1,5 +1,6 @@
 """The accept path: validate the amount, derive the payment id, and claim, record and enqueue
-in one Redis step (``AsyncPaymentStore.claim_and_enqueue``)."""
+in one Redis step (``AsyncPaymentStore.claim_and_enqueue``); where a queued payment stands
+(``api.queue_position``); a client's cancel of a payment not yet sent to Stripe (``cancel``)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from api.error_responses import validation_error
-from api.schemas import PAYMENT_ID_PATTERN, PaymentRequest
+from api.queue_position import QueueEstimates
+from api.schemas import PAYMENT_ID_PATTERN, PaymentRequest, QueueStanding
 from shared.callbacks.url_rules import callback_endpoint
 from shared.errors import (
     IdempotencyKeyMismatch,
     InvalidRequest,
+    PaymentInProgress,
+    PaymentNotCancelable,
     PaymentNotFound,
     RateLimited,
     ServiceUnavailable,
 )
+from shared.payments.deadlines import deadline_of
 from shared.payments.metadata import checked_metadata
 from shared.payments.money import AmountError, parse_amount
 from shared.payments.payment_records import (
@@ -29,10 +34,12 @@ from shared.payments.payment_records import (
     payment_id_for,
     request_fingerprint,
 )
+from shared.payments.states import Status
 from shared.settings.api_clients import ANONYMOUS, Client
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore
 from shared.store.payment_store import ClientLimits
+from shared.store.unsent_store import AsyncCancelStore
 
 _PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
 
@@ -48,11 +55,14 @@ class Accepted:
     record: PaymentRecord
     replayed: bool
     rate_limit_headers: dict[str, str]
+    queue: QueueStanding | None = None  # a new payment's place in its client's queue
 
 
 class PaymentService:
     def __init__(self, redis: Redis, settings: Settings, *, clients: int = 1) -> None:
         self._store = AsyncPaymentStore(redis, settings)
+        self._cancels = AsyncCancelStore(redis, settings)
+        self.queues = QueueEstimates(settings.stripe_max_rps)
         self._settings = settings
         self._secret = settings.payment_id_key
         # Without a share of its own, each client may hold an equal part of the backlog bound.
@@ -104,6 +114,7 @@ class PaymentService:
             raise InvalidRequest(str(exc), code="amount_invalid", param="amount") from exc
         metadata = checked_metadata(request.metadata) if request.metadata else None
         description = request.description or None
+        deadline = deadline_of(request.expires_at, request.expires_in)
         fingerprint = request_fingerprint(
             account_id=request.account_id,
             amount_minor=money.minor,
@@ -111,6 +122,7 @@ class PaymentService:
             payment_method=request.payment_method,
             description=description,
             metadata=metadata,
+            deadline=deadline.given if deadline else None,
         )
         # Keys are scoped to the client, as Stripe scopes them to an account.
         payment_id = payment_id_for(
@@ -127,6 +139,7 @@ class PaymentService:
             client=client,
             description=description,
             metadata=metadata,
+            expires_ms=deadline.ms if deadline else None,
         )
         endpoint = callback_endpoint(self._settings, request.callback_url, client)
         if endpoint:
@@ -163,7 +176,12 @@ class PaymentService:
                 headers={"Retry-After": "5"},
             )
         if claimed.created:
-            return Accepted(claimed.record, replayed=False, rate_limit_headers=rate_headers)
+            queue = None
+            if claimed.ahead >= 0:
+                queue = self.queues.at_accept(claimed.record, ahead=claimed.ahead,
+                                              seq=claimed.seq)  # fmt: skip
+            return Accepted(claimed.record, replayed=False, rate_limit_headers=rate_headers,
+                            queue=queue)  # fmt: skip
         if claimed.record.key_fingerprint != fingerprint:
             raise IdempotencyKeyMismatch(param="Idempotency-Key", payment_id=claimed.record.id)
         return Accepted(claimed.record, replayed=True, rate_limit_headers=rate_headers)
@@ -187,6 +205,39 @@ class PaymentService:
         if not visible_to(record, principal or ANONYMOUS):
             raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
         return record
+
+    async def standing(self, record: PaymentRecord) -> QueueStanding | None:
+        """Where a queued payment stands in its client's queue (an estimate); None for a
+        payment not queued, or one older than the client queues."""
+        if record.status is not Status.QUEUED or not record.queue or not record.client:
+            return None
+        waiting, accepted = await self._store.queue_standing(record.queue, record.client)
+        return self.queues.from_queue(record, waiting=waiting, accepted=accepted)
+
+    async def cancel(self, payment_id: str, principal: Client | None) -> PaymentRecord:
+        """Cancel a payment its client can see (the one visibility rule: ``get_for``). One not
+        yet sent to Stripe ends ``canceled`` in one atomic step (shared.store.unsent_store),
+        never to be charged: the worker that takes its message finds it final. A canceled one
+        is answered as it is (idempotent). Any other goes to ``cancel_sent``."""
+        await self.get_for(payment_id, principal)
+        result = await self._cancels.cancel(payment_id)
+        if result.record is None:
+            raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
+        if result.canceled or result.already:
+            return result.record
+        return await self.cancel_sent(result.record)
+
+    async def cancel_sent(self, record: PaymentRecord) -> PaymentRecord:
+        """A cancel of a payment whose charge may already be at Stripe, or is final: the one
+        place such a cancel is decided (an authorization to void goes here). An attempt in
+        flight, an outcome unknown, or a queued payment some worker holds: 409
+        payment_in_progress; a final one: 409 payment_not_cancelable."""
+        if record.is_final:
+            raise PaymentNotCancelable(
+                f"The payment is {record.status.value} and can no longer be canceled.",
+                payment_id=record.id,
+            )
+        raise PaymentInProgress(payment_id=record.id)
 
     async def may_list(self, principal: Client | None, customer: str) -> bool:
         """A client lists the charges of customers for which a payment of its own succeeded

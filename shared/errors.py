@@ -243,3 +243,39 @@ class CallbackUrlRefused(InvalidRequest):
 
     default_code = "callback_url_invalid"
     default_message = "callback_url is not an allowed callback endpoint."
+
+
+class PaymentInProgress(Conflict):
+    """A cancel of a payment whose charge may already be at Stripe (an attempt started, or
+    its outcome is unknown): it can no longer be stopped; its outcome follows."""
+
+    default_code = "payment_in_progress"
+    default_message = (
+        "The payment's charge has already been sent to Stripe, so it can no longer be canceled; "
+        "poll the payment for its outcome."
+    )
+
+
+class PaymentNotCancelable(Conflict):
+    default_code = "payment_not_cancelable"
+    default_message = "The payment is final and was not canceled; it can no longer be canceled."
+
+
+class PaymentExpired(Conflict):
+    """What an expired payment's record says (its status ``expired``): not charged."""
+
+    default_code = "payment_expired"
+    default_message = (
+        "The payment's deadline (expires_at) passed before its charge was sent to Stripe: it was "
+        "never sent to Stripe and was not charged."
+    )
+
+
+class PaymentCanceled(Conflict):
+    """What a canceled payment's record says (its status ``canceled``): not charged."""
+
+    default_code = "payment_canceled"
+    default_message = (
+        "The payment was canceled at its client's request before its charge was sent to "
+        "Stripe: it was never sent to Stripe and was not charged."
+    )

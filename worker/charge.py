@@ -22,6 +22,12 @@ The rules, as they hold now:
    customer is retrieved before the PaymentIntent is made (the same call that resolves its
    default payment method) and a customer whose metadata names another client fails the
    payment ``customer_not_owned`` (403), not charged.
+6. A deadline is kept before anything is sent. A payment accepted with ``expires_at`` whose
+   deadline has passed when its message is taken starts no attempt (``start_attempt`` refuses
+   it in the step that would take the lease) and ends ``expired``, never sent; so does one
+   still queued when the maintenance round ``deadlines`` looks (``worker.maintenance``).
+   Once an attempt has started, its answer decides, whenever it comes. A canceled payment is
+   final: never attempted.
 
 The skeleton that keeps these rules for charges and refunds alike is ``worker.attempts``; this
 module is what is a charge's own: the payment's lease and record, the PaymentIntent.
@@ -33,12 +39,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from shared.errors import PaymentServiceError
 from shared.fleet_metrics import StripeCallMetrics, outcome_field
 from shared.payments.payment_records import PaymentRecord, stripe_idempotency_key
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
-from shared.store import BUSY, Busy, PaymentStore, Started
+from shared.store import BUSY, PAST_DEADLINE, Busy, PaymentStore, Started
 from shared.stripe.budget import StripeBudget
 from shared.stripe.gateway import StripeGateway
 from shared.stripe.outcomes import (
@@ -50,6 +58,8 @@ from shared.stripe.outcomes import (
 )
 from worker.attempts import Attempts, Done, Verdict
 from worker.stripe_calls import MeteredStripe
+
+log = structlog.get_logger(__name__)
 
 
 class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
@@ -76,6 +86,11 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
         started = self._store.start_attempt(key, token=token)
         if started is BUSY:
             return BUSY
+        if started is PAST_DEADLINE:
+            # Rule 6: never sent, and too late to send: it ends expired, nothing to attempt.
+            expired = self._store.deadlines.expire([key])
+            log.info("charge.expired", payment_id=key, expired=bool(expired))
+            return None
         return started.record if isinstance(started, Started) else None
 
     def _hold(self, key: str, *, token: str) -> PaymentRecord | None:

@@ -10,6 +10,9 @@ by its name when it fails:
   enqueued is pushed again only when its message is provably lost: no worker holds it, the
   queue has moved past it, and no worker has shown life for it since. A long backlog is never
   echoed.
+- ``deadlines``: payments still queued past their deadline (``expires_at``) end ``expired``,
+  never sent (``DeadlineStore.expire_due``), so that a backlog never hides an expiry: a
+  worker taking such a payment's message would expire it too, but only once its turn came.
 - ``payments_reconcile``: payments whose outcome is unknown are looked up in Stripe
   (``reconcile_round`` of worker.attempts, the one reconciler of charges and refunds).
 - ``refunds``: the same recovery sweep for refunds, then refunds whose outcome is unknown.
@@ -135,6 +138,13 @@ def payments_sweep() -> list[str]:
     return sweep(singletons.store())
 
 
+def deadlines() -> list[str]:
+    expired = singletons.store().deadlines.expire_due()
+    if expired:
+        log.info("deadlines.expired", count=len(expired), payment_ids=expired[:20])
+    return expired
+
+
 def payments_reconcile() -> dict[str, int]:
     return singletons.charge_processor().reconcile_round()
 
@@ -179,6 +189,7 @@ def stripe_events() -> dict[str, int]:
 ROUNDS = (
     Round("queue_depth", queue_depth),
     Round("payments_sweep", payments_sweep),
+    Round("deadlines", deadlines),
     Round("payments_reconcile", payments_reconcile),
     Round("refunds", refunds),
     Round("callbacks", callbacks),

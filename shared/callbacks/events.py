@@ -2,10 +2,10 @@
 Signatures: ``shared.callbacks.signing``; where callbacks may go: ``shared.callbacks.url_rules``.
 
 A callback's message is built here and pushed by the very Redis script that changes the state
-(``finish``, ``transition``, ``stripe_refunds``, ``refund_finish``), and only when the payment
-has an endpoint (its ``callback_url``, resolved at accept from the request or the client's
-default): no state change goes without its callback, none is sent for a change that did not
-happen. The worker side is ``worker.callback_delivery``.
+(``finish``, ``transition``, ``stripe_refunds``, ``refund_finish``, ``expire``, ``cancel``),
+and only when the payment has an endpoint (its ``callback_url``, resolved at accept from the
+request or the client's default): no state change goes without its callback, none is sent for
+a change that did not happen. The worker side is ``worker.callback_delivery``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ PAYMENT_EVENTS = {
     Status.REQUIRES_ACTION: "payment.requires_action",
     Status.REFUNDED: "payment.refunded",
     Status.DISPUTED: "payment.disputed",
+    # Never sent to Stripe, never charged (cancel.lua and expire.lua push these).
+    Status.EXPIRED: "payment.expired",
+    Status.CANCELED: "payment.canceled",
 }
 REFUND_EVENTS = {
     RefundStatus.SUCCEEDED: "refund.succeeded",

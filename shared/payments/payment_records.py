@@ -39,13 +39,18 @@ def request_fingerprint(
     payment_method: str | None,
     description: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    deadline: str | None = None,
 ) -> str:
     """Identifies a request's meaning: same key with another fingerprint is a different request.
-    A request without description and metadata keeps the fingerprint it always had, so a
-    record claimed before they existed still matches its replay."""
+    A request without description, metadata and deadline keeps the fingerprint it always had,
+    so a record claimed before they existed still matches its replay. ``deadline`` is the
+    deadline as the request gave it (``expires_at=...`` or ``expires_in=...``), not the time
+    it stands for: a retry of ``expires_in`` a minute later is the same request."""
     canonical = f"{account_id}\x1f{amount_minor}\x1f{currency}\x1f{payment_method or ''}"
     if description or metadata:
         canonical += f"\x1f{description or ''}\x1f{canonical_metadata(metadata or {})}"
+    if deadline:
+        canonical += f"\x1f{deadline}"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -93,6 +98,14 @@ class PaymentRecord:
     # The client's, sent to Stripe on the PaymentIntent and shown in every answer.
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # Its deadline, if the request gave one: ISO 8601 for answers, ms since the epoch for the
+    # scripts that compare it (start_attempt, expire).
+    expires_at: str | None = None
+    expires_ms: int | None = None
+    # The client's queue its charge waits in, and its place in the order of the client's
+    # accepts (the queue position's estimate: api.queue_position).
+    queue: str | None = None
+    queue_seq: int | None = None
 
     @property
     def amount_refunded_minor(self) -> int:
@@ -146,6 +159,10 @@ class PaymentRecord:
             callback_url=h.get("callback_url") or None,
             description=h.get("description") or None,
             metadata=orjson.loads(h["metadata"]) if h.get("metadata") else {},
+            expires_at=h.get("expires_at") or None,
+            expires_ms=int(h["expires_ms"]) if h.get("expires_ms") else None,
+            queue=h.get("queue") or None,
+            queue_seq=int(h["queue_seq"]) if h.get("queue_seq") else None,
         )
 
 
@@ -161,6 +178,7 @@ def new_record_fields(
     client: str | None = None,
     description: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    expires_ms: int | None = None,
 ) -> dict[str, str]:
     created = now_iso()
     fields = {
@@ -183,4 +201,13 @@ def new_record_fields(
         fields["description"] = description
     if metadata:
         fields["metadata"] = orjson.dumps(metadata).decode()
+    if expires_ms is not None:
+        fields["expires_ms"] = str(expires_ms)
+        fields["expires_at"] = iso_from_ms(expires_ms)
     return fields
+
+
+def iso_from_ms(ms: int) -> str:
+    """A record's timestamp (UTC, milliseconds, ``Z``) from ms since the epoch."""
+    when = datetime.fromtimestamp(ms / 1000, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

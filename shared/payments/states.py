@@ -34,6 +34,10 @@ class Status(StrEnum):
     # After the charge: Stripe says so later (a refund of the whole amount, a dispute opened).
     REFUNDED = "refunded"
     DISPUTED = "disputed"
+    # Never sent to Stripe, so never charged: its deadline (expires_at) passed while it was
+    # queued, or its client canceled it while it was queued.
+    EXPIRED = "expired"
+    CANCELED = "canceled"
 
 
 class RefundStatus(StrEnum):
@@ -55,7 +59,15 @@ REFUND_INITIAL = RefundStatus.PENDING
 # it. Some still move after the fact (see the lifecycle rows), when Stripe reports what
 # happened later.
 FINAL_STATUSES = frozenset(
-    {Status.SUCCEEDED, Status.FAILED, Status.REQUIRES_ACTION, Status.REFUNDED, Status.DISPUTED}
+    {
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.REQUIRES_ACTION,
+        Status.REFUNDED,
+        Status.DISPUTED,
+        Status.EXPIRED,
+        Status.CANCELED,
+    }
 )
 # Settled for now: a request waiting for the outcome is answered (unknown may still move).
 SETTLED_STATUSES = FINAL_STATUSES | {Status.UNKNOWN}
@@ -64,6 +76,12 @@ SETTLED_STATUSES = FINAL_STATUSES | {Status.UNKNOWN}
 CHARGED_STATUSES = frozenset({Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED})
 # Only a succeeded payment can be refunded (a partly refunded one still is succeeded).
 REFUNDABLE_STATUSES = frozenset({Status.SUCCEEDED})
+# The service knows that nothing was sent to Stripe for these: no attempt has started since
+# the payment was queued (an attempt's start moves it to processing, atomically). Only these
+# may be canceled or expire.
+UNSENT_STATUSES = frozenset({Status.QUEUED})
+# An attempt may have reached Stripe and its answer is not in yet: a cancel must wait for it.
+IN_FLIGHT_STATUSES = frozenset({Status.PROCESSING, Status.UNKNOWN})
 
 FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
 
@@ -90,6 +108,11 @@ class Cause(StrEnum):
     STRIPE_REFUNDS = "stripe_refunds"
     # Our own succeeded refunds reach the amount.
     OUR_REFUNDS = "our_refunds"
+    # Its deadline (expires_at) passed before an attempt started: found by the worker that
+    # takes its message, or by the maintenance round's look at the deadlines (worker.deadlines).
+    DEADLINE = "deadline"
+    # Its client asked: POST /payments/{id}/cancel.
+    CLIENT_CANCEL = "client_cancel"
 
 
 S = TypeVar("S", Status, RefundStatus)
@@ -125,6 +148,12 @@ PAYMENT_MOVES: tuple[Move[Status], ...] = (
     *_rows((_S.PROCESSING, _S.QUEUED), _ANSWERS, Cause.STRIPE_ANSWER, "finish"),
     *_rows((_S.UNKNOWN,), _ANSWERS, Cause.RECONCILED, "finish"),
     Move(_S.FAILED, _S.QUEUED, Cause.REPLAY, "replay"),
+    # --- never sent: an attempt that starts moves the payment out of queued in the same
+    # script that checks its deadline (start_attempt refuses one past it), so a payment that
+    # leaves queued this way was never sent to Stripe and never will be ---------------------
+    Move(_S.QUEUED, _S.EXPIRED, Cause.DEADLINE, "expire"),
+    # (A cancel asked again answers the canceled payment and writes nothing: no row.)
+    Move(_S.QUEUED, _S.CANCELED, Cause.CLIENT_CANCEL, "cancel"),
     # --- after the charge path's first answer: an event arriving late or out of order never
     # moves a payment backwards, and no move leads back into the charge path ---------------
     # 3-D Secure completed (or the PaymentIntent canceled, authentication failed).

@@ -3,10 +3,12 @@ steps that use them (``payments``)."""
 
 from shared.store.payment_store import (
     BUSY,
+    PAST_DEADLINE,
     SKIP,
     AsyncPaymentStore,
     Busy,
     Claimed,
+    PastDeadline,
     PaymentStore,
     Skip,
     Started,
@@ -14,10 +16,12 @@ from shared.store.payment_store import (
 
 __all__ = [
     "BUSY",
+    "PAST_DEADLINE",
     "SKIP",
     "AsyncPaymentStore",
     "Busy",
     "Claimed",
+    "PastDeadline",
     "PaymentStore",
     "Skip",
     "Started",

@@ -77,6 +77,10 @@ Key (type; TTL; written by):
 - ``payments:queues`` (set of the client queues ever used; no TTL; API on accept, in the same
   script as the push): how workers learn of a new client's queue, and what the queue depth
   counts.
+- ``payments:deadlines`` (sorted set of payments accepted with a deadline, scored by it in ms;
+  no TTL; API on accept, in the same script as the push; workers: the maintenance round
+  expires the due ones still queued and drops the others): so that a backlog never hides an
+  expiry.
 - kombu's ``unacked`` / ``unacked_index`` (delivered messages not yet acknowledged; kombu,
   and a waiting worker moves its own entry's time forward).
 """
@@ -120,6 +124,7 @@ CLIENT_COUNTS = "payments:metrics:clients"
 WORKER_HEARTBEAT = "payments:metrics:worker_heartbeat"
 UNACKED_INDEX = "unacked_index"
 CLIENT_QUEUES = "payments:queues"
+DEADLINES = "payments:deadlines"
 
 
 def record_key(payment_id: str) -> str:

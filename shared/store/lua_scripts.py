@@ -1,6 +1,7 @@
 """The Lua scripts of ``shared/store/lua``, each loaded with the statuses and its own moves.
 
 A script sees ``STATUS.<NAME>`` (every ``Status``), ``FINAL[status]`` (the final ones),
+``UNSENT[status]`` (those for which nothing was sent to Stripe yet),
 ``REFUND_STATUS.<NAME>`` and ``REFUND_FINAL[status]`` likewise for refunds, and its own rows
 of the state machine (``shared.payments.states``) as ``MOVES[from][to]`` and
 ``REFUND_MOVES[from][to]`` (asked through ``may_move`` of lib/common.lua), all generated from
@@ -18,6 +19,7 @@ from pathlib import Path
 from shared.payments.states import (
     FINAL_REFUND_STATUSES,
     FINAL_STATUSES,
+    UNSENT_STATUSES,
     Move,
     RefundStatus,
     Status,
@@ -47,6 +49,7 @@ def _preamble(name: str) -> str:
     return (
         f"local STATUS = {_names(Status)}\n"
         f"local FINAL = {_set(FINAL_STATUSES)}\n"
+        f"local UNSENT = {_set(UNSENT_STATUSES)}\n"
         f"local REFUND_STATUS = {_names(RefundStatus)}\n"
         f"local REFUND_FINAL = {_set(FINAL_REFUND_STATUSES)}\n"
         f"local MOVES = {_moves(payment_moves(name))}\n"
@@ -63,6 +66,9 @@ LIBRARIES = {
     "accept": ("token_bucket",),
     "take_token": ("token_bucket",),
     **{name: ("callbacks",) for name in _PUSHES_CALLBACKS},
+    # lib/unsent.lua: the end of a payment never sent to Stripe (expired, canceled).
+    "expire": ("callbacks", "unsent"),
+    "cancel": ("callbacks", "unsent"),
 }
 
 

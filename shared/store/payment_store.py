@@ -28,6 +28,7 @@ from shared.store.callback_store import filing as callback_filing
 from shared.store.lifecycle_store import ACTION_RECHECK_FIRST_SECONDS
 from shared.store.lua_scripts import source
 from shared.store.replicated_writes import ReplicatedScript
+from shared.store.unsent_store import DeadlineStore
 
 # Producers stamp messages with their own clock; the sweep allows this much disagreement
 # between two hosts' clocks before it believes the queue has moved past a payment.
@@ -78,6 +79,10 @@ class Claimed:
     refusal: str | None = None
     retry_after_ms: int = 0
     tokens_left: int = -1  # the client's request budget after this one (-1: no limit)
+    # A new payment: how many charges waited before it in its client's queue (-1: not known),
+    # and its place in the order of the client's accepts (its record's queue_seq).
+    ahead: int = -1
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,7 @@ class AsyncPaymentStore:
             keys.client_backlog(limits.name),
             keys.CLIENT_COUNTS,
             keys.CLIENT_QUEUES,
+            keys.DEADLINES,
         ]
         args_ = [
             _args(
@@ -162,7 +168,9 @@ class AsyncPaymentStore:
             result = await self._accept(keys=keys_, args=args_)
         code, tokens = int(result[0]), int(result[1])
         if code == 1:
-            return Claimed(PaymentRecord.from_redis(fields), created=True, tokens_left=tokens)
+            ahead, seq = (int(result[2]), int(result[3])) if len(result) > 3 else (-1, 0)
+            return Claimed(PaymentRecord.from_redis({**fields, "queue_seq": str(seq)}),
+                           created=True, tokens_left=tokens, ahead=ahead, seq=seq)  # fmt: skip
         if code == 0:
             return Claimed(decode_record(result[2]), created=False, tokens_left=tokens)
         return Claimed(None, created=False, refusal=REFUSALS[code], tokens_left=tokens,
@@ -171,6 +179,15 @@ class AsyncPaymentStore:
     async def get(self, payment_id: str) -> PaymentRecord | None:
         raw = await self._redis.hgetall(keys.record_key(payment_id))
         return PaymentRecord.from_redis(raw) if raw else None
+
+    async def queue_standing(self, queue: str, client: str) -> tuple[int, int]:
+        """A client's queue as a queued payment's position is estimated from it: how many
+        charges wait in it, and how many the client has had accepted (one round trip)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.llen(queue)
+            pipe.hget(keys.CLIENT_COUNTS, f"{client}|accepted")
+            waiting, accepted = await pipe.execute()
+        return int(waiting), int(accepted or 0)
 
     async def take_token(self, limits: ClientLimits) -> Claimed:
         """One request of a route other than accept from the client's rate budget."""
@@ -218,8 +235,13 @@ class Skip:
     """Nothing to do: the record is gone (expired) or already final."""
 
 
+class PastDeadline:
+    """Nothing was sent for it and its deadline has passed: no attempt may start."""
+
+
 BUSY = Busy()
 SKIP = Skip()
+PAST_DEADLINE = PastDeadline()
 
 
 class PaymentStore:
@@ -229,6 +251,8 @@ class PaymentStore:
         self._redis = client
         self._settings = settings
         self.lease_ms = int(settings.lease_seconds * 1000)
+        # Payments still queued past their deadline end expired (shared.store.unsent_store).
+        self.deadlines = DeadlineStore(client, settings)
         self._scripts = {
             name: client.register_script(source(name))
             for name in (
@@ -267,17 +291,23 @@ class PaymentStore:
 
     # charge attempts ---------------------------------------------------------------------
 
-    def start_attempt(self, payment_id: str, *, token: str) -> Started | Busy | Skip:
+    def start_attempt(
+        self, payment_id: str, *, token: str, now: float | None = None
+    ) -> Started | Busy | Skip | PastDeadline:
+        now = time.time() if now is None else now
         result = self._run(
             "start_attempt",
             [keys.record_key(payment_id), keys.lock_key(payment_id)],
             token=token,
             lease_ms=self.lease_ms,
             now_iso=now_iso(),
-            now=int(time.time()),
+            now=int(now),
+            now_ms=int(now * 1000),
         )
         if result[0] == 1:
             return Started(decode_record(result[1]))
+        if result[0] == -3:
+            return PAST_DEADLINE
         return BUSY if result[0] == -2 else SKIP
 
     def take_lease(self, payment_id: str, *, token: str) -> Started | Busy | Skip:

@@ -52,6 +52,10 @@ SCENARIOS: dict[str, list[Request]] = {
         ("k9", "application/json", payment(metadata={"order_id": "2"}), ""),
     ],
     "bad metadata": [("k10", "application/json", payment(metadata={"order_id": 1}), "")],
+    "deadline": [("k12", "application/json", payment(expires_in=600), "")],
+    "both deadlines": [
+        ("k13", "application/json", payment(expires_in=600, expires_at="2030-01-01T00:00:00Z"), "")
+    ],
     "reserved metadata key": [
         ("k11", "application/json", payment(metadata={"payment_id": "x"}), "")
     ],
@@ -88,6 +92,9 @@ async def answers(fast: bool, requests: list[Request]) -> list[tuple[int, Any, d
                     data.pop(volatile, None)
                 if "error" in data:
                     data["error"].pop("payment_id", None)
+                if "queue" in data:  # from the clock
+                    data["queue"].pop("estimated_charge_at", None)
+                data.pop("expires_at", None)
             kept = {k: v for k, v in response.headers.items() if k not in VARYING}
             got.append((response.status_code, data, kept))
     return got

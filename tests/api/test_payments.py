@@ -427,9 +427,9 @@ async def test_a_payment_is_answered_with_exactly_the_documented_fields(
     polled = await client.get(response.headers["location"])
 
     documented = app.openapi()["components"]["schemas"]["Payment"]["properties"]
-    # next_action, error and client_secret appear only once the payment has them: never as
-    # nulls.
-    expected = set(documented) - {"next_action", "error", "client_secret"}
+    # next_action, error, client_secret and expires_at appear only once the payment has them:
+    # never as nulls.
+    expected = set(documented) - {"next_action", "error", "client_secret", "expires_at"}
     for body in (response.json(), polled.json()):
         assert set(body) == expected
         assert body["object"] == "payment"

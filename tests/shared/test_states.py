@@ -35,10 +35,12 @@ from shared.store.keys import (
 from shared.store.lifecycle_store import LifecycleStore, Transition
 from shared.store.lua_scripts import LUA_DIR
 from shared.store.refund_store import AsyncRefundStore, RefundStore
+from shared.store.unsent_store import AsyncCancelStore
 
 PAY, NEW_PAY = "pay_" + "a" * 24, "pay_" + "c" * 24
 REF, NEW_REF = "ref_" + "b" * 24, "ref_" + "d" * 24
 AMOUNT = 4299
+DAY = 24 * 3600
 
 # Scripts that hold no payment or refund record (budgets, Stripe's events, callbacks).
 NO_RECORDS = {
@@ -63,6 +65,7 @@ class Stores:
     refunds: RefundStore
     async_payments: AsyncPaymentStore
     async_refunds: AsyncRefundStore
+    async_cancels: AsyncCancelStore
 
 
 Driver = Callable[[Stores], object]
@@ -124,6 +127,11 @@ DRIVERS: dict[str, list[Driver]] = {
     "refund_start": [lambda s: s.refunds.start(REF, token="t")],
     "refund_finish": [_refund_finish(to) for to in RefundStatus],
     "requeue_refund": [_requeue_refund],
+    # Past the seeded deadline (a day from now).
+    "expire": [
+        lambda s: s.payments.deadlines.expire([PAY], now_ms=int(time.time() + 2 * DAY) * 1000)
+    ],
+    "cancel": [lambda s: asyncio.run(s.async_cancels.cancel(PAY))],
 }
 
 # What a script's moves depend on: a payment's status (every other script), a refund's, or both.
@@ -139,7 +147,7 @@ def seed(redis: fakeredis.FakeRedis, payment: Status, refund: RefundStatus | Non
                                fingerprint="f" * 64, client="c")  # fmt: skip
     long_ago = "2026-01-01T00:00:00.000Z"  # a write now always changes updated_at
     fields.update(status=payment.value, payment_intent="pi_1", created_at=long_ago,
-                  updated_at=long_ago)  # fmt: skip
+                  updated_at=long_ago, expires_ms=str(int(time.time() + DAY) * 1000))  # fmt: skip
     redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
     redis.zadd(DEAD_LETTERS, {PAY: 0})
     redis.zadd(PENDING_INDEX, {PAY: 0})
@@ -175,7 +183,8 @@ def observe() -> Iterator[Seen]:
     settings = Settings(environment="test")
     stores = Stores(redis, PaymentStore(redis, settings), LifecycleStore(redis, settings),
                     RefundStore(redis, settings), AsyncPaymentStore(async_redis, settings),
-                    AsyncRefundStore(async_redis, settings))  # fmt: skip
+                    AsyncRefundStore(async_redis, settings),
+                    AsyncCancelStore(async_redis, settings))  # fmt: skip
     for step, drivers in DRIVERS.items():
         payments = [Status.SUCCEEDED] if step in REFUND_ONLY else list(Status)
         refunds = list(RefundStatus) if step in REFUND_ONLY | PAYMENT_AND_REFUND else [None]

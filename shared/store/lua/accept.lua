@@ -1,7 +1,8 @@
 -- claim_and_enqueue: one accept, all or nothing.
 -- KEYS: record, the client's queue, pending index, accepted counter, the client's token
 -- bucket, the client's pending count, per-client counts, the set of client queues (workers
--- learn of a new client's queue from it).
+-- learn of a new client's queue from it), the deadlines (a payment with a.fields.expires_ms
+-- is filed there, for the round that expires the ones still queued past it).
 -- An accept gives no right to list the customer's charges: only a payment that succeeds does
 -- (finish, transition).
 -- The payment id is derived from the client and its Idempotency-Key, so the record itself is
@@ -10,7 +11,11 @@
 --   {0, tokens, record}: the key has a record already (a replay, or a conflict: the caller
 --     compares fingerprints);
 --   {2, tokens} the queue is full, {4, tokens} the client holds its whole share of it;
---   {1, tokens}: the record is written, the message pushed, the payment indexed as pending.
+--   {1, tokens, ahead, seq}: the record is written, the message pushed, the payment indexed
+--     as pending; `ahead` messages wait before it in the client's queue, and `seq` (also the
+--     record's queue_seq) is its place in the client's accepts (the count `client|accepted`
+--     after it), from which its position is estimated later without reading the queue
+--     (api.queue_position).
 local a = cjson.decode(ARGV[1])
 
 local tokens = -1
@@ -33,10 +38,12 @@ if tonumber(redis.call('GET', KEYS[6]) or '0') >= a.client_max_backlog then
 end
 hset_map(KEYS[1], {}, a.fields)
 redis.call('EXPIRE', KEYS[1], a.record_ttl)
-redis.call('LPUSH', KEYS[2], a.message)
+local waiting = redis.call('LPUSH', KEYS[2], a.message)
 redis.call('SADD', KEYS[8], KEYS[2])
 redis.call('ZADD', KEYS[3], a.sweep_at, a.payment_id)
 redis.call('INCR', KEYS[4])
 redis.call('INCR', KEYS[6])
-redis.call('HINCRBY', KEYS[7], a.client .. '|accepted', 1)
-return {1, tokens}
+local seq = redis.call('HINCRBY', KEYS[7], a.client .. '|accepted', 1)
+redis.call('HSET', KEYS[1], 'queue_seq', seq)
+if a.fields.expires_ms then redis.call('ZADD', KEYS[9], a.fields.expires_ms, a.payment_id) end
+return {1, tokens, waiting - 1, seq}

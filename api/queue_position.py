@@ -1,0 +1,85 @@
+"""Where a queued payment stands: how many of its client's charges wait before it, and when its
+charge is expected to be sent to Stripe. Both are estimates, and say so.
+
+Position without reading the queue: the accept script numbers each of a client's payments
+(``queue_seq``, from the client's accepted count) and knows the queue's length as it pushes.
+A client's queue is first in, first out, so the charges after a payment that still wait are
+all those accepted after it: ``ahead = waiting - 1 - (accepted_now - queue_seq)``. That is one
+LLEN and one HGET on GET /payments/{id}, nothing more on the accept (its script returns both
+figures). Messages pushed again (the recovery sweep, a replay) make it approximate.
+
+Drain rate: how many of the client's charges left its queue lately (``accepted - waiting``,
+sampled by each accept and GET of this process, over DRAIN_WINDOW_SECONDS), which already
+reflects the client's share of the workers and of the Stripe budget. With no such history,
+the Stripe budget (STRIPE_MAX_RPS, over the calls a charge books) stands in, as if the client
+had it to itself: optimistic when others have backlogs too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from api.schemas import QueueStanding
+from shared.payments.payment_records import PaymentRecord, iso_from_ms
+
+DRAIN_WINDOW_SECONDS = 60.0
+# Samples closer together than this add nothing; a rate needs this much time between samples.
+SAMPLE_SPACING_SECONDS = 0.5
+MIN_SPAN_SECONDS = 2.0
+MAX_SAMPLES = 256
+
+
+class QueueEstimates:
+    def __init__(self, stripe_max_rps: float, *, clock: Callable[[], float] = time.time) -> None:
+        self._budget_rps = stripe_max_rps
+        self._clock = clock
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
+
+    def observe(self, client: str, *, accepted: int, waiting: int) -> None:
+        """One look at the client's queue: ``accepted`` so far, ``waiting`` in it now."""
+        now = self._clock()
+        samples = self._samples.setdefault(client, deque(maxlen=MAX_SAMPLES))
+        if samples and now - samples[-1][0] < SAMPLE_SPACING_SECONDS:
+            return
+        samples.append((now, accepted - waiting))
+        while samples and now - samples[0][0] > DRAIN_WINDOW_SECONDS:
+            samples.popleft()
+
+    def drain_rate(self, client: str, *, calls_per_charge: int = 1) -> float | None:
+        """Charges a second leaving the client's queue: observed, else the Stripe budget's."""
+        samples = self._samples.get(client)
+        if samples and len(samples) > 1:
+            (t0, taken0), (t1, taken1) = samples[0], samples[-1]
+            if t1 - t0 >= MIN_SPAN_SECONDS and taken1 > taken0:
+                return (taken1 - taken0) / (t1 - t0)
+        if self._budget_rps > 0:
+            return self._budget_rps / max(1, calls_per_charge)
+        return None
+
+    def standing(self, record: PaymentRecord, *, ahead: int) -> QueueStanding:
+        """The answer's ``queue`` for a payment with ``ahead`` charges before it."""
+        ahead = max(0, ahead)
+        # A charge without its payment method reads the customer first: two calls.
+        rate = self.drain_rate(
+            record.client or "", calls_per_charge=1 if record.payment_method else 2
+        )
+        at = None
+        if rate:
+            at = iso_from_ms(int((self._clock() + (ahead + 1) / rate) * 1000))
+        return QueueStanding(ahead=ahead, estimated_charge_at=at, estimate=True)
+
+    def at_accept(self, record: PaymentRecord, *, ahead: int, seq: int) -> QueueStanding:
+        """A new payment, from what the accept script said (no further Redis call)."""
+        if record.client and seq > 0:
+            self.observe(record.client, accepted=seq, waiting=ahead + 1)
+        return self.standing(record, ahead=ahead)
+
+    def from_queue(self, record: PaymentRecord, *, waiting: int, accepted: int) -> QueueStanding:
+        """A queued payment, from its client's queue as read now (AsyncPaymentStore.
+        queue_standing)."""
+        if record.client:
+            self.observe(record.client, accepted=accepted, waiting=waiting)
+        newer = accepted - record.queue_seq if record.queue_seq else 0
+        return self.standing(record, ahead=min(waiting, waiting - 1 - max(0, newer)))
