@@ -25,6 +25,7 @@ from shared.errors import InvalidRequest
 PAYMENT_ID_KEY = "payment_id"
 CLIENT_KEY = "client"
 RESERVED_KEYS = frozenset({PAYMENT_ID_KEY, CLIENT_KEY})
+_RESERVED_NAMES = " and ".join(sorted(RESERVED_KEYS))
 
 STRIPE_MAX_KEYS = 50
 MAX_KEYS = STRIPE_MAX_KEYS - len(RESERVED_KEYS)
@@ -55,7 +56,7 @@ def _refused(
 
 def key_reserved(key: str) -> InvalidRequest:
     return _refused(
-        f"metadata[{key}] is reserved: the service sets {', '.join(sorted(RESERVED_KEYS))} itself.",
+        f"metadata[{key}] is reserved: the service sets {_RESERVED_NAMES} itself.",
         key,
         code="metadata_key_reserved",
     )

@@ -230,7 +230,14 @@ RECIPES: dict[str, Recipe] = {
         payment_id="pay_1",
         idempotency_key="pay_1:charge",
         description="Order 1001",
-        metadata={"order_id": "1001", "note": "a b&c=d"},
+        # The service's own keys among the client's (the accept refuses them): ours still win.
+        metadata={
+            "order_id": "1001",
+            "note": "a b&c=d",
+            "payment_id": "pay_forged",
+            "client": "forged",
+        },
+        client="shop",
     ),
     "retrieve_payment_intent": lambda g: g.retrieve_payment_intent(payment_intent_id="pi_1"),
     "find_payment_intent": lambda g: g.find_payment_intent(
@@ -343,13 +350,16 @@ def test_every_request_pins_the_documented_api_version(run: Run) -> None:
     assert {r.headers.get("stripe-version") for r in run.all()} == {STRIPE_API_VERSION}
 
 
-def test_the_clients_metadata_and_description_go_with_the_services_payment_id(run: Run) -> None:
+def test_the_clients_metadata_and_description_go_with_the_services_keys_which_win(
+    run: Run,
+) -> None:
     (create,) = run.requests["create_payment_intent"]
     metadata = {k: v for k, v in create.params.items() if k.startswith("metadata[")}
     assert metadata == {
         "metadata[order_id]": "1001",
         "metadata[note]": "a b&c=d",
         "metadata[payment_id]": "pay_1",
+        "metadata[client]": "shop",
     }
     assert create.params["description"] == "Order 1001"
 
