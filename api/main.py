@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from api import (
     admin,
+    batch_routes,
     cancel_routes,
     client_routes,
     error_responses,
@@ -107,6 +108,7 @@ def create_app(
     error_responses.install(app)
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
+    app.include_router(batch_routes.router, tags=["payments"])
     # Innermost first: the fast path for POST /payments runs after authentication and the
     # request budget (which leaves that route's token to the accept script).
     if fast_accept:

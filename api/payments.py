@@ -14,7 +14,7 @@ from api import scopes
 from api.auth import bearer_key
 from api.customer_charges import charges_for
 from api.deps import GatewayDep, ListLimiterDep, RefundStoreDep, ServiceDep
-from api.error_responses import FIELD_HINTS, JSON, json_response, validation_error, with_retry_after
+from api.error_responses import FIELD_HINTS, JSON, validation_error, with_retry_after
 from api.list_limit import ListBusy
 from api.operation_docs import (
     IDEMPOTENT_ANSWER,
@@ -32,6 +32,7 @@ from api.request_helpers import (
     client_idempotency_key,
     model_response,
     read_json_body,
+    record_answer,
     viewer_of,
     wait_seconds,
 )
@@ -43,7 +44,6 @@ from api.schemas import (
     PaymentRequest,
     QueueStanding,
     customer_payments_json,
-    payment_json,
     payment_view,
 )
 from api.service import PaymentService
@@ -67,7 +67,6 @@ from shared.errors import (
 )
 from shared.payments.metadata import key_reserved, value_too_long
 from shared.payments.payment_records import PaymentRecord
-from shared.payments.states import CHARGED_STATUSES, Status
 from shared.settings.service_settings import Settings
 
 router = APIRouter(
@@ -87,16 +86,11 @@ def payment_answer(
     headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    if record.status in CHARGED_STATUSES:
-        return Response(payment_json(record), status_code=200, media_type=JSON, headers=headers)
-    if record.is_final and record.error is not None:
-        error = {**record.error, "payment_id": record.id}
-        status = record.error_status or 402
-        return json_response(status, {"error": error}, with_retry_after(status, headers))
-    if record.status is not Status.QUEUED:
-        queue = None
-    body = payment_json(record, queue=queue)
-    return Response(body, status_code=202, media_type=JSON, headers=headers)
+    status, member, body = record_answer(record, queue)
+    if member == "error":
+        body = b'{"error":' + body + b"}"
+    return Response(body, status_code=status, media_type=JSON,
+                    headers=with_retry_after(status, headers))  # fmt: skip
 
 
 @router.post(

@@ -8,7 +8,8 @@ before any route, validation or body read. Over the budget: 429 ``rate_limited``
 ``Retry-After``, ``RateLimit-Policy`` and ``RateLimit``; within it, every answer carries the
 two RateLimit fields. Not here: the routes without a client key (api.auth.OPEN_PATHS) and
 ``POST /payments``, whose valid requests take their token inside the accept script (one Redis
-round trip for both) and invalid ones through :func:`take_token` (api.payments).
+round trip for both) and invalid ones through :func:`take_token` (api.payments), and
+``POST /payments/batch``, whose items take one token each the same way (api.batch_routes).
 
 The bucket lives in Redis (``take_token.lua``). When Redis does not answer, the request goes on
 untaxed: the route then answers what it can (``/metrics`` its ``payments_redis_up 0``, the
@@ -35,7 +36,9 @@ from shared.settings.api_clients import Client
 
 log = structlog.get_logger(__name__)
 
-ACCEPT = ("POST", "/payments")
+# Their valid requests take their tokens in the accept script, one a payment (api.payments,
+# api.batch_routes), and their refused ones through take_token.
+ACCEPTS = frozenset({("POST", "/payments"), ("POST", "/payments/batch")})
 
 
 async def take_token(service: PaymentService, principal: Client | None) -> dict[str, str]:
@@ -57,7 +60,7 @@ class RequestBudget:
         if (
             scope["type"] != "http"
             or scope["path"] in OPEN_PATHS
-            or (scope["method"], scope["path"]) == ACCEPT
+            or (scope["method"], scope["path"]) in ACCEPTS
         ):
             await self.app(scope, receive, send)
             return

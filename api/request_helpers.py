@@ -9,13 +9,16 @@ from __future__ import annotations
 import re
 import secrets
 
+import orjson
 from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from api.error_responses import JSON
-from api.schemas import PAYMENT_ID_PATTERN, dump
+from api.schemas import PAYMENT_ID_PATTERN, QueueStanding, dump, payment_json
 from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.payments.payment_records import PaymentRecord
+from shared.payments.states import CHARGED_STATUSES, Status
 
 PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -59,13 +62,36 @@ def client_idempotency_key(request: Request) -> str:
     key = request.headers.get("idempotency-key")
     if key is None:
         return "auto_" + secrets.token_hex(16)
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
+    return checked_idempotency_key(key, "Idempotency-Key")
+
+
+def checked_idempotency_key(key: object, param: str) -> str:
+    """A client's idempotency key (the header, or a batch item's ``idempotency_key``): 1-255
+    printable ASCII characters, else 400 ``idempotency_key_invalid`` naming ``param``."""
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidRequest(
-            "Idempotency-Key must be 1-255 printable ASCII characters.",
+            f"{param} must be 1-255 printable ASCII characters.",
             code="idempotency_key_invalid",
-            param="Idempotency-Key",
+            param=param,
         )
     return key
+
+
+def record_answer(
+    record: PaymentRecord, queue: QueueStanding | None = None
+) -> tuple[int, str, bytes]:
+    """What a request for a payment answers as the payment stands, as a status, the body's
+    member and its JSON: 200 and the payment once charged, the error's status and its error
+    object once failed (or expired, or canceled), 202 and the payment while still in progress
+    (with ``queue``, where it stands, while queued)."""
+    if record.status in CHARGED_STATUSES:
+        return 200, "payment", payment_json(record)
+    if record.is_final and record.error is not None:
+        error = {**record.error, "payment_id": record.id}
+        return record.error_status or 402, "error", orjson.dumps(error)
+    if record.status is not Status.QUEUED:
+        queue = None
+    return 202, "payment", payment_json(record, queue=queue)
 
 
 def viewer_of(request: Request) -> str:

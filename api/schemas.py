@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    RootModel,
     StringConstraints,
     WithJsonSchema,
     field_validator,
@@ -279,6 +280,74 @@ class Payment(BaseModel):
             "the payment stands in its client's queue (an estimate)."
         ),
     )
+
+
+MAX_BATCH_ITEMS = 1_000
+
+
+class PaymentBatchItem(PaymentRequest):
+    """One payment of ``POST /payments/batch``: what ``POST /payments`` takes, and its key."""
+
+    idempotency_key: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, pattern=r"^[ -~]+$")
+    ] = Field(
+        description=(
+            "Required: this payment's idempotency key, as POST /payments' Idempotency-Key "
+            "header (1-255 printable ASCII characters, scoped to your API key, the same rules): "
+            "the same key with the same payment answers the same payment, never a second "
+            "charge; with another payment, a 422 for this item."
+        ),
+        examples=["order-1001"],
+    )
+
+
+class PaymentBatchRequest(BaseModel):
+    """``POST /payments/batch``: up to 1,000 payments, each accepted or refused on its own."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    payments: list[PaymentBatchItem] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        description=(
+            f"1 to {MAX_BATCH_ITEMS:,} payments, each what POST /payments takes plus its "
+            "idempotency_key; answered in this order."
+        ),
+    )
+
+
+class PaymentBatchResult(BaseModel):
+    """One item's answer: what POST /payments would have answered it, status and body."""
+
+    status: int = Field(
+        description=(
+            "The status POST /payments would have answered this payment with: 202 accepted "
+            "(or a replay still in progress), 200 a replay of a succeeded payment, the error's "
+            "status otherwise (400 invalid, 402 a replay of a declined payment, 422 the key "
+            "used with another payment, 429 over the client's rate, 503 over the backlog...)."
+        ),
+        examples=[202],
+    )
+    payment: Payment | None = Field(default=None, description="Present on 200 and 202.")
+    error: ErrorBody | None = Field(default=None, description="Present on an error status.")
+    replayed: bool | None = Field(
+        default=None,
+        description=(
+            "true when the key already had this payment (POST /payments' "
+            "`Idempotent-Replayed: true`); absent otherwise."
+        ),
+    )
+
+
+class PaymentBatchResponse(BaseModel):
+    results: list[PaymentBatchResult] = Field(
+        description="One per item of `payments`, in the same order."
+    )
+
+
+class PaymentBatchAnswer(RootModel[PaymentBatchResponse | ErrorResponse]):
+    """A batch's answer with an error status: ``results`` when every item got that status,
+    ``error`` when the batch itself was refused (no item was looked at)."""
 
 
 class CallbackEvent(BaseModel):

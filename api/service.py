@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from api.error_responses import validation_error
 from api.queue_position import QueueEstimates
@@ -22,8 +23,10 @@ from shared.errors import (
     PaymentInProgress,
     PaymentNotCancelable,
     PaymentNotFound,
+    PaymentServiceError,
     RateLimited,
     ServiceUnavailable,
+    StoreUnavailable,
 )
 from shared.payments.deadlines import deadline_of
 from shared.payments.metadata import checked_metadata
@@ -38,7 +41,7 @@ from shared.payments.states import Status
 from shared.settings.api_clients import ANONYMOUS, Client
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore
-from shared.store.payment_store import ClientLimits
+from shared.store.payment_store import Claimed, ClientLimits
 from shared.store.unsent_store import AsyncCancelStore
 
 _PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
@@ -152,13 +155,52 @@ class PaymentService:
         """Claim the key, record and enqueue in one step, with the request's token: the new
         payment, the one the key already has (a replay; 422 for another request), or the
         refusal (429 over the client's rate, 503 over its share or the queue's bound)."""
-        fields, fingerprint = new.fields, new.fingerprint
         limits = self.limits(principal or ANONYMOUS)
         claimed = await self._store.claim_and_enqueue(
-            fields=fields,
+            fields=new.fields,
             headers=headers,
             limits=limits,
         )
+        return self._accepted(claimed, new.fingerprint, limits)
+
+    async def claim_many(
+        self,
+        news: Sequence[NewPayment | PaymentServiceError],
+        *,
+        headers: dict[str, Any],
+        principal: Client | None = None,
+    ) -> tuple[list[Accepted | PaymentServiceError], dict[str, str]]:
+        """:meth:`claim` for each payment of a batch, in order and in as few Redis round
+        trips as the set-up allows (one with the group commit), each with its own token: each
+        one's Accepted, or its error; and the RateLimit headers after the last. An item
+        already refused (its PaymentServiceError) takes its token as a refused
+        ``POST /payments`` does, and keeps its error (429 instead once the client is over its
+        rate)."""
+        limits = self.limits(principal or ANONYMOUS)
+        claims = [None if isinstance(new, PaymentServiceError) else new.fields for new in news]
+        claimed = await self._store.claim_many(claims, headers=headers, limits=limits)
+        answers: list[Accepted | PaymentServiceError] = []
+        rate_headers: dict[str, str] = {}
+        for new, answer in zip(news, claimed, strict=True):
+            try:
+                if isinstance(answer, RedisError):
+                    raise StoreUnavailable(headers={"Retry-After": "1"})
+                if isinstance(answer, Exception):
+                    raise answer
+                rate_headers = _rate_limit_headers(
+                    limits, answer.tokens_left, answer.retry_after_ms
+                )
+                if isinstance(new, PaymentServiceError):
+                    if answer.refusal == "rate_limited":
+                        raise _rate_limited(limits, rate_headers)
+                    raise new
+                answers.append(self._accepted(answer, new.fingerprint, limits))
+            except PaymentServiceError as refused:
+                answers.append(refused)
+        return answers, rate_headers
+
+    def _accepted(self, claimed: Claimed, fingerprint: str, limits: ClientLimits) -> Accepted:
+        """An accept script's answer as the request's: Accepted, or the refusal it says."""
         rate_headers = _rate_limit_headers(limits, claimed.tokens_left, claimed.retry_after_ms)
         if claimed.refusal == "rate_limited":
             raise _rate_limited(limits, rate_headers)

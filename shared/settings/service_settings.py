@@ -95,6 +95,8 @@ class Settings(BaseSettings):
 
     queue_name: str = "payments"
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # POST /payments/batch's body: 1,000 items (its bound) of up to about 2 KB each.
+    max_batch_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_wait_seconds: int = Field(default=30, ge=0, le=30)
 
     # Transient Stripe failures (network, 429, 5xx) are retried with exponential backoff and

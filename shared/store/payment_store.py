@@ -7,10 +7,11 @@ event loop, ``PaymentStore`` the workers' threads; the key layout is in ``shared
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import redis
@@ -98,12 +99,45 @@ class ClientLimits:
 REFUSALS = {2: "queue_full", 3: "rate_limited", 4: "client_backlog_full"}
 
 
+@runtime_checkable
+class BatchedScripts(Protocol):
+    """What sends many script calls in one round trip (api.group_commit.GroupCommit)."""
+
+    async def run_many(
+        self, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]: ...
+
+
+def _claimed(result: list[Any], fields: dict[str, str]) -> Claimed:
+    """The accept script's answer (see accept.lua)."""
+    code, tokens = int(result[0]), int(result[1])
+    if code == 1:
+        ahead, seq = (int(result[2]), int(result[3])) if len(result) > 3 else (-1, 0)
+        return Claimed(PaymentRecord.from_redis({**fields, "queue_seq": str(seq)}),
+                       created=True, tokens_left=tokens, ahead=ahead, seq=seq)  # fmt: skip
+    if code == 0:
+        return Claimed(decode_record(result[2]), created=False, tokens_left=tokens)
+    return Claimed(None, created=False, refusal=REFUSALS[code], tokens_left=tokens,
+                   retry_after_ms=int(result[2]) if len(result) > 2 else 0)  # fmt: skip
+
+
+def _token_taken(result: list[Any]) -> Claimed:
+    """The take_token script's answer: the tokens left, or rate_limited."""
+    if int(result[0]) == 1:
+        return Claimed(None, created=False, tokens_left=int(result[1]))
+    return Claimed(None, created=False, refusal="rate_limited", tokens_left=0,
+                   retry_after_ms=int(result[2]))  # fmt: skip
+
+
 class AsyncPaymentStore:
     def __init__(self, client: AsyncRedis, settings: Settings) -> None:
         self._redis = client
         self._settings = settings
         self._accept = client.register_script(source("accept"))
         self._take_token: Any = None
+        # The group commit, when the client sends scripts through one: a batch of accepts
+        # goes in one round trip of its own (claim_many).
+        self._group = getattr(client, "group", None)
         # --- replicated accept (issue 13): REDIS_MIN_REPLICAS > 0 sends the script with a
         # WAIT on the same connection (shared/store/replicated_writes.py; the calls of one
         # event-loop
@@ -127,7 +161,87 @@ class AsyncPaymentStore:
         """Write a new payment's record and enqueue its charge, unless its id (derived from
         the client's Idempotency-Key) already has a record, the client is over its request
         rate or its share of the backlog, or the queue is full."""
-        limits = limits or ClientLimits("anonymous", 0, 1, self._settings.queue_max_backlog)
+        limits = limits or self._anonymous()
+        keys_, args_, fields = self._accept_call(fields, headers, limits)
+        if self._min_replicas:  # NotDurable when the replicas did not acknowledge in time
+            result = await self._accept_replicated(keys=keys_, args=args_)
+        else:
+            result = await self._accept(keys=keys_, args=args_)
+        return _claimed(result, fields)
+
+    async def claim_many(
+        self,
+        claims: Sequence[dict[str, str] | None],
+        *,
+        headers: dict[str, Any],
+        limits: ClientLimits | None = None,
+    ) -> list[Claimed | Exception]:
+        """:meth:`claim_and_enqueue` for many payments (each a new record's ``fields``) in
+        their order, each all or nothing on its own, as few round trips as the set-up allows:
+        one through the group commit, one pipeline without it, one pipeline and ``WAIT`` with
+        REDIS_MIN_REPLICAS. ``None`` in ``claims`` takes a request's token only (an item
+        refused before its claim; Claimed with refusal "rate_limited" over the rate). Each
+        answer is a Claimed, or that call's own error (NotDurable, a script's error); an
+        error of the connection is raised."""
+        limits = limits or self._anonymous()
+        calls: list[tuple[Any, list[Any], list[Any]]] = []
+        written: list[dict[str, str] | None] = []
+        for fields in claims:
+            if fields is None:
+                if limits.max_rps <= 0:
+                    written.append(None)
+                    calls.append((None, [], []))
+                    continue
+                calls.append((self._token_script(), *self._token_call(limits)))
+                written.append(None)
+            else:
+                keys_, args_, full = self._accept_call(fields, headers, limits)
+                calls.append((self._accept_replicated if self._min_replicas else self._accept,
+                              keys_, args_))  # fmt: skip
+                written.append(full)
+        sent = [(script, k, a) for script, k, a in calls if script is not None]
+        if self._min_replicas or not isinstance(self._group, BatchedScripts):
+            answers = await self._each(sent)
+        else:
+            answers = await self._group.run_many(sent)
+        results: list[Claimed | Exception] = []
+        replies = iter(answers)
+        for (script, _, _), fields in zip(calls, written, strict=True):
+            if script is None:
+                results.append(Claimed(None, created=False))
+                continue
+            reply = next(replies)
+            if isinstance(reply, Exception):
+                results.append(reply)
+            elif fields is None:
+                results.append(_token_taken(reply))
+            else:
+                results.append(_claimed(reply, fields))
+        return results
+
+    async def _each(self, calls: list[tuple[Any, list[Any], list[Any]]]) -> list[Any]:
+        """Without the group commit: one non-transactional pipeline (redis-py loads a script
+        Redis lacks first); with REDIS_MIN_REPLICAS, the calls go in one event-loop tick, so
+        the replicated script sends them in one pipeline with one ``WAIT``."""
+        if self._min_replicas:
+            return list(
+                await asyncio.gather(
+                    *(script(keys=k, args=a) for script, k, a in calls), return_exceptions=True
+                )
+            )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, k, a in calls:
+                await script(keys=k, args=a, client=pipe)
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+        return answers
+
+    def _anonymous(self) -> ClientLimits:
+        return ClientLimits("anonymous", 0, 1, self._settings.queue_max_backlog)
+
+    def _accept_call(
+        self, fields: dict[str, str], headers: dict[str, Any], limits: ClientLimits
+    ) -> tuple[list[Any], list[Any], dict[str, str]]:
+        """The accept script's keys and arguments, and the record's fields as written."""
         payment_id = fields["id"]
         enqueued_at = now_ms()
         # Each client's charges wait in a queue of their own, which workers take from in
@@ -137,7 +251,7 @@ class AsyncPaymentStore:
         message = charge_message(
             payment_id, queue=queue, headers={**headers, "enqueued_at": enqueued_at}
         )
-        keys_ = [
+        keys_: list[Any] = [
             keys.record_key(payment_id),
             queue,
             keys.PENDING_INDEX,
@@ -148,7 +262,7 @@ class AsyncPaymentStore:
             keys.CLIENT_QUEUES,
             keys.DEADLINES,
         ]
-        args_ = [
+        args_: list[Any] = [
             _args(
                 payment_id=payment_id,
                 fields=fields,
@@ -162,19 +276,7 @@ class AsyncPaymentStore:
                 client_max_backlog=limits.max_backlog,
             )
         ]
-        if self._min_replicas:  # NotDurable when the replicas did not acknowledge in time
-            result = await self._accept_replicated(keys=keys_, args=args_)
-        else:
-            result = await self._accept(keys=keys_, args=args_)
-        code, tokens = int(result[0]), int(result[1])
-        if code == 1:
-            ahead, seq = (int(result[2]), int(result[3])) if len(result) > 3 else (-1, 0)
-            return Claimed(PaymentRecord.from_redis({**fields, "queue_seq": str(seq)}),
-                           created=True, tokens_left=tokens, ahead=ahead, seq=seq)  # fmt: skip
-        if code == 0:
-            return Claimed(decode_record(result[2]), created=False, tokens_left=tokens)
-        return Claimed(None, created=False, refusal=REFUSALS[code], tokens_left=tokens,
-                       retry_after_ms=int(result[2]) if len(result) > 2 else 0)  # fmt: skip
+        return keys_, args_, fields
 
     async def get(self, payment_id: str) -> PaymentRecord | None:
         raw = await self._redis.hgetall(keys.record_key(payment_id))
@@ -193,16 +295,20 @@ class AsyncPaymentStore:
         """One request of a route other than accept from the client's rate budget."""
         if limits.max_rps <= 0:
             return Claimed(None, created=False)
+        keys_, args_ = self._token_call(limits)
+        return _token_taken(await self._token_script()(keys=keys_, args=args_))
+
+    def _token_script(self) -> Any:
         if self._take_token is None:
             self._take_token = self._redis.register_script(source("take_token"))
-        result = await self._take_token(
-            keys=[keys.client_rate(limits.name), keys.CLIENT_COUNTS],
-            args=[_args(client=limits.name, rate=limits.max_rps, burst=limits.burst)],
+        return self._take_token
+
+    @staticmethod
+    def _token_call(limits: ClientLimits) -> tuple[list[Any], list[Any]]:
+        return (
+            [keys.client_rate(limits.name), keys.CLIENT_COUNTS],
+            [_args(client=limits.name, rate=limits.max_rps, burst=limits.burst)],
         )
-        if int(result[0]) == 1:
-            return Claimed(None, created=False, tokens_left=int(result[1]))
-        return Claimed(None, created=False, refusal="rate_limited", tokens_left=0,
-                       retry_after_ms=int(result[2]))  # fmt: skip
 
     async def clients_of(self, payment_ids: Sequence[str]) -> dict[str, str]:
         """The client of each payment whose record is still kept and names one."""
