@@ -2,7 +2,9 @@
 
 A payment not yet sent to Stripe ends ``canceled`` at once, never to be charged
 (``PaymentService.cancel``); one already sent, or final, is decided by
-``PaymentService.cancel_sent``. The route reads nothing but the id and answers the payment.
+``PaymentService.cancel_sent``. An authorization (``requires_capture``) is voided instead: the
+void is queued like a capture (``CaptureService.void``, ``api.capture_routes``). The route reads
+nothing but the id (and ``?wait``, for a void) and answers the payment.
 """
 
 from __future__ import annotations
@@ -12,17 +14,32 @@ from starlette.responses import Response
 
 from api import scopes
 from api.auth import bearer_key
+from api.capture_answers import capture_answer, wait_for_capture
+from api.capture_service import CaptureService
 from api.deps import ServiceDep
-from api.operation_docs import RATE_LIMIT, error_responses, guarded_responses, read_by_hand
-from api.request_helpers import PAYMENT_ID, model_response, viewer_of
+from api.operation_docs import (
+    IDEMPOTENT_ANSWER,
+    RATE_LIMIT,
+    error_responses,
+    guarded_responses,
+    read_by_hand,
+    success_response,
+    wait_parameter,
+)
+from api.request_helpers import PAYMENT_ID, model_response, viewer_of, wait_seconds
 from api.schemas import Payment, payment_view
 from shared.errors import (
+    AlreadyCaptured,
     NotDurable,
     PaymentInProgress,
     PaymentNotCancelable,
+    PaymentNotCapturable,
     PaymentNotFound,
     StoreUnavailable,
+    StripeUnavailable,
 )
+from shared.payments.states import Status
+from shared.settings.service_settings import Settings
 
 router = APIRouter(
     dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
@@ -38,10 +55,17 @@ router = APIRouter(
         200: {
             "description": (
                 "Canceled: never sent to Stripe, never charged (also the answer to a cancel "
-                "of a payment canceled already)."
+                "of a payment canceled already); for an authorization, voided within `wait` "
+                "seconds: nothing captured."
             ),
             "headers": RATE_LIMIT,
         },
+        202: success_response(
+            Payment,
+            "An authorization's void, accepted (`capture.action` void, `capture.status` "
+            "pending); poll Location for the outcome.",
+            IDEMPOTENT_ANSWER | RATE_LIMIT,
+        ),
         **error_responses(
             PaymentNotFound,
             PaymentInProgress(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
@@ -49,19 +73,49 @@ router = APIRouter(
                 "The payment is succeeded and can no longer be canceled.",
                 payment_id="pay_3f9c2a7be1d04c55a9e1f0d2",
             ),
+            PaymentNotCapturable(
+                "This payment's authorization already has a capture (pending); only the same "
+                "request may be made again.",
+                payment_id="pay_3f9c2a7be1d04c55a9e1f0d2",
+            ),
+            AlreadyCaptured(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             NotDurable,
+            StripeUnavailable,
             StoreUnavailable,
         ),
     },
-    openapi_extra=read_by_hand(),
+    openapi_extra=read_by_hand(
+        wait_parameter(
+            "For an authorization's void: seconds to wait for Stripe's answer (0 to "
+            "MAX_WAIT_SECONDS): 200 once voided, the error's status once failed, 202 if still "
+            "pending by then."
+        )
+    ),
 )
 async def cancel_payment(request: Request, payment_id: str, service: ServiceDep) -> Response:
     """Cancel a payment whose charge has not been sent to Stripe yet (status `queued`): it
     becomes `canceled` and is guaranteed never to be charged (a `payment.canceled` callback
     follows). A payment already sent (`processing`, `unknown`) answers 409
     `payment_in_progress`; a final one other than `canceled`, 409 `payment_not_cancelable`.
-    Idempotent: a canceled payment is answered as it is."""
+    Idempotent: a canceled payment is answered as it is.
+
+    An authorization (`requires_capture`, capture_method manual) is voided: the void is queued
+    (202, `capture: {"action": "void", "status": "pending"}`) and made by a worker; the payment
+    becomes `canceled`, nothing captured. Asked again, the same void is answered
+    (`Idempotent-Replayed: true`); while a capture is asked instead, 409
+    `payment_not_capturable`."""
     if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
-    record = await service.cancel(payment_id, getattr(request.state, "principal", None))
+    principal = getattr(request.state, "principal", None)
+    current = await service.get_for(payment_id, principal)
+    if current.status is Status.REQUIRES_CAPTURE:
+        settings: Settings = request.app.state.settings
+        wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
+        captures: CaptureService = request.app.state.captures
+        asked = await captures.void(
+            payment_id, principal=principal, request_id=request.state.request_id
+        )
+        voided = await wait_for_capture(request, asked.record, wait)
+        return capture_answer(voided, viewer_of(request), replayed=asked.replayed)
+    record = await service.cancel(payment_id, principal)
     return model_response(200, payment_view(record, viewer=viewer_of(request)))

@@ -14,6 +14,7 @@ from api import (
     admin,
     batch_routes,
     cancel_routes,
+    capture_routes,
     client_routes,
     error_responses,
     health,
@@ -26,6 +27,7 @@ from api import (
 )
 from api.accept_asgi import AcceptFastPath
 from api.auth import RequestContextMiddleware
+from api.capture_service import CaptureService
 from api.group_commit import GroupedScriptsClient
 from api.list_limit import ListLimiter, client_cap
 from api.rate_limit import RequestBudget
@@ -41,6 +43,7 @@ from shared.redis_clients import async_redis, sync_redis
 from shared.settings.api_clients import load as load_clients
 from shared.settings.service_settings import Settings, get_settings
 from shared.store import PaymentStore
+from shared.store.capture_store import AsyncCaptureStore
 from shared.store.lifecycle_store import AsyncLifecycleStore
 from shared.store.refund_store import AsyncRefundStore
 from shared.stripe.gateway import StripeGateway
@@ -75,6 +78,9 @@ def create_app(
         gateway = app.state.gateway = StripeGateway(settings)
         app.state.refund_store = AsyncRefundStore(client, settings)
         app.state.refunds = RefundService(app.state.refund_store, settings, app.state.service)
+        app.state.captures = CaptureService(
+            AsyncCaptureStore(client, settings), settings, app.state.service
+        )
         app.state.lifecycle_store = AsyncLifecycleStore(client, settings)
         # The admin routes' rare calls block: their store runs in a thread off the event loop.
         admin_redis = sync_redis(settings)
@@ -121,6 +127,7 @@ def create_app(
     app.include_router(webhooks.router, tags=["webhooks"])
     app.include_router(refund_routes.router, tags=["refunds"])
     app.include_router(cancel_routes.router, tags=["payments"])
+    app.include_router(capture_routes.router, tags=["payments"])
     app.webhooks.include_router(operation_docs.callbacks)
     openapi.install(app, settings)
     return app

@@ -81,8 +81,9 @@ _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 def payment_answer(
     record: PaymentRecord, *, replayed: bool = False, queue: QueueStanding | None = None
 ) -> Response:
-    """200 once succeeded, the error's status once failed (or expired, or canceled), 202 while
-    still in progress (with ``queue``, where it stands, while queued)."""
+    """200 once succeeded (or authorized, or an authorization released), the error's status
+    once failed (or expired, or canceled), 202 while still in progress (with ``queue``, where it
+    stands, while queued)."""
     headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
     if replayed:
         headers["Idempotent-Replayed"] = "true"

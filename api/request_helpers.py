@@ -81,10 +81,11 @@ def record_answer(
     record: PaymentRecord, queue: QueueStanding | None = None
 ) -> tuple[int, str, bytes]:
     """What a request for a payment answers as the payment stands, as a status, the body's
-    member and its JSON: 200 and the payment once charged, the error's status and its error
-    object once failed (or expired, or canceled), 202 and the payment while still in progress
-    (with ``queue``, where it stands, while queued)."""
-    if record.status in CHARGED_STATUSES:
+    member and its JSON: 200 and the payment once charged (or authorized, or an authorization
+    released), the error's status and its error object once failed (or expired, or canceled),
+    202 and the payment while still in progress (with ``queue``, where it stands, while
+    queued)."""
+    if record.status in CHARGED_STATUSES or (record.is_final and record.error is None):
         return 200, "payment", payment_json(record)
     if record.is_final and record.error is not None:
         error = {**record.error, "payment_id": record.id}

@@ -37,7 +37,7 @@ from shared.payments.money import (
     SUPPORTED_CURRENCIES,
     format_minor,
 )
-from shared.payments.payment_records import PaymentRecord
+from shared.payments.payment_records import MANUAL, PaymentRecord
 from shared.payments.refund_records import RefundRecord
 from shared.payments.states import CHARGED_STATUSES, Status
 from shared.stripe.objects import ChargePage
@@ -135,6 +135,15 @@ class PaymentRequest(BaseModel):
         ),
         examples=[600],
     )
+    capture_method: Literal["automatic", "manual"] = Field(
+        default="automatic",
+        description=(
+            "`manual`: the charge only authorizes the amount (the payment ends "
+            "`requires_capture`); capture it with POST /payments/{id}/capture, or release it "
+            "with POST /payments/{id}/cancel, within 7 days (after which Stripe releases it and "
+            "the payment becomes `canceled`). Part of the request's identity."
+        ),
+    )
 
     @field_validator("currency")
     @classmethod
@@ -157,6 +166,22 @@ class RefundRequest(BaseModel):
             "charged (409 refund_exceeds_charge)."
         ),
         examples=["10.00"],
+    )
+
+
+class CaptureRequest(BaseModel):
+    """``POST /payments/{id}/capture``. Strict, like PaymentRequest."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    amount: Annotated[str, StringConstraints(pattern=AMOUNT_PATTERN, max_length=32)] | None = Field(
+        default=None,
+        description=(
+            'Decimal string in major units, e.g. "30.00", in the payment\'s currency, at most '
+            "the amount authorized (400 amount_too_large); absent: all of it. Stripe releases "
+            "the rest."
+        ),
+        examples=["30.00"],
     )
 
 
@@ -219,6 +244,24 @@ class QueueStanding(BaseModel):
     )
 
 
+class Capture(BaseModel):
+    """The capture or void asked of an authorized payment."""
+
+    action: Literal["capture", "void"]
+    status: Literal["pending", "succeeded", "failed", "unknown"] = Field(
+        description=(
+            "pending while queued or at Stripe (the payment stays requires_capture); unknown "
+            "when Stripe could not be asked whether it happened (the service keeps asking; no "
+            "other capture or void is taken meanwhile); failed: the error says why (a new "
+            "capture or void may be asked while the payment is requires_capture)."
+        )
+    )
+    amount: str | None = Field(
+        default=None, description="The amount asked to capture; absent: all of it (or a void)."
+    )
+    error: ErrorBody | None = Field(default=None, description="Present once failed: why.")
+
+
 class Payment(BaseModel):
     id: str = Field(examples=["pay_3f9c2a7be1d04c55a9e1f0d2"])
     object: Literal["payment"] = "payment"
@@ -278,6 +321,28 @@ class Payment(BaseModel):
         description=(
             "Present while `queued`, in the accept's answer and in GET /payments/{id}: where "
             "the payment stands in its client's queue (an estimate)."
+        ),
+    )
+    capture_method: Literal["automatic", "manual"] = Field(
+        default="automatic", description="Present when `manual` (authorize now, capture later)."
+    )
+    capture: Capture | None = Field(
+        default=None, description="Present once a capture or void was asked: where it stands."
+    )
+    amount_captured: str | None = Field(
+        default=None,
+        description="Once an authorization is captured: what was taken (refunds come out of it).",
+        examples=["30.00"],
+    )
+    captured_at: str | None = Field(default=None, description="When the capture was recorded.")
+    canceled_at: str | None = Field(
+        default=None, description="When the authorization's release was recorded."
+    )
+    cancellation_reason: str | None = Field(
+        default=None,
+        description=(
+            "Why the authorization was released: `automatic` (Stripe, 7 days after it was "
+            "authorized), else Stripe's cancellation_reason, or `requested` (a void)."
         ),
     )
 
@@ -365,6 +430,7 @@ class CallbackEvent(BaseModel):
         "payment.refunded",
         "payment.disputed",
         "payment.expired",
+        "payment.requires_capture",
         "payment.canceled",
         "refund.succeeded",
         "refund.failed",
@@ -480,6 +546,8 @@ def payment_view(
         optional["expires_at"] = record.expires_at
     if queue is not None:
         optional["queue"] = queue
+    if record.capture_method == MANUAL:
+        optional.update(authorization_view(record))
     return Payment(
         id=record.id,
         object="payment",
@@ -500,6 +568,28 @@ def payment_view(
     )
 
 
+def authorization_view(record: PaymentRecord) -> dict[str, object]:
+    """What an authorized payment shows besides a charge's fields: set only when known."""
+    shown: dict[str, object] = {"capture_method": MANUAL}
+    if record.capture_action is not None and record.capture_status is not None:
+        capture: dict[str, object] = {}
+        if record.capture_amount_minor is not None:
+            capture["amount"] = format_minor(record.capture_amount_minor, record.currency)
+        if record.capture_error is not None:
+            capture["error"] = ErrorBody.model_validate(record.capture_error)
+        shown["capture"] = Capture(
+            action=record.capture_action,
+            status=record.capture_status.value,
+            **capture,
+        )
+    if record.amount_captured_minor is not None:
+        shown["amount_captured"] = format_minor(record.amount_captured_minor, record.currency)
+    for name in ("captured_at", "canceled_at", "cancellation_reason"):
+        if getattr(record, name):
+            shown[name] = getattr(record, name)
+    return shown
+
+
 def payment_json(
     record: PaymentRecord, *, viewer: str | None = None, queue: QueueStanding | None = None
 ) -> bytes:
@@ -507,7 +597,7 @@ def payment_json(
     (a test compares them over every status and optional field) without building and
     validating the pydantic model, a measurable share of an accept's CPU. A record with an
     error object goes through the model, which shapes the error."""
-    if record.error is not None:
+    if record.error is not None or record.capture_method == MANUAL:
         return dump(payment_view(record, viewer=viewer, queue=queue)).encode()
     body: dict[str, object] = {
         "id": record.id,

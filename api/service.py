@@ -126,6 +126,7 @@ class PaymentService:
             description=description,
             metadata=metadata,
             deadline=deadline.given if deadline else None,
+            capture_method=request.capture_method,
         )
         # Keys are scoped to the client, as Stripe scopes them to an account.
         payment_id = payment_id_for(
@@ -143,6 +144,7 @@ class PaymentService:
             description=description,
             metadata=metadata,
             expires_ms=deadline.ms if deadline else None,
+            capture_method=request.capture_method,
         )
         endpoint = callback_endpoint(self._settings, request.callback_url, client)
         if endpoint:

@@ -232,6 +232,28 @@ class RefundExceedsCharge(Conflict):
     default_message = "The refund would exceed what is left of the charge."
 
 
+class PaymentNotCapturable(Conflict):
+    """A capture or void asked of a payment that is no authorization, or whose authorization
+    already has another capture or void."""
+
+    default_code = "payment_not_capturable"
+    default_message = "Only an authorized payment (requires_capture) can be captured or voided."
+
+
+class AuthorizationReleased(Conflict):
+    """A capture that came too late: the authorization was released (voided, or expired)."""
+
+    default_code = "authorization_released"
+    default_message = "The authorization was released before the capture: nothing was captured."
+
+
+class AlreadyCaptured(Conflict):
+    """A void that came too late: the authorization was captured."""
+
+    default_code = "payment_already_captured"
+    default_message = "The authorization was captured before the void: nothing was released."
+
+
 class RefundNotFound(NotFound):
     default_code = "refund_not_found"
     default_message = "No such refund."

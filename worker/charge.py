@@ -148,6 +148,7 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
             client=held.client,
             description=held.description,
             metadata=held.metadata,
+            capture_method=held.capture_method,
         )
 
     def _stripe_ids(self, outcome: ChargeOutcome) -> dict[str, str]:

@@ -1,9 +1,9 @@
-"""Thin Celery tasks of a payment's life after its first answer (issue 11): Stripe's events,
-refunds, callbacks.
+"""Thin Celery tasks of a payment's life after its first answer: Stripe's events, refunds,
+captures and voids, callbacks.
 
 Arguments are ids and plain values; the logic lives in ``worker.stripe_events``,
-``worker.refund_attempts`` and ``worker.callback_delivery``. ``payments.callback`` runs on its own
-queue (CALLBACK_QUEUE).
+``worker.refund_attempts``, ``worker.capture_attempts`` and ``worker.callback_delivery``.
+``payments.callback`` runs on its own queue (CALLBACK_QUEUE).
 """
 
 from __future__ import annotations
@@ -19,14 +19,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.backoff import backoff
 from shared.callbacks.events import CALLBACK_TASK
 from shared.callbacks.signing import client_signing_secrets
-from shared.payments.payment_records import STRIPE_EVENT_TASK
+from shared.payments.payment_records import CAPTURE_TASK, STRIPE_EVENT_TASK
 from shared.payments.refund_records import REFUND_TASK
 from shared.stripe.outcomes import TransientStripeError
 from worker.attempts import RetryLater
 from worker.callback_delivery import Callback, Deferred
 from worker.celery_app import app
 from worker.redis_wait import until_redis_answers
-from worker.singletons import callback_sender, event_processor, refund_processor, settings
+from worker.singletons import (
+    callback_sender,
+    capture_processor,
+    event_processor,
+    refund_processor,
+    settings,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +82,25 @@ def refund(self: Task[[str], str | None], refund_id: str) -> str | None:
             lambda: refund_processor().process(refund_id),
             event="refund.redis_unavailable",
             refund_id=refund_id,
+        )
+    if isinstance(result, RetryLater):
+        headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}
+        raise self.retry(countdown=result.countdown, headers=headers)
+    return result.status.value if result.status else None
+
+
+# max_retries=None: as for refunds, the processor bounds the Stripe attempts (CHARGE_MAX_RETRIES,
+# counted on the payment's record).
+@app.task(bind=True, name=CAPTURE_TASK, max_retries=None, acks_late=True)
+def capture(self: Task[[str], str | None], payment_id: str) -> str | None:
+    """Capture or void one payment's authorization at Stripe, as its record asks; retry later
+    when the processor says so (same idempotency key, reconciled first)."""
+    request_id = getattr(self.request, "request_id", None)
+    with structlog.contextvars.bound_contextvars(payment_id=payment_id, request_id=request_id):
+        result = until_redis_answers(
+            lambda: capture_processor().process(payment_id),
+            event="capture.redis_unavailable",
+            payment_id=payment_id,
         )
     if isinstance(result, RetryLater):
         headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}

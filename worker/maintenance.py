@@ -16,6 +16,7 @@ by its name when it fails:
 - ``payments_reconcile``: payments whose outcome is unknown are looked up in Stripe
   (``reconcile_round`` of worker.attempts, the one reconciler of charges and refunds).
 - ``refunds``: the same recovery sweep for refunds, then refunds whose outcome is unknown.
+- ``captures``: captures and voids whose outcome is unknown (the PaymentIntent retrieved).
 - ``callbacks``: the same recovery sweep for callbacks (``CallbackStore.requeue_stale``), then
   the callback attempts that are due.
 - ``actions``: payments waiting for their customer (3-D Secure), in case a webhook was missed.
@@ -161,6 +162,11 @@ def refunds() -> dict[str, int]:
     return singletons.refund_processor().reconcile_round()
 
 
+def captures() -> dict[str, int]:
+    """Captures and voids whose outcome is unknown, looked up at Stripe."""
+    return singletons.capture_processor().reconcile_round()
+
+
 def callbacks() -> int:
     """The recovery sweep for callbacks (a message provably lost between kombu's pop and its
     unacked entry is pushed again), then the attempts that are due go back to the queue."""
@@ -192,6 +198,7 @@ ROUNDS = (
     Round("deadlines", deadlines),
     Round("payments_reconcile", payments_reconcile),
     Round("refunds", refunds),
+    Round("captures", captures),
     Round("callbacks", callbacks),
     Round("actions", actions),
     Round("stripe_events", stripe_events),

@@ -19,11 +19,13 @@ from shared.redis_clients import sync_redis
 from shared.settings.service_settings import get_settings
 from shared.store import PaymentStore
 from shared.store.callback_store import CallbackStore
+from shared.store.capture_store import CaptureStore
 from shared.store.lifecycle_store import LifecycleStore
 from shared.store.refund_store import RefundStore
 from shared.stripe.budget import StripeBudget
 from shared.stripe.gateway import StripeGateway
 from worker.callback_delivery import CallbackSender
+from worker.capture_attempts import CaptureProcessor
 from worker.charge import ChargeProcessor
 from worker.event_catchup import EventCatchUp
 from worker.fair_queues import pace_by
@@ -47,6 +49,11 @@ def lifecycle_store() -> LifecycleStore:
 @lru_cache(maxsize=1)
 def refund_store() -> RefundStore:
     return RefundStore(sync_redis(settings), settings)
+
+
+@lru_cache(maxsize=1)
+def capture_store() -> CaptureStore:
+    return CaptureStore(sync_redis(settings), settings)
 
 
 @lru_cache(maxsize=1)
@@ -99,6 +106,13 @@ def refund_processor() -> RefundProcessor:
         budget(),
         stripe_metrics(),
         refund_callback_messages,
+    )
+
+
+@lru_cache(maxsize=1)
+def capture_processor() -> CaptureProcessor:
+    return CaptureProcessor(
+        capture_store(), gateway(), settings, budget(), stripe_metrics(), payment_callback_message
     )
 
 

@@ -33,6 +33,7 @@ PAYMENT_EVENTS = {
     Status.DISPUTED: "payment.disputed",
     # Never sent to Stripe, never charged (cancel.lua and expire.lua push these).
     Status.EXPIRED: "payment.expired",
+    Status.REQUIRES_CAPTURE: "payment.requires_capture",
     Status.CANCELED: "payment.canceled",
 }
 REFUND_EVENTS = {

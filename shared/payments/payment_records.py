@@ -18,9 +18,17 @@ from typing import Any
 import orjson
 
 from shared.payments.metadata import canonical as canonical_metadata
-from shared.payments.states import FINAL_STATUSES, PAYMENT_INITIAL, SETTLED_STATUSES, Status
+from shared.payments.states import (
+    FINAL_STATUSES,
+    PAYMENT_INITIAL,
+    SETTLED_STATUSES,
+    CaptureStatus,
+    Status,
+)
 
 CHARGE_TASK = "payments.charge"
+CAPTURE_TASK = "payments.capture"
+MANUAL = "manual"  # capture_method: the charge only authorizes
 STRIPE_EVENT_TASK = "payments.stripe_event"
 
 
@@ -40,10 +48,12 @@ def request_fingerprint(
     description: str | None = None,
     metadata: Mapping[str, str] | None = None,
     deadline: str | None = None,
+    capture_method: str = "automatic",
 ) -> str:
     """Identifies a request's meaning: same key with another fingerprint is a different request.
-    A request without description, metadata and deadline keeps the fingerprint it always had,
-    so a record claimed before they existed still matches its replay. ``deadline`` is the
+    A request without description, metadata and deadline, captured automatically, keeps the
+    fingerprint it always had, so a record claimed before they existed still matches its
+    replay. ``deadline`` is the
     deadline as the request gave it (``expires_at=...`` or ``expires_in=...``), not the time
     it stands for: a retry of ``expires_in`` a minute later is the same request."""
     canonical = f"{account_id}\x1f{amount_minor}\x1f{currency}\x1f{payment_method or ''}"
@@ -51,12 +61,21 @@ def request_fingerprint(
         canonical += f"\x1f{description or ''}\x1f{canonical_metadata(metadata or {})}"
     if deadline:
         canonical += f"\x1f{deadline}"
+    if capture_method == MANUAL:
+        canonical += f"\x1fcapture_method={MANUAL}"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def stripe_idempotency_key(payment_id: str) -> str:
     """The key of every Stripe write for a payment: identical on each retry and redelivery."""
     return f"{payment_id}:charge"
+
+
+def capture_idempotency_key(payment_id: str, action: str, seq: int) -> str:
+    """The key of a capture's (or void's) Stripe write: ``{payment_id}:capture`` (``:void``),
+    the same on every retry; a capture asked again after one failed is another request
+    (``{payment_id}:capture:2``...)."""
+    return f"{payment_id}:{action}" if seq <= 1 else f"{payment_id}:{action}:{seq}"
 
 
 def now_iso() -> str:
@@ -106,6 +125,29 @@ class PaymentRecord:
     # accepts (the queue position's estimate: api.queue_position).
     queue: str | None = None
     queue_seq: int | None = None
+    # Authorize now, capture later: ``manual`` makes the charge an authorization. The capture
+    # or void asked of it (``capture_action``), where that stands, and what it captured.
+    capture_method: str = "automatic"
+    capture_action: str | None = None  # capture, void
+    capture_ask: str | None = None  # the request as asked (``capture:all``...): replays match
+    capture_status: CaptureStatus | None = None
+    capture_amount_minor: int | None = None  # asked; None: all that was authorized
+    capture_seq: int = 0  # captures and voids asked so far (the Stripe key's suffix)
+    capture_attempts: int = 0
+    capture_reconcile_attempts: int = 0
+    capture_error: dict[str, Any] | None = None
+    capture_error_status: int | None = None
+    amount_captured_minor: int | None = None
+    captured_at: str | None = None
+    canceled_at: str | None = None
+    cancellation_reason: str | None = None
+
+    @property
+    def charged_minor(self) -> int:
+        """What the charge took: the captured amount of an authorization, else the amount."""
+        if self.amount_captured_minor is not None:
+            return self.amount_captured_minor
+        return self.amount_minor
 
     @property
     def amount_refunded_minor(self) -> int:
@@ -163,7 +205,25 @@ class PaymentRecord:
             expires_ms=int(h["expires_ms"]) if h.get("expires_ms") else None,
             queue=h.get("queue") or None,
             queue_seq=int(h["queue_seq"]) if h.get("queue_seq") else None,
+            capture_method=h.get("capture_method") or "automatic",
+            capture_action=h.get("capture_action") or None,
+            capture_ask=h.get("capture_ask") or None,
+            capture_status=CaptureStatus(h["capture_status"]) if h.get("capture_status") else None,
+            capture_amount_minor=_int_or_none(h.get("capture_amount_minor")),
+            capture_seq=int(h.get("capture_seq", 0)),
+            capture_attempts=int(h.get("capture_attempts", 0)),
+            capture_reconcile_attempts=int(h.get("capture_reconcile_attempts", 0)),
+            capture_error=orjson.loads(h["capture_error"]) if h.get("capture_error") else None,
+            capture_error_status=_int_or_none(h.get("capture_error_status")),
+            amount_captured_minor=_int_or_none(h.get("amount_captured_minor")),
+            captured_at=h.get("captured_at") or None,
+            canceled_at=h.get("canceled_at") or None,
+            cancellation_reason=h.get("cancellation_reason") or None,
         )
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
 
 
 def new_record_fields(
@@ -179,6 +239,7 @@ def new_record_fields(
     description: str | None = None,
     metadata: Mapping[str, str] | None = None,
     expires_ms: int | None = None,
+    capture_method: str = "automatic",
 ) -> dict[str, str]:
     created = now_iso()
     fields = {
@@ -204,6 +265,8 @@ def new_record_fields(
     if expires_ms is not None:
         fields["expires_ms"] = str(expires_ms)
         fields["expires_at"] = iso_from_ms(expires_ms)
+    if capture_method == MANUAL:
+        fields["capture_method"] = MANUAL
     return fields
 
 

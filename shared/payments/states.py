@@ -37,7 +37,23 @@ class Status(StrEnum):
     # Never sent to Stripe, so never charged: its deadline (expires_at) passed while it was
     # queued, or its client canceled it while it was queued.
     EXPIRED = "expired"
+    # Authorized, not captured (``capture_method: manual``): the amount is held on the card
+    # until a capture takes it (succeeded) or a void, or Stripe after 7 days, releases it
+    # (canceled: nothing was captured).
+    REQUIRES_CAPTURE = "requires_capture"
     CANCELED = "canceled"
+
+
+class CaptureStatus(StrEnum):
+    """The status of the capture or void asked of an authorized payment (its record's
+    ``capture_status``; the payment stays ``requires_capture`` until it settles)."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # Stripe could not be asked whether it captured (or voided): the reconciler keeps asking,
+    # and no other capture or void is accepted meanwhile.
+    UNKNOWN = "unknown"
 
 
 class RefundStatus(StrEnum):
@@ -66,6 +82,7 @@ FINAL_STATUSES = frozenset(
         Status.REFUNDED,
         Status.DISPUTED,
         Status.EXPIRED,
+        Status.REQUIRES_CAPTURE,
         Status.CANCELED,
     }
 )
@@ -84,6 +101,8 @@ UNSENT_STATUSES = frozenset({Status.QUEUED})
 IN_FLIGHT_STATUSES = frozenset({Status.PROCESSING, Status.UNKNOWN})
 
 FINAL_REFUND_STATUSES = frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED})
+# A settled capture or void is never written again; a failed one may be followed by a new one.
+FINAL_CAPTURE_STATUSES = frozenset({CaptureStatus.SUCCEEDED, CaptureStatus.FAILED})
 
 
 class Cause(StrEnum):
@@ -113,6 +132,10 @@ class Cause(StrEnum):
     DEADLINE = "deadline"
     # Its client asked: POST /payments/{id}/cancel.
     CLIENT_CANCEL = "client_cancel"
+    # A client asks to capture or void an authorization (POST /payments/{id}/capture, cancel).
+    CAPTURE_ASKED = "capture_asked"
+    # Stripe's answer to a capture or void, or the reconciler's look at the PaymentIntent.
+    CAPTURE_ANSWER = "capture_answer"
 
 
 S = TypeVar("S", Status, RefundStatus)
@@ -134,7 +157,10 @@ def _rows(
 
 _S = Status
 # What a charge attempt's answer may record.
-_ANSWERS = (_S.SUCCEEDED, _S.FAILED, _S.REQUIRES_ACTION, _S.UNKNOWN)
+_ANSWERS = (_S.SUCCEEDED, _S.FAILED, _S.REQUIRES_ACTION, _S.REQUIRES_CAPTURE, _S.UNKNOWN)
+
+# Where an authorization stands or ends: held, captured, released.
+_AUTHORIZATION_ENDS = (_S.REQUIRES_CAPTURE, _S.SUCCEEDED, _S.CANCELED)
 
 PAYMENT_MOVES: tuple[Move[Status], ...] = (
     # --- the charge path -------------------------------------------------------------------
@@ -147,6 +173,8 @@ PAYMENT_MOVES: tuple[Move[Status], ...] = (
     # From queued too: a failover may lose the attempt's start but not its answer.
     *_rows((_S.PROCESSING, _S.QUEUED), _ANSWERS, Cause.STRIPE_ANSWER, "finish"),
     *_rows((_S.UNKNOWN,), _ANSWERS, Cause.RECONCILED, "finish"),
+    # An unknown outcome found long after: the authorization had already been released.
+    Move(_S.UNKNOWN, _S.CANCELED, Cause.RECONCILED, "finish"),
     Move(_S.FAILED, _S.QUEUED, Cause.REPLAY, "replay"),
     # --- never sent: an attempt that starts moves the payment out of queued in the same
     # script that checks its deadline (start_attempt refuses one past it), so a payment that
@@ -160,14 +188,35 @@ PAYMENT_MOVES: tuple[Move[Status], ...] = (
     *_rows((_S.REQUIRES_ACTION,), (_S.SUCCEEDED, _S.FAILED), Cause.INTENT, "transition"),
     # The charge path could not learn the outcome: whatever Stripe reports is the truth.
     *_rows(
-        (_S.UNKNOWN,), (_S.SUCCEEDED, _S.FAILED, _S.REQUIRES_ACTION), Cause.INTENT, "transition"
+        (_S.UNKNOWN,),
+        (_S.SUCCEEDED, _S.FAILED, _S.REQUIRES_ACTION, _S.REQUIRES_CAPTURE, _S.CANCELED),
+        Cause.INTENT,
+        "transition",
     ),
+    # 3-D Secure completed on an authorization.
+    Move(_S.REQUIRES_ACTION, _S.REQUIRES_CAPTURE, Cause.INTENT, "transition"),
+    # An authorization captured (ours, or the dashboard's) or released (a void, or Stripe's
+    # own after 7 days: payment_intent.canceled with cancellation_reason automatic).
+    *_rows((_S.REQUIRES_CAPTURE,), (_S.SUCCEEDED, _S.CANCELED), Cause.INTENT, "transition"),
     # Stripe says its PaymentIntent succeeded after all (the customer retried 3-D Secure with
     # another card through Stripe.js): the customer was charged, so the record says so.
     Move(_S.FAILED, _S.SUCCEEDED, Cause.INTENT, "transition"),
     *_rows((_S.SUCCEEDED, _S.REFUNDED), (_S.DISPUTED,), Cause.DISPUTE, "transition"),
     *_rows((_S.SUCCEEDED, _S.DISPUTED), (_S.REFUNDED,), Cause.STRIPE_REFUNDS, "stripe_refunds"),
     *_rows((_S.SUCCEEDED, _S.DISPUTED), (_S.REFUNDED,), Cause.OUR_REFUNDS, "refund_finish"),
+    # --- capture or void of an authorization: the payment stays requires_capture while it is
+    # asked, attempted and, if Stripe cannot be asked, unknown (its own capture_status) --------
+    Move(_S.REQUIRES_CAPTURE, _S.REQUIRES_CAPTURE, Cause.CAPTURE_ASKED, "capture_accept"),
+    # Captured or released already (a webhook told before the attempt's answer was recorded):
+    # the attempt only learns it, and records its own outcome.
+    *(Move(s, s, Cause.ATTEMPT, "capture_start") for s in _AUTHORIZATION_ENDS),
+    *_rows(
+        (_S.REQUIRES_CAPTURE,),
+        (_S.REQUIRES_CAPTURE, _S.SUCCEEDED, _S.CANCELED),
+        Cause.CAPTURE_ANSWER,
+        "capture_finish",
+    ),
+    *(Move(s, s, Cause.CAPTURE_ANSWER, "capture_finish") for s in _AUTHORIZATION_ENDS[1:]),
 )
 
 _R = RefundStatus

@@ -45,7 +45,10 @@ Key (type; TTL; written by):
 - ``payments:refund:{refund_id}`` (hash, a refund; RECORD_TTL_SECONDS; API on accept, workers)
   and ``payments:refunds:{payment_id}`` (list of the payment's refund ids, oldest first; same
   TTL; API). A refund's lease is ``payments:lock:{refund_id}``, a callback attempt's
-  ``payments:lock:{event_id}`` (CALLBACK_TIMEOUT_SECONDS + 30 s; workers).
+  ``payments:lock:{event_id}`` (CALLBACK_TIMEOUT_SECONDS + 30 s; workers), a capture's or
+  void's ``payments:lock:{payment_id}:capture`` (as a refund's).
+- ``payments:captures_unknown`` (sorted set: payments whose capture or void has an unknown
+  outcome, by next check; workers).
 - ``payments:awaiting_action`` (sorted set of payments waiting for their customer, 3-D
   Secure, by next re-check at Stripe; workers: the charge path's outcome and the lifecycle
   moves add, the re-check round removes).
@@ -108,6 +111,7 @@ REFUNDS_PREFIX = "payments:refunds:"
 REFUNDS_UNKNOWN = "payments:refunds_unknown"
 REFUNDS_PENDING = "payments:refunds_pending"
 AWAITING_ACTION = "payments:awaiting_action"
+CAPTURES_UNKNOWN = "payments:captures_unknown"
 TRANSITION_COUNTS = "payments:metrics:transitions"
 WEBHOOK_COUNTS = "payments:metrics:webhooks"
 CALLBACK_COUNTS = "payments:metrics:callbacks"
@@ -133,6 +137,12 @@ def record_key(payment_id: str) -> str:
 
 def lock_key(payment_id: str) -> str:
     return LOCK_PREFIX + payment_id
+
+
+def capture_lock_key(payment_id: str) -> str:
+    """The lease of the worker capturing or voiding a payment's authorization (apart from the
+    charge's, which a payment past its charge no longer takes)."""
+    return LOCK_PREFIX + payment_id + ":capture"
 
 
 def stripe_event_key(event_id: str) -> str:

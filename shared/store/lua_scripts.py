@@ -2,7 +2,8 @@
 
 A script sees ``STATUS.<NAME>`` (every ``Status``), ``FINAL[status]`` (the final ones),
 ``UNSENT[status]`` (those for which nothing was sent to Stripe yet),
-``REFUND_STATUS.<NAME>`` and ``REFUND_FINAL[status]`` likewise for refunds, and its own rows
+``REFUND_STATUS.<NAME>`` and ``REFUND_FINAL[status]`` likewise for refunds (and
+``CAPTURE_STATUS``, ``CAPTURE_FINAL`` for a payment's capture or void), and its own rows
 of the state machine (``shared.payments.states``) as ``MOVES[from][to]`` and
 ``REFUND_MOVES[from][to]`` (asked through ``may_move`` of lib/common.lua), all generated from
 Python, so no status and no move is spelled inside Lua. Each script takes one JSON object of
@@ -17,9 +18,11 @@ from functools import cache
 from pathlib import Path
 
 from shared.payments.states import (
+    FINAL_CAPTURE_STATUSES,
     FINAL_REFUND_STATUSES,
     FINAL_STATUSES,
     UNSENT_STATUSES,
+    CaptureStatus,
     Move,
     RefundStatus,
     Status,
@@ -52,6 +55,8 @@ def _preamble(name: str) -> str:
         f"local UNSENT = {_set(UNSENT_STATUSES)}\n"
         f"local REFUND_STATUS = {_names(RefundStatus)}\n"
         f"local REFUND_FINAL = {_set(FINAL_REFUND_STATUSES)}\n"
+        f"local CAPTURE_STATUS = {_names(CaptureStatus)}\n"
+        f"local CAPTURE_FINAL = {_set(FINAL_CAPTURE_STATUSES)}\n"
         f"local MOVES = {_moves(payment_moves(name))}\n"
         f"local REFUND_MOVES = {_moves(refund_moves(name))}\n"
     )
@@ -60,7 +65,7 @@ def _preamble(name: str) -> str:
 # Functions more than one script uses, by script, prepended after the preamble (lib/common.lua
 # to every script). lib/callbacks.lua: every script that pushes a callback message files it
 # for the callbacks' recovery sweep in the same step.
-_PUSHES_CALLBACKS = ("finish", "transition", "stripe_refunds", "refund_finish",
+_PUSHES_CALLBACKS = ("finish", "transition", "stripe_refunds", "refund_finish", "capture_finish",
                      "requeue_callbacks", "replay_callback")  # fmt: skip
 LIBRARIES = {
     "accept": ("token_bucket",),

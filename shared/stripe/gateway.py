@@ -127,6 +127,7 @@ class StripeGateway:
         client: str | None = None,
         description: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        capture_method: str = "automatic",
     ) -> ChargeOutcome:
         """Create and confirm an off-session PaymentIntent, its metadata naming our payment id
         and the client that made it (the list shows a client only its own charges). Declines
@@ -134,13 +135,17 @@ class StripeGateway:
 
         ``metadata`` and ``description`` are the client's (checked at accept, none of the
         service's keys among them); the service's keys are written last, so they are the
-        PaymentIntent's whatever the client's metadata holds."""
+        PaymentIntent's whatever the client's metadata holds. ``capture_method="manual"`` only
+        authorizes: the PaymentIntent stops at requires_capture (the parameter is sent only
+        then, so an automatic charge's request is what it always was)."""
         ours = {PAYMENT_ID_KEY: payment_id}
         if client:
             ours[CLIENT_METADATA] = client
         params: dict[str, Any] = {}
         if description:
             params["description"] = description
+        if capture_method == "manual":
+            params["capture_method"] = "manual"
         try:
             intent = self._client.raw_request(
                 "post",
@@ -163,6 +168,40 @@ class StripeGateway:
     def retrieve_payment_intent(self, *, payment_intent_id: str) -> ChargeOutcome:
         try:
             intent = self._get(f"/v1/payment_intents/{payment_intent_id}")
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return intent_outcome(intent)
+
+    def capture_payment_intent(
+        self, *, payment_intent_id: str, amount_minor: int | None, idempotency_key: str
+    ) -> ChargeOutcome:
+        """Capture an authorization, all of it or ``amount_minor`` (Stripe releases the rest).
+        A PaymentIntent no longer requires_capture answers Stripe's 400
+        ``payment_intent_unexpected_state`` (an InvalidRequest with that code)."""
+        params: dict[str, Any] = {}
+        if amount_minor is not None:
+            params["amount_to_capture"] = amount_minor
+        try:
+            intent = self._client.raw_request(
+                "post",
+                f"/v1/payment_intents/{payment_intent_id}/capture",
+                idempotency_key=idempotency_key,
+                **params,
+            ).data
+        except stripe.StripeError as exc:
+            raise translate_error(exc) from exc
+        return intent_outcome(intent)
+
+    def cancel_payment_intent(
+        self, *, payment_intent_id: str, idempotency_key: str
+    ) -> ChargeOutcome:
+        """Void an authorization: the PaymentIntent is canceled and the amount released."""
+        try:
+            intent = self._client.raw_request(
+                "post",
+                f"/v1/payment_intents/{payment_intent_id}/cancel",
+                idempotency_key=idempotency_key,
+            ).data
         except stripe.StripeError as exc:
             raise translate_error(exc) from exc
         return intent_outcome(intent)

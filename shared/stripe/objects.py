@@ -79,7 +79,7 @@ class ChargeState:
     payment_intent: str | None
     payment_id: str | None
     amount_minor: int
-    amount_refunded_minor: int
+    amount_refunded_minor: int  # of what was captured (the part a partial capture released is not)
     disputed: bool
 
 
@@ -88,12 +88,18 @@ def charge_state(charge: dict[str, Any]) -> ChargeState:
     payment_id = field_of(charge.get("metadata"), "payment_id") or (
         field_of(field_of(intent, "metadata"), "payment_id") if isinstance(intent, dict) else None
     )
+    amount = int(charge["amount"])
+    refunded = int(charge.get("amount_refunded") or 0)
+    captured = charge.get("amount_captured")
+    if charge.get("captured") and captured is not None and 0 < int(captured) < amount:
+        # A partial capture: Stripe counts the part released as refunded.
+        refunded = max(0, refunded - (amount - int(captured)))
     return ChargeState(
         id=str(charge["id"]),
         payment_intent=id_of(intent),
         payment_id=payment_id,
-        amount_minor=int(charge["amount"]),
-        amount_refunded_minor=int(charge.get("amount_refunded") or 0),
+        amount_minor=amount,
+        amount_refunded_minor=refunded,
         disputed=bool(charge.get("disputed")),
     )
 
@@ -107,6 +113,9 @@ def intent_outcome(intent: dict[str, Any]) -> ChargeOutcome:
         next_action=str(field_of(next_action, "type")) if next_action else None,
         payment_id=field_of(intent.get("metadata"), "payment_id"),
         client_secret=intent.get("client_secret") if next_action else None,
+        capture_method=intent.get("capture_method"),
+        amount_received=intent.get("amount_received"),
+        cancellation_reason=intent.get("cancellation_reason"),
     )
 
 

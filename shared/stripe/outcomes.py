@@ -80,6 +80,15 @@ class ChargeOutcome:
     payment_id: str | None = None
     # For the customer's front end while it must act (3-D Secure); kept out of logs and reprs.
     client_secret: str | None = field(default=None, repr=False)
+    # Authorize now, capture later: ``manual`` makes a PaymentIntent stop at requires_capture;
+    # what it then took (amount_received) or why it was released (cancellation_reason).
+    capture_method: str | None = None
+    amount_received: int | None = None
+    cancellation_reason: str | None = None
+
+    @property
+    def manual(self) -> bool:
+        return self.capture_method == "manual"
 
 
 def _transient(why: str) -> Callable[[StripeFailure], TransientStripeError]:
@@ -205,10 +214,17 @@ INTENT_STATUSES: dict[str, Callable[[ChargeOutcome], Settled]] = {
         Status.FAILED,
         CardDeclined("The payment was not completed.", code="payment_intent_" + o.status),
     ),
-    "canceled": lambda o: Settled(
-        Status.FAILED,
-        CardDeclined("The payment was not completed.", code="payment_intent_" + o.status),
+    # An authorization released (a void, or Stripe's own after 7 days) captured nothing: its
+    # payment is canceled; any other PaymentIntent canceled never charged: failed.
+    "canceled": lambda o: (
+        Settled(Status.CANCELED)
+        if o.manual
+        else Settled(
+            Status.FAILED,
+            CardDeclined("The payment was not completed.", code="payment_intent_" + o.status),
+        )
     ),
+    "requires_capture": lambda o: Settled(Status.REQUIRES_CAPTURE),
 }
 
 
@@ -230,6 +246,10 @@ def settle(intent: ChargeOutcome) -> Settled:
     fields = {"payment_intent": intent.payment_intent_id}
     if intent.charge_id:
         fields["charge"] = intent.charge_id
+    if intent.manual and verdict.status is Status.SUCCEEDED and intent.amount_received:
+        fields["amount_captured_minor"] = str(intent.amount_received)
+    if verdict.status is Status.CANCELED:
+        fields["cancellation_reason"] = intent.cancellation_reason or "requested"
     if verdict.status is not Status.REQUIRES_ACTION:
         return Settled(verdict.status, verdict.error, fields, ACTION_FIELDS)
     fields["next_action"] = intent.next_action or "use_stripe_sdk"
@@ -262,6 +282,7 @@ INTENT_EVENTS = frozenset(
         "payment_intent.requires_action",
         "payment_intent.processing",
         "payment_intent.canceled",
+        "payment_intent.amount_capturable_updated",
     }
 )
 CHARGE_EVENTS = frozenset({"charge.refunded", "charge.dispute.created"})

@@ -73,8 +73,23 @@ INTENTS = [
     ("requires_action", Status.REQUIRES_ACTION, 402),
     ("requires_payment_method", Status.FAILED, 402),
     ("canceled", Status.FAILED, 402),
-    ("requires_capture", Status.FAILED, 502),  # not a state this service creates
+    ("requires_capture", Status.REQUIRES_CAPTURE, None),
 ]
+
+
+def test_an_authorization_captured_or_released_settles_with_what_it_took_or_why() -> None:
+    captured = settle(
+        ChargeOutcome("succeeded", "pi_1", "ch_1", capture_method="manual", amount_received=3000)
+    )
+    expired = settle(
+        ChargeOutcome(
+            "canceled", "pi_1", "ch_1", capture_method="manual", cancellation_reason="automatic"
+        )
+    )
+
+    assert (captured.status, captured.fields["amount_captured_minor"]) == (Status.SUCCEEDED, "3000")
+    assert (expired.status, expired.error) == (Status.CANCELED, None)
+    assert expired.fields["cancellation_reason"] == "automatic"
 
 
 @pytest.mark.parametrize(("intent_status", "status", "http_status"), INTENTS)

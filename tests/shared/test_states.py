@@ -19,11 +19,13 @@ from shared.payments.states import (
     PAYMENT_MOVES,
     REFUND_INITIAL,
     REFUND_MOVES,
+    CaptureStatus,
     RefundStatus,
     Status,
 )
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore, PaymentStore
+from shared.store.capture_store import AsyncCaptureStore, CaptureStore
 from shared.store.keys import (
     DEAD_LETTERS,
     PENDING_INDEX,
@@ -66,6 +68,8 @@ class Stores:
     async_payments: AsyncPaymentStore
     async_refunds: AsyncRefundStore
     async_cancels: AsyncCancelStore
+    captures: CaptureStore
+    async_captures: AsyncCaptureStore
 
 
 Driver = Callable[[Stores], object]
@@ -103,6 +107,15 @@ def _refund_finish(status: RefundStatus) -> Driver:
     return run
 
 
+def _capture_accept(s: Stores) -> object:
+    return asyncio.run(s.async_captures.ask(payment_id=PAY, action="capture", ask="capture:all",
+                                            amount_minor=None, message=b"{}"))  # fmt: skip
+
+
+def _capture_finish(to: Status) -> Driver:
+    return lambda s: s.captures.finish(PAY, status=CaptureStatus.SUCCEEDED, fields={}, to=to)
+
+
 def _requeue_refund(s: Stores) -> object:
     return s.refunds.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=time.time() + 3600)
 
@@ -132,6 +145,15 @@ DRIVERS: dict[str, list[Driver]] = {
         lambda s: s.payments.deadlines.expire([PAY], now_ms=int(time.time() + 2 * DAY) * 1000)
     ],
     "cancel": [lambda s: asyncio.run(s.async_cancels.cancel(PAY))],
+    "capture_accept": [_capture_accept],
+    "capture_start": [lambda s: s.captures.start(PAY, token="t")],
+    "capture_finish": [_capture_finish(to) for to in Status],
+}
+# What a step needs besides the record (its fields written before the step runs): a capture or
+# void asked and not settled.
+PREPARED = {
+    "capture_start": {"capture_action": "capture", "capture_status": "pending"},
+    "capture_finish": {"capture_action": "capture", "capture_status": "pending"},
 }
 
 # What a script's moves depend on: a payment's status (every other script), a refund's, or both.
@@ -184,13 +206,16 @@ def observe() -> Iterator[Seen]:
     stores = Stores(redis, PaymentStore(redis, settings), LifecycleStore(redis, settings),
                     RefundStore(redis, settings), AsyncPaymentStore(async_redis, settings),
                     AsyncRefundStore(async_redis, settings),
-                    AsyncCancelStore(async_redis, settings))  # fmt: skip
+                    AsyncCancelStore(async_redis, settings), CaptureStore(redis, settings),
+                    AsyncCaptureStore(async_redis, settings))  # fmt: skip
     for step, drivers in DRIVERS.items():
         payments = [Status.SUCCEEDED] if step in REFUND_ONLY else list(Status)
         refunds = list(RefundStatus) if step in REFUND_ONLY | PAYMENT_AND_REFUND else [None]
         for run, payment, refund in product(drivers, payments, refunds):
             redis.flushall()
             seed(redis, payment, refund)
+            if step in PREPARED:
+                redis.hset(record_key(PAY), mapping=PREPARED[step])  # type: ignore[arg-type]
             before = snapshot(redis)
             run(stores)
             after = snapshot(redis)

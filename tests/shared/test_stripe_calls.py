@@ -238,6 +238,13 @@ RECIPES: dict[str, Recipe] = {
             "client": "forged",
         },
         client="shop",
+        capture_method="manual",
+    ),
+    "capture_payment_intent": lambda g: g.capture_payment_intent(
+        payment_intent_id="pi_1", amount_minor=3000, idempotency_key="pay_1:capture"
+    ),
+    "cancel_payment_intent": lambda g: g.cancel_payment_intent(
+        payment_intent_id="pi_1", idempotency_key="pay_1:void"
     ),
     "retrieve_payment_intent": lambda g: g.retrieve_payment_intent(payment_intent_id="pi_1"),
     "find_payment_intent": lambda g: g.find_payment_intent(

@@ -14,7 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.testing import capture_logs
 
 from shared.callbacks.events import CALLBACK_TASK
-from shared.payments.payment_records import CHARGE_TASK, STRIPE_EVENT_TASK
+from shared.payments.payment_records import CAPTURE_TASK, CHARGE_TASK, STRIPE_EVENT_TASK
 from shared.payments.refund_records import REFUND_TASK
 from worker.maintenance import ROUNDS, MaintenanceThread, Round
 from worker.redis_wait import REDIS_WAIT_MAX_SECONDS, until_redis_answers
@@ -42,7 +42,9 @@ def test_a_starting_worker_registers_every_task_and_its_maintenance() -> None:
         check=True,
     )
     tasks, ready = done.stdout.splitlines()
-    assert tasks.split() == sorted([CHARGE_TASK, REFUND_TASK, CALLBACK_TASK, STRIPE_EVENT_TASK])
+    assert tasks.split() == sorted(
+        [CHARGE_TASK, REFUND_TASK, CAPTURE_TASK, CALLBACK_TASK, STRIPE_EVENT_TASK]
+    )
     assert "worker.maintenance" in ready.split()
 
 

@@ -4,7 +4,8 @@
 -- a.status is final (succeeded, failed) or `unknown` (checked again at a.check_at). A move
 -- REFUND_MOVES lacks (from a final refund) writes nothing: 0. A succeeded refund moves its
 -- amount from held to refunded on the payment, and the payment becomes a.refunded (if MOVES
--- allows) once refunds reach its amount; a failed one gives its hold back. Waiters on the
+-- allows) once refunds reach what it charged (an authorization's captured amount); a
+-- failed one gives its hold back. Waiters on the
 -- refund and on the payment are told, the lease is released, and the callbacks (a.callbacks:
 -- the refund's, then the payment's if it moved) are pushed when the payment has an endpoint
 -- (and filed for the callbacks' recovery sweep, a.filing).
@@ -24,9 +25,10 @@ if REFUND_FINAL[a.status] then
   end
   if a.succeeded then
     local refunded = redis.call('HINCRBY', KEYS[3], 'refunded_minor', amount)
-    local p = redis.call('HMGET', KEYS[3], 'status', 'amount_minor', 'stripe_refunded_minor')
+    local p = redis.call('HMGET', KEYS[3], 'status', 'amount_minor', 'stripe_refunded_minor',
+      'amount_captured_minor')
     local total = math.max(refunded, tonumber(p[3] or '0'))
-    if p[1] and total >= tonumber(p[2]) and may_move(MOVES, p[1], a.refunded) then
+    if p[1] and total >= tonumber(p[4] or p[2]) and may_move(MOVES, p[1], a.refunded) then
       result = 2
     end
     if result == 2 then

@@ -1,0 +1,57 @@
+"""The answers about a capture or void (``POST /payments/{id}/capture``, and the cancel of an
+authorization): the payment as it stands, ``?wait`` until its capture or void settles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.error_responses import json_response, with_retry_after
+from api.request_helpers import model_response
+from api.schemas import payment_view
+from api.service import PaymentService
+from api.waiter import PaymentWaiter
+from shared.payments.payment_records import PaymentRecord
+from shared.payments.states import CaptureStatus
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A payment as a capture's waiter sees it: settled once its capture or void is."""
+
+    record: PaymentRecord
+
+    @property
+    def is_settled(self) -> bool:
+        status = self.record.capture_status
+        return status is not None and status is not CaptureStatus.PENDING
+
+
+def capture_answer(record: PaymentRecord, viewer: str, *, replayed: bool = False) -> Response:
+    """The payment: 200 once its capture or void succeeded, the error's status once it failed,
+    202 while pending or unknown."""
+    headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    status = record.capture_status
+    if status is CaptureStatus.FAILED and record.capture_error is not None:
+        code = record.capture_error_status or 502
+        error = {**record.capture_error, "payment_id": record.id}
+        return json_response(code, {"error": error}, with_retry_after(code, headers))
+    view = payment_view(record, viewer=viewer)
+    return model_response(200 if status is CaptureStatus.SUCCEEDED else 202, view, headers)
+
+
+async def wait_for_capture(request: Request, record: PaymentRecord, wait: int) -> PaymentRecord:
+    """``?wait``: until the capture or void settles, or ``wait`` seconds."""
+    if not wait or _Asked(record).is_settled:
+        return record
+    service: PaymentService = request.app.state.service
+    waiter: PaymentWaiter = request.app.state.waiter
+
+    async def current() -> _Asked:
+        return _Asked(await service.get(record.id))
+
+    return (await waiter.wait(record.id, wait, current)).record

@@ -1,0 +1,110 @@
+"""``POST /payments/{id}/capture``: capture an authorized payment (``capture_method: manual``).
+
+The logic is ``api.capture_service.CaptureService``; a route reads the request and writes the
+answer. A void is the cancel route's (``POST /payments/{id}/cancel``) for an authorization.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from api import scopes
+from api.auth import bearer_key
+from api.capture_answers import capture_answer, wait_for_capture
+from api.capture_service import CaptureService
+from api.error_responses import FIELD_HINTS, validation_error
+from api.operation_docs import (
+    IDEMPOTENT_ANSWER,
+    RATE_LIMIT,
+    error_responses,
+    guarded_responses,
+    read_by_hand,
+    success_response,
+    wait_parameter,
+)
+from api.request_helpers import read_json_body, viewer_of, wait_seconds
+from api.schemas import CaptureRequest, Payment
+from shared.errors import (
+    AuthorizationReleased,
+    InvalidRequest,
+    PayloadTooLarge,
+    PaymentNotCapturable,
+    PaymentNotFound,
+    StoreUnavailable,
+    StripeUnavailable,
+    UnsupportedMediaType,
+    UpstreamError,
+)
+from shared.settings.service_settings import Settings
+
+router = APIRouter(
+    dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
+    responses=guarded_responses(scopes.refused("payments")),
+)
+
+
+@router.post(
+    "/payments/{payment_id}/capture",
+    operation_id="capture_payment",
+    status_code=202,
+    response_model=None,
+    responses={
+        200: success_response(
+            Payment, "Captured within `wait` seconds.", IDEMPOTENT_ANSWER | RATE_LIMIT
+        ),
+        202: success_response(
+            Payment,
+            "Accepted (`capture.status` pending); poll Location for the outcome.",
+            IDEMPOTENT_ANSWER | RATE_LIMIT,
+        ),
+        **error_responses(
+            InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
+            InvalidRequest(
+                "amount may be at most the amount authorized, 42.99 usd.",
+                code="amount_too_large",
+                param="amount",
+            ),
+            PaymentNotFound(param="id"),
+            PaymentNotCapturable,
+            AuthorizationReleased,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            UpstreamError,
+            StripeUnavailable,
+            StoreUnavailable,
+        ),
+    },
+    openapi_extra=read_by_hand(
+        wait_parameter(
+            "Seconds to wait for Stripe's answer (0 to MAX_WAIT_SECONDS): 200 once captured, "
+            "the error's status once failed, 202 if still pending by then."
+        ),
+        body=CaptureRequest,
+    ),
+)
+async def capture_payment(request: Request, payment_id: str) -> Response:
+    """Capture an authorized payment (``requires_capture``), all of it or ``amount``: the
+    capture is queued (``capture.status`` pending) and made by a worker; the payment becomes
+    ``succeeded`` with ``amount_captured``. The same request again answers the same capture
+    (``Idempotent-Replayed: true``); another capture or a void of the same authorization is a
+    409, as is a capture of a payment that is not an authorization."""
+    settings: Settings = request.app.state.settings
+    captures: CaptureService = request.app.state.captures
+    wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
+    asked = CaptureRequest()
+    if request.headers.get("content-type") or request.headers.get("content-length", "0") != "0":
+        body = await read_json_body(request, settings.max_body_bytes)
+        try:
+            asked = CaptureRequest.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            raise validation_error(exc.errors(include_url=False)) from None
+    result = await captures.capture(
+        payment_id,
+        amount=asked.amount,
+        principal=getattr(request.state, "principal", None),
+        request_id=request.state.request_id,
+    )
+    record = await wait_for_capture(request, result.record, wait)
+    return capture_answer(record, viewer_of(request), replayed=result.replayed)

@@ -1,0 +1,150 @@
+"""Captures and voids of authorized payments in Redis: asked and enqueued in one step (API),
+attempted under their own lease and recorded once (workers). They live on the payment's record
+(``capture_*`` fields); one Lua script a step, keys in ``shared.store.keys``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from shared.payments.payment_records import PaymentRecord, now_iso
+from shared.payments.states import CaptureStatus, Status
+from shared.settings.service_settings import Settings
+from shared.store import keys
+from shared.store.callback_store import filing
+from shared.store.lua_scripts import source
+
+
+def _args(**named: Any) -> bytes:
+    return orjson.dumps(named)
+
+
+def _record(flat: list[Any]) -> PaymentRecord:
+    return PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureAsk:
+    """capture_accept's answer: the record as written or found, or why there is none."""
+
+    record: PaymentRecord | None = None
+    created: bool = False  # asked now (False: one asked before, a replay or a conflict)
+    missing: bool = False
+    not_capturable: str | None = None  # the payment's status
+
+
+class AsyncCaptureStore:
+    """The API's step."""
+
+    def __init__(self, client: AsyncRedis, settings: Settings) -> None:
+        self._settings = settings
+        self._accept = client.register_script(source("capture_accept"))
+
+    async def ask(
+        self, *, payment_id: str, action: str, ask: str, amount_minor: int | None, message: bytes
+    ) -> CaptureAsk:
+        """Write the capture (``amount_minor``, None: all) or void on the payment and enqueue
+        its task; or find the one already asked; or say why not."""
+        result = await self._accept(
+            keys=[keys.record_key(payment_id), self._settings.queue_name],
+            args=[_args(action=action, ask=ask, amount=amount_minor or 0,
+                        message=message.decode(), now_iso=now_iso())],
+        )  # fmt: skip
+        code = int(result[0])
+        if code == -1:
+            return CaptureAsk(missing=True)
+        if code == -2:
+            status = result[1]
+            return CaptureAsk(
+                not_capturable=status.decode() if isinstance(status, bytes) else status
+            )
+        return CaptureAsk(record=_record(result[1]), created=code == 1)
+
+
+class CaptureStore:
+    """The workers' steps. Thread-safe: one instance per process."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+        self.lease_ms = int(settings.lease_seconds * 1000)
+        self._scripts = {
+            name: client.register_script(source(name))
+            for name in ("capture_start", "capture_finish", "release")
+        }
+
+    def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
+        return self._scripts[name](keys=keys_, args=[_args(**named)])
+
+    def start(self, payment_id: str, *, token: str, count: bool = True) -> PaymentRecord | str:
+        """The payment with its capture or void, held under the capture's lease (an attempt
+        counted unless ``count`` is false); or ``"busy"`` / ``"skip"`` (gone, nothing asked, or
+        already settled)."""
+        result = self._run(
+            "capture_start",
+            [keys.record_key(payment_id), keys.capture_lock_key(payment_id)],
+            token=token,
+            lease_ms=self.lease_ms,
+            count=count,
+        )
+        if result[0] == 1:
+            return _record(result[1])
+        return "busy" if result[0] == -2 else "skip"
+
+    def release(self, payment_id: str, *, token: str, fields: Mapping[str, str]) -> None:
+        """Give the lease back before a retry, saving ``fields`` on the record."""
+        self._run(
+            "release",
+            [keys.capture_lock_key(payment_id), keys.record_key(payment_id)],
+            token=token,
+            fields=dict(fields),
+        )
+
+    def due_unknown(self, *, limit: int) -> list[str]:
+        """Payments whose capture or void has an unknown outcome, due for another look."""
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.CAPTURES_UNKNOWN, "-inf", time.time(), start=0, num=limit
+        )
+        return [member.decode() for member in due]
+
+    def finish(
+        self,
+        payment_id: str,
+        *,
+        status: CaptureStatus,
+        fields: Mapping[str, str],
+        clear: tuple[str, ...] = (),
+        to: Status | None = None,
+        payment_fields: Mapping[str, str] | None = None,
+        callback: bytes = b"",
+        check_at: float = 0,
+    ) -> int:
+        """Record the capture's or void's outcome (final, or unknown until ``check_at``) and
+        move the payment ``to`` a status with ``payment_fields``. 0: already settled (nothing
+        written); 1: written; 2: written and the payment moved; -1: no record."""
+        return int(
+            self._run(
+                "capture_finish",
+                [keys.record_key(payment_id), keys.capture_lock_key(payment_id),
+                 keys.EVENTS_CHANNEL, keys.CAPTURES_UNKNOWN, keys.TRANSITION_COUNTS,
+                 self._settings.callback_queue],
+                payment_id=payment_id,
+                capture_status=status.value,
+                fields=dict(fields),
+                clear=list(clear),
+                to=to.value if to is not None else "",
+                payment_fields=dict(payment_fields or {}),
+                callback=callback.decode(),
+                filing=filing(self._settings),
+                check_at=int(check_at),
+                now_iso=now_iso(),
+                customers_prefix=keys.CLIENT_CUSTOMERS_PREFIX,
+                record_ttl=self._settings.record_ttl_seconds,
+            )
+        )  # fmt: skip
