@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from api.auth import OPEN_PATHS
 from api.schemas import ErrorResponse
+from shared.payments.metadata import MAX_KEYS, RESERVED_KEYS
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 
@@ -137,3 +138,23 @@ def test_every_route_behind_a_key_declares_its_429_and_budget_headers(app: FastA
                 headers = set(response.get("headers", {}))
                 assert {"RateLimit-Policy", "RateLimit"} <= headers, f"{method} {path} {status}"
     assert guarded == len(OPERATION_IDS) - len(OPEN_PATHS & {p for _, p in OPERATION_IDS})
+
+
+def test_metadata_and_description_are_shown_with_stripes_limits(app: FastAPI) -> None:
+    document = app.openapi()
+    schemas = document["components"]["schemas"]
+    create = document["paths"]["/payments"]["post"]
+    request = create["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    metadata = next(s for s in request["metadata"]["anyOf"] if s.get("type") == "object")
+    assert metadata["maxProperties"] == MAX_KEYS == 48
+    assert metadata["propertyNames"]["maxLength"] == 40
+    assert metadata["propertyNames"]["not"]["enum"] == sorted(RESERVED_KEYS)
+    assert metadata["additionalProperties"] == {"type": "string", "maxLength": 500}
+    description = next(s for s in request["description"]["anyOf"] if s.get("type") == "string")
+    assert description["maxLength"] == 1000
+    for answer in ("Payment", "CustomerCharge"):
+        assert {"metadata", "description"} <= set(schemas[answer]["properties"])
+    callback_data = schemas["CallbackEvent"]["properties"]["data"]["description"]
+    assert "description, metadata" in callback_data
+    codes = set(create["responses"]["400"]["content"]["application/json"]["examples"])
+    assert {"metadata_invalid", "metadata_key_reserved", "description_invalid"} <= codes
