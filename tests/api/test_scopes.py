@@ -28,6 +28,7 @@ PAYMENT_ROUTES = [
     ("GET", f"/payments/{PAYMENT_ID}"),
     ("POST", f"/payments/{PAYMENT_ID}/refunds"),
     ("GET", f"/payments/{PAYMENT_ID}/refunds/re_000000000000000000000000"),
+    ("POST", f"/payments/{PAYMENT_ID}/cancel"),
 ]
 
 

@@ -1,0 +1,250 @@
+"""A payment's deadline (expires_at / expires_in), POST /payments/{id}/cancel, and where a
+queued payment stands (``queue``), through the real app with Redis faked."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import fakeredis
+import httpx
+import pytest
+
+from api.queue_position import QueueEstimates
+from shared.payments.states import Status
+from shared.settings.service_settings import Settings
+from shared.store.keys import DEADLINES, lock_key, record_key
+from tests.api.conftest import ClientFor
+from tests.support import payment
+
+
+def _iso(seconds_from_now: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat()
+
+
+async def _accept(client: httpx.AsyncClient, key: str, **body: object) -> httpx.Response:
+    return await client.post("/payments", json=payment(**body), headers={"Idempotency-Key": key})
+
+
+# --- deadlines --------------------------------------------------------------------------------
+
+
+async def test_expires_in_sets_a_deadline_shown_in_the_answer_and_filed_for_expiry(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    before = time.time()
+    accepted = await _accept(client, "d-1", expires_in=600)
+    assert accepted.status_code == 202
+    body = accepted.json()
+    deadline = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00")).timestamp()
+    assert before + 600 <= deadline + 0.001 <= time.time() + 600.01
+    assert await redis.zscore(DEADLINES, body["id"]) == pytest.approx(deadline * 1000, abs=1)
+    polled = (await client.get(f"/payments/{body['id']}")).json()
+    assert polled["expires_at"] == body["expires_at"]
+
+
+async def test_expires_at_is_kept_as_given(client: httpx.AsyncClient) -> None:
+    accepted = await _accept(client, "d-2", expires_at="2099-01-01T00:00:00+00:00")
+    assert accepted.status_code == 400  # more than a day ahead
+    at = _iso(3600)
+    accepted = await _accept(client, "d-3", expires_at=at)
+    assert accepted.status_code == 202
+    shown = datetime.fromisoformat(accepted.json()["expires_at"].replace("Z", "+00:00"))
+    assert abs(shown - datetime.fromisoformat(at)) < timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ({"expires_in": 0}, "expires_in", "expires_in_invalid"),
+        ({"expires_in": 86_401}, "expires_in", "expires_in_invalid"),
+        ({"expires_in": "60"}, "expires_in", "expires_in_invalid"),
+        ({"expires_at": "tomorrow"}, "expires_at", "expires_at_invalid"),
+        ({"expires_at": "2030-01-01T00:00:00"}, "expires_at", "expires_at_invalid"),  # no offset
+        ({"expires_at": "2001-01-01T00:00:00Z"}, "expires_at", "expires_at_invalid"),  # past
+        ({"expires_at": 1_900_000_000}, "expires_at", "expires_at_invalid"),
+        ({"expires_in": 60, "expires_at": "2030-01-01T00:00:00Z"}, "expires_in",
+         "parameters_exclusive"),
+    ],
+)  # fmt: skip
+async def test_a_bad_deadline_is_a_400_naming_its_field(
+    client: httpx.AsyncClient, body: dict[str, object], param: str, code: str
+) -> None:
+    refused = await _accept(client, f"bad-{param}-{code}-{body!s}", **body)
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert (error["param"], error["code"]) == (param, code)
+
+
+async def test_the_deadline_is_part_of_the_request(client: httpx.AsyncClient) -> None:
+    first = await _accept(client, "d-4", expires_in=600)
+    # The same request later: the same payment, with its first deadline.
+    again = await _accept(client, "d-4", expires_in=600)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["expires_at"] == first.json()["expires_at"]
+    for other in ({"expires_in": 601}, {}, {"expires_at": _iso(600)}):
+        refused = await _accept(client, "d-4", **other)
+        assert refused.status_code == 422
+        assert refused.json()["error"]["code"] == "idempotency_key_reused"
+    # A payment without a deadline keeps the identity it always had.
+    await _accept(client, "d-5")
+    assert (await _accept(client, "d-5", expires_in=60)).status_code == 422
+
+
+async def test_an_expired_payment_reads_as_not_charged(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    accepted = (await _accept(client, "d-6", expires_in=60)).json()
+    error = {"type": "invalid_request_error", "code": "payment_expired",
+             "message": "never sent to Stripe"}  # fmt: skip
+    await redis.hset(record_key(accepted["id"]), mapping={
+        "status": "expired", "error": json.dumps(error), "error_status": "409"})  # fmt: skip
+    polled = await client.get(f"/payments/{accepted['id']}")
+    assert polled.status_code == 200
+    assert polled.json()["status"] == "expired"
+    assert polled.json()["error"]["code"] == "payment_expired"
+    assert "queue" not in polled.json()
+    replay = await _accept(client, "d-6", expires_in=60)
+    assert replay.status_code == 409
+    assert replay.json()["error"]["code"] == "payment_expired"
+
+
+# --- cancel -----------------------------------------------------------------------------------
+
+
+async def test_a_queued_payment_is_canceled_once_and_for_good(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    accepted = (await _accept(client, "c-1", expires_in=600)).json()
+    canceled = await client.post(f"/payments/{accepted['id']}/cancel")
+    assert canceled.status_code == 200
+    body = canceled.json()
+    assert body["status"] == "canceled"
+    assert body["error"]["code"] == "payment_canceled"
+    assert "never sent to Stripe" in body["error"]["message"]
+    # Idempotent: asked again, the same answer.
+    again = await client.post(f"/payments/{accepted['id']}/cancel")
+    assert again.status_code == 200
+    assert again.json()["status"] == "canceled"
+    assert (await client.get(f"/payments/{accepted['id']}")).json()["status"] == "canceled"
+    assert await redis.zscore(DEADLINES, accepted["id"]) is None
+    # Replaying its request answers what became of it.
+    replay = await _accept(client, "c-1", expires_in=600)
+    assert replay.status_code == 409
+    assert replay.json()["error"]["code"] == "payment_canceled"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (Status.PROCESSING, "payment_in_progress"),
+        (Status.UNKNOWN, "payment_in_progress"),
+        (Status.SUCCEEDED, "payment_not_cancelable"),
+        (Status.FAILED, "payment_not_cancelable"),
+        (Status.REQUIRES_ACTION, "payment_not_cancelable"),
+        (Status.EXPIRED, "payment_not_cancelable"),
+    ],
+)
+async def test_a_payment_already_sent_or_final_is_not_canceled(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis, status: Status, code: str
+) -> None:
+    accepted = (await _accept(client, f"c-{status.value}")).json()
+    await redis.hset(record_key(accepted["id"]), "status", status.value)
+    refused = await client.post(f"/payments/{accepted['id']}/cancel")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == code
+    assert refused.json()["error"]["payment_id"] == accepted["id"]
+    assert (await redis.hget(record_key(accepted["id"]), "status")).decode() == status.value  # type: ignore[union-attr]
+
+
+async def test_a_queued_payment_a_worker_holds_is_in_progress(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    accepted = (await _accept(client, "c-held")).json()
+    await redis.set(lock_key(accepted["id"]), "a-worker")
+    refused = await client.post(f"/payments/{accepted['id']}/cancel")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "payment_in_progress"
+
+
+async def test_cancel_of_no_such_payment_is_a_404(client: httpx.AsyncClient) -> None:
+    for payment_id in ("pay_" + "0" * 24, "nope"):
+        missing = await client.post(f"/payments/{payment_id}/cancel")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "payment_not_found"
+
+
+async def test_a_client_cannot_cancel_another_clients_payment(client_for: ClientFor) -> None:
+    clients = [{"name": "shop", "keys": ["shop-key"]}, {"name": "other", "keys": ["other-key"]}]
+    settings = Settings.model_validate({"environment": "test", "redis_url": "redis://fake",
+                                        "api_clients": json.dumps(clients)})  # fmt: skip
+    async with client_for(settings, redis=fakeredis.FakeAsyncRedis()) as api:
+        accepted = await api.post("/payments", json=payment(), headers={
+            "Authorization": "Bearer shop-key", "Idempotency-Key": "c-x"})  # fmt: skip
+        path = f"/payments/{accepted.json()['id']}/cancel"
+        refused = await api.post(path, headers={"Authorization": "Bearer other-key"})
+        assert refused.status_code == 404
+        mine = await api.post(path, headers={"Authorization": "Bearer shop-key"})
+        assert mine.json()["status"] == "canceled"
+
+
+# --- where a queued payment stands --------------------------------------------------------------
+
+
+async def test_the_accept_and_get_say_how_many_wait_before_a_payment(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    ids = []
+    for i in range(4):
+        answer = (await _accept(client, f"q-{i}")).json()
+        assert answer["queue"]["ahead"] == i
+        assert answer["queue"]["estimate"] is True
+        ids.append(answer["id"])
+    # More accepted after the third: still two before it.
+    third = (await client.get(f"/payments/{ids[2]}")).json()
+    assert third["queue"]["ahead"] == 2
+    # A worker takes the oldest two: nothing before the third any more.
+    (queue,) = [q.decode() for q in await redis.smembers("payments:queues")]  # type: ignore[union-attr]
+    await redis.rpop(queue, 2)
+    third = (await client.get(f"/payments/{ids[2]}")).json()
+    assert third["queue"]["ahead"] == 0
+    assert (await client.get(f"/payments/{ids[3]}")).json()["queue"]["ahead"] == 1
+
+
+async def test_the_estimated_charge_time_follows_the_drain_rate(
+    client_for: ClientFor, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    settings = Settings(environment="test", redis_url="redis://fake",
+                        api_allow_anonymous=True, stripe_max_rps=2)  # fmt: skip
+    async with client_for(settings, redis=redis) as api:
+        before = time.time()
+        answer = await api.post("/payments", json=payment(payment_method="pm_card_visa"),
+                                headers={"Idempotency-Key": "e-1"})  # fmt: skip
+        queue = answer.json()["queue"]
+        # No drain observed yet: the Stripe budget, 2 charges a second, one call each.
+        at = datetime.fromisoformat(queue["estimated_charge_at"].replace("Z", "+00:00"))
+        assert before + 0.5 <= at.timestamp() + 0.001 <= time.time() + 0.51
+
+
+async def test_only_a_queued_payment_says_where_it_stands(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    accepted = (await _accept(client, "q-done")).json()
+    await redis.hset(record_key(accepted["id"]), "status", "processing")
+    assert "queue" not in (await client.get(f"/payments/{accepted['id']}")).json()
+
+
+def test_the_drain_rate_is_what_left_the_clients_queue_lately() -> None:
+    now = [1000.0]
+    estimates = QueueEstimates(10, clock=lambda: now[0])
+    assert estimates.drain_rate("shop", calls_per_charge=2) == 5  # the budget, two calls each
+    estimates.observe("shop", accepted=100, waiting=100)
+    now[0] += 4
+    estimates.observe("shop", accepted=120, waiting=108)  # 12 taken in 4 s
+    assert estimates.drain_rate("shop") == 3
+    # Past the window, old samples no longer count.
+    now[0] += 120
+    estimates.observe("shop", accepted=120, waiting=108)
+    assert estimates.drain_rate("shop") == 10
+    assert QueueEstimates(0).drain_rate("shop") is None
