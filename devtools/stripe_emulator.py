@@ -24,6 +24,15 @@ Two gaps are filled so that it answers like Stripe does for what this service us
   as Stripe does (``type`` with ``*``, or ``types``; ``created``; ``delivery_success``: false
   lists the events still pending or whose delivery to an endpoint failed; ``limit``,
   ``starting_after``, ``has_more``, newest first); a refund sends ``charge.refunded``;
+- authorizations (``capture_method=manual``): a PaymentIntent shows ``amount_capturable``,
+  ``amount_received``, ``cancellation_reason`` and ``canceled_at``, its charge
+  ``amount_captured``; ``/capture`` of one that is not ``requires_capture`` is Stripe's 400
+  ``payment_intent_unexpected_state`` and an ``amount_to_capture`` above what is capturable a
+  400 naming it (localstripe answered a bare 400, or a 500 when there was no charge);
+  ``/cancel`` takes a ``cancellation_reason`` and sends ``payment_intent.canceled`` (localstripe
+  sent nothing); ``POST /v1/payment_intents/{id}/_expire_authorization`` (a test helper) does
+  what Stripe does to an authorization 7 days on: canceled, ``cancellation_reason``
+  ``automatic``, ``payment_intent.canceled`` sent;
 - disputes: ``POST /v1/charges/{id}/_dispute`` (a test helper, as ``_authenticate`` is: Stripe
   opens disputes in test mode through special cards instead) makes a ``dp_…`` dispute on the
   charge (``GET /v1/disputes/{id}``), marks the charge ``disputed`` and sends the signed
@@ -65,6 +74,7 @@ def build_app() -> Any:
     _missing_objects_named(resources)
     _payment_intent_description(resources)
     _three_d_secure(resources)
+    _authorizations(resources)
     _disputes(resources)
     from localstripe import server  # after the patches: it routes resources.extra_apis
 
@@ -336,6 +346,113 @@ def _three_d_secure(resources: Any) -> None:
         (method, url, intent._api_authenticate if url.endswith("/_authenticate") else func)
         for method, url, func in resources.extra_apis
     ]
+
+
+def _authorizations(resources: Any) -> None:
+    """Authorize now, capture later, as Stripe answers it (see the module's docstring)."""
+    import time
+
+    from localstripe.errors import UserError
+
+    intent, charge = resources.PaymentIntent, resources.Charge
+    init = intent.__init__
+
+    def with_cancellation(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.cancellation_reason = None
+        self.canceled_at = None
+
+    def amount_capturable(self: Any) -> int:
+        return int(self.amount) if self.status == "requires_capture" else 0
+
+    def amount_received(self: Any) -> int:
+        if self.status != "succeeded" or self.latest_charge is None:
+            return 0
+        return int(self.latest_charge.amount_captured)
+
+    def amount_captured(self: Any) -> int:
+        if not self.captured or self.status != "succeeded":
+            return 0
+        return int(getattr(self, "_amount_captured", None) or self.amount)
+
+    intent.__init__ = with_cancellation
+    intent.amount_capturable = property(amount_capturable)
+    intent.amount_received = property(amount_received)
+    charge.amount_captured = property(amount_captured)
+
+    capture_charge = charge._capture
+
+    def capture_recording_amount(self: Any, amount: Any, on_success: Any = None) -> Any:
+        self._amount_captured = resources.try_convert_to_int(amount) if amount else self.amount
+        return capture_charge(self, amount, on_success=on_success)
+
+    charge._capture = capture_recording_amount
+
+    def unexpected_state(obj: Any, action: str) -> UserError:
+        return UserError(
+            400,
+            f"This PaymentIntent could not be {action} because it has a status of "
+            f"{obj.status}. Only a PaymentIntent with one of the following statuses may be "
+            f"{action}: requires_capture.",
+            {"code": "payment_intent_unexpected_state"},
+        )
+
+    capture = intent.__dict__["_api_capture"].__func__
+
+    def checked_capture(cls: Any, /, id: Any, amount_to_capture: Any = None, **kwargs: Any) -> Any:
+        obj = cls._api_retrieve(id)
+        if obj.status != "requires_capture":
+            raise unexpected_state(obj, "captured")
+        if amount_to_capture is not None:
+            amount = resources.try_convert_to_int(amount_to_capture)
+            if type(amount) is not int or not 0 < amount <= obj.amount:
+                raise UserError(
+                    400,
+                    "The amount to capture must be positive and at most the amount capturable "
+                    f"({obj.amount}).",
+                    {"code": "amount_too_large", "param": "amount_to_capture"},
+                )
+        return capture(cls, id, amount_to_capture=amount_to_capture, **kwargs)
+
+    cancel = intent.__dict__["_api_cancel"].__func__
+    reasons = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+
+    def cancel_and_report(
+        cls: Any, /, id: Any, cancellation_reason: Any = None, **kwargs: Any
+    ) -> Any:
+        if cancellation_reason is not None and cancellation_reason not in reasons:
+            raise UserError(400, f"Invalid cancellation_reason: {cancellation_reason!r}")
+        before = cls._api_retrieve(id)
+        if before.status in ("succeeded", "canceled", "processing"):
+            raise unexpected_state(before, "canceled")
+        obj = cancel(cls, id, **kwargs)
+        obj.cancellation_reason = cancellation_reason
+        obj.canceled_at = int(time.time())
+        resources.schedule_webhook(resources.Event("payment_intent.canceled", obj))
+        return obj
+
+    def expire_authorization(id: str, **_: Any) -> Any:
+        obj = intent._api_retrieve(id)
+        if obj.status != "requires_capture":
+            raise unexpected_state(obj, "expired")
+        obj._canceled = True
+        obj.cancellation_reason = "automatic"
+        obj.canceled_at = int(time.time())
+        resources.schedule_webhook(resources.Event("payment_intent.canceled", obj))
+        return obj
+
+    intent._api_capture = classmethod(checked_capture)
+    intent._api_cancel = classmethod(cancel_and_report)
+    replaced = {"/capture": intent._api_capture, "/cancel": intent._api_cancel}
+    resources.extra_apis[:] = [
+        (method, url, next((f for end, f in replaced.items()
+                            if url.startswith("/v1/payment_intents/") and url.endswith(end)),
+                           func))
+        for method, url, func in resources.extra_apis
+    ]  # fmt: skip
+    resources.extra_apis.append(
+        ("POST", "/v1/payment_intents/{id}/_expire_authorization", expire_authorization)
+    )
 
 
 def _disputes(resources: Any) -> None:

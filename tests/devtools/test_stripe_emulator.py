@@ -254,3 +254,66 @@ async def test_what_stripe_refuses_in_an_events_list_is_refused(
     status, body = await events(stripe, **params)
     assert status == 400
     assert body["error"]["type"] == "invalid_request_error"
+
+
+async def authorization(client: TestClient[Any, Any], amount: int = 4299) -> dict[str, Any]:
+    customer = await customer_paying(client, "pm_card_visa")
+    return await post(
+        client, "/v1/payment_intents", customer=customer, amount=amount, currency="usd",
+        payment_method="pm_card_visa", confirm="true", off_session="true",
+        capture_method="manual",
+    )  # fmt: skip
+
+
+async def test_an_authorization_is_captured_in_part_as_stripe_does(
+    stripe: TestClient[Any, Any],
+) -> None:
+    held = await authorization(stripe)
+
+    captured = await post(stripe, f"/v1/payment_intents/{held['id']}/capture",
+                          amount_to_capture=3000)  # fmt: skip
+    again = await stripe.post(f"/v1/payment_intents/{held['id']}/capture", headers=AUTH)
+    charge = await (
+        await stripe.get(f"/v1/charges/{captured['latest_charge']['id']}", headers=AUTH)
+    ).json()
+
+    assert (held["status"], held["amount_capturable"], held["amount_received"]) == (
+        "requires_capture", 4299, 0)  # fmt: skip
+    assert (captured["status"], captured["amount_received"]) == ("succeeded", 3000)
+    assert captured["amount_capturable"] == 0
+    assert (charge["amount"], charge["amount_captured"], charge["captured"]) == (4299, 3000, True)
+    assert again.status == 400
+    assert (await again.json())["error"]["code"] == "payment_intent_unexpected_state"
+
+
+async def test_more_than_was_authorized_is_refused(stripe: TestClient[Any, Any]) -> None:
+    held = await authorization(stripe)
+
+    answer = await stripe.post(f"/v1/payment_intents/{held['id']}/capture",
+                               data={"amount_to_capture": 5000}, headers=AUTH)  # fmt: skip
+
+    assert answer.status == 400
+    assert (await answer.json())["error"]["param"] == "amount_to_capture"
+
+
+async def test_a_void_and_an_expiry_cancel_the_authorization(
+    stripe: TestClient[Any, Any],
+) -> None:
+    voided = await authorization(stripe)
+    expired = await authorization(stripe)
+
+    canceled = await post(stripe, f"/v1/payment_intents/{voided['id']}/cancel")
+    lapsed = await post(stripe, f"/v1/payment_intents/{expired['id']}/_expire_authorization")
+    late = await stripe.post(f"/v1/payment_intents/{voided['id']}/capture", headers=AUTH)
+
+    assert (canceled["status"], canceled["cancellation_reason"]) == ("canceled", None)
+    assert canceled["canceled_at"] is not None
+    assert (lapsed["status"], lapsed["cancellation_reason"]) == ("canceled", "automatic")
+    assert lapsed["amount_received"] == 0
+    assert late.status == 400
+    assert (await late.json())["error"]["code"] == "payment_intent_unexpected_state"
+    events = await stripe.get(
+        "/v1/events", params={"type": "payment_intent.canceled"}, headers=AUTH
+    )
+    sent = {e["data"]["object"]["id"] for e in (await events.json())["data"]}
+    assert sent == {voided["id"], expired["id"]}

@@ -657,3 +657,31 @@ def test_17_a_3ds_payment_whose_answer_was_lost_and_key_forgotten_is_adopted_not
     assert stripe.charges(customer) == []
     print("\n[17] 3-D Secure, answer lost, key forgotten: requires_action adopted, "
           "1 PaymentIntent")  # fmt: skip
+
+
+def test_18_a_capture_whose_answer_was_lost_is_reconciled_and_captures_once(
+    stack: Stack, api: httpx.Client, stripe: StripeAdmin
+) -> None:
+    customer = stripe.customer()
+    held = api.post(
+        "/payments",
+        json={"account_id": customer, "amount": "42.99", "capture_method": "manual"},
+        params={"wait": 30},
+    ).json()
+    assert held["status"] == "requires_capture"
+    capture_path = f"{PI_PATH}/{held['payment_intent']}/capture"
+    stack.proxy(drop=1)  # Stripe captures; its answer never reaches the worker
+
+    response = api.post(
+        f"/payments/{held['id']}/capture", json={"amount": "30.00"}, params={"wait": 30}
+    )
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["amount_captured"]) == ("succeeded", "30.00")
+    captures = [e for e in stack.proxy_log() if e["method"] == "POST" and e["path"] == capture_path]
+    # One capture sent: the retry retrieved the PaymentIntent first, and found it captured.
+    assert [(e["outcome"], e["idempotency_key"]) for e in captures] == [
+        ("forwarded_then_dropped", f"{held['id']}:capture")
+    ]
+    intent = stripe.http.get(f"{PI_PATH}/{held['payment_intent']}").json()
+    assert (intent["status"], intent["amount_received"]) == ("succeeded", 3000)
