@@ -80,7 +80,8 @@ clean:
 ## Benchmarks (code in bench/), in one run: accept vs a bare FastAPI endpoint served alike (32 and
 ## 64 connections), the group commit at 1-64 connections, a py-spy profile, accept under list
 ## load, drain at 200 ms (1 and 2 workers, cap off; 16 threads), two workers under the default
-## Stripe cap, Redis cost per payment; writes docs/PERFORMANCE.md and docs/performance.png.
+## Stripe cap, Redis cost per payment, batches of 100 vs single requests; writes docs/PERFORMANCE.md
+## and docs/performance.png. One part alone: $(PY) -m bench --only batch.
 ## Needs wrk (apt-get install -y wrk); the profile needs py-spy in .venv (pip install py-spy;
 ## skipped without it). About 6 minutes.
 bench: install

@@ -7,6 +7,7 @@ plain entry point (``celery -A worker.celery_app worker``). Load comes from wrk.
 
     python -m bench                  # full run, about 4 minutes on 2 cores
     python -m bench --smoke --output-dir /tmp/x   # a few seconds of each, for the tests
+    python -m bench --only batch     # one part alone; rewrites only its section of the report
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import drain, fairness, report
+from bench import batch, drain, fairness, report
 from bench import profile as bench_profile
 from bench import wrk as wrk_mod
 from devtools.processes import (
@@ -66,6 +67,9 @@ class Plan:
     fairness_cap: float = 10.0  # STRIPE_MAX_RPS of the fairness run, as in the issue's scenario
     fairness_backlog: int = 1_000  # the greedy client's payments, queued at once
     fairness_calm: int = 10  # the calm client's, one a second
+    batch_rounds: int = 3
+    batch_seconds: float = 5.0
+    batch_size: int = 100
 
 
 SMOKE = Plan(
@@ -83,6 +87,8 @@ SMOKE = Plan(
     capped_seconds=2.0,
     fairness_backlog=100,
     fairness_calm=3,
+    batch_rounds=1,
+    batch_seconds=1,
 )
 
 # The servers of the accept parts, all with the API's uvicorn flags and logging: (app, env).
@@ -116,6 +122,7 @@ class Results:
     capped: drain.DrainResult | None = None
     capped_rps: float = 0.0
     fairness: fairness.FairnessResult | None = None
+    batch: batch.BatchResult | None = None
     settings: dict[str, str] = field(default_factory=dict)
 
 
@@ -258,6 +265,30 @@ def bench_accept(
         say("profiled the API under load")
     else:
         results.profile = ["(no profile: py-spy is missing or may not attach to the API here)"]
+
+
+def bench_batch(
+    plan: Plan, results: Results, urls: dict[str, str], pids: dict[str, int], redis_url: str
+) -> None:
+    """Payments accepted per second through batches against single requests (bench.batch)."""
+    pid = pids["real"]
+    results.batch = r = batch.measure(
+        urls["real"],
+        redis_url,
+        lambda: cpu_seconds(pid),
+        rounds=plan.batch_rounds,
+        seconds=plan.batch_seconds,
+        size=plan.batch_size,
+    )
+    for i, (single, many) in enumerate(zip(r.singles, r.batches, strict=True)):
+        say(
+            f"batch round {i + 1}: single {single.payments_per_s:.0f} payments/s, batches of "
+            f"{r.size} {many.payments_per_s:.0f} payments/s ({r.ratios[i]:.1f}x)"
+        )
+    say(
+        f"batch: {r.round_trips_per_batch:g} Redis round trip(s) per batch of {r.size}, "
+        f"{r.round_trips_per_single:g} per single request"
+    )
 
 
 def bench_list(plan: Plan, results: Results, stub: str, urls: dict[str, str]) -> None:
@@ -437,6 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where PERFORMANCE.md and performance.png go (default: docs/)",
     )
     parser.add_argument("--skip-drain", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=sorted(PARTS),
+        help="run this part alone and rewrite only its section of PERFORMANCE.md",
+    )
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else Plan()
     try:
@@ -446,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
 
+    if args.only:
+        return PARTS[args.only](plan, args.output_dir)
     results = Results()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ProcessGroup(Path(tmp)) as group:
@@ -479,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                         uvicorn(group, name, app, {**env, **extra})
                     )
                 bench_accept(plan, results, urls, group, pids)
+                bench_batch(plan, results, urls, pids, redis_url)
                 bench_list(plan, results, stub, urls)
             if not args.skip_drain:
                 bench_drain(plan, results, group, redis_url, stub)
@@ -498,6 +537,30 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text)
     say(f"wrote {args.output_dir / 'PERFORMANCE.md'} in {elapsed:.0f} s")
     return 0
+
+
+def only_batch(plan: Plan, output_dir: Path) -> int:
+    """The batch part alone: its own Redis and one API server, then its section of the report
+    written over the one already there (the rest of the file is kept)."""
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ProcessGroup(Path(tmp)) as group:
+        data = Path(tmp) / "redis"
+        data.mkdir()
+        with temporary_redis(data, group) as redis_url:
+            env = service_env(redis_url, "http://127.0.0.1:9")  # accepts make no Stripe call
+            with uvicorn(group, "real", "api.main:app", env) as (url, pid):
+                warm_up(url)
+                bench_batch(plan, results, {"real": url}, {"real": pid}, redis_url)
+    section = report.batch_section(results)
+    print(section)
+    out = output_dir / "PERFORMANCE.md"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.with_section(out.read_text() if out.exists() else "", section))
+    say(f"wrote the batch section of {out}")
+    return 0
+
+
+PARTS = {"batch": only_batch}
 
 
 if __name__ == "__main__":

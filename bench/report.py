@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import profile as bench_profile
 
@@ -24,6 +24,11 @@ DRAIN_GOAL = 150.0  # charges/s, one worker, 200 ms per Stripe call
 SCALING_GOAL = 1.8
 LIST_OVERHEAD_GOAL_MS = 5.0
 FAIRNESS_GOAL_P90 = 15.0  # seconds, a calm client's payments behind 1,000 of a greedy one's
+BATCH_GOAL = 10.0  # payments accepted per second, batches of 100 over single requests
+# The batch part's section is between these, so that `python -m bench --only batch` rewrites it
+# alone.
+BATCH_BEGIN = "<!-- batch part: python -m bench --only batch rewrites it -->"
+BATCH_END = "<!-- end of the batch part -->"
 
 LABELS = {
     "bare": "bare FastAPI POST",
@@ -485,9 +490,89 @@ def _fairness_lines(results: Results) -> list[str]:
     ]
 
 
+def _batch_round_row(name: str, rounds: list[Any]) -> str:
+    return _row(
+        [
+            name,
+            f"{_median([r.payments_per_s for r in rounds]):.0f}",
+            f"{_median([r.requests_per_s for r in rounds]):.0f}",
+            f"{_median([r.p50_ms for r in rounds]):.1f}",
+            f"{_median([r.p99_ms for r in rounds]):.1f}",
+            f"{_median([r.cpu_us_per_payment for r in rounds]):.0f} us",
+            str(sum(r.errors for r in rounds)),
+        ]
+    )
+
+
+def batch_section(results: Results) -> str:
+    """The batch part's section, between its markers ("" when it did not run)."""
+    b = results.batch
+    if b is None:
+        return ""
+    lines = [
+        BATCH_BEGIN,
+        "### Batches: many payments in one request",
+        "",
+        f"One API process (the real one above; ACCEPT_GROUP_COMMIT=true, its default; "
+        "CLIENT_MAX_RPS=0, QUEUE_MAX_BACKLOG=100000000, LOG_LEVEL INFO, no worker), "
+        f"{len(b.singles)} alternated {b.seconds:g} s rounds: `POST /payments` with a unique "
+        f"`Idempotency-Key` a request on {b.single_connections} connections, then "
+        f"`POST /payments/batch` with {b.size} payments a request (each its own "
+        f"`idempotency_key`) on {b.batch_connections} connections. Payments accepted are "
+        "Redis's own count (`payments:accepted`); errors are failed requests and items not "
+        "accepted.",
+        "",
+        _row(
+            [
+                "path",
+                "payments accepted/s",
+                "requests/s",
+                "p50 ms",
+                "p99 ms",
+                "server CPU per payment",
+                "errors",
+            ]
+        ),
+        _row(["---"] * 7),
+        _batch_round_row("`POST /payments`", b.singles),
+        _batch_round_row(f"`POST /payments/batch`, {b.size} a batch", b.batches),
+        "",
+        f"batches / single requests, payments accepted per second: **{b.ratio:.1f}x** (per "
+        f"round: {', '.join(f'{x:.1f}' for x in b.ratios)}); goal >= {BATCH_GOAL:g}x: "
+        f"{_met(b.ratio >= BATCH_GOAL)}",
+        "",
+        f"Redis round trips per batch of {b.size}: **{b.round_trips_per_batch:g}** (a single "
+        f"`POST /payments`: {b.round_trips_per_single:g}), the median of "
+        "20 sent one at a time to the app built in the benchmark's process, counted at "
+        "redis-py's connections (each request or pipeline written is one round trip). Redis "
+        f"read that one pipeline in {b.reads_per_batch:g} socket reads (each item's script "
+        "carries its record and its charge message; the request's body was "
+        f"{b.batch_bytes / 1024:.0f} KB).",
+        BATCH_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def with_section(document: str, section: str) -> str:
+    """``document`` with the batch part's section replaced by ``section`` (put before the
+    plot, or at the end, when it has none yet)."""
+    before, begin, rest = document.partition(BATCH_BEGIN)
+    if begin:
+        _, end, after = rest.partition(BATCH_END)
+        if end:
+            return before + section.rstrip("\n") + after
+    plot = "![accept and group commit"
+    if plot in document:
+        head, _, tail = document.partition(plot)
+        return head + section + "\n" + plot + tail
+    return document.rstrip("\n") + "\n\n" + section
+
+
 def table(results: Results, plan: Plan) -> str:
     lines: list[str] = []
     lines += _accept_lines(results, plan)
+    lines += [batch_section(results)] if results.batch is not None else []
     lines += _sweep_lines(results)
     lines += _list_lines(results, plan)
     lines += _drain_lines(results, plan)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent / "wrk.lua"
 LIST_SCRIPT = Path(__file__).resolve().parent / "wrk_list.lua"
+BATCH_SCRIPT = Path(__file__).resolve().parent / "wrk_batch.lua"
 
 INSTALL_HINT = (
     "wrk (the HTTP load generator) is not on PATH. Install it, then run `make bench` again:\n"
@@ -79,6 +80,26 @@ def wrk_argv(
         url,
         "--",
         *args,
+    ]
+
+
+def batch_argv(url: str, *, connections: int, seconds: float, size: int) -> list[str]:
+    """POST /payments/batch with ``size`` payments a request, each its own idempotency_key
+    (bench/wrk_batch.lua)."""
+    return [
+        wrk_binary(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BATCH_SCRIPT),
+        url,
+        "--",
+        "b" + uuid.uuid4().hex[:12],
+        str(size),
+        CLIENT_KEY,
     ]
 
 
