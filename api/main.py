@@ -21,6 +21,7 @@ from api import (
     metrics,
     openapi,
     operation_docs,
+    payment_list,
     payments,
     refund_routes,
     webhooks,
@@ -45,6 +46,7 @@ from shared.settings.service_settings import Settings, get_settings
 from shared.store import PaymentStore
 from shared.store.capture_store import AsyncCaptureStore
 from shared.store.lifecycle_store import AsyncLifecycleStore
+from shared.store.list_store import AsyncListStore
 from shared.store.refund_store import AsyncRefundStore
 from shared.stripe.gateway import StripeGateway
 
@@ -82,6 +84,7 @@ def create_app(
             AsyncCaptureStore(client, settings), settings, app.state.service
         )
         app.state.lifecycle_store = AsyncLifecycleStore(client, settings)
+        app.state.list_store = AsyncListStore(client, settings)
         # The admin routes' rare calls block: their store runs in a thread off the event loop.
         admin_redis = sync_redis(settings)
         app.state.admin_store = PaymentStore(admin_redis, settings)
@@ -128,6 +131,7 @@ def create_app(
     app.include_router(refund_routes.router, tags=["refunds"])
     app.include_router(cancel_routes.router, tags=["payments"])
     app.include_router(capture_routes.router, tags=["payments"])
+    app.include_router(payment_list.router, tags=["payments"])
     app.webhooks.include_router(operation_docs.callbacks)
     openapi.install(app, settings)
     return app

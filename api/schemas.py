@@ -481,6 +481,14 @@ class CustomerPayments(BaseModel):
     next_cursor: str | None = Field(description="Pass as starting_after for the next page.")
 
 
+class PaymentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Payment] = Field(description="The page's payments, newest first.")
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as starting_after for the next page.")
+    url: Literal["/payments"] = "/payments"
+
+
 class Health(BaseModel):
     status: Literal["ok"] = Field(description="The process is alive.")
 

@@ -274,3 +274,8 @@ def iso_from_ms(ms: int) -> str:
     """A record's timestamp (UTC, milliseconds, ``Z``) from ms since the epoch."""
     when = datetime.fromtimestamp(ms / 1000, UTC)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ms_from_iso(stamp: str) -> int:
+    """A record's timestamp (as ``iso_from_ms`` writes it) in ms since the epoch."""
+    return round(datetime.fromisoformat(stamp).timestamp() * 1000)

@@ -84,6 +84,13 @@ Key (type; TTL; written by):
   no TTL; API on accept, in the same script as the push; workers: the maintenance round
   expires the due ones still queued and drops the others): so that a backlog never hides an
   expiry.
+- ``payments:client:listed:{client}`` (sorted set of the client's payment ids scored by
+  their creation in ms: GET /payments; the API on accept, in the same script, trimmed there of
+  entries past RECORD_TTL_SECONDS, its TTL RECORD_TTL_SECONDS from the client's last accept),
+  ``payments:client:status:{client}:{status}`` (the same, one set a status: every script that
+  moves a status moves the entry, in the same step, lib/common.lua ``index_move``; trimmed at
+  accept in turns, its TTL the listed set's) and ``payments:client:customer:{client}:{customer}``
+  (the same, the client's payments for one customer; API on accept, trimmed and expiring there).
 - kombu's ``unacked`` / ``unacked_index`` (delivered messages not yet acknowledged; kombu,
   and a waiting worker moves its own entry's time forward).
 """
@@ -129,6 +136,9 @@ WORKER_HEARTBEAT = "payments:metrics:worker_heartbeat"
 UNACKED_INDEX = "unacked_index"
 CLIENT_QUEUES = "payments:queues"
 DEADLINES = "payments:deadlines"
+CLIENT_LISTED_PREFIX = "payments:client:listed:"
+CLIENT_STATUS_PREFIX = "payments:client:status:"
+CLIENT_CUSTOMER_PREFIX = "payments:client:customer:"
 
 
 def record_key(payment_id: str) -> str:
@@ -178,3 +188,18 @@ def client_backlog(client: str) -> str:
 def client_queue(queue_name: str, client: str) -> str:
     """The Celery queue (a Redis list) of one client's charges: ``{QUEUE_NAME}.{client}``."""
     return f"{queue_name}.{client}"
+
+
+def client_listed(client: str) -> str:
+    """The client's payments by creation (ms): what GET /payments reads without filters."""
+    return CLIENT_LISTED_PREFIX + client
+
+
+def client_status(client: str, status: str) -> str:
+    """The client's payments in one status, by creation (ms)."""
+    return f"{CLIENT_STATUS_PREFIX}{client}:{status}"
+
+
+def client_customer(client: str, customer: str) -> str:
+    """The client's payments for one customer, by creation (ms)."""
+    return f"{CLIENT_CUSTOMER_PREFIX}{client}:{customer}"

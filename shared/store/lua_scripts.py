@@ -3,8 +3,9 @@
 A script sees ``STATUS.<NAME>`` (every ``Status``), ``FINAL[status]`` (the final ones),
 ``UNSENT[status]`` (those for which nothing was sent to Stripe yet),
 ``REFUND_STATUS.<NAME>`` and ``REFUND_FINAL[status]`` likewise for refunds (and
-``CAPTURE_STATUS``, ``CAPTURE_FINAL`` for a payment's capture or void), and its own rows
-of the state machine (``shared.payments.states``) as ``MOVES[from][to]`` and
+``CAPTURE_STATUS``, ``CAPTURE_FINAL`` for a payment's capture or void), ``STATUSES`` (every
+status, a list), ``INDEX`` (the prefixes of the client's list sets, ``shared.store.keys``),
+and its own rows of the state machine (``shared.payments.states``) as ``MOVES[from][to]`` and
 ``REFUND_MOVES[from][to]`` (asked through ``may_move`` of lib/common.lua), all generated from
 Python, so no status and no move is spelled inside Lua. Each script takes one JSON object of
 named arguments (``ARGV[1]``), decoded as ``a``.
@@ -29,6 +30,7 @@ from shared.payments.states import (
     payment_moves,
     refund_moves,
 )
+from shared.store import keys
 
 LUA_DIR = Path(__file__).with_name("lua")
 
@@ -59,6 +61,9 @@ def _preamble(name: str) -> str:
         f"local CAPTURE_FINAL = {_set(FINAL_CAPTURE_STATUSES)}\n"
         f"local MOVES = {_moves(payment_moves(name))}\n"
         f"local REFUND_MOVES = {_moves(refund_moves(name))}\n"
+        f"local STATUSES = {{{', '.join(repr(s.value) for s in Status)}}}\n"
+        f"local INDEX = {{listed = '{keys.CLIENT_LISTED_PREFIX}', "
+        f"status = '{keys.CLIENT_STATUS_PREFIX}', customer = '{keys.CLIENT_CUSTOMER_PREFIX}'}}\n"
     )
 
 

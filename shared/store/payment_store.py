@@ -21,7 +21,7 @@ from redis.asyncio import Redis as AsyncRedis
 from shared.backoff import delays
 from shared.callbacks.events import payment_callback
 from shared.celery_message import charge_message
-from shared.payments.payment_records import PaymentRecord, now_iso
+from shared.payments.payment_records import PaymentRecord, ms_from_iso, now_iso
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
@@ -268,6 +268,7 @@ class AsyncPaymentStore:
                 fields=fields,
                 message=message.decode(),
                 record_ttl=self._settings.record_ttl_seconds,
+                created_ms=ms_from_iso(fields["created_at"]),
                 max_backlog=self._settings.queue_max_backlog,
                 sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
                 client=limits.name,

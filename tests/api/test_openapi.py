@@ -24,6 +24,7 @@ OPERATION_IDS = {
     ("POST", "/payments/batch"): "create_payment_batch",
     ("GET", "/payments/{payment_id}"): "get_payment",
     ("GET", "/{customer_id}/payments"): "list_customer_payments",
+    ("GET", "/payments"): "list_payments",
     ("POST", "/payments/{payment_id}/refunds"): "create_refund",
     ("POST", "/payments/{payment_id}/capture"): "capture_payment",
     ("GET", "/payments/{payment_id}/refunds/{refund_id}"): "get_refund",

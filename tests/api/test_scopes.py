@@ -25,6 +25,7 @@ PLAIN_KEY = "key-plain"
 PAYMENT_ID = "pay_000000000000000000000000"
 PAYMENT_ROUTES = [
     ("POST", "/payments"),
+    ("GET", "/payments"),
     ("GET", f"/payments/{PAYMENT_ID}"),
     ("POST", f"/payments/{PAYMENT_ID}/refunds"),
     ("GET", f"/payments/{PAYMENT_ID}/refunds/re_000000000000000000000000"),

@@ -31,11 +31,14 @@ from shared.store.keys import (
     PENDING_INDEX,
     REFUNDS_PENDING,
     client_customers,
+    client_listed,
+    client_status,
     record_key,
     refund_key,
 )
 from shared.store.lifecycle_store import LifecycleStore, Transition
 from shared.store.lua_scripts import LUA_DIR
+from shared.store.payment_store import ClientLimits
 from shared.store.refund_store import AsyncRefundStore, RefundStore
 from shared.store.unsent_store import AsyncCancelStore
 
@@ -46,6 +49,7 @@ DAY = 24 * 3600
 
 # Scripts that hold no payment or refund record (budgets, Stripe's events, callbacks).
 NO_RECORDS = {
+    "list_page",  # reads records, writes nothing
     "reserve_slots",
     "stripe_event",
     "events_catchup_progress",
@@ -78,8 +82,9 @@ Driver = Callable[[Stores], object]
 def _accept(s: Stores) -> object:
     fields = new_record_fields(payment_id=NEW_PAY, account_id="cus_A", amount_minor=AMOUNT,
                                currency="usd", payment_method=None, idempotency_key="k2",
-                               fingerprint="f" * 64)  # fmt: skip
-    return asyncio.run(s.async_payments.claim_and_enqueue(fields=fields, headers={}))
+                               fingerprint="f" * 64, client="c")  # fmt: skip
+    limits = ClientLimits("c", 0, 1, 1000)
+    return asyncio.run(s.async_payments.claim_and_enqueue(fields=fields, headers={}, limits=limits))
 
 
 def _claim_refund(s: Stores) -> object:
@@ -171,6 +176,9 @@ def seed(redis: fakeredis.FakeRedis, payment: Status, refund: RefundStatus | Non
     fields.update(status=payment.value, payment_intent="pi_1", created_at=long_ago,
                   updated_at=long_ago, expires_ms=str(int(time.time() + DAY) * 1000))  # fmt: skip
     redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
+    created_ms = int(time.time() * 1000) - 1000
+    redis.zadd(client_listed("c"), {PAY: created_ms})
+    redis.zadd(client_status("c", payment.value), {PAY: created_ms})
     redis.zadd(DEAD_LETTERS, {PAY: 0})
     redis.zadd(PENDING_INDEX, {PAY: 0})
     if refund is None:
@@ -196,6 +204,7 @@ class Seen:
     target: str
     wrote: bool  # the record's hash changed
     may_list: bool  # a client may now list the customer's charges
+    listed_as: frozenset[str]  # the statuses whose client list set holds the payment
 
 
 def observe() -> Iterator[Seen]:
@@ -230,6 +239,12 @@ def observe() -> Iterator[Seen]:
                     target=now[b"status"].decode(),
                     wrote=old != now,
                     may_list=bool(redis.keys(client_customers("*"))),
+                    listed_as=frozenset(
+                        status.value
+                        for status in Status
+                        if redis.zscore(client_status("c", status.value), now[b"id"].decode())
+                        is not None
+                    ),
                 )
 
 
@@ -282,3 +297,15 @@ def test_only_a_move_into_succeeded_gives_the_right_to_list_the_customer(
         if m.target is Status.SUCCEEDED and m.source is not Status.SUCCEEDED
     }
     assert granted == into_succeeded
+
+
+def test_a_payment_is_listed_under_its_status_after_every_step(seen: list[Seen]) -> None:
+    """The client's list filtered by status (GET /payments?status=) agrees with the record
+    after every step of every script, from every status: each move moves its index entry in
+    the same script."""
+    disagreeing = {
+        (s.step, s.source, s.target, tuple(sorted(s.listed_as)))
+        for s in seen
+        if s.kind == "payment" and s.listed_as != {s.target}
+    }
+    assert disagreeing == set()

@@ -15,7 +15,7 @@
 --     as pending; `ahead` messages wait before it in the client's queue, and `seq` (also the
 --     record's queue_seq) is its place in the client's accepts (the count `client|accepted`
 --     after it), from which its position is estimated later without reading the queue
---     (api.queue_position).
+--     (api.queue_position); the payment is in its client's list (GET /payments: index_new).
 local a = cjson.decode(ARGV[1])
 
 local tokens = -1
@@ -45,5 +45,6 @@ redis.call('INCR', KEYS[4])
 redis.call('INCR', KEYS[6])
 local seq = redis.call('HINCRBY', KEYS[7], a.client .. '|accepted', 1)
 redis.call('HSET', KEYS[1], 'queue_seq', seq)
+index_new(a.fields, a.created_ms, a.record_ttl, seq)
 if a.fields.expires_ms then redis.call('ZADD', KEYS[9], a.fields.expires_ms, a.payment_id) end
 return {1, tokens, waiting - 1, seq}

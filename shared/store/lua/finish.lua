@@ -15,6 +15,7 @@ if not status then return -1 end
 if not may_move(MOVES, status, a.status) then return 0 end
 hset_map(KEYS[1], {'status', a.status, 'updated_at', a.now_iso}, a.fields)
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
+index_move(KEYS[1], status, a.status)
 if redis.call('ZREM', KEYS[5], a.payment_id) == 1 then
   -- No longer pending: it leaves its client's share of the backlog.
   local client = redis.call('HGET', KEYS[1], 'client')

@@ -33,6 +33,7 @@ if REFUND_FINAL[a.status] then
     end
     if result == 2 then
       redis.call('HSET', KEYS[3], 'status', a.refunded, 'updated_at', a.now_iso)
+      index_move(KEYS[3], p[1], a.refunded)
       redis.call('HINCRBY', KEYS[6], p[1] .. '|' .. a.refunded, 1)
     end
   end

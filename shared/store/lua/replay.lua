@@ -13,6 +13,7 @@ end
 redis.call('HSET', KEYS[1], 'status', STATUS.QUEUED, 'updated_at', a.now_iso, 'attempts', 0,
   'reconcile_first', '1', 'enqueued_at', a.now_ms)
 redis.call('HDEL', KEYS[1], 'error', 'error_status')
+index_move(KEYS[1], status, STATUS.QUEUED)
 redis.call('LPUSH', KEYS[3], a.message)
 redis.call('ZREM', KEYS[2], a.payment_id)
 if redis.call('ZADD', KEYS[4], a.sweep_at, a.payment_id) == 1 then

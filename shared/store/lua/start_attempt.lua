@@ -19,4 +19,5 @@ redis.call('SET', KEYS[2], a.token, 'PX', a.lease_ms)
 redis.call('HSET', KEYS[1], 'status', STATUS.PROCESSING, 'updated_at', a.now_iso,
   'alive_at', a.now)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+index_move(KEYS[1], status, STATUS.PROCESSING)
 return {1, redis.call('HGETALL', KEYS[1])}

@@ -17,6 +17,7 @@ local moved = 1
 if total >= tonumber(r[5] or r[2]) and may_move(MOVES, status, a.to) then moved = 2 end
 if moved == 2 then
   redis.call('HSET', KEYS[1], 'status', a.to)
+  index_move(KEYS[1], status, a.to)
   redis.call('HINCRBY', KEYS[3], status .. '|' .. a.to, 1)
   if a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
     push_callback(KEYS[4], a.callback, a.filing)

@@ -16,6 +16,7 @@ if status == a.to then return 0 end
 if not may_move(MOVES, status, a.to) then return -2 end
 hset_map(KEYS[1], {'status', a.to, 'updated_at', a.now_iso}, a.fields)
 if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
+index_move(KEYS[1], status, a.to)
 redis.call('ZREM', KEYS[3], a.payment_id)
 redis.call('ZREM', KEYS[4], a.payment_id)
 redis.call('ZREM', KEYS[5], a.payment_id)

@@ -3,10 +3,12 @@
 -- are written, it leaves the pending index (and its client's share of the backlog) and the
 -- deadlines, the outcome is counted (e.outcome_field), its callback message (e.callback) is
 -- pushed when the payment has an endpoint, filed for the callbacks' sweep (e.filing), and
--- waiters are told. Keys come in k: record, pending, deadlines, outcomes, callbacks, events.
+-- waiters are told; its entry in the client's status sets moves with it (index_move). Keys come in k: record, pending, deadlines, outcomes, callbacks, events.
 local function end_unsent(payment_id, to, e, k)
+  local from = redis.call('HGET', k.record, 'status')
   redis.call('HSET', k.record, 'status', to, 'updated_at', e.now_iso, 'error', e.error,
     'error_status', e.error_status)
+  index_move(k.record, from, to)
   if redis.call('ZREM', k.pending, payment_id) == 1 then
     local client = redis.call('HGET', k.record, 'client')
     if client and redis.call('DECR', e.backlog_prefix .. client) < 0 then

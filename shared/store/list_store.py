@@ -1,0 +1,92 @@
+"""A client's own payments, newest first (GET /payments), from the indexes the scripts keep.
+
+Every accept files the payment in its client's sets (``index_new`` in lua/lib/common.lua,
+inside accept.lua's one round trip) and every move of a status moves its entry in the same
+script (``index_move``), so a status filter agrees with the records. Sets (shared.store.keys):
+the client's listed set, one set a status and one a customer, all scored by creation (ms).
+A page is one script (``list_page.lua``): the cursor's place, the sets' ranges merged, and the
+records, in one round trip. A status filter reads its status sets; a customer filter its
+customer set (a customer's payments, few next to the client's: read directly rather than
+scanning the client's set for them); both read the smaller side and filter the other on the
+records, at most ``SCAN_BOUND`` entries a page.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.payments.payment_records import PaymentRecord
+from shared.settings.service_settings import Settings
+from shared.store import keys
+from shared.store.lua_scripts import source
+
+# Entries one page looks at beyond its own: records expired before their entries were trimmed,
+# and, with both a status and a customer filter, payments of the other side.
+SCAN_BOUND = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[PaymentRecord]
+    has_more: bool
+    next_cursor: str | None
+
+
+class CursorMissing(LookupError):
+    """``starting_after`` is not one of the client's listed payments."""
+
+
+class AsyncListStore:
+    def __init__(self, client: Redis, settings: Settings) -> None:
+        self._page = client.register_script(source("list_page"))
+        self._retention_ms = settings.record_ttl_seconds * 1000
+
+    async def page(
+        self,
+        client: str,
+        *,
+        limit: int,
+        statuses: Sequence[str] = (),
+        customer: str | None = None,
+        created_gte_ms: int | None = None,
+        created_lt_ms: int | None = None,
+        starting_after: str | None = None,
+    ) -> Page:
+        """Up to ``limit`` of the client's payments, newest first, matching every filter given
+        (``statuses``: any of them); past the retention nothing is listed."""
+        listed = keys.client_listed(client)
+        by_status = [keys.client_status(client, status) for status in statuses]
+        by_customer = [keys.client_customer(client, customer)] if customer else []
+        sets = [*by_customer, *by_status] or [listed]
+        oldest = int(time.time() * 1000) - self._retention_ms
+        args: dict[str, Any] = {
+            "limit": limit,
+            "min": max(oldest, created_gte_ms or 0),
+            "scan": limit + 1 + SCAN_BOUND,
+            "record_prefix": keys.RECORD_PREFIX,
+        }
+        if created_lt_ms is not None:
+            args["lt"] = created_lt_ms
+        if starting_after:
+            args["after"] = starting_after
+        if statuses and customer:
+            args["statuses"], args["customer"] = list(statuses), customer
+        answer = await self._page(keys=[listed, *sets], args=[orjson.dumps(args)])
+        if int(answer[0]) == -1:
+            raise CursorMissing(starting_after)
+        cursor = answer[2].decode() if isinstance(answer[2], bytes) else str(answer[2])
+        return Page(
+            records=[_record(flat) for flat in answer[3:]],
+            has_more=int(answer[1]) == 1,
+            next_cursor=cursor or None,
+        )
+
+
+def _record(flat: list[Any]) -> PaymentRecord:
+    return PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))

@@ -1,0 +1,299 @@
+"""GET /payments: a client's own payments from the records, filtered and paged, as JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+
+from api.main import create_app
+from shared.payments.states import Status
+from shared.settings.service_settings import Settings
+from shared.store import PaymentStore
+from shared.store.keys import client_listed, client_status, record_key
+from tests.api.test_tenancy import CLIENTS, OTHER, SHOP, auth
+from tests.support import app_client, payment
+
+
+def settings() -> Settings:
+    return Settings.model_validate(
+        {"environment": "test", "redis_url": "redis://fake", "api_clients": json.dumps(CLIENTS)}
+    )
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def worker(server: fakeredis.FakeServer) -> PaymentStore:
+    """The store a worker moves statuses with, on the API's Redis."""
+    return PaymentStore(fakeredis.FakeRedis(server=server), settings())
+
+
+@pytest.fixture
+async def api(server: fakeredis.FakeServer) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings(), redis=fakeredis.FakeAsyncRedis(server=server))
+    async with app_client(app) as client:
+        yield client
+
+
+async def accept(api: httpx.AsyncClient, n: int, *, key: str = SHOP, **body: Any) -> list[str]:
+    """n payments of the client with ``key``, oldest first."""
+    ids = []
+    for i in range(n):
+        headers = {**auth(key), "Idempotency-Key": f"{key}-{i}-{body}"}
+        response = await api.post("/payments", json=payment(**body), headers=headers)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def end(worker: PaymentStore, payment_id: str, status: Status) -> None:
+    """A worker's attempt and its answer: the payment moves through processing to ``status``."""
+    worker.start_attempt(payment_id, token="t")
+    worker.finish(payment_id, status=status, fields={}, check_at=time.time())
+
+
+async def listed(api: httpx.AsyncClient, query: str = "", key: str = SHOP) -> dict[str, Any]:
+    response = await api.get(f"/payments{query}", headers=auth(key))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def every_page(api: httpx.AsyncClient, query: str) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        after = f"&starting_after={cursor}" if cursor else ""
+        body = await listed(api, f"?{query}{after}")
+        pages.append([p["id"] for p in body["data"]])
+        if not body["has_more"]:
+            assert body["next_cursor"] in (None, pages[-1][-1] if pages[-1] else None)
+            return pages
+        cursor = body["next_cursor"]
+        assert cursor == pages[-1][-1]
+
+
+async def test_a_client_lists_its_own_payments_newest_first(api: httpx.AsyncClient) -> None:
+    mine = await accept(api, 3)
+    await accept(api, 2, key=OTHER)
+
+    body = await listed(api)
+
+    assert [p["id"] for p in body["data"]] == mine[::-1]
+    assert body["object"] == "list"
+    assert body["url"] == "/payments"
+    assert body["has_more"] is False
+    assert body["data"][0]["status"] == "queued"
+    assert body["data"][0]["amount"] == "42.99"
+
+
+@pytest.mark.parametrize(("count", "limit"), [(5, 1), (5, 2), (6, 3), (3, 3), (3, 100)])
+async def test_pages_hold_each_payment_once_and_has_more_is_exact(
+    api: httpx.AsyncClient, count: int, limit: int
+) -> None:
+    ids = await accept(api, count)
+
+    pages = await every_page(api, f"limit={limit}")
+
+    assert [i for page in pages for i in page] == ids[::-1]
+    assert all(len(page) == limit for page in pages[:-1])
+    assert len(pages) == -(-count // limit)
+
+
+async def test_payments_created_in_the_same_millisecond_are_paged_once_each(
+    api: httpx.AsyncClient, server: fakeredis.FakeServer
+) -> None:
+    ids = await accept(api, 7)
+    redis = fakeredis.FakeRedis(server=server)
+    same = {pid: 1_000 * int(time.time()) for pid in ids}
+    redis.zadd(client_listed("shop"), same)
+    redis.zadd(client_status("shop", "queued"), same)
+
+    pages = await every_page(api, "limit=2")
+
+    assert sorted(i for page in pages for i in page) == sorted(ids)
+    assert [len(page) for page in pages] == [2, 2, 2, 1]
+
+
+async def test_a_cursor_not_in_the_callers_list_is_400_resource_missing(
+    api: httpx.AsyncClient,
+) -> None:
+    await accept(api, 1)
+    (theirs,) = await accept(api, 1, key=OTHER)
+
+    for cursor in (theirs, "pay_" + "0" * 24):
+        response = await api.get(f"/payments?starting_after={cursor}", headers=auth(SHOP))
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "resource_missing"
+        assert response.json()["error"]["param"] == "starting_after"
+
+
+async def test_the_status_filter_follows_every_move(
+    api: httpx.AsyncClient, worker: PaymentStore
+) -> None:
+    ids = await accept(api, 6)
+    end(worker, ids[0], Status.FAILED)
+    end(worker, ids[2], Status.FAILED)
+    end(worker, ids[3], Status.SUCCEEDED)
+    end(worker, ids[4], Status.UNKNOWN)
+
+    failed = await listed(api, "?status=failed")
+    several = await listed(api, "?status=queued,unknown&status=failed")
+
+    assert [p["id"] for p in failed["data"]] == [ids[2], ids[0]]
+    assert {p["status"] for p in failed["data"]} == {"failed"}
+    assert [p["id"] for p in several["data"]] == [ids[5], ids[4], ids[2], ids[1], ids[0]]
+    assert [p["id"] for p in (await listed(api, "?status=succeeded"))["data"]] == [ids[3]]
+    assert (await listed(api, "?status=processing"))["data"] == []
+
+
+async def test_paging_several_statuses_merges_them_newest_first(
+    api: httpx.AsyncClient, worker: PaymentStore
+) -> None:
+    ids = await accept(api, 9)
+    for pid in ids[::3]:
+        end(worker, pid, Status.FAILED)
+    for pid in ids[1::3]:
+        end(worker, pid, Status.UNKNOWN)
+
+    pages = await every_page(api, "status=failed,unknown&limit=2")
+
+    wanted = [pid for i, pid in enumerate(ids) if i % 3 != 2]
+    assert [i for page in pages for i in page] == wanted[::-1]
+
+
+@pytest.mark.parametrize("status", [s.value for s in Status])
+async def test_every_status_of_the_table_is_a_filter(api: httpx.AsyncClient, status: str) -> None:
+    await accept(api, 1)
+    body = await listed(api, f"?status={status}")
+    assert len(body["data"]) == (1 if status == "queued" else 0)
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "param"),
+    [
+        ("?status=done", "status_invalid", "status"),
+        ("?status=queued,,nope", "status_invalid", "status"),
+        ("?created[gte]=yesterday", "created_invalid", "created[gte]"),
+        ("?created[lt]=2026-12-01T00:00:00", "created_invalid", "created[lt]"),
+        ("?limit=0", None, "limit"),
+        ("?limit=101", None, "limit"),
+        ("?starting_after=ch_1", None, "starting_after"),
+        ("?customer=bob", None, "customer"),
+    ],
+)
+async def test_a_bad_filter_is_a_400_naming_it(
+    api: httpx.AsyncClient, query: str, code: str | None, param: str
+) -> None:
+    response = await api.get(f"/payments{query}", headers=auth(SHOP))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param
+    if code:
+        assert error["code"] == code
+
+
+async def test_the_customer_filter_alone_and_with_a_status(
+    api: httpx.AsyncClient, worker: PaymentStore
+) -> None:
+    a = await accept(api, 3, account_id="cus_A1")
+    b = await accept(api, 2, account_id="cus_B2")
+    end(worker, a[1], Status.FAILED)
+    end(worker, b[0], Status.FAILED)
+
+    assert [p["id"] for p in (await listed(api, "?customer=cus_A1"))["data"]] == a[::-1]
+    both = await listed(api, "?customer=cus_A1&status=failed")
+    assert [p["id"] for p in both["data"]] == [a[1]]
+    queued_b = await listed(api, "?customer=cus_B2&status=queued")
+    assert [p["id"] for p in queued_b["data"]] == [b[1]]
+    assert (await listed(api, "?customer=cus_A1", key=OTHER))["data"] == []
+
+
+async def test_created_bounds_take_unix_seconds_or_rfc_3339(
+    api: httpx.AsyncClient, server: fakeredis.FakeServer
+) -> None:
+    ids = await accept(api, 3)
+    redis = fakeredis.FakeRedis(server=server)
+    now = int(time.time())
+    for pid, at in zip(ids, (now - 30, now - 20, now - 10), strict=True):
+        for key in (client_listed("shop"), client_status("shop", "queued")):
+            redis.zadd(key, {pid: at * 1000})
+
+    gte = await listed(api, f"?created[gte]={now - 20}")
+    lt = await listed(api, f"?created[lt]={now - 20}")
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 20))
+    both = await listed(api, f"?created[gte]={iso}&created[lt]={now - 10}")
+
+    assert [p["id"] for p in gte["data"]] == [ids[2], ids[1]]
+    assert [p["id"] for p in lt["data"]] == [ids[0]]
+    assert [p["id"] for p in both["data"]] == [ids[1]]
+
+
+async def test_an_expired_record_is_passed_over_and_the_page_stays_full(
+    api: httpx.AsyncClient, server: fakeredis.FakeServer
+) -> None:
+    ids = await accept(api, 5)
+    redis = fakeredis.FakeRedis(server=server)
+    redis.delete(record_key(ids[3]), record_key(ids[2]))
+
+    first = await listed(api, "?limit=2")
+    second = await listed(api, f"?limit=2&starting_after={first['next_cursor']}")
+
+    assert [p["id"] for p in first["data"]] == [ids[4], ids[1]]
+    assert first["has_more"] is True
+    assert [p["id"] for p in second["data"]] == [ids[0]]
+    assert second["has_more"] is False
+
+
+async def test_entries_past_the_retention_are_not_listed_and_are_trimmed(
+    api: httpx.AsyncClient, server: fakeredis.FakeServer
+) -> None:
+    (old,) = await accept(api, 1)
+    redis = fakeredis.FakeRedis(server=server)
+    long_ago = (time.time() - settings().record_ttl_seconds - 60) * 1000
+    redis.zadd(client_listed("shop"), {old: long_ago})
+
+    assert (await listed(api))["data"] == []
+    (new,) = await accept(api, 1, amount="1.00")
+    assert redis.zrange(client_listed("shop"), 0, -1) == [new.encode()]
+    assert 0 < redis.ttl(client_listed("shop")) <= settings().record_ttl_seconds
+
+
+async def test_csv_holds_the_same_rows_as_json(
+    api: httpx.AsyncClient, worker: PaymentStore
+) -> None:
+    ids = await accept(api, 2, description="=HYPERLINK(1)", metadata={"order": "-1", "a": "b"})
+    await accept(api, 1, amount="1000.5")
+    end(worker, ids[0], Status.FAILED)
+
+    json_rows = (await listed(api, "?limit=2"))["data"]
+    response = await api.get("/payments?limit=2", headers={**auth(SHOP), "Accept": "text/csv"})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [r["id"] for r in rows] == [p["id"] for p in json_rows]
+    assert [r["amount"] for r in rows] == ["1000.50", "42.99"]
+    assert [r["status"] for r in rows] == [p["status"] for p in json_rows]
+    assert rows[1]["description"] == "'=HYPERLINK(1)"
+    assert json.loads(rows[1]["metadata"]) == {"order": "-1", "a": "b"}
+    assert rows[0]["metadata"] == ""
+    assert response.headers["link"] == (
+        f'</payments?limit=2&starting_after={json_rows[-1]["id"]}>; rel="next"'
+    )
+    last = await api.get(
+        f"/payments?limit=2&starting_after={json_rows[-1]['id']}",
+        headers={**auth(SHOP), "Accept": "text/csv"},
+    )
+    assert [r["id"] for r in csv.DictReader(io.StringIO(last.text))] == [ids[0]]
+    assert "link" not in last.headers
