@@ -21,6 +21,7 @@ if #a.clear > 0 then redis.call('HDEL', KEYS[1], unpack(a.clear)) end
 local result = 1
 if a.to ~= '' and a.to ~= status and may_move(MOVES, status, a.to) then
   hset_map(KEYS[1], {'status', a.to}, a.payment_fields)
+  index_move(KEYS[1], status, a.to)
   redis.call('HINCRBY', KEYS[5], status .. '|' .. a.to, 1)
   if a.to == STATUS.SUCCEEDED then may_list_customer(KEYS[1], a) end
   if a.callback ~= '' and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
