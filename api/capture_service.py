@@ -16,14 +16,13 @@ from dataclasses import dataclass
 import structlog
 
 from api.service import PaymentService
-from shared.celery_message import task_message
 from shared.errors import InvalidRequest, PaymentNotCapturable, PaymentNotFound
 from shared.payments.money import AmountError, format_minor
-from shared.payments.payment_records import CAPTURE_TASK, PaymentRecord
+from shared.payments.payment_records import PaymentRecord
 from shared.payments.refund_records import parse_refund_amount
 from shared.settings.api_clients import Client
 from shared.settings.service_settings import Settings
-from shared.store.capture_store import AsyncCaptureStore
+from shared.store.capture_store import AsyncCaptureStore, capture_message
 
 log = structlog.get_logger(__name__)
 
@@ -77,12 +76,10 @@ class CaptureService:
     async def _ask(
         self, payment_id: str, action: str, ask: str, minor: int | None, request_id: str
     ) -> AskedCapture:
-        message = task_message(
-            task_name=CAPTURE_TASK,
-            task_id=f"{payment_id}:{action}:{int(time.time() * 1000)}",
-            args=(payment_id,),
-            queue=self._settings.queue_name,
-            headers={"request_id": request_id, "enqueued_at": int(time.time() * 1000)},
+        message = capture_message(
+            self._settings,
+            payment_id,
+            {"request_id": request_id, "enqueued_at": int(time.time() * 1000)},
         )
         asked = await self._store.ask(
             payment_id=payment_id, action=action, ask=ask, amount_minor=minor, message=message

@@ -47,6 +47,7 @@ from shared.stripe.gateway import StripeGateway
 from shared.stripe.outcomes import ChargeOutcome, settle
 from worker.attempts import Attempts, Done, Verdict
 from worker.stripe_calls import MeteredStripe
+from worker.stripe_events import AUTHORIZATION_STAMPS
 
 CAPTURE, VOID = "capture", "void"
 _ERROR_FIELDS = ("capture_error", "capture_error_status")
@@ -245,10 +246,8 @@ def capture_verdict(action: str, intent: ChargeOutcome) -> CaptureVerdict:
     if settled.status in (Status.REQUIRES_CAPTURE, Status.PROCESSING):
         return CaptureVerdict(None)
     moves = dict(settled.record_fields)
-    if settled.status is Status.SUCCEEDED:
-        moves["captured_at"] = now_iso()
-    elif settled.status is Status.CANCELED:
-        moves["canceled_at"] = now_iso()
+    if settled.status in AUTHORIZATION_STAMPS:
+        moves[AUTHORIZATION_STAMPS[settled.status]] = now_iso()
     done = (Status.SUCCEEDED if action == CAPTURE else Status.CANCELED) is settled.status
     if done:
         return CaptureVerdict(CaptureStatus.SUCCEEDED, to=settled.status, payment_fields=moves)

@@ -16,7 +16,8 @@ by its name when it fails:
 - ``payments_reconcile``: payments whose outcome is unknown are looked up in Stripe
   (``reconcile_round`` of worker.attempts, the one reconciler of charges and refunds).
 - ``refunds``: the same recovery sweep for refunds, then refunds whose outcome is unknown.
-- ``captures``: captures and voids whose outcome is unknown (the PaymentIntent retrieved).
+- ``captures``: the same recovery sweep for captures and voids, then those whose outcome is
+  unknown (the PaymentIntent retrieved).
 - ``callbacks``: the same recovery sweep for callbacks (``CallbackStore.requeue_stale``), then
   the callback attempts that are due.
 - ``actions``: payments waiting for their customer (3-D Secure), in case a webhook was missed.
@@ -163,7 +164,14 @@ def refunds() -> dict[str, int]:
 
 
 def captures() -> dict[str, int]:
-    """Captures and voids whose outcome is unknown, looked up at Stripe."""
+    """The recovery sweep for captures and voids (a message provably lost is pushed again),
+    then the ones whose outcome is unknown are looked up at Stripe."""
+    payments = singletons.store()
+    requeued = singletons.capture_store().requeue_stale(
+        queue_oldest_ms=payments.queue_oldest_ms(), reserved=payments.reserved_task_ids()
+    )
+    if requeued:
+        log.warning("sweep.captures_requeued", count=len(requeued), payment_ids=requeued[:20])
     return singletons.capture_processor().reconcile_round()
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import structlog
 
 from shared.errors import PaymentServiceError
+from shared.payments.payment_records import now_iso
 from shared.payments.states import Status
 from shared.store.lifecycle_store import LifecycleStore, Moved, Transition
 from shared.stripe.gateway import StripeGateway
@@ -32,13 +33,21 @@ from shared.stripe.outcomes import (
 
 log = structlog.get_logger(__name__)
 
+# When an authorization's end was recorded: captured (succeeded) or released (canceled).
+AUTHORIZATION_STAMPS = {Status.SUCCEEDED: "captured_at", Status.CANCELED: "canceled_at"}
+
 
 def intent_transition(intent: ChargeOutcome) -> Transition | None:
-    """Where a PaymentIntent's status takes the payment (None: still processing)."""
+    """Where a PaymentIntent's status takes the payment (None: still processing). An
+    authorization captured or released is stamped with when that was learnt (written only if
+    the payment moves: the first to learn it, this or the capture's own answer, stamps it)."""
     settled = settle(intent)
     if settled.status is Status.PROCESSING:
         return None
-    return Transition(settled.status, settled.record_fields, settled.record_clear)
+    fields = settled.record_fields
+    if intent.manual and settled.status in AUTHORIZATION_STAMPS:
+        fields[AUTHORIZATION_STAMPS[settled.status]] = now_iso()
+    return Transition(settled.status, fields, settled.record_clear)
 
 
 class StripeEventProcessor:

@@ -210,6 +210,7 @@ PAYMENT_MOVES: tuple[Move[Status], ...] = (
     # Captured or released already (a webhook told before the attempt's answer was recorded):
     # the attempt only learns it, and records its own outcome.
     *(Move(s, s, Cause.ATTEMPT, "capture_start") for s in _AUTHORIZATION_ENDS),
+    *(Move(s, s, Cause.SWEEP, "requeue_capture") for s in _AUTHORIZATION_ENDS),
     *_rows(
         (_S.REQUIRES_CAPTURE,),
         (_S.REQUIRES_CAPTURE, _S.SUCCEEDED, _S.CANCELED),

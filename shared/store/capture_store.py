@@ -13,12 +13,14 @@ import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from shared.payments.payment_records import PaymentRecord, now_iso
+from shared.celery_message import task_message
+from shared.payments.payment_records import CAPTURE_TASK, PaymentRecord, now_iso
 from shared.payments.states import CaptureStatus, Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing
 from shared.store.lua_scripts import source
+from shared.store.payment_store import CLOCK_SKEW_MS, SWEEP_BATCH
 
 
 def _args(**named: Any) -> bytes:
@@ -27,6 +29,17 @@ def _args(**named: Any) -> bytes:
 
 def _record(flat: list[Any]) -> PaymentRecord:
     return PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def capture_task_id(payment_id: str) -> str:
+    """The task id of a payment's capture or void message (the sweep finds it by this)."""
+    return f"{payment_id}:capture"
+
+
+def capture_message(settings: Settings, payment_id: str, headers: dict[str, Any]) -> bytes:
+    """The ``payments.capture`` task of a payment, on QUEUE_NAME."""
+    return task_message(task_name=CAPTURE_TASK, task_id=capture_task_id(payment_id),
+                        args=(payment_id,), queue=settings.queue_name, headers=headers)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +64,12 @@ class AsyncCaptureStore:
     ) -> CaptureAsk:
         """Write the capture (``amount_minor``, None: all) or void on the payment and enqueue
         its task; or find the one already asked; or say why not."""
+        now = time.time()
         result = await self._accept(
-            keys=[keys.record_key(payment_id), self._settings.queue_name],
-            args=[_args(action=action, ask=ask, amount=amount_minor or 0,
-                        message=message.decode(), now_iso=now_iso())],
+            keys=[keys.record_key(payment_id), self._settings.queue_name, keys.CAPTURES_PENDING],
+            args=[_args(action=action, ask=ask, amount=amount_minor or 0, payment_id=payment_id,
+                        message=message.decode(), now_iso=now_iso(), now_ms=int(now * 1000),
+                        sweep_at=int(now) + self._settings.sweep_stale_seconds)],
         )  # fmt: skip
         code = int(result[0])
         if code == -1:
@@ -76,7 +91,7 @@ class CaptureStore:
         self.lease_ms = int(settings.lease_seconds * 1000)
         self._scripts = {
             name: client.register_script(source(name))
-            for name in ("capture_start", "capture_finish", "release")
+            for name in ("capture_start", "capture_finish", "release", "requeue_capture")
         }
 
     def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
@@ -106,6 +121,37 @@ class CaptureStore:
             fields=dict(fields),
         )
 
+    def requeue_stale(
+        self, *, queue_oldest_ms: int, reserved: set[str], now: float | None = None
+    ) -> list[str]:
+        """The recovery sweep for captures and voids (see PaymentStore.requeue_stale): a
+        pending one whose message is provably lost (no worker holds it or its message, the
+        queue has moved past it) is pushed again; its task reconciles before any new write."""
+        now = time.time() if now is None else now
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.CAPTURES_PENDING, "-inf", now, start=0, num=SWEEP_BATCH
+        )
+        pushed = []
+        for member in due:
+            payment_id = member.decode()
+            next_at = int(now) + self._settings.sweep_stale_seconds
+            if capture_task_id(payment_id) in reserved:
+                self._redis.zadd(keys.CAPTURES_PENDING, {payment_id: next_at})
+                continue
+            stamp = int(now * 1000)
+            message = capture_message(self._settings, payment_id,
+                                      {"enqueued_at": stamp, "recovered": True})  # fmt: skip
+            done = self._run(
+                "requeue_capture",
+                [keys.CAPTURES_PENDING, self._settings.queue_name, keys.record_key(payment_id),
+                 keys.capture_lock_key(payment_id)],
+                payment_id=payment_id, next_at=next_at, queue_oldest_ms=queue_oldest_ms,
+                clock_skew_ms=CLOCK_SKEW_MS, now_ms=stamp, message=message.decode(),
+            )  # fmt: skip
+            if done == 1:
+                pushed.append(payment_id)
+        return pushed
+
     def due_unknown(self, *, limit: int) -> list[str]:
         """Payments whose capture or void has an unknown outcome, due for another look."""
         due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
@@ -133,7 +179,7 @@ class CaptureStore:
                 "capture_finish",
                 [keys.record_key(payment_id), keys.capture_lock_key(payment_id),
                  keys.EVENTS_CHANNEL, keys.CAPTURES_UNKNOWN, keys.TRANSITION_COUNTS,
-                 self._settings.callback_queue],
+                 self._settings.callback_queue, keys.CAPTURES_PENDING],
                 payment_id=payment_id,
                 capture_status=status.value,
                 fields=dict(fields),

@@ -48,7 +48,8 @@ Key (type; TTL; written by):
   ``payments:lock:{event_id}`` (CALLBACK_TIMEOUT_SECONDS + 30 s; workers), a capture's or
   void's ``payments:lock:{payment_id}:capture`` (as a refund's).
 - ``payments:captures_unknown`` (sorted set: payments whose capture or void has an unknown
-  outcome, by next check; workers).
+  outcome, by next check; workers) and ``payments:captures_pending`` (sorted set: captures and
+  voids asked and not settled, by the recovery sweep's next look; API, workers).
 - ``payments:awaiting_action`` (sorted set of payments waiting for their customer, 3-D
   Secure, by next re-check at Stripe; workers: the charge path's outcome and the lifecycle
   moves add, the re-check round removes).
@@ -119,6 +120,7 @@ REFUNDS_UNKNOWN = "payments:refunds_unknown"
 REFUNDS_PENDING = "payments:refunds_pending"
 AWAITING_ACTION = "payments:awaiting_action"
 CAPTURES_UNKNOWN = "payments:captures_unknown"
+CAPTURES_PENDING = "payments:captures_pending"
 TRANSITION_COUNTS = "payments:metrics:transitions"
 WEBHOOK_COUNTS = "payments:metrics:webhooks"
 CALLBACK_COUNTS = "payments:metrics:callbacks"

@@ -27,6 +27,7 @@ from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore, PaymentStore
 from shared.store.capture_store import AsyncCaptureStore, CaptureStore
 from shared.store.keys import (
+    CAPTURES_PENDING,
     DEAD_LETTERS,
     PENDING_INDEX,
     REFUNDS_PENDING,
@@ -121,6 +122,11 @@ def _capture_finish(to: Status) -> Driver:
     return lambda s: s.captures.finish(PAY, status=CaptureStatus.SUCCEEDED, fields={}, to=to)
 
 
+def _requeue_capture(s: Stores) -> object:
+    s.redis.zadd(CAPTURES_PENDING, {PAY: 0})
+    return s.captures.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=time.time() + 3600)
+
+
 def _requeue_refund(s: Stores) -> object:
     return s.refunds.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=time.time() + 3600)
 
@@ -153,12 +159,14 @@ DRIVERS: dict[str, list[Driver]] = {
     "capture_accept": [_capture_accept],
     "capture_start": [lambda s: s.captures.start(PAY, token="t")],
     "capture_finish": [_capture_finish(to) for to in Status],
+    "requeue_capture": [_requeue_capture],
 }
 # What a step needs besides the record (its fields written before the step runs): a capture or
 # void asked and not settled.
 PREPARED = {
     "capture_start": {"capture_action": "capture", "capture_status": "pending"},
     "capture_finish": {"capture_action": "capture", "capture_status": "pending"},
+    "requeue_capture": {"capture_action": "capture", "capture_status": "pending"},
 }
 
 # What a script's moves depend on: a payment's status (every other script), a refund's, or both.

@@ -5,6 +5,8 @@ asked, an authorization released by Stripe ends canceled."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +17,8 @@ from shared.errors import InvalidRequest
 from shared.payments.payment_records import PaymentRecord
 from shared.payments.states import CaptureStatus, Status
 from shared.settings.service_settings import Settings
-from shared.store.capture_store import AsyncCaptureStore, CaptureStore
-from shared.store.keys import CAPTURES_UNKNOWN, record_key
+from shared.store.capture_store import AsyncCaptureStore, CaptureStore, capture_task_id
+from shared.store.keys import CAPTURES_PENDING, CAPTURES_UNKNOWN, record_key
 from shared.stripe.budget import StripeBudget
 from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
 from tests.worker.conftest import seed_record
@@ -261,3 +263,37 @@ def test_a_settled_capture_is_not_attempted_again(
 
     assert processor.process(PAY) == Done(None)
     assert intent.writes == []
+
+
+@pytest.mark.usefixtures("authorized")
+def test_a_capture_whose_message_was_lost_is_pushed_again_once_the_queue_moved_past_it(
+    server: fakeredis.FakeServer, redis: fakeredis.FakeRedis, store: CaptureStore
+) -> None:
+    ask(server, "capture")
+    redis.delete(SETTINGS.queue_name)  # the message lost (a failover between pop and unacked)
+    later = time.time() + SETTINGS.sweep_stale_seconds + 1
+
+    held_elsewhere = store.requeue_stale(
+        queue_oldest_ms=-1, reserved={capture_task_id(PAY)}, now=later
+    )
+    still_queued = store.requeue_stale(queue_oldest_ms=0, reserved=set(), now=later + 3600)
+    lost = store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=later + 7200)
+
+    assert (held_elsewhere, still_queued, lost) == ([], [], [PAY])
+    (message,) = [json.loads(m) for m in redis.lrange(SETTINGS.queue_name, 0, -1)]
+    assert (message["headers"]["task"], message["headers"]["id"]) == (
+        "payments.capture", capture_task_id(PAY))  # fmt: skip
+
+
+@pytest.mark.usefixtures("authorized")
+def test_a_settled_capture_leaves_the_recovery_sweep(
+    server: fakeredis.FakeServer,
+    redis: fakeredis.FakeRedis,
+    store: CaptureStore,
+    processor: CaptureProcessor,
+) -> None:
+    ask(server, "capture")
+    processor.process(PAY)
+
+    assert redis.zscore(CAPTURES_PENDING, PAY) is None
+    assert store.requeue_stale(queue_oldest_ms=-1, reserved=set(), now=time.time() + 1e6) == []

@@ -1,5 +1,5 @@
 -- capture_accept: a capture or void of an authorization, asked and enqueued, all or nothing.
--- KEYS: record, queue.
+-- KEYS: record, queue, pending captures (the recovery sweep's, looked at from a.sweep_at).
 -- {-1}: no record. A capture or void already asked and not failed ({0, record}) is answered as
 -- it stands: the caller replays it for the same request (a.ask), refuses another. Otherwise
 -- the payment must be in a status this step's rows of MOVES hold ({-2, status}: nothing to
@@ -16,7 +16,7 @@ end
 if not may_move(MOVES, status, status) then return {-2, status} end
 redis.call('HSET', KEYS[1], 'capture_action', a.action, 'capture_ask', a.ask,
   'capture_status', CAPTURE_STATUS.PENDING, 'capture_attempts', 0,
-  'capture_reconcile_attempts', 0, 'updated_at', a.now_iso)
+  'capture_reconcile_attempts', 0, 'capture_enqueued_at', a.now_ms, 'updated_at', a.now_iso)
 if a.amount > 0 then
   redis.call('HSET', KEYS[1], 'capture_amount_minor', a.amount)
 else
@@ -25,4 +25,5 @@ end
 redis.call('HDEL', KEYS[1], 'capture_error', 'capture_error_status')
 redis.call('HINCRBY', KEYS[1], 'capture_seq', 1)
 redis.call('LPUSH', KEYS[2], a.message)
+redis.call('ZADD', KEYS[3], a.sweep_at, a.payment_id)
 return {1, redis.call('HGETALL', KEYS[1])}

@@ -1,6 +1,6 @@
 -- capture_finish: record where a capture or void stands, once, and where it takes the payment.
 -- KEYS: record, capture lease, events channel, unknown captures index, transition counts,
--- callback queue.
+-- callback queue, pending captures (the recovery sweep's: left here).
 -- a.capture_status is final (succeeded, failed) or `unknown` (checked again at a.check_at);
 -- a capture or void already final is never written again (0). a.fields are written and
 -- a.clear removed. The payment moves to a.to (if not '' and MOVES allows), writing
@@ -13,6 +13,7 @@ local p = redis.call('HMGET', KEYS[1], 'status', 'capture_status')
 local status = p[1]
 if not status then return -1 end
 if not p[2] or CAPTURE_FINAL[p[2]] then
+  redis.call('ZREM', KEYS[7], a.payment_id)
   redis.call('DEL', KEYS[2])
   return 0
 end
@@ -34,6 +35,7 @@ if CAPTURE_FINAL[a.capture_status] then
 else
   redis.call('ZADD', KEYS[4], a.check_at, a.payment_id)
 end
+redis.call('ZREM', KEYS[7], a.payment_id)
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', KEYS[3], a.payment_id)
 return result
