@@ -176,7 +176,15 @@ async def create_payment_batch(request: Request) -> Response:
             wait = answer.headers.get("Retry-After", "")
             retry_after = max(retry_after, int(wait) if wait.isdigit() else 0)
             continue
-        status, member, part = record_answer(answer.record, answer.queue)
+        record = answer.record
+        # As POST /payments logs them: a new payment at debug, a replay at info.
+        (log.info if answer.replayed else log.debug)(
+            "payment.replayed" if answer.replayed else "payment.accepted",
+            payment_id=record.id,
+            idempotency_key=record.idempotency_key,
+            status=record.status.value,
+        )
+        status, member, part = record_answer(record, answer.queue)
         statuses.append(status)
         replayed = b',"replayed":true' if answer.replayed else b""
         parts.append(b'{"status":%d,"%s":%s%s}' % (status, member.encode(), part, replayed))

@@ -57,7 +57,10 @@ async def test_a_batch_of_good_payments_is_accepted_in_order(
 async def test_an_item_is_the_payment_post_payments_makes_with_its_key(
     client: httpx.AsyncClient,
 ) -> None:
-    body = payment(description="Order 7", metadata={"order_id": "7"}, currency="eur")
+    # Every optional field POST /payments takes: an item takes the same.
+    body = payment(description="Order 7", metadata={"order_id": "7"}, currency="eur",
+                   expires_in=600, capture_method="manual",
+                   callback_url="https://shop.example.com/hooks")  # fmt: skip
     single = await client.post("/payments", json=body, headers={"Idempotency-Key": "same"})
     # The same key and body through a batch: the same payment, a replay.
     answer = await client.post(BATCH, json=batch({"idempotency_key": "same", **body}))
