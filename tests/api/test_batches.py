@@ -287,3 +287,15 @@ def test_the_document_says_an_error_status_is_an_error_or_every_items_results(ap
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["payments"]["maxItems"] == 1000
     assert "idempotency_key" in body["properties"]["payments"]["items"]["required"]
+
+
+async def test_a_batch_redis_does_not_answer_is_a_503_for_the_whole_batch() -> None:
+    server = fakeredis.FakeServer()
+    settings = Settings(environment="test", redis_url="redis://fake", api_allow_anonymous=True)
+    app = create_app(settings, redis=fakeredis.FakeAsyncRedis(server=server))
+    async with app_client(app) as api:
+        server.connected = False
+        answer = await api.post(BATCH, json=batch(item("down-1"), item("down-2")))
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "redis_unavailable"
+    assert "retry-after" in answer.headers
