@@ -15,7 +15,7 @@ import pytest
 
 from api.main import create_app
 from shared.settings.service_settings import Settings
-from shared.store.keys import record_key
+from shared.store.keys import CLIENT_QUEUES, record_key
 from tests.support import FakeListGateway, app_client, payment, queued_charges
 
 BATCH = "/payments/batch"
@@ -48,7 +48,12 @@ async def test_a_batch_of_good_payments_is_accepted_in_order(
     assert all(r["payment"]["status"] == "queued" and "replayed" not in r for r in results)
     # Each new one says where it stands, as POST /payments' answer does.
     assert [r["payment"]["queue"]["ahead"] for r in results] == [0, 1, 2, 3, 4]
-    assert len(await queued_charges(redis)) == 5
+    # In the client's own queue (fair drain between clients), to be taken in the batch's order.
+    assert await redis.smembers(CLIENT_QUEUES) == {b"payments.anonymous"}
+    queued = [
+        json.loads(m)["headers"]["id"] for m in await redis.lrange("payments.anonymous", 0, -1)
+    ]
+    assert queued[::-1] == [r["payment"]["id"] for r in results]  # LPUSH; workers pop the tail
     # Each is a payment of its own, as POST /payments made it.
     first = await client.get(f"/payments/{results[0]['payment']['id']}")
     assert first.json()["amount"] == "10.00"
