@@ -18,7 +18,6 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.callbacks.events import payment_callback
 from shared.errors import PaymentCanceled, PaymentExpired, PaymentServiceError
-from shared.fleet_metrics import outcome_field
 from shared.payments.payment_records import PaymentRecord, now_iso
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
@@ -32,6 +31,9 @@ EXPIRE_BATCH = 500
 
 
 def _error_args(error: PaymentServiceError, status: Status) -> dict[str, Any]:
+    # Imported here: shared.fleet_metrics imports shared.store, which imports this module.
+    from shared.fleet_metrics import outcome_field
+
     return {
         "error": orjson.dumps(error.to_dict()).decode(),
         "error_status": str(error.status_code),
