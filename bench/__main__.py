@@ -8,6 +8,7 @@ plain entry point (``celery -A worker.celery_app worker``). Load comes from wrk.
     python -m bench                  # full run, about 4 minutes on 2 cores
     python -m bench --smoke --output-dir /tmp/x   # a few seconds of each, for the tests
     python -m bench --only batch     # one part alone; rewrites only its section of the report
+    python -m bench --only cost      # likewise: what a payment costs Redis (the capped drain)
 """
 
 from __future__ import annotations
@@ -348,9 +349,19 @@ def bench_drain(
         results.scaling.append(
             drain_run(plan, group, redis_url, stub, scaling_env, n, 200.0, SCALING_CONCURRENCY)
         )
-    # Two workers under the default Stripe cap (STRIPE_MAX_RPS, all workers together): about
-    # cap / 2 calls per charge; nothing may fail for waiting on the budget. Redis cost measured
-    # on this run: it is the production path, cap included.
+    bench_capped(plan, results, group, redis_url, stub)
+
+
+def bench_capped(
+    plan: Plan, results: Results, group: ProcessGroup, redis_url: str, stub: str
+) -> None:
+    """Two workers under the default Stripe cap (STRIPE_MAX_RPS, all workers together): about
+    cap / 2 calls per charge; nothing may fail for waiting on the budget. Redis cost measured
+    on this run: it is the production path, cap included."""
+    env = service_env(redis_url, stub)
+    concurrency = int(
+        os.environ.get("WORKER_CONCURRENCY", Settings.model_fields["worker_concurrency"].default)
+    )
     cap = float(Settings.model_fields["stripe_max_rps"].default)
     results.capped_rps = cap
     capped_env = {**env, "STRIPE_MAX_RPS": f"{cap:g}"}
@@ -560,7 +571,31 @@ def only_batch(plan: Plan, output_dir: Path) -> int:
     return 0
 
 
-PARTS = {"batch": only_batch}
+def only_cost(plan: Plan, output_dir: Path) -> int:
+    """What a payment costs Redis alone (the capped drain with its measurement): its own Redis,
+    Stripe stub and two workers, then its section of the report written over the one there."""
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ProcessGroup(Path(tmp)) as group:
+        data = Path(tmp) / "redis"
+        data.mkdir()
+        with temporary_redis(data, group) as redis_url:
+            stub_port = free_port()
+            stub_proc = group.start(
+                "stripe-stub", python_module("bench.stripe_stub", "--port", str(stub_port))
+            )
+            wait_for_port(stub_port, proc=stub_proc)
+            bench_capped(plan, results, group, redis_url, f"http://127.0.0.1:{stub_port}")
+    section = report.cost_section(results)
+    print(section)
+    out = output_dir / "PERFORMANCE.md"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    document = out.read_text() if out.exists() else ""
+    out.write_text(report.with_cost_section(document, section))
+    say(f"wrote the Redis cost section of {out}")
+    return 0
+
+
+PARTS = {"batch": only_batch, "cost": only_cost}
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ sends several per round trip) from those a Lua script ran inside Redis (``[0 lua
 are Redis's own count of socket reads it processed (``total_reads_processed``): one per request
 or pipeline a client sent. Bytes: ``MEMORY USAGE`` of the queue list while the payments wait in
 it, and of every key left once they are done (records and indexes), per payment.
+
+The indexes of GET /payments (a client's sets by creation, status and customer, written inside
+the accept script and moved inside the scripts that move a status) are told apart: the
+commands on their keys, and ``index_move``'s read of the record's id and client, counted by
+``MONITOR``; their keys' bytes per payment.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ from urllib.parse import urlparse
 
 import redis
 
+from shared.store import keys
+
+INDEX_PREFIXES = (keys.CLIENT_LISTED_PREFIX, keys.CLIENT_STATUS_PREFIX, keys.CLIENT_CUSTOMER_PREFIX)
+INDEX_KIND = "payments:client:{listed,status,customer}:* (GET /payments)"
+
 _ID = re.compile(rb"pay_[0-9A-Za-z]+")
-_LINE = re.compile(rb'^\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"')
+_LINE = re.compile(rb'^\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"(.*)$')
 
 
 def stats(client: redis.Redis) -> dict[str, int]:
@@ -45,6 +55,8 @@ class Monitor:
         self._sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
         self.sent: collections.Counter[str] = collections.Counter()
         self.in_scripts: collections.Counter[str] = collections.Counter()
+        # Of those, the commands of GET /payments' indexes (sent, or inside scripts).
+        self.index: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -68,6 +80,8 @@ class Monitor:
                 if m is None:
                     continue
                 name = m.group(2).decode().upper()
+                if _is_index(name, m.group(3)):
+                    self.index[name] += 1
                 if m.group(1) == b"lua":
                     self.in_scripts[name] += 1
                 else:
@@ -77,6 +91,15 @@ class Monitor:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sock.close()
+
+
+def _is_index(name: str, rest: bytes) -> bool:
+    """A command on an index key, or index_move's read of the record's id and client."""
+    args = rest.strip().split(b'" "')
+    first = args[0].strip(b'"') if args else b""
+    if first.decode(errors="replace").startswith(INDEX_PREFIXES):
+        return True
+    return name == "HMGET" and [a.strip(b'"') for a in args[1:]] == [b"id", b"client"]
 
 
 @dataclass
@@ -89,6 +112,9 @@ class RedisCost:
     queued_bytes: float = 0.0  # per payment waiting in the queue list
     kept_bytes: dict[str, float] = field(default_factory=dict)  # key kind -> bytes per payment
     fixed_bytes: dict[str, int] = field(default_factory=dict)  # keys of no payment -> bytes
+    # per payment, the commands of GET /payments' indexes (all inside scripts), by name
+    index_commands: float = 0.0
+    index_by_command: list[tuple[str, float]] = field(default_factory=list)
     idle_commands_per_s: float = 0.0  # the workers' background polling, for scale
     seconds: float = 0.0
 
@@ -109,6 +135,9 @@ def kept_bytes(client: redis.Redis, payments: int) -> tuple[dict[str, float], di
     fixed: collections.Counter[str] = collections.Counter()
     for key in client.scan_iter(count=1000):
         size = int(client.memory_usage(key, samples=0) or 0)
+        if key.decode(errors="replace").startswith(INDEX_PREFIXES):
+            per[INDEX_KIND] += size
+            continue
         kind = _ID.sub(b"{id}", key)
         (per if kind != key else fixed)[kind.decode(errors="replace")] += size
     return {k: v / payments for k, v in per.most_common()}, dict(fixed.most_common())
@@ -125,4 +154,6 @@ def per_payment(
     names = set(monitor.sent) | set(monitor.in_scripts)
     rows = [(n, monitor.sent[n] / payments, monitor.in_scripts[n] / payments) for n in names]
     cost.by_command = sorted(rows, key=lambda r: -(r[1] + r[2]))
+    cost.index_commands = sum(monitor.index.values()) / payments
+    cost.index_by_command = [(n, c / payments) for n, c in monitor.index.most_common()]
     return cost

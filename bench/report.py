@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import profile as bench_profile
+from bench import redis_cost
 
 if TYPE_CHECKING:
     from bench.__main__ import Plan, Results
@@ -29,6 +30,9 @@ BATCH_GOAL = 10.0  # payments accepted per second, batches of 100 over single re
 # alone.
 BATCH_BEGIN = "<!-- batch part: python -m bench --only batch rewrites it -->"
 BATCH_END = "<!-- end of the batch part -->"
+COST_BEGIN = "<!-- Redis cost part: python -m bench --only cost rewrites it -->"
+COST_END = "<!-- end of the Redis cost part -->"
+COST_HEADING = "### What a payment costs Redis"
 
 LABELS = {
     "bare": "bare FastAPI POST",
@@ -391,13 +395,35 @@ def _drain_lines(results: Results, plan: Plan) -> list[str]:
     return lines
 
 
+def cost_section(results: Results) -> str:
+    """The Redis cost part's section, between its markers ("" when it did not run)."""
+    lines = _cost_lines(results)
+    return "\n".join([COST_BEGIN, *lines, COST_END, ""]) if lines else ""
+
+
+def with_cost_section(document: str, section: str) -> str:
+    """``document`` with the Redis cost section replaced by ``section``: between its markers,
+    or, in a report written before they existed, from its heading to the next part."""
+    before, begin, rest = document.partition(COST_BEGIN)
+    if begin:
+        _, end, after = rest.partition(COST_END)
+        if end:
+            return before + section.rstrip("\n") + after
+    head, heading, tail = document.partition(COST_HEADING)
+    if not heading:
+        return document.rstrip("\n") + "\n\n" + section
+    ends = [i for i in (tail.find("\n" + BATCH_BEGIN), tail.find("\n### ")) if i >= 0]
+    after = tail[min(ends) + 1 :] if ends else ""
+    return head + section + "\n" + after
+
+
 def _cost_lines(results: Results) -> list[str]:
     c = results.capped
     cost = c.cost if c is not None else None
     if cost is None:
         return []
     lines = [
-        "### What a payment costs Redis",
+        COST_HEADING,
         "",
         f"Measured on the capped drain run above ({cost.payments} payments, accepted with the "
         "API's accept script, charged by two workers with the default cap, until kombu's "
@@ -424,8 +450,23 @@ def _cost_lines(results: Results) -> list[str]:
         ),
         _row(
             [
-                "bytes kept per payment once charged (the keys holding its id)",
+                "bytes kept per payment once charged (the keys holding its id, and the "
+                "list indexes)",
                 f"{cost.kept_total:.0f}",
+            ]
+        ),
+        _row(
+            [
+                "of which GET /payments' indexes: commands run inside the scripts",
+                f"{cost.index_commands:.1f} ("
+                + ", ".join(f"{n} {c:.2f}" for n, c in cost.index_by_command)
+                + ")",
+            ]
+        ),
+        _row(
+            [
+                "of which GET /payments' indexes: bytes kept",
+                f"{cost.kept_bytes.get(redis_cost.INDEX_KIND, 0.0):.0f}",
             ]
         ),
         "",
@@ -576,7 +617,7 @@ def table(results: Results, plan: Plan) -> str:
     lines += _sweep_lines(results)
     lines += _list_lines(results, plan)
     lines += _drain_lines(results, plan)
-    lines += _cost_lines(results)
+    lines += [cost_section(results)] if results.capped is not None else []
     lines += _fairness_lines(results)
     return "\n".join(lines)
 
