@@ -30,6 +30,7 @@ from api.request_helpers import PAYMENT_ID, model_response, viewer_of, wait_seco
 from api.schemas import Payment, payment_view
 from shared.errors import (
     AlreadyCaptured,
+    InvalidRequest,
     NotDurable,
     PaymentInProgress,
     PaymentNotCancelable,
@@ -37,6 +38,7 @@ from shared.errors import (
     PaymentNotFound,
     StoreUnavailable,
     StripeUnavailable,
+    UpstreamError,
 )
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
@@ -79,7 +81,13 @@ router = APIRouter(
                 payment_id="pay_3f9c2a7be1d04c55a9e1f0d2",
             ),
             AlreadyCaptured(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            InvalidRequest(
+                "wait must be a whole number of seconds from 0 to 30",
+                code="wait_invalid",
+                param="wait",
+            ),
             NotDurable,
+            UpstreamError,
             StripeUnavailable,
             StoreUnavailable,
         ),

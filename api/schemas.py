@@ -439,7 +439,9 @@ class CallbackEvent(BaseModel):
     data: dict[str, Any] = Field(
         description=(
             "payment.*: the payment (id, status, amount, currency, amount_refunded, "
-            "payment_intent, charge, description, metadata, error, next_action); refund.*: the "
+            "payment_intent, charge, description, metadata, error, next_action; for an "
+            "authorization, capture_method, amount_captured and cancellation_reason once known); "
+            "refund.*: the "
             "refund (id, payment_id, status, amount, currency, stripe_refund, error). As it "
             "stands when sent."
         )

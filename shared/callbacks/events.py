@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.celery_message import task_message
 from shared.payments.money import format_minor
-from shared.payments.payment_records import PaymentRecord
+from shared.payments.payment_records import MANUAL, PaymentRecord
 from shared.payments.refund_records import RefundRecord
 from shared.payments.states import RefundStatus, Status
 from shared.settings.service_settings import Settings
@@ -111,6 +111,12 @@ def payment_data(record: PaymentRecord) -> dict[str, Any]:
         data["next_action"] = record.next_action
     if record.error:
         data["error"] = record.error
+    if record.capture_method == MANUAL:  # an authorization: what it took, or why it ended
+        data["capture_method"] = MANUAL
+        if record.amount_captured_minor is not None:
+            data["amount_captured"] = format_minor(record.amount_captured_minor, record.currency)
+        if record.cancellation_reason:
+            data["cancellation_reason"] = record.cancellation_reason
     return data
 
 

@@ -150,6 +150,20 @@ def test_a_callback_carries_the_payments_metadata_and_description(
     assert data["metadata"] == {"order_id": "1001"}
 
 
+def test_a_captured_authorization_s_callback_says_what_it_took(
+    seed_payment: SeedPayment, receiver: Receiver, make_sender: MakeSender
+) -> None:
+    seed_payment(PAY, Status.SUCCEEDED, callback_url="https://shop.example.com/hooks",
+                 client="shop-a", capture_method="manual",
+                 amount_captured_minor="3000")  # fmt: skip
+
+    assert make_sender(SETTINGS).send(event()) == "delivered"
+
+    (request,) = receiver.requests
+    data = json.loads(request.content)["data"]
+    assert (data["capture_method"], data["amount_captured"]) == ("manual", "30.00")
+
+
 def test_a_failing_receiver_is_retried_later_then_kept_as_a_dead_letter_and_replayed(
     redis: fakeredis.FakeRedis, seed_payment: SeedPayment, receiver: Receiver,
     make_sender: MakeSender, monkeypatch: pytest.MonkeyPatch,
