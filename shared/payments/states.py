@@ -159,8 +159,9 @@ _S = Status
 # What a charge attempt's answer may record.
 _ANSWERS = (_S.SUCCEEDED, _S.FAILED, _S.REQUIRES_ACTION, _S.REQUIRES_CAPTURE, _S.UNKNOWN)
 
-# Where an authorization stands or ends: held, captured, released.
-_AUTHORIZATION_ENDS = (_S.REQUIRES_CAPTURE, _S.SUCCEEDED, _S.CANCELED)
+# Where an authorization stands or ends: held, captured (and refunded or disputed since: a
+# webhook may tell all that before a capture's own answer is recorded), released.
+_AUTHORIZATION_ENDS = (_S.REQUIRES_CAPTURE, _S.SUCCEEDED, _S.CANCELED, _S.REFUNDED, _S.DISPUTED)
 
 PAYMENT_MOVES: tuple[Move[Status], ...] = (
     # --- the charge path -------------------------------------------------------------------
