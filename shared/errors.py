@@ -291,6 +291,12 @@ class PaymentExpired(Conflict):
         "The payment's deadline (expires_at) passed before its charge was sent to Stripe: it was "
         "never sent to Stripe and was not charged."
     )
+    # A replayed dead letter is queued again after attempts that reached Stripe and ended
+    # failed (not charged, as Stripe answered): "never sent" would not be true of it.
+    after_attempts_message = (
+        "The payment's deadline (expires_at) passed before its charge was sent to Stripe again: "
+        "no new charge was attempted, and its earlier attempts ended failed, not charged."
+    )
 
 
 class PaymentCanceled(Conflict):
@@ -300,4 +306,9 @@ class PaymentCanceled(Conflict):
     default_message = (
         "The payment was canceled at its client's request before its charge was sent to "
         "Stripe: it was never sent to Stripe and was not charged."
+    )
+    after_attempts_message = (
+        "The payment was canceled at its client's request before its charge was sent to "
+        "Stripe again: no new charge was attempted, and its earlier attempts ended failed, not "
+        "charged."
     )

@@ -17,7 +17,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from shared.callbacks.events import payment_callback
-from shared.errors import PaymentCanceled, PaymentExpired, PaymentServiceError
+from shared.errors import PaymentCanceled, PaymentExpired
 from shared.payments.payment_records import PaymentRecord, now_iso
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
@@ -30,14 +30,20 @@ from shared.store.replicated_writes import ReplicatedScript
 EXPIRE_BATCH = 500
 
 
-def _error_args(error: PaymentServiceError, status: Status) -> dict[str, Any]:
+def _error_args(
+    error: type[PaymentExpired] | type[PaymentCanceled], status: Status
+) -> dict[str, Any]:
+    """The record's error for a payment never sent, and the one for a payment queued again
+    after attempts (a replayed dead letter): the script picks by the record's ``attempts``."""
     # Imported here: shared.fleet_metrics imports shared.store, which imports this module.
     from shared.fleet_metrics import outcome_field
 
+    never_sent, sent_before = error(), error(error.after_attempts_message)
     return {
-        "error": orjson.dumps(error.to_dict()).decode(),
-        "error_status": str(error.status_code),
-        "outcome_field": outcome_field(status.value, error.code),
+        "error": orjson.dumps(never_sent.to_dict()).decode(),
+        "error_after_attempts": orjson.dumps(sent_before.to_dict()).decode(),
+        "error_status": str(never_sent.status_code),
+        "outcome_field": outcome_field(status.value, never_sent.code),
         "backlog_prefix": keys.CLIENT_BACKLOG_PREFIX,
     }
 
@@ -80,7 +86,7 @@ class DeadlineStore:
                             for p in payment_ids
                         },
                         "filing": callback_filing(self._settings),
-                        **_error_args(PaymentExpired(), Status.EXPIRED),
+                        **_error_args(PaymentExpired, Status.EXPIRED),
                     }
                 )
             ],
@@ -143,7 +149,7 @@ class AsyncCancelStore:
                             self._settings, payment_id, Status.CANCELED
                         ).decode(),
                         "filing": callback_filing(self._settings),
-                        **_error_args(PaymentCanceled(), Status.CANCELED),
+                        **_error_args(PaymentCanceled, Status.CANCELED),
                     }
                 )
             ],

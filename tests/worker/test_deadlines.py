@@ -132,6 +132,37 @@ def test_the_round_expires_every_queued_payment_past_its_deadline_and_only_those
     assert store.start_attempt(due[0], token="t") is SKIP
 
 
+def test_a_replayed_dead_letter_that_expires_is_not_said_never_sent(
+    redis: fakeredis.FakeRedis,
+    server: fakeredis.FakeServer,
+    store: PaymentStore,
+    settings: Settings,
+) -> None:
+    """A payment queued again after attempts that reached Stripe (a replayed dead letter) was
+    sent before: its expiry or cancel says no new charge was attempted, not "never sent"."""
+    _queued(redis, deadline_in=-1)
+    redis.hset(record_key(PAY), "attempts", "3")
+    assert store.deadlines.expire_due() == [PAY]
+    assert _error(redis)["code"] == "payment_expired"
+    assert "never sent" not in _error(redis)["message"]
+    assert "sent to Stripe again" in _error(redis)["message"]
+
+    other = "pay_" + "c" * 24
+    _queued(redis, deadline_in=60, payment_id=other)
+    redis.hset(record_key(other), "attempts", "1")
+    async_redis = fakeredis.FakeAsyncRedis(server=server)
+    assert asyncio.run(AsyncCancelStore(async_redis, settings).cancel(other)).canceled
+    error = orjson.loads(redis.hget(record_key(other), "error"))  # type: ignore[arg-type]
+    assert error["code"] == "payment_canceled"
+    assert "never sent" not in error["message"]
+
+    fresh = "pay_" + "d" * 24
+    _queued(redis, deadline_in=-1, payment_id=fresh)
+    assert store.deadlines.expire([fresh]) == [fresh]
+    error = orjson.loads(redis.hget(record_key(fresh), "error"))  # type: ignore[arg-type]
+    assert "never sent to Stripe" in error["message"]
+
+
 def test_the_round_leaves_a_queued_payment_a_worker_holds(
     redis: fakeredis.FakeRedis, store: PaymentStore
 ) -> None:

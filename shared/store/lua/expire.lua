@@ -16,7 +16,8 @@ for _, payment_id in ipairs(a.ids) do
     redis.call('ZREM', KEYS[1], payment_id)
   elseif expires_ms and a.now_ms >= tonumber(expires_ms)
       and redis.call('EXISTS', a.lock_prefix .. payment_id) == 0 then
-    local e = {now_iso = a.now_iso, error = a.error, error_status = a.error_status,
+    local e = {now_iso = a.now_iso, error = a.error, error_after_attempts = a.error_after_attempts,
+      error_status = a.error_status,
       outcome_field = a.outcome_field, backlog_prefix = a.backlog_prefix,
       callback = a.callbacks[payment_id] or '', filing = a.filing}
     end_unsent(payment_id, STATUS.EXPIRED, e, {record = record, pending = KEYS[2],

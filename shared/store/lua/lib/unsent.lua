@@ -5,8 +5,13 @@
 -- pushed when the payment has an endpoint, filed for the callbacks' sweep (e.filing), and
 -- waiters are told; its entry in the client's status sets moves with it (index_move). Keys come in k: record, pending, deadlines, outcomes, callbacks, events.
 local function end_unsent(payment_id, to, e, k)
-  local from = redis.call('HGET', k.record, 'status')
-  redis.call('HSET', k.record, 'status', to, 'updated_at', e.now_iso, 'error', e.error,
+  local found = redis.call('HMGET', k.record, 'status', 'attempts')
+  local from = found[1]
+  -- A payment queued again after attempts (a replayed dead letter) was sent before: its error
+  -- says so (e.error_after_attempts) rather than "never sent".
+  local err = e.error
+  if tonumber(found[2] or '0') > 0 then err = e.error_after_attempts end
+  redis.call('HSET', k.record, 'status', to, 'updated_at', e.now_iso, 'error', err,
     'error_status', e.error_status)
   index_move(k.record, from, to)
   if redis.call('ZREM', k.pending, payment_id) == 1 then
