@@ -297,3 +297,14 @@ async def test_csv_holds_the_same_rows_as_json(
     )
     assert [r["id"] for r in csv.DictReader(io.StringIO(last.text))] == [ids[0]]
     assert "link" not in last.headers
+
+
+async def test_a_batch_s_payments_are_listed_like_single_ones(api: httpx.AsyncClient) -> None:
+    items = [{**payment(), "idempotency_key": f"b-{i}"} for i in range(3)]
+    response = await api.post("/payments/batch", json={"payments": items}, headers=auth(SHOP))
+    assert response.status_code == 202, response.text
+    ids = {r["payment"]["id"] for r in response.json()["results"]}
+
+    body = await listed(api, "?status=queued")
+
+    assert {p["id"] for p in body["data"]} == ids
