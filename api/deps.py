@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from api.list_budget import BudgetedCharges
 from api.list_limit import ListLimiter
 from api.refund_service import RefundService
 from api.service import PaymentService
@@ -47,6 +48,11 @@ async def _gateway(request: Request) -> StripeGateway:
     return gateway
 
 
+async def _charges(request: Request) -> BudgetedCharges:
+    state = request.app.state
+    return BudgetedCharges(state.gateway, state.stripe_budget, state.settings.stripe_limits)
+
+
 async def _refund_store(request: Request) -> AsyncRefundStore:
     store: AsyncRefundStore = request.app.state.refund_store
     return store
@@ -72,6 +78,8 @@ RedisDep = Annotated[Redis, Depends(_redis)]
 ServiceDep = Annotated[PaymentService, Depends(_service)]
 RefundServiceDep = Annotated[RefundService, Depends(_refunds)]
 GatewayDep = Annotated[StripeGateway, Depends(_gateway)]
+# The customers' charges read from Stripe within the fleet's Stripe budget.
+ChargesDep = Annotated[BudgetedCharges, Depends(_charges)]
 RefundStoreDep = Annotated[AsyncRefundStore, Depends(_refund_store)]
 LifecycleStoreDep = Annotated[AsyncLifecycleStore, Depends(_lifecycle_store)]
 # A blocking store, for the admin routes' rare calls run in a thread off the event loop.

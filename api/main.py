@@ -48,6 +48,7 @@ from shared.store.capture_store import AsyncCaptureStore
 from shared.store.lifecycle_store import AsyncLifecycleStore
 from shared.store.list_store import AsyncListStore
 from shared.store.refund_store import AsyncRefundStore
+from shared.store.stripe_budget_store import AsyncStripeBudgetStore
 from shared.stripe.gateway import StripeGateway
 
 
@@ -78,6 +79,8 @@ def create_app(
         app.state.service = PaymentService(scripts, settings, clients=len(clients.clients))
         # --- end of the group commit hook
         gateway = app.state.gateway = StripeGateway(settings)
+        # The reads of Stripe's charges book the fleet's Stripe budget (api.list_budget).
+        app.state.stripe_budget = AsyncStripeBudgetStore(client)
         app.state.refund_store = AsyncRefundStore(client, settings)
         app.state.refunds = RefundService(app.state.refund_store, settings, app.state.service)
         app.state.captures = CaptureService(

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from api import scopes
 from api.auth import bearer_key
 from api.customer_charges import charges_for
-from api.deps import GatewayDep, ListLimiterDep, RefundStoreDep, ServiceDep
+from api.deps import ChargesDep, ListLimiterDep, RefundStoreDep, ServiceDep
 from api.error_responses import FIELD_HINTS, JSON, validation_error, with_retry_after
 from api.list_limit import ListBusy
 from api.operation_docs import (
@@ -260,7 +260,7 @@ async def get_payment(
 async def list_customer_payments(
     request: Request,
     customer_id: str,
-    gateway: GatewayDep,
+    charges: ChargesDep,
     service: ServiceDep,
     limiter: ListLimiterDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -277,7 +277,7 @@ async def list_customer_payments(
         # The same answer as for a customer Stripe does not know: nothing to probe.
         raise CustomerNotFound(f"No such customer: {customer_id}", param="customer_id")
     async with limiter.slot(principal):
-        page = await charges_for(gateway, customer=customer_id, limit=limit,
+        page = await charges_for(charges, customer=customer_id, limit=limit,
                                  starting_after=starting_after,
                                  client=service.charges_of(principal),
                                  owners_of=service.clients_of)  # fmt: skip

@@ -13,7 +13,17 @@ and, on demand (``POST /_proxy/config``), it injects faults:
 - ``drop``: forward the next N POSTs, save Stripe's answer, then cut the connection so the
   caller never sees it (``drop_forgets``: and forget every saved key at that moment;
   ``then_fail``: and from then on inject these ``fail`` entries);
-- ``forget``: drop every saved idempotency key (Stripe forgets them after 24 hours).
+- ``forget``: drop every saved idempotency key (Stripe forgets them after 24 hours);
+- ``stripe_limits``: enforce Stripe's published rate limits (docs.stripe.com/rate-limits) as
+  Stripe meters them, per account: a global limit and one per endpoint (the method and the path
+  template, ``GET /v1/customers/{id}`` one endpoint whatever the id), each a token bucket of
+  that many requests a second holding at most one second of them, as Stripe's request rate
+  limiter is built. ``{"stripe_limits": "live"}`` is 100/s global and 25/s an endpoint,
+  ``"sandbox"`` 25/s global; a dict (``{"global": 100, "endpoint": 25, "POST /v1/refunds":
+  50}``) sets its own, ``null`` turns it off. Past a limit the answer is Stripe's: 429 with the
+  ``rate_limit`` error and ``Stripe-Rate-Limited-Reason`` (``global-rate``, ``endpoint-rate``),
+  at once, before the ``latency_ms``; a refused request takes no token. A ``fail`` entry's
+  ``code`` (``lock_timeout``) is sent as the error's code.
 ``GET /_proxy/log`` lists what came through; ``POST /_proxy/reset`` clears faults and the log.
 
 Run: ``python -m tests.fault_proxy --upstream http://127.0.0.1:8420 --port 8421``.
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +64,85 @@ class State:
     saved: dict[str, Saved] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
     log: list[dict[str, Any]] = field(default_factory=list)
+    limits: StripeLimits | None = None
+
+
+# Stripe's published defaults (docs.stripe.com/rate-limits): requests a second, per account.
+PUBLISHED_LIMITS = {
+    "live": {"global": 100.0, "endpoint": 25.0},
+    "sandbox": {"global": 25.0, "endpoint": 25.0},
+}
+
+
+def endpoint_of(method: str, path: str) -> str:
+    """The endpoint as Stripe's limits count it: ``/v1/<resource>/<id>/...`` with the id as
+    ``{id}``."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "v1":
+        parts[3] = "{id}"
+    return f"{method} {'/'.join(parts)}"
+
+
+@dataclass
+class Bucket:
+    rate: float
+    tokens: float
+    at: float
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+
+@dataclass
+class StripeLimits:
+    global_rate: float
+    endpoint_rate: float
+    overrides: dict[str, float]
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, config: str | dict[str, Any]) -> StripeLimits:
+        values = dict(PUBLISHED_LIMITS[config]) if isinstance(config, str) else dict(config)
+        return cls(
+            global_rate=float(values.pop("global", PUBLISHED_LIMITS["live"]["global"])),
+            endpoint_rate=float(values.pop("endpoint", PUBLISHED_LIMITS["live"]["endpoint"])),
+            overrides={name: float(rate) for name, rate in values.items()},
+        )
+
+    def _bucket(self, name: str, rate: float, now: float) -> Bucket:
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            bucket = self.buckets[name] = Bucket(rate, rate, now)
+        bucket.refill(now)
+        return bucket
+
+    def refusal(self, endpoint: str) -> str | None:
+        """Why the request is refused (Stripe-Rate-Limited-Reason), or None: it takes a token
+        of the account's bucket and of its endpoint's."""
+        now = time.monotonic()
+        account = self._bucket("global", self.global_rate, now)
+        own = self._bucket(endpoint, self.overrides.get(endpoint, self.endpoint_rate), now)
+        if account.tokens < 1:
+            return "global-rate"
+        if own.tokens < 1:
+            return "endpoint-rate"
+        account.tokens -= 1
+        own.tokens -= 1
+        return None
+
+
+def rate_limited(reason: str) -> web.Response:
+    """Stripe's answer past a rate limit."""
+    return web.json_response(
+        {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                   "message": "Request rate limit exceeded. Learn more about rate limits here "
+                              "https://stripe.com/docs/rate-limits.",
+                   "doc_url": "https://stripe.com/docs/error-codes/rate-limit"}},
+        status=429,
+        headers={"Stripe-Rate-Limited-Reason": reason,
+                 "Request-Id": f"req_{secrets.token_hex(7)}"},
+    )  # fmt: skip
 
 
 STATE = web.AppKey("state", State)
@@ -72,6 +162,9 @@ async def configure(request: web.Request) -> web.Response:
         state.then_fail = [dict(f) for f in config.get("then_fail", ())]
     if config.get("forget"):
         state.saved.clear()
+    if "stripe_limits" in config:
+        limits = config["stripe_limits"]
+        state.limits = StripeLimits.parse(limits) if limits is not None else None
     return web.json_response({"ok": True})
 
 
@@ -82,6 +175,7 @@ async def reset(request: web.Request) -> web.Response:
     state.drop = 0
     state.drop_forgets = False
     state.then_fail = []
+    state.limits = None
     state.log.clear()
     if (await request.json() if request.can_read_body else {}).get("forget"):
         state.saved.clear()
@@ -103,6 +197,12 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         "idempotency_key": key,
     }
     state.log.append(entry)
+    if state.limits is not None:
+        endpoint = endpoint_of(request.method, request.path)
+        reason = state.limits.refusal(endpoint)
+        if reason is not None:
+            entry["outcome"] = f"rate_limited {reason}"
+            return rate_limited(reason)
     if state.latency_ms:
         await asyncio.sleep(state.latency_ms / 1000)
 
@@ -123,8 +223,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if "retry_after" in fault:
             headers["Retry-After"] = str(fault["retry_after"])
         kind = "rate_limit_error" if fault["status"] == 429 else "api_error"
+        error = {"type": kind, "message": "Injected by the fault proxy."}
+        if "code" in fault:
+            error["code"] = fault["code"]
         return web.json_response(
-            {"error": {"type": kind, "message": "Injected by the fault proxy."}},
+            {"error": error},
             status=int(fault["status"]),
             headers=headers,
         )

@@ -17,11 +17,14 @@ import time
 import structlog
 
 from shared.errors import PaymentServiceError
+from shared.fleet_metrics import StripeCallMetrics
 from shared.payments.states import Status
 from shared.store.lifecycle_store import ACTION_RECHECK_FIRST_SECONDS, LifecycleStore
+from shared.stripe.budget import StripeBudget
 from shared.stripe.gateway import StripeGateway
 from shared.stripe.outcomes import TransientStripeError
 from worker.charge import epoch_seconds
+from worker.stripe_calls import MeteredStripe
 from worker.stripe_events import StripeEventProcessor
 
 log = structlog.get_logger(__name__)
@@ -37,11 +40,32 @@ def next_check(waiting_since: float, now: float) -> float:
 
 
 def recheck_actions(
-    store: LifecycleStore, processor: StripeEventProcessor, gateway: StripeGateway
+    store: LifecycleStore,
+    processor: StripeEventProcessor,
+    gateway: StripeGateway,
+    budget: StripeBudget | None = None,
+    metrics: StripeCallMetrics | None = None,
 ) -> dict[str, int]:
-    """One round; returns how many moved, are still waiting, and were dropped."""
+    """One round; returns how many moved, are still waiting, and were dropped. Each look books
+    a slot of its endpoint's budget."""
     counts = {"moved": 0, "waiting": 0, "dropped": 0}
     now = time.time()
+    stripe = MeteredStripe(budget or StripeBudget.off(), metrics)
+    try:
+        _recheck(store, processor, gateway, stripe, counts, now)
+    finally:
+        stripe.flush()
+    return counts
+
+
+def _recheck(
+    store: LifecycleStore,
+    processor: StripeEventProcessor,
+    gateway: StripeGateway,
+    stripe: MeteredStripe,
+    counts: dict[str, int],
+    now: float,
+) -> None:
     for payment_id in store.due_action_checks(limit=BATCH):
         record = store.get(payment_id)
         if record is None or record.status is not Status.REQUIRES_ACTION:
@@ -53,7 +77,8 @@ def recheck_actions(
             counts["dropped"] += 1
             continue
         try:
-            intent = gateway.retrieve_payment_intent(payment_intent_id=record.payment_intent)
+            intent = stripe.call("payment_intents.retrieve", gateway.retrieve_payment_intent,
+                                 payment_intent_id=record.payment_intent)  # fmt: skip
         except TransientStripeError as exc:
             log.info("action_recheck.postponed", payment_id=payment_id, reason=str(exc))
             break  # Stripe is unreachable: the next round tries again
@@ -72,4 +97,3 @@ def recheck_actions(
                 payment_id, at=next_check(epoch_seconds(record.updated_at), now)
             )
             counts["waiting"] += 1
-    return counts

@@ -7,7 +7,10 @@ Each operation keeps the rules stated for charges in worker.charge:
 - whenever an earlier attempt may have reached Stripe without its answer being recorded (any
   retry or redelivery, a replayed dead letter, a key Stripe says was used with other
   parameters), the attempt first looks at Stripe for the object carrying our id and adopts it;
-- transient failures are retried with backoff (``retry_backoff``); when the retries run out,
+- a 429 (any of Stripe's limiters, a lock_timeout) is a definite answer: Stripe did not
+  process the request. It is retried soon, with no attempt counted toward giving up, so it
+  adds no reconciliation either (the budget has cut that limit's rate: ``worker.stripe_calls``);
+- other transient failures are retried with backoff (``retry_backoff``); when the retries run out,
   Stripe is asked once more: found, adopted; none found (Stripe answered), failed as not done;
   Stripe unreachable, ``unknown``, and ``reconcile_round`` keeps asking, with backoff, until it
   knows;
@@ -104,6 +107,10 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
     name: ClassVar[str]  # the log events' prefix: ``charge``, ``refund``
     noun: ClassVar[str]  # what a client calls it: ``payment``, ``refund``
     in_flight: ClassVar[str]  # why a retry waits while Stripe is still at it
+    # The metric labels of its calls (shared.stripe.limits.ENDPOINTS), booked up front.
+    retrieve_call: ClassVar[str]
+    find_call: ClassVar[str]
+    write_call: ClassVar[str]
 
     def __init__(
         self, settings: Settings, budget: StripeBudget, metrics: StripeCallMetrics | None
@@ -157,8 +164,11 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
     def _verdict(self, outcome: OutcomeT) -> Verdict[StatusT]: ...
 
     @abstractmethod
-    def _release(self, held: HeldT, token: str, fields: dict[str, str]) -> None:
-        """Give the lease back before a retry, saving ``fields`` first."""
+    def _release(
+        self, held: HeldT, token: str, fields: dict[str, str], *, uncount: bool = False
+    ) -> None:
+        """Give the lease back before a retry, saving ``fields`` first (``uncount``: and take
+        back this attempt's count: Stripe refused it unprocessed)."""
 
     @abstractmethod
     def _record(self, held: HeldT, verdict: Verdict[StatusT]) -> Done[StatusT]:
@@ -185,9 +195,9 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
         """Besides a retry: must a first attempt look at Stripe before writing?"""
         return False
 
-    def _calls_before_write(self, held: HeldT) -> int:
-        """Stripe calls the write needs before it (to book the budget once)."""
-        return 0
+    def _calls_before_write(self, held: HeldT) -> tuple[str, ...]:
+        """Stripe calls the write makes before it (to book the budget once)."""
+        return ()
 
     # --- the skeleton ----------------------------------------------------------------------
 
@@ -212,6 +222,12 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
             bound.warning(f"{self.name}.lease_lost")
             return Done(None)
         except TransientStripeError as exc:
+            if exc.rate_limited:
+                countdown = retry_backoff(self._settings, 1, exc.retry_after)
+                bound.info(f"{self.name}.rate_limited", reason=str(exc),
+                           countdown=round(countdown, 2))  # fmt: skip
+                self._release(held, token, {}, uncount=True)
+                return RetryLater(str(exc), countdown)
             if held.attempts > self._settings.charge_max_retries:
                 return self._give_up(held, stripe, bound)
             countdown = retry_backoff(self._settings, held.attempts, exc.retry_after)
@@ -269,10 +285,11 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
 
     def _attempt(self, held: HeldT, stripe: MeteredStripe) -> OutcomeT:
         if self._at_stripe(held):
-            stripe.plan(1)
+            stripe.plan(self.retrieve_call)
             return self._retrieve(held, stripe)
         reconcile = held.attempts > 1 or self._reconcile_first(held)
-        stripe.plan(1 + int(reconcile) + self._calls_before_write(held))
+        first = (self.find_call,) if reconcile else ()
+        stripe.plan(*first, *self._calls_before_write(held), self.write_call)
         if reconcile:
             found = self._look_up(held, stripe)
             if found is not None:

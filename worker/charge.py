@@ -66,6 +66,9 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
     name = "charge"
     noun = "payment"
     in_flight = "payment intent still processing"
+    retrieve_call = "payment_intents.retrieve"
+    find_call = "payment_intents.list"
+    write_call = "payment_intents.create"
 
     def __init__(
         self,
@@ -75,7 +78,7 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
         budget: StripeBudget | None = None,
         metrics: StripeCallMetrics | None = None,
     ) -> None:
-        super().__init__(settings, budget or StripeBudget(store, 0), metrics)
+        super().__init__(settings, budget or StripeBudget.off(), metrics)
         self._store = store
         self._gateway = gateway
         # Customers may belong to a client: the customer is retrieved before each write, also
@@ -111,8 +114,10 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
     def _reconcile_first(self, held: PaymentRecord) -> bool:
         return held.reconcile_first  # a replayed dead letter
 
-    def _calls_before_write(self, held: PaymentRecord) -> int:
-        return int(held.payment_method is None or self._owners_checked)
+    def _calls_before_write(self, held: PaymentRecord) -> tuple[str, ...]:
+        if held.payment_method is None or self._owners_checked:
+            return ("customers.retrieve",)
+        return ()
 
     def _at_stripe(self, held: PaymentRecord) -> bool:
         return bool(held.payment_intent)  # it was still processing
@@ -159,8 +164,10 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
         status = None if settled.status is Status.PROCESSING else settled.status
         return Verdict(status, settled.error, dict(settled.fields), settled.clear)
 
-    def _release(self, held: PaymentRecord, token: str, fields: dict[str, str]) -> None:
-        self._store.release(held.id, token=token, fields=fields)
+    def _release(
+        self, held: PaymentRecord, token: str, fields: dict[str, str], *, uncount: bool = False
+    ) -> None:
+        self._store.release(held.id, token=token, fields=fields, uncount=uncount)
 
     def _record(self, held: PaymentRecord, verdict: Verdict[Status]) -> Done[Status]:
         assert verdict.status is not None

@@ -191,7 +191,11 @@ def callbacks() -> int:
 def actions() -> dict[str, int]:
     """Payments waiting for their customer whose webhook may have been missed."""
     return recheck_actions(
-        singletons.lifecycle_store(), singletons.event_processor(), singletons.gateway()
+        singletons.lifecycle_store(),
+        singletons.event_processor(),
+        singletons.gateway(),
+        singletons.budget(),
+        singletons.stripe_metrics(),
     )
 
 

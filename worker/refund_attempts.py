@@ -72,6 +72,9 @@ class RefundProcessor(Attempts[HeldRefund, RefundOutcome, RefundStatus]):
     name = "refund"
     noun = "refund"
     in_flight = "refund pending at Stripe"
+    retrieve_call = "refunds.retrieve"
+    find_call = "refunds.list"
+    write_call = "refunds.create"
 
     def __init__(
         self,
@@ -83,7 +86,7 @@ class RefundProcessor(Attempts[HeldRefund, RefundOutcome, RefundStatus]):
         metrics: StripeCallMetrics | None = None,
         callbacks: RefundCallbacks = _no_callbacks,
     ) -> None:
-        super().__init__(settings, budget or StripeBudget(_NoBudget(), 0), metrics)
+        super().__init__(settings, budget or StripeBudget.off(), metrics)
         self._refunds = refunds
         self._payments = payments
         self._gateway = gateway
@@ -151,8 +154,10 @@ class RefundProcessor(Attempts[HeldRefund, RefundOutcome, RefundStatus]):
             return Verdict(None, None, fields)
         return Verdict(RefundStatus(status), error, fields)
 
-    def _release(self, held: HeldRefund, token: str, fields: dict[str, str]) -> None:
-        self._refunds.release(held.id, token=token, fields=fields)
+    def _release(
+        self, held: HeldRefund, token: str, fields: dict[str, str], *, uncount: bool = False
+    ) -> None:
+        self._refunds.release(held.id, token=token, fields=fields, uncount=uncount)
 
     def _record(self, held: HeldRefund, verdict: Verdict[RefundStatus]) -> Done[RefundStatus]:
         assert verdict.status is not None
@@ -208,13 +213,6 @@ def not_refunded(attempts: int) -> PaymentServiceError:
         "no such refund: nothing was refunded. Retry later with a new Idempotency-Key.",
         code="stripe_unavailable",
     )
-
-
-class _NoBudget:
-    """The booker of a budget that is off (no shared cap given)."""
-
-    def reserve_stripe_slots(self, *, count: int, interval_us: int) -> float:
-        return 0.0
 
 
 def apply_stripe_refunded(

@@ -22,6 +22,7 @@ from shared.store.callback_store import CallbackStore
 from shared.store.capture_store import CaptureStore
 from shared.store.lifecycle_store import LifecycleStore
 from shared.store.refund_store import RefundStore
+from shared.store.stripe_budget_store import StripeBudgetStore
 from shared.stripe.budget import StripeBudget
 from shared.stripe.gateway import StripeGateway
 from worker.callback_delivery import CallbackSender
@@ -71,7 +72,7 @@ def gateway() -> StripeGateway:
 def budget() -> StripeBudget:
     """The Stripe request budget (STRIPE_MAX_RPS) every worker process books calls from; the
     worker takes messages at its pace (worker.fair_queues)."""
-    shared = StripeBudget(store(), settings.stripe_max_rps)
+    shared = StripeBudget(StripeBudgetStore(sync_redis(settings)), settings.stripe_limits)
     pace_by(shared, settings.stripe_budget_lookahead_seconds)
     return shared
 
@@ -118,7 +119,9 @@ def capture_processor() -> CaptureProcessor:
 
 @lru_cache(maxsize=1)
 def event_processor() -> StripeEventProcessor:
-    return StripeEventProcessor(lifecycle_store(), gateway(), payment_callback_message)
+    return StripeEventProcessor(
+        lifecycle_store(), gateway(), payment_callback_message, budget(), stripe_metrics()
+    )
 
 
 @lru_cache(maxsize=1)

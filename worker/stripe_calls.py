@@ -1,10 +1,12 @@
-"""One charge attempt's Stripe calls: within the shared budget, timed, and keeping the lease.
+"""One attempt's Stripe calls: within the shared budget, timed, and keeping the lease.
 
-Each call waits for a slot the attempt booked (``StripeBudget``); while it waits, and before a
-call if the last sign of life is old, ``keepalive`` extends the payment's lease and the
-message's visibility (``PaymentStore.heartbeat``), so a long wait in a backlog is neither
-mistaken for a dead worker nor a failure. Timings go to the worker's metrics once, when the
-attempt ends (``StripeCallMetrics``: Redis learns them with its next flush).
+Each call waits for a slot the attempt booked (``StripeBudget``: its endpoint's and the
+account's); a 429 cuts the rate of the limit Stripe says was passed for the whole fleet. While
+a call waits, and before a call if the last sign of life is old, ``keepalive`` extends the
+payment's lease and the message's visibility (``PaymentStore.heartbeat``), so a long wait in
+a backlog is neither mistaken for a dead worker nor a failure. Timings go to the worker's
+metrics once, when the attempt ends (``StripeCallMetrics``: Redis learns them with its next
+flush).
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from shared.fleet_metrics import StripeCallMetrics
-from shared.stripe.budget import Slots, StripeBudget
+from shared.stripe.budget import Slots, StripeBudget, endpoint_of
+from shared.stripe.outcomes import TransientStripeError
 
 T = TypeVar("T")
 
 # Well inside the lease (2 x Stripe timeout + 10 s) and the visibility timeout (60 s).
 KEEPALIVE_SECONDS = 10.0
+
+
+def _no_lease() -> bool:
+    return True
 
 
 class LeaseLost(Exception):
@@ -31,7 +38,7 @@ class MeteredStripe:
         self,
         budget: StripeBudget,
         metrics: StripeCallMetrics | None,
-        keepalive: Callable[[], bool],
+        keepalive: Callable[[], bool] = _no_lease,
     ) -> None:
         self._budget = budget
         self._metrics = metrics
@@ -40,15 +47,16 @@ class MeteredStripe:
         self._alive_at = time.monotonic()
         self._timings: list[tuple[str, float, str]] = []
 
-    def plan(self, calls: int) -> None:
-        """Book the calls this attempt expects to make (one more is booked if it needs it)."""
+    def plan(self, *calls: str) -> None:
+        """Book the calls (metric labels) this attempt expects to make, in order (a call not
+        planned books its own slot when it comes)."""
         self._slots = self._budget.book(calls)
 
-    def _wait_turn(self) -> None:
-        at = self._slots.take() if self._slots else None
+    def _wait_turn(self, call: str) -> None:
+        endpoint = endpoint_of(call)
+        at = self._slots.take(endpoint) if self._slots else None
         if at is None:
-            self._slots = self._budget.book(1)
-            at = self._slots.take()
+            at = self._budget.book([call]).take(endpoint)
         assert at is not None
         while True:
             now = time.monotonic()
@@ -63,11 +71,16 @@ class MeteredStripe:
     def call(self, name: str, request: Callable[..., T], /, **params: Any) -> T:
         """``request(**params)`` (a StripeGateway method) in its booked slot, timed as
         ``name``."""
-        self._wait_turn()
+        self._wait_turn(name)
         started = time.perf_counter()
         outcome = "ok"
         try:
             return request(**params)
+        except TransientStripeError as exc:
+            outcome = type(exc).__name__
+            if exc.rate_limited:
+                self._budget.throttled(name, exc)
+            raise
         except Exception as exc:
             outcome = type(exc).__name__
             raise

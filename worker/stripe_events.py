@@ -19,9 +19,11 @@ from collections.abc import Callable
 import structlog
 
 from shared.errors import PaymentServiceError
+from shared.fleet_metrics import StripeCallMetrics
 from shared.payments.payment_records import now_iso
 from shared.payments.states import Status
 from shared.store.lifecycle_store import LifecycleStore, Moved, Transition
+from shared.stripe.budget import StripeBudget
 from shared.stripe.gateway import StripeGateway
 from shared.stripe.outcomes import (
     INTENT_EVENTS,
@@ -30,6 +32,7 @@ from shared.stripe.outcomes import (
     event_type_label,
     settle,
 )
+from worker.stripe_calls import MeteredStripe
 
 log = structlog.get_logger(__name__)
 
@@ -56,9 +59,14 @@ class StripeEventProcessor:
         store: LifecycleStore,
         gateway: StripeGateway,
         callback_for: Callable[[str, Status], bytes] | None = None,
+        budget: StripeBudget | None = None,
+        metrics: StripeCallMetrics | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
+        # Each re-fetch books a slot of its endpoint's budget, as the charges' calls do.
+        self._budget = budget or StripeBudget.off()
+        self._metrics = metrics
         # The callback task message for a move (see worker.callback_delivery); none without one.
         self._callback_for = callback_for or (lambda payment_id, status: b"")
 
@@ -66,31 +74,36 @@ class StripeEventProcessor:
         """Apply one event; returns what happened (the metric's outcome). Raises
         TransientStripeError when Stripe could not be asked (the task retries)."""
         bound = log.bind(event_id=event_id, event_type=event_type)
+        stripe = MeteredStripe(self._budget, self._metrics)
         try:
-            outcome = self._apply(event_type, object_id, charge_id)
+            outcome = self._apply(stripe, event_type, object_id, charge_id)
         except TransientStripeError:
             raise
         except PaymentServiceError as exc:
             # Stripe has no such object (any more), or refused the lookup: not ours to apply.
             bound.info("stripe_event.unresolved", code=exc.code)
             outcome = "unresolved"
+        finally:
+            stripe.flush()
         bound.info("stripe_event.done", outcome=outcome)
         self._store.count_webhook(event_type_label(event_type), outcome)
         return outcome
 
-    def _apply(self, event_type: str, object_id: str, charge_id: str) -> str:
+    def _apply(self, stripe: MeteredStripe, event_type: str, object_id: str, charge_id: str) -> str:
         if event_type in INTENT_EVENTS:
-            intent = self._gateway.retrieve_payment_intent(payment_intent_id=object_id)
+            intent = stripe.call("payment_intents.retrieve", self._gateway.retrieve_payment_intent,
+                                 payment_intent_id=object_id)  # fmt: skip
             return self.apply_intent(intent)
-        if event_type == "charge.refunded":
-            charge = self._gateway.retrieve_charge(charge_id=object_id)
+        if event_type not in ("charge.refunded", "charge.dispute.created"):
+            return "ignored"
+        refunded = event_type == "charge.refunded"  # else a dispute: its charge is named apart
+        target = object_id if refunded else charge_id or object_id
+        charge = stripe.call("charges.retrieve", self._gateway.retrieve_charge, charge_id=target)
+        if refunded:
             return self._refunded(charge.payment_id, charge.amount_refunded_minor)
-        if event_type == "charge.dispute.created":
-            charge = self._gateway.retrieve_charge(charge_id=charge_id or object_id)
-            if not charge.disputed:
-                return "unchanged"  # Stripe no longer says so (closed, or not this charge)
-            return self._move(charge.payment_id, Transition(Status.DISPUTED, {}))
-        return "ignored"
+        if not charge.disputed:
+            return "unchanged"  # Stripe no longer says so (closed, or not this charge)
+        return self._move(charge.payment_id, Transition(Status.DISPUTED, {}))
 
     def apply_intent(self, intent: ChargeOutcome) -> str:
         """What a PaymentIntent (fetched from Stripe just now) means for its payment: the path

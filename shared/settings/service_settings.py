@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.callbacks import whsec
+from shared.stripe.limits import RateLimits, parse_overrides, resolve
 
 DAY = 24 * 60 * 60
 
@@ -135,11 +136,17 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(default=60, ge=10, le=3600)
     restore_interval_seconds: int = Field(default=5, ge=1, le=300)
 
-    # All workers together stay under this many Stripe requests per second (Stripe allows 25/s
-    # in test mode and 100/s live per account). 0 disables the limit.
-    stripe_max_rps: float = Field(default=20.0, ge=0)
-    # Under that cap, a worker takes another message only while the budget is booked less than
-    # this far ahead: a backlog waits in the clients' queues, where each client takes its
+    # The Stripe budget: all workers together keep Stripe's rate limits, the account's (global)
+    # and each endpoint's, Stripe's published defaults for the key's mode unless said here
+    # (shared/stripe/limits.py). STRIPE_MAX_RPS is the global limit when set (unset: 100/s for
+    # a live key, 25/s for a sandbox's); 0 turns the whole budget off.
+    stripe_max_rps: float | None = Field(default=None, ge=0)
+    # JSON of requests/s by "global", "endpoint" (every endpoint's default) or an endpoint's
+    # name ("POST /v1/payment_intents"), for an account whose limits Stripe raised; its
+    # "global" wins over STRIPE_MAX_RPS.
+    stripe_rate_limits: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # Under that budget, a worker takes another message only while the budget is booked less
+    # than this far ahead: a backlog waits in the clients' queues, where each client takes its
     # turns (worker.fair_queues), rather than in worker threads, which are served in booking
     # order. A calm client's charge waits about this long behind a greedy client's backlog.
     stripe_budget_lookahead_seconds: float = Field(default=2.0, gt=0, le=60)
@@ -249,6 +256,18 @@ class Settings(BaseSettings):
     @classmethod
     def _hosts_lowercased(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(host.lower() for host in value)
+
+    @field_validator("stripe_rate_limits", mode="before")
+    @classmethod
+    def _rate_limits_parse(cls, value: object) -> object:
+        if value is None or isinstance(value, str | dict):
+            return parse_overrides(value)
+        return value
+
+    @field_validator("stripe_max_rps", mode="before")
+    @classmethod
+    def _unset_when_blank(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("stripe_api_base", mode="before")
     @classmethod
@@ -369,6 +388,16 @@ class Settings(BaseSettings):
         if self.payment_id_secret is not None:
             return self.payment_id_secret.get_secret_value().encode()
         return hashlib.sha256(b"payment-id:" + self.stripe_key.encode()).digest()
+
+    @cached_property
+    def stripe_limits(self) -> RateLimits:
+        """The Stripe rate limits the budget keeps (STRIPE_MAX_RPS, STRIPE_RATE_LIMITS, the
+        key's mode)."""
+        return resolve(
+            stripe_key=self.stripe_key,
+            max_rps=self.stripe_max_rps,
+            overrides=self.stripe_rate_limits,
+        )
 
     @property
     def stripe_key(self) -> str:

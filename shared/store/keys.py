@@ -17,8 +17,11 @@ Key (type; TTL; written by):
 - ``payments:dead_letters`` (sorted set of payments failed because Stripe was down, by time;
   workers, reconciler, replay).
 - ``payments:events`` (pub/sub channel: a payment id when its status settles; workers).
-- ``payments:stripe_rate`` (string, the shared Stripe budget's next free slot in µs; until that
-  slot; workers).
+- ``payments:stripe_budget`` (hash, the fleet's Stripe budget: for the account's limit,
+  ``global``, and each endpoint, ``next|<name>`` its next free slot in µs of Redis' clock, and
+  after a 429 ``rate|<name>``/``cut|<name>`` the rate it was cut to and when; none; workers
+  and the API, in book_stripe and stripe_throttled). ``payments:metrics:stripe_budget`` (hash,
+  ``booked|<name>`` and ``rate_limited|<name>`` counts for ``/metrics``; the same scripts).
 - ``payments:maintenance`` (string, one worker's turn at the maintenance round; the round).
 - ``payments:client:customers:{client}`` (set of customer ids for which a payment of the client
   has succeeded: it may list their charges; the record TTL, renewed by each success; workers,
@@ -104,7 +107,8 @@ PENDING_INDEX = "payments:pending"
 UNKNOWN_INDEX = "payments:unknown"
 DEAD_LETTERS = "payments:dead_letters"
 EVENTS_CHANNEL = "payments:events"
-STRIPE_RATE = "payments:stripe_rate"
+STRIPE_BUDGET = "payments:stripe_budget"
+STRIPE_BUDGET_COUNTS = "payments:metrics:stripe_budget"
 MAINTENANCE_LOCK = "payments:maintenance"
 ACCEPTED_COUNT = "payments:metrics:accepted"
 OUTCOME_COUNTS = "payments:metrics:outcomes"

@@ -371,7 +371,6 @@ class PaymentStore:
                 "postpone_check",
                 "requeue_stale",
                 "replay",
-                "reserve_slots",
             )
         }
 
@@ -447,14 +446,21 @@ class PaymentStore:
         self._redis.hset(keys.record_key(payment_id), "payment_method", method)
 
     def release(
-        self, payment_id: str, *, token: str, fields: Mapping[str, str] | None = None
+        self,
+        payment_id: str,
+        *,
+        token: str,
+        fields: Mapping[str, str] | None = None,
+        uncount: bool = False,
     ) -> None:
-        """Give the lease back before a retry, saving ``fields`` (e.g. Stripe ids) first."""
+        """Give the lease back before a retry, saving ``fields`` (e.g. Stripe ids) first;
+        ``uncount``: the attempt does not count (Stripe refused it unprocessed, a 429)."""
         self._run(
             "release",
             [keys.lock_key(payment_id), keys.record_key(payment_id)],
             token=token,
             fields=dict(fields or {}),
+            uncount=uncount,
         )
 
     def finish(
@@ -564,14 +570,6 @@ class PaymentStore:
             token=token,
             check_at=int(check_at),
         )
-
-    # the shared Stripe budget ----------------------------------------------------------
-
-    def reserve_stripe_slots(self, *, count: int, interval_us: int) -> float:
-        """Book ``count`` calls; seconds until the first (the rest follow every interval)."""
-        wait_us = self._run("reserve_slots", [keys.STRIPE_RATE], count=count,
-                            interval_us=interval_us)  # fmt: skip
-        return int(wait_us) / 1e6
 
     # recovery sweep --------------------------------------------------------------------
 

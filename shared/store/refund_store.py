@@ -192,13 +192,17 @@ class RefundStore:
             return RefundStarted(_record(result[1]))
         return "busy" if result[0] == -2 else "skip"
 
-    def release(self, refund_id: str, *, token: str, fields: Mapping[str, str]) -> None:
-        """Give the lease back before a retry, saving ``fields`` (the Stripe refund id)."""
+    def release(
+        self, refund_id: str, *, token: str, fields: Mapping[str, str], uncount: bool = False
+    ) -> None:
+        """Give the lease back before a retry, saving ``fields`` (the Stripe refund id);
+        ``uncount``: the attempt does not count (Stripe refused it unprocessed, a 429)."""
         self._run(
             "release",
             [keys.lock_key(refund_id), keys.refund_key(refund_id)],
             token=token,
             fields=dict(fields),
+            uncount=uncount,
         )
 
     def finish(

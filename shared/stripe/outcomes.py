@@ -54,18 +54,33 @@ class StripeFailure:
     decline_code: str | None = None
     should_retry: bool | None = None  # Stripe-Should-Retry, when sent
     retry_after: float | None = None
+    # Stripe-Rate-Limited-Reason on a 429: global-rate, endpoint-rate, global-concurrency,
+    # endpoint-concurrency, resource-specific (none on a lock_timeout).
+    rate_limited_reason: str | None = None
 
 
 class TransientStripeError(Exception):
     """Stripe could not answer now; the same request with the same key may succeed later.
-    Whether an earlier write landed is unknown: the next attempt reconciles first."""
+    Whether an earlier write landed is unknown (the next attempt reconciles first), except
+    after a 429 (``rate_limited``): Stripe did not process the request."""
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, http_status: int = 0
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        http_status: int = 0,
+        limited_globally: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.http_status = http_status
+        self.limited_globally = limited_globally  # the account's limit, not the endpoint's
+
+    @property
+    def rate_limited(self) -> bool:
+        """Stripe refused the request unprocessed (any of its limiters, a lock_timeout)."""
+        return self.http_status == 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +108,10 @@ class ChargeOutcome:
 
 def _transient(why: str) -> Callable[[StripeFailure], TransientStripeError]:
     return lambda f: TransientStripeError(
-        f"{why} ({f.http_status})", retry_after=f.retry_after, http_status=f.http_status
+        f"{why} ({f.http_status})",
+        retry_after=f.retry_after,
+        http_status=f.http_status,
+        limited_globally=(f.rate_limited_reason or "").startswith("global"),
     )
 
 

@@ -38,6 +38,7 @@ def describe(exc: stripe.StripeError) -> StripeFailure:
         decline_code=getattr(exc.error, "decline_code", None) if exc.error else None,
         should_retry=None if should_retry is None else should_retry == "true",
         retry_after=_retry_after(headers.get("retry-after")),
+        rate_limited_reason=headers.get("stripe-rate-limited-reason"),
     )
 
 

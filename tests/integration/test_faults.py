@@ -24,9 +24,8 @@ from devtools.demo import create_test_customer
 from devtools.processes import ProcessGroup
 from devtools.stripe_emulator import THREE_D_SECURE_CARD
 from shared.celery_message import task_message
-from shared.settings.service_settings import Settings
-from shared.store import PaymentStore
 from shared.store.keys import DEAD_LETTERS, record_key
+from shared.store.stripe_budget_store import StripeBudgetStore
 from tests.integration.stack import Stack, final, pay
 from tests.support import (
     CLIENT_QUEUE,
@@ -517,8 +516,8 @@ def test_14_a_wait_for_the_budget_longer_than_the_visibility_timeout_is_not_rede
     ):
         customer = create_test_customer(http)
         # Other workers booked the next 40 s of the Stripe budget.
-        PaymentStore(stack.redis(), Settings(environment="test")).reserve_stripe_slots(
-            count=400, interval_us=100_000
+        StripeBudgetStore(stack.redis()).book(
+            ["GET /v1/events"] * 400, {"global": 10, "GET /v1/events": 25}
         )
         started = time.monotonic()
         payment_id = pay(api, customer).json()["id"]

@@ -394,14 +394,16 @@ def test_flower_off_by_default_and_reachable_when_on(template: Any) -> None:
 
 
 def test_worker_scaling_bounds_derive_from_the_stripe_budget(template: Any) -> None:
-    """STRIPE_MAX_RPS caps the whole fleet at STRIPE_MAX_RPS / 2 charges/s (two Stripe calls a
-    charge): tasks beyond what that needs only wait for the budget."""
+    """The binding Stripe limit caps the whole fleet (with a live key's defaults, 25 creates/s
+    and 25 customer reads/s: 25 charges/s): tasks beyond what that needs only wait for it."""
     from shared.settings.service_settings import Settings
 
     p = template["Parameters"]
-    rps = float(p["StripeMaxRps"]["Default"] or Settings().stripe_max_rps)
-    assert rps == Settings().stripe_max_rps, "the template's default budget is the app's"
-    budget = rps / 2
+    assert p["StripeMaxRps"]["Default"] == "", "the template keeps Stripe's published defaults"
+    assert p["StripeRateLimits"]["Default"] == ""
+    live = Settings(environment="test", stripe_api_key="sk_live_test_fake")
+    budget = live.stripe_limits.charge_rate
+    assert budget == 25
     needed = math.ceil(budget / PER_TASK_CHARGES_PER_SECOND)
     assert p["WorkerMaxCapacity"]["Default"] == needed + 1, "the tasks the budget needs + 1 spare"
     assert p["WorkerMinCapacity"]["Default"] <= p["WorkerMaxCapacity"]["Default"]

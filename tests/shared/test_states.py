@@ -51,7 +51,8 @@ DAY = 24 * 3600
 # Scripts that hold no payment or refund record (budgets, Stripe's events, callbacks).
 NO_RECORDS = {
     "list_page",  # reads records, writes nothing
-    "reserve_slots",
+    "book_stripe",
+    "stripe_throttled",
     "stripe_event",
     "events_catchup_progress",
     "take_token",

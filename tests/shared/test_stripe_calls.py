@@ -26,6 +26,7 @@ import pytest
 
 from shared.settings.service_settings import Settings
 from shared.stripe.gateway import STRIPE_API_VERSION, StripeGateway
+from shared.stripe.limits import ENDPOINTS
 from shared.stripe.outcomes import HANDLED_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -469,8 +470,9 @@ def callers() -> set[tuple[str, str, str | None, str]]:
                     and isinstance(args[0], ast.Constant)
                     and isinstance(args[1], ast.Attribute)
                     and args[1].attr in methods
-                ):  # MeteredStripe.call: a slot of the shared budget
-                    found.add((name, args[1].attr, str(args[0].value), "STRIPE_MAX_RPS"))
+                ):  # MeteredStripe.call, BudgetedCharges.call: its endpoint's slot
+                    label = str(args[0].value)
+                    found.add((name, args[1].attr, label, ENDPOINTS.get(label, "?")))
                 elif node.func.attr in methods:
                     found.add((name, node.func.attr, None, "none"))
     return found
@@ -482,9 +484,21 @@ def test_every_caller_of_the_gateway_is_listed_with_the_budget_it_books() -> Non
         (file,) = ticked(cells[0])
         (method,) = ticked(cells[1])
         label = ticked(cells[2])
-        budget = "STRIPE_MAX_RPS" if ticked(cells[3])[:1] == ["STRIPE_MAX_RPS"] else "none"
+        budget = ticked(cells[3])[0] if label else "none"
         listed.add((file, method, label[0] if label else None, budget))
     assert callers() == listed
+
+
+def test_each_call_label_books_the_endpoint_its_gateway_method_calls() -> None:
+    # The budget's table (shared.stripe.limits.ENDPOINTS) names the endpoint the page names
+    # for the call's gateway method: Stripe meters each call where the budget books it.
+    endpoints_of = {call.gateway_method: call.endpoint for call in documented_calls()}
+    for cells in table("Who makes them, and which budget they book"):
+        (method,) = ticked(cells[1])
+        label = ticked(cells[2])
+        if label:
+            assert ENDPOINTS[label[0]] == endpoints_of[method], label[0]
+    assert set(ENDPOINTS.values()) == set(endpoints_of.values())
 
 
 def test_the_events_consumed_are_the_documented_ones_and_fetch_documented_calls() -> None:

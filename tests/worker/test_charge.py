@@ -25,8 +25,9 @@ from shared.store.keys import (
     lock_key,
     record_key,
 )
+from shared.store.stripe_budget_store import StripeBudgetStore
 from shared.stripe.budget import StripeBudget
-from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
+from shared.stripe.outcomes import ChargeOutcome, StripeFailure, TransientStripeError, translate
 from tests.worker.conftest import seed_record
 from worker.attempts import Done, RetryLater
 from worker.charge import ChargeProcessor
@@ -355,6 +356,60 @@ def test_a_rate_limit_asks_for_the_delay_stripe_gave(
     assert result == RetryLater("429", 3.0)
 
 
+def stripe_429(code: str = "rate_limit", **headers: str) -> TransientStripeError:
+    """Stripe's 429 as the gateway translates it (any limiter, or a lock_timeout)."""
+    failure = StripeFailure(
+        kind="rate_limit",
+        http_status=429,
+        code=code,
+        should_retry=headers.get("should_retry") == "true",
+    )
+    error = translate(failure)
+    assert isinstance(error, TransientStripeError)
+    return error
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [stripe_429(), stripe_429("lock_timeout"), stripe_429("lock_timeout", should_retry="true")],
+    ids=["rate_limit", "lock_timeout", "should_retry"],
+)
+def test_a_429_is_no_attempt_toward_giving_up_and_needs_no_reconciliation(
+    redis: fakeredis.FakeRedis,
+    processor: ChargeProcessor,
+    stripe: FakeStripe,
+    settings: Settings,
+    refusal: TransientStripeError,
+) -> None:
+    # More 429s in a row than the retries allowed (CHARGE_MAX_RETRIES=1 here).
+    stripe.fail_next = [refusal] * (settings.charge_max_retries + 3)
+    payment_id = queue_payment(redis)
+
+    for _ in range(settings.charge_max_retries + 3):
+        result = processor.process(payment_id)
+        assert isinstance(result, RetryLater)
+        assert result.countdown <= settings.charge_retry_backoff_seconds  # soon, not backed off
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+
+    assert stripe.finds == 0  # Stripe processed none of them: nothing to look up
+    assert len(stripe.ledger) == 1
+    assert load(redis, payment_id).attempts == 1
+
+
+def test_a_429_after_an_unknown_outcome_still_reconciles_first(
+    redis: fakeredis.FakeRedis, processor: ChargeProcessor, stripe: FakeStripe
+) -> None:
+    stripe.fail_next = [TransientStripeError("connection reset"), stripe_429()]
+    payment_id = queue_payment(redis)
+
+    assert isinstance(processor.process(payment_id), RetryLater)  # the write may have landed
+    assert isinstance(processor.process(payment_id), RetryLater)  # looked, then a 429
+    assert processor.process(payment_id) == Done(status="succeeded")  # type: ignore[arg-type]
+
+    assert stripe.finds == 2  # each attempt after the unknown outcome looked first
+    assert len(stripe.ledger) == 1
+
+
 def test_an_unknown_or_expired_payment_is_skipped(
     processor: ChargeProcessor, stripe: FakeStripe
 ) -> None:
@@ -506,10 +561,12 @@ def test_the_reconciler_tells_a_customer_who_must_act_how_even_when_stripe_names
 def test_a_budget_wait_books_once_and_never_fails_the_payment(
     redis: fakeredis.FakeRedis, store: PaymentStore, stripe: FakeStripe, settings: Settings
 ) -> None:
-    budget = StripeBudget(store, rate_per_second=20)
+    shared = StripeBudgetStore(redis)
+    limits = Settings(environment="test", stripe_max_rps=20).stripe_limits
+    budget = StripeBudget(shared, limits)
     processor = ChargeProcessor(store, stripe, settings, budget)  # type: ignore[arg-type]
     # Other workers booked the next 0.6 s of the budget.
-    store.reserve_stripe_slots(count=12, interval_us=50_000)
+    shared.book(["GET /v1/events"] * 12, {"global": 20, "GET /v1/events": 25})
     payment_id = queue_payment(redis)
 
     started = time.monotonic()

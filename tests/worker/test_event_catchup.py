@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import fakeredis
@@ -16,6 +17,7 @@ from shared.errors import InvalidRequest
 from shared.settings.service_settings import Settings
 from shared.store.keys import STRIPE_EVENTS_TURN, WEBHOOK_COUNTS, stripe_event_key
 from shared.store.lifecycle_store import LifecycleStore
+from shared.store.stripe_budget_store import Booking
 from shared.stripe.budget import StripeBudget
 from shared.stripe.outcomes import TransientStripeError
 from shared.stripe.webhook_events import EventPage, StripeEventRef
@@ -74,11 +76,16 @@ class FakeStripe:
 
 class CountingBooker:
     def __init__(self) -> None:
-        self.booked = 0
+        self.booked: list[str] = []
 
-    def reserve_stripe_slots(self, *, count: int, interval_us: int) -> float:
-        self.booked += count
-        return 0.0
+    def book(
+        self, calls: Sequence[str], limits: Mapping[str, float], *, max_wait: float | None = None
+    ) -> Booking:
+        self.booked += calls
+        return Booking(tuple(0.0 for _ in calls))
+
+    def throttled(self, name: str, limit: float) -> float:
+        return limit
 
 
 @pytest.fixture
@@ -96,7 +103,7 @@ def catch_up(
     settings: Settings = SETTINGS,
 ) -> dict[str, int]:  # fmt: skip
     store = LifecycleStore(redis, settings)
-    booker = budget or StripeBudget(CountingBooker(), 0)
+    booker = budget or StripeBudget.off()
     return EventCatchUp(store, stripe, settings, booker).run()  # type: ignore[arg-type]
 
 
@@ -227,8 +234,9 @@ def test_each_page_books_a_slot_of_the_fleets_stripe_budget(
         stripe.add(f"evt_{n}", "charge.refunded", f"ch_{n}", ago=n)
     booker = CountingBooker()
 
-    assert catch_up(redis, stripe, budget=StripeBudget(booker, 20))["pages"] == 3
-    assert booker.booked == 3
+    budget = StripeBudget(booker, SETTINGS.stripe_limits)
+    assert catch_up(redis, stripe, budget=budget)["pages"] == 3
+    assert booker.booked == ["GET /v1/events"] * 3  # its own endpoint's slots
 
 
 def test_a_period_of_zero_turns_the_round_off(

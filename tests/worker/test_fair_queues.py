@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 
 import pytest
 
 from shared.settings.service_settings import Settings
+from shared.store.stripe_budget_store import Booking
 from shared.stripe.budget import StripeBudget
 from worker import fair_queues
 from worker.fair_queues import WeightedTurns, transport_options
@@ -98,8 +100,16 @@ class Booker:
     def __init__(self, wait: float) -> None:
         self.wait = wait
 
-    def reserve_stripe_slots(self, *, count: int, interval_us: int) -> float:
-        return self.wait
+    def book(
+        self, calls: Sequence[str], limits: Mapping[str, float], *, max_wait: float | None = None
+    ) -> Booking:
+        return Booking(tuple(self.wait for _ in calls))
+
+    def throttled(self, name: str, limit: float) -> float:
+        return limit
+
+
+CAP_10 = Settings(environment="test", stripe_max_rps=10).stripe_limits
 
 
 @pytest.fixture
@@ -111,22 +121,22 @@ def paced() -> object:
 @pytest.mark.usefixtures("paced")
 def test_no_message_is_taken_while_the_budget_is_booked_past_the_lookahead() -> None:
     booker = Booker(wait=0.0)
-    budget = StripeBudget(booker, rate_per_second=10)
+    budget = StripeBudget(booker, CAP_10)
     fair_queues.pace_by(budget, lookahead_seconds=2.0)
     assert fair_queues.may_take()
 
     booker.wait = 5.0  # other workers booked the next 5 s
-    budget.book(2)
+    budget.book(["customers.retrieve", "payment_intents.create"])
     assert not fair_queues.may_take()
     assert 4.9 < budget.booked_ahead() <= 5.2
 
     booker.wait = 1.0
     budget._booked_until = time.monotonic()  # those slots went by
-    budget.book(2)
+    budget.book(["customers.retrieve", "payment_intents.create"])
     assert fair_queues.may_take()
 
 
 @pytest.mark.usefixtures("paced")
 def test_without_a_stripe_cap_nothing_is_paced() -> None:
-    fair_queues.pace_by(StripeBudget(Booker(wait=60.0), rate_per_second=0), 2.0)
+    fair_queues.pace_by(StripeBudget(Booker(wait=60.0), None), 2.0)
     assert fair_queues.may_take()
