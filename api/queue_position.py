@@ -11,8 +11,8 @@ figures). Messages pushed again (the recovery sweep, a replay) make it approxima
 Drain rate: how many of the client's charges left its queue lately (``accepted - waiting``,
 sampled by each accept and GET of this process, over DRAIN_WINDOW_SECONDS), which already
 reflects the client's share of the workers and of the Stripe budget. With no such history,
-the Stripe budget (STRIPE_MAX_RPS, over the calls a charge books) stands in, as if the client
-had it to itself: optimistic when others have backlogs too.
+the Stripe budget (its binding limit for the calls a charge books: shared.stripe.limits)
+stands in, as if the client had it to itself: optimistic when others have backlogs too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from api.schemas import QueueStanding
 from shared.payments.payment_records import PaymentRecord, iso_from_ms
+from shared.stripe.limits import RateLimits
 
 DRAIN_WINDOW_SECONDS = 60.0
 # Samples closer together than this add nothing; a rate needs this much time between samples.
@@ -32,8 +33,8 @@ MAX_SAMPLES = 256
 
 
 class QueueEstimates:
-    def __init__(self, stripe_max_rps: float, *, clock: Callable[[], float] = time.time) -> None:
-        self._budget_rps = stripe_max_rps
+    def __init__(self, limits: RateLimits, *, clock: Callable[[], float] = time.time) -> None:
+        self._limits = limits
         self._clock = clock
         self._samples: dict[str, deque[tuple[float, int]]] = {}
 
@@ -54,8 +55,8 @@ class QueueEstimates:
             (t0, taken0), (t1, taken1) = samples[0], samples[-1]
             if t1 - t0 >= MIN_SPAN_SECONDS and taken1 > taken0:
                 return (taken1 - taken0) / (t1 - t0)
-        if self._budget_rps > 0:
-            return self._budget_rps / max(1, calls_per_charge)
+        if self._limits.enabled:
+            return self._limits.charges_per_second(reads_customer=calls_per_charge > 1)
         return None
 
     def standing(self, record: PaymentRecord, *, ahead: int) -> QueueStanding:

@@ -65,7 +65,7 @@ class PaymentService:
     def __init__(self, redis: Redis, settings: Settings, *, clients: int = 1) -> None:
         self._store = AsyncPaymentStore(redis, settings)
         self._cancels = AsyncCancelStore(redis, settings)
-        self.queues = QueueEstimates(settings.stripe_max_rps)
+        self.queues = QueueEstimates(settings.stripe_limits)
         self._settings = settings
         self._secret = settings.payment_id_key
         # Without a share of its own, each client may hold an equal part of the backlog bound.

@@ -355,14 +355,14 @@ def bench_drain(
 def bench_capped(
     plan: Plan, results: Results, group: ProcessGroup, redis_url: str, stub: str
 ) -> None:
-    """Two workers under the default Stripe cap (STRIPE_MAX_RPS, all workers together): about
-    cap / 2 calls per charge; nothing may fail for waiting on the budget. Redis cost measured
-    on this run: it is the production path, cap included."""
+    """Two workers under the default Stripe budget of a sandbox key (its global limit, all
+    workers together): about cap / 2 calls per charge; nothing may fail for waiting on the
+    budget. Redis cost measured on this run: it is the production path, cap included."""
     env = service_env(redis_url, stub)
     concurrency = int(
         os.environ.get("WORKER_CONCURRENCY", Settings.model_fields["worker_concurrency"].default)
     )
-    cap = float(Settings.model_fields["stripe_max_rps"].default)
+    cap = Settings(environment="test").stripe_limits.global_rps
     results.capped_rps = cap
     capped_env = {**env, "STRIPE_MAX_RPS": f"{cap:g}"}
     count = max(20, int(cap / 2 * plan.capped_seconds))

@@ -87,15 +87,18 @@ class RateLimits:
 
     @property
     def charge_rate(self) -> float:
-        """Charges/s at most, by the binding limit: a first attempt makes a customer read and a
-        create (two calls of the account's, one of each endpoint's)."""
+        """Charges/s at most, by the binding limit, of charges that read their customer first
+        (a customer read and a create: two calls of the account's, one of each endpoint's)."""
+        return self.charges_per_second(reads_customer=True)
+
+    def charges_per_second(self, *, reads_customer: bool) -> float:
+        """Charges/s at most by the binding limit (infinite when the budget is off)."""
         if not self.enabled:
             return float("inf")
-        return min(
-            self.global_rps / 2,
-            self.of(ENDPOINTS["customers.retrieve"]),
-            self.of(ENDPOINTS["payment_intents.create"]),
-        )
+        create = self.of(ENDPOINTS["payment_intents.create"])
+        if not reads_customer:
+            return min(self.global_rps, create)
+        return min(self.global_rps / 2, self.of(ENDPOINTS["customers.retrieve"]), create)
 
 
 def resolve(
