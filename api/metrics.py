@@ -35,16 +35,21 @@ from shared.fleet_metrics import (
     FleetCollector,
     message_wait_seconds,
 )
+from shared.settings.service_settings import Settings
 from shared.store import charge_queues
 from shared.store.keys import (
     CALLBACK_COUNTS,
     CLIENT_COUNTS,
     DEAD_LETTERS,
+    STRIPE_BUDGET,
+    STRIPE_BUDGET_COUNTS,
     TRANSITION_COUNTS,
     UNACKED,
     WEBHOOK_COUNTS,
     record_key,
 )
+from shared.store.stripe_budget_store import budget_states
+from shared.stripe.limits import GLOBAL
 
 router = APIRouter(
     tags=["operations"],
@@ -70,7 +75,7 @@ async def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> R
     worker."""
     fleet = FleetCollector()
     try:
-        await _read_fleet(redis, settings.queue_name, fleet)
+        await _read_fleet(redis, settings, fleet)
     except RedisError:
         fleet = FleetCollector()
         fleet.redis_up = False
@@ -81,10 +86,10 @@ async def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> R
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-async def _read_fleet(redis: Redis, queue: str, fleet: FleetCollector) -> None:
+async def _read_fleet(redis: Redis, settings: Settings, fleet: FleetCollector) -> None:
     # Every charge queue (QUEUE_NAME and each client's), read before the reserved count: a
     # message moving from a queue to a worker in between is counted twice, never missed.
-    queues = await charge_queues.read_async(redis, queue)
+    queues = await charge_queues.read_async(redis, settings.queue_name)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(OUTCOMES)
         pipe.hgetall(STRIPE_CALLS)
@@ -96,9 +101,15 @@ async def _read_fleet(redis: Redis, queue: str, fleet: FleetCollector) -> None:
         pipe.hgetall(TRANSITION_COUNTS)
         pipe.hgetall(CALLBACK_COUNTS)
         pipe.hgetall(CLIENT_COUNTS)
+        pipe.hgetall(STRIPE_BUDGET)
+        pipe.hgetall(STRIPE_BUDGET_COUNTS)
         results = await pipe.execute()
     outcomes, stripe_calls, accepted, reserved, dead, heartbeat = results[:6]
-    fleet.webhooks, fleet.transitions, fleet.callbacks, fleet.clients = results[6:]
+    fleet.webhooks, fleet.transitions, fleet.callbacks, fleet.clients = results[6:10]
+    limits = settings.stripe_limits
+    table = {GLOBAL: limits.global_rps, **limits.endpoints}
+    fleet.budget = budget_states(results[10], results[11], table, time.time())
+    fleet.budget_enabled = limits.enabled
     fleet.outcomes, fleet.stripe = outcomes, stripe_calls
     fleet.accepted, fleet.dead_letters = int(accepted or 0), dead
     fleet.queue_depth, fleet.queue_reserved = queues.ready + reserved, reserved

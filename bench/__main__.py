@@ -9,6 +9,7 @@ plain entry point (``celery -A worker.celery_app worker``). Load comes from wrk.
     python -m bench --smoke --output-dir /tmp/x   # a few seconds of each, for the tests
     python -m bench --only batch     # one part alone; rewrites only its section of the report
     python -m bench --only cost      # likewise: what a payment costs Redis (the capped drain)
+    python -m bench --only stripe-limit   # likewise: the drain at Stripe's limit
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import batch, drain, fairness, report
+from bench import batch, drain, fairness, report, stripe_limit
 from bench import profile as bench_profile
 from bench import wrk as wrk_mod
 from devtools.processes import (
@@ -71,6 +72,7 @@ class Plan:
     batch_rounds: int = 3
     batch_seconds: float = 5.0
     batch_size: int = 100
+    limit_count: int = 1_500  # payments at once for the drain at Stripe's limit
 
 
 SMOKE = Plan(
@@ -90,6 +92,7 @@ SMOKE = Plan(
     fairness_calm=3,
     batch_rounds=1,
     batch_seconds=1,
+    limit_count=60,
 )
 
 # The servers of the accept parts, all with the API's uvicorn flags and logging: (app, env).
@@ -124,6 +127,7 @@ class Results:
     capped_rps: float = 0.0
     fairness: fairness.FairnessResult | None = None
     batch: batch.BatchResult | None = None
+    stripe_limit: stripe_limit.StripeLimitResult | None = None
     settings: dict[str, str] = field(default_factory=dict)
 
 
@@ -400,6 +404,21 @@ def bench_fairness(
     )
 
 
+def bench_stripe_limit(
+    plan: Plan, results: Results, group: ProcessGroup, redis_url: str, stub: str
+) -> None:
+    """Two workers at Stripe's published live limits, enforced with 429s (bench.stripe_limit)."""
+    http("POST", f"{stub}/_bench/latency?ms=50")
+    results.stripe_limit = r = stripe_limit.measure(
+        group, redis_url, service_env(redis_url, stub), stub, count=plan.limit_count
+    )
+    say(
+        f"drain at Stripe's limit: {r.drain.steady_rate:.1f} charges/s = {r.ratio:.2f}x of the "
+        f"binding limit ({r.binding:g}/s), {r.rate_limited} 429s of {r.calls} calls "
+        f"({r.drain.succeeded}/{r.drain.count} succeeded)"
+    )
+
+
 def drain_run(
     plan: Plan,
     group: ProcessGroup,
@@ -533,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_drain:
                 bench_drain(plan, results, group, redis_url, stub)
                 bench_fairness(plan, results, group, redis_url, stub)
+                bench_stripe_limit(plan, results, group, redis_url, stub)
     elapsed = time.time() - started
     command = "make bench" if not args.smoke else "python -m bench --smoke"
     text = report.render(results, plan, machine(), command=command, elapsed=elapsed)
@@ -595,7 +615,31 @@ def only_cost(plan: Plan, output_dir: Path) -> int:
     return 0
 
 
-PARTS = {"batch": only_batch, "cost": only_cost}
+def only_stripe_limit(plan: Plan, output_dir: Path) -> int:
+    """The drain at Stripe's limit alone: its own Redis, the stub and the limiting proxy, then
+    its section of the report written over the one already there (the rest is kept)."""
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ProcessGroup(Path(tmp)) as group:
+        data = Path(tmp) / "redis"
+        data.mkdir()
+        with temporary_redis(data, group) as redis_url:
+            stub_port = free_port()
+            stub_proc = group.start(
+                "stripe-stub", python_module("bench.stripe_stub", "--port", str(stub_port))
+            )
+            wait_for_port(stub_port, proc=stub_proc)
+            bench_stripe_limit(plan, results, group, redis_url, f"http://127.0.0.1:{stub_port}")
+    section = report.stripe_limit_section(results)
+    print(section)
+    out = output_dir / "PERFORMANCE.md"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    document = out.read_text() if out.exists() else ""
+    out.write_text(report.with_section(document, section, report.LIMIT_BEGIN, report.LIMIT_END))
+    say(f"wrote the section on the drain at Stripe's limit of {out}")
+    return 0
+
+
+PARTS = {"batch": only_batch, "cost": only_cost, "stripe-limit": only_stripe_limit}
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ BATCH_BEGIN = "<!-- batch part: python -m bench --only batch rewrites it -->"
 BATCH_END = "<!-- end of the batch part -->"
 COST_BEGIN = "<!-- Redis cost part: python -m bench --only cost rewrites it -->"
 COST_END = "<!-- end of the Redis cost part -->"
+LIMIT_BEGIN = "<!-- stripe-limit part: python -m bench --only stripe-limit rewrites it -->"
+LIMIT_END = "<!-- end of the stripe-limit part -->"
 COST_HEADING = "### What a payment costs Redis"
 
 LABELS = {
@@ -595,12 +597,53 @@ def batch_section(results: Results) -> str:
     return "\n".join(lines)
 
 
-def with_section(document: str, section: str) -> str:
-    """``document`` with the batch part's section replaced by ``section`` (put before the
-    plot, or at the end, when it has none yet)."""
-    before, begin, rest = document.partition(BATCH_BEGIN)
+def stripe_limit_section(results: Results) -> str:
+    """The drain at Stripe's limit, between its markers ("" when it did not run)."""
+    r = results.stripe_limit
+    if r is None:
+        return ""
+    d = r.drain
+    met = r.ratio >= 0.95 and r.rate_limited <= 0.01 * r.calls and d.succeeded == d.count
+    lines = [
+        LIMIT_BEGIN,
+        "### Drain at Stripe's limit",
+        "",
+        "Two workers (default pool), a live-mode key and Stripe's published defaults (100 "
+        "requests/s for the account, 25/s an endpoint), behind the fault proxy enforcing "
+        "Stripe's live limits with 429s (`tests/fault_proxy.py`, `stripe_limits`); Stripe stub "
+        f"50 ms; {d.count} payments at once, each reading its customer and creating a "
+        f"PaymentIntent (one call of each endpoint: binding limit {r.binding:g} charges/s). "
+        "Charges/s between the 10th and 90th percent of completions.",
+        "",
+        _row(["charges/s (steady)", "of the binding limit", "429s", "calls", "succeeded"]),
+        _row(["---"] * 5),
+        _row(
+            [
+                f"{d.steady_rate:.1f}",
+                f"{r.ratio:.2f}x",
+                str(r.rate_limited),
+                str(r.calls),
+                f"{d.succeeded}/{d.count}",
+            ]
+        ),
+        "",
+        f"drain at Stripe's limit: {d.steady_rate:.1f} charges/s = {r.ratio:.2f}x of the "
+        f"binding limit, {r.rate_limited} 429s; goal >= 0.95x, 429s <= 1% of calls, all "
+        f"succeeded: {_met(met)}",
+        LIMIT_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def with_section(
+    document: str, section: str, begin_marker: str = BATCH_BEGIN, end_marker: str = BATCH_END
+) -> str:
+    """``document`` with a part's section (the batch part's by default) replaced by
+    ``section`` (put before the plot, or at the end, when it has none yet)."""
+    before, begin, rest = document.partition(begin_marker)
     if begin:
-        _, end, after = rest.partition(BATCH_END)
+        _, end, after = rest.partition(end_marker)
         if end:
             return before + section.rstrip("\n") + after
     plot = "![accept and group commit"
@@ -619,6 +662,7 @@ def table(results: Results, plan: Plan) -> str:
     lines += _drain_lines(results, plan)
     lines += [cost_section(results)] if results.capped is not None else []
     lines += _fairness_lines(results)
+    lines += [stripe_limit_section(results)] if results.stripe_limit is not None else []
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from shared.store import keys
+from shared.store.stripe_budget_store import BudgetState
 
 log = structlog.get_logger(__name__)
 
@@ -160,6 +161,10 @@ class FleetCollector(Collector):
         self.callbacks: Mapping[bytes, bytes] = {}
         # Issue 12: per client, ``client|accepted``, ``client|limited``, ``client|backlog_full``.
         self.clients: Mapping[bytes, bytes] = {}
+        # The Stripe budget: each limit (global, every endpoint) with its rate now, the calls
+        # booked on it and the 429s Stripe answered (shared.store.stripe_budget_store).
+        self.budget: Sequence[BudgetState] = ()
+        self.budget_enabled = False
         # False when Redis did not answer the scrape: only payments_redis_up 0 is rendered (no
         # made-up zeros for the figures that live in Redis).
         self.redis_up = True
@@ -223,7 +228,41 @@ class FleetCollector(Collector):
         )  # fmt: skip
 
         yield from self._stripe_histograms()
+        yield from self._stripe_budget()
         yield from self._lifecycle()
+
+    def _stripe_budget(self) -> Iterator[Any]:
+        limits = GaugeMetricFamily(
+            "payments_stripe_budget_limit",
+            "The Stripe budget's configured limit, requests/s for the whole fleet: the "
+            "account's (global) and each endpoint's (STRIPE_RATE_LIMITS, STRIPE_MAX_RPS, "
+            "Stripe's published defaults)",
+            labels=["limit"],
+        )
+        rates = GaugeMetricFamily(
+            "payments_stripe_budget_rate",
+            "The rate the budget books now, requests/s: the limit, or less for a while after "
+            "a 429 from Stripe (cut to 0.7x, growing back 0.5/s every second)",
+            labels=["limit"],
+        )
+        booked = CounterMetricFamily(
+            "payments_stripe_budget_booked",
+            "Stripe calls booked on each limit's budget",
+            labels=["limit"],
+        )
+        limited = CounterMetricFamily(
+            "payments_stripe_rate_limited",
+            "429s from Stripe, by the limit they cut (an endpoint, or global when Stripe said "
+            "the account's limit was passed)",
+            labels=["limit"],
+        )
+        for state in self.budget:
+            if self.budget_enabled:
+                limits.add_metric([state.name], state.limit)
+                rates.add_metric([state.name], state.rate)
+            booked.add_metric([state.name], state.booked)
+            limited.add_metric([state.name], state.rate_limited)
+        yield from (limits, rates, booked, limited)
 
     def _lifecycle(self) -> Iterator[Any]:
         webhooks = CounterMetricFamily(

@@ -7,7 +7,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.fleet_metrics import OUTCOMES, STRIPE_CALLS, emf_queue_depth
+from shared.store.stripe_budget_store import AsyncStripeBudgetStore
 from tests.support import payment
+
+CREATE, READ = "POST /v1/payment_intents", "GET /v1/customers/{id}"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -65,3 +68,29 @@ def test_the_queue_depth_line_is_cloudwatch_embedded_metric_format() -> None:
     assert line["_aws"]["Timestamp"] == 1_700_000_000_000
     assert line["Queue"] == "payments"
     assert line["QueueDepth"] == 42
+
+
+async def test_metrics_show_each_stripe_limit_its_rate_its_use_and_the_429s(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    # What workers do: book calls, and report a 429 on the creates (one cut for the fleet).
+    budget = AsyncStripeBudgetStore(redis)
+    limits = {"global": 25.0, CREATE: 25.0, READ: 25.0}
+    await budget.book([READ, CREATE], limits)
+    await budget.book([READ, CREATE], limits)
+    await budget.throttled(CREATE, 25.0)
+
+    got = samples((await client.get("/metrics")).text)
+
+    def of(name: str, limit: str) -> float:
+        return got[(name, (("limit", limit),))]
+
+    # A sandbox key (the tests'): 25/s for the account and each endpoint.
+    assert of("payments_stripe_budget_limit", "global") == 25
+    assert of("payments_stripe_budget_limit", CREATE) == 25
+    assert 17.5 <= of("payments_stripe_budget_rate", CREATE) < 18  # cut to 0.7x by the 429
+    assert of("payments_stripe_budget_rate", READ) == 25
+    assert of("payments_stripe_budget_booked_total", "global") == 4
+    assert of("payments_stripe_budget_booked_total", CREATE) == 2
+    assert of("payments_stripe_rate_limited_total", CREATE) == 1
+    assert of("payments_stripe_rate_limited_total", READ) == 0

@@ -90,7 +90,8 @@ def test_calls_of_one_endpoint_are_spaced_by_its_limit_across_workers(
     a, b = times(first, CREATE, 2)
     (c,) = times(second, CREATE, 1)
     assert abs((b - a) - 1 / 25) < 5e-3
-    assert abs((c - b) - 1 / 25) < 1e-2  # after both of the first booking's calls
+    # After both of the first booking's calls (two clocks read a round trip apart: slack).
+    assert abs((c - b) - 1 / 25) < 3e-2
     assert first.take(CREATE) is None  # only what was booked
 
 

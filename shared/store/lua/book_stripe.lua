@@ -3,7 +3,8 @@
 -- limit's current rate (lowered by stripe_throttled after a 429, regaining a.increase
 -- requests/s every second since, up to the limit). The calls of one booking go in order.
 -- KEYS: the budget (hash: next|<name> the next free slot in µs of Redis' clock, rate|<name>
--- and cut|<name> the rate set by the last 429 and when), its counters (hash: booked|<name>).
+-- and cut|<name> the rate set by the last 429 and when), its counters (hash: booked|<name>,
+-- global's too).
 -- a.calls: the endpoints, in the order the calls will be made; a.limits: requests/s by name
 -- (global and every endpoint of a.calls); a.max_wait_us (optional): when the first call would
 -- wait longer, nothing is booked.
@@ -55,4 +56,5 @@ for name, s in pairs(state) do
 end
 redis.call('HSET', KEYS[1], unpack(flat))
 for _, name in ipairs(a.calls) do redis.call('HINCRBY', KEYS[2], 'booked|' .. name, 1) end
+redis.call('HINCRBY', KEYS[2], 'booked|global', #a.calls)
 return waits
