@@ -199,6 +199,10 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
         """Stripe calls the write makes before it (to book the budget once)."""
         return ()
 
+    def _write_call(self, held: HeldT) -> str:
+        """The write's own call (its metric label)."""
+        return self.write_call
+
     # --- the skeleton ----------------------------------------------------------------------
 
     def process(self, key: str, *, delivery_tag: str | None = None) -> Done[StatusT] | RetryLater:
@@ -289,7 +293,7 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
             return self._retrieve(held, stripe)
         reconcile = held.attempts > 1 or self._reconcile_first(held)
         first = (self.find_call,) if reconcile else ()
-        stripe.plan(*first, *self._calls_before_write(held), self.write_call)
+        stripe.plan(*first, *self._calls_before_write(held), self._write_call(held))
         if reconcile:
             found = self._look_up(held, stripe)
             if found is not None:

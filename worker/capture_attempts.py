@@ -104,6 +104,9 @@ class CaptureProcessor(Attempts[HeldCapture, CaptureOutcome, CaptureStatus]):
     name = "capture"
     noun = "payment"
     in_flight = "capture pending at Stripe"
+    retrieve_call = "payment_intents.retrieve"
+    find_call = "payment_intents.retrieve"  # the PaymentIntent itself says what happened
+    write_call = "payment_intents.capture"
 
     def __init__(
         self,
@@ -191,8 +194,13 @@ class CaptureProcessor(Attempts[HeldCapture, CaptureOutcome, CaptureStatus]):
         return self._finish(held, verdict.status, verdict.error, verdict.fields, to=to,
                             payment_fields=moves)  # fmt: skip
 
-    def _release(self, held: HeldCapture, token: str, fields: dict[str, str]) -> None:
-        self._store.release(held.id, token=token, fields=fields)
+    def _write_call(self, held: HeldCapture) -> str:
+        return "payment_intents.cancel" if held.action == VOID else self.write_call
+
+    def _release(
+        self, held: HeldCapture, token: str, fields: dict[str, str], *, uncount: bool = False
+    ) -> None:
+        self._store.release(held.id, token=token, fields=fields, uncount=uncount)
 
     def _failed(self, held: HeldCapture, error: PaymentServiceError) -> Done[CaptureStatus]:
         return self._finish(held, CaptureStatus.FAILED, error, {})

@@ -112,13 +112,17 @@ class CaptureStore:
             return _record(result[1])
         return "busy" if result[0] == -2 else "skip"
 
-    def release(self, payment_id: str, *, token: str, fields: Mapping[str, str]) -> None:
-        """Give the lease back before a retry, saving ``fields`` on the record."""
+    def release(
+        self, payment_id: str, *, token: str, fields: Mapping[str, str], uncount: bool = False
+    ) -> None:
+        """Give the lease back before a retry, saving ``fields`` on the record; ``uncount``:
+        the attempt does not count (Stripe refused it unprocessed, a 429)."""
         self._run(
             "release",
             [keys.capture_lock_key(payment_id), keys.record_key(payment_id)],
             token=token,
             fields=dict(fields),
+            uncount="capture_attempts" if uncount else None,
         )
 
     def requeue_stale(

@@ -460,7 +460,7 @@ class PaymentStore:
             [keys.lock_key(payment_id), keys.record_key(payment_id)],
             token=token,
             fields=dict(fields or {}),
-            uncount=uncount,
+            uncount="attempts" if uncount else None,
         )
 
     def finish(

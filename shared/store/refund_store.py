@@ -202,7 +202,7 @@ class RefundStore:
             [keys.lock_key(refund_id), keys.refund_key(refund_id)],
             token=token,
             fields=dict(fields),
-            uncount=uncount,
+            uncount="attempts" if uncount else None,
         )
 
     def finish(

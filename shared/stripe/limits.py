@@ -33,6 +33,8 @@ ENDPOINTS: dict[str, str] = {
     "payment_intents.create": "POST /v1/payment_intents",
     "payment_intents.retrieve": "GET /v1/payment_intents/{id}",
     "payment_intents.list": "GET /v1/payment_intents",
+    "payment_intents.capture": "POST /v1/payment_intents/{id}/capture",
+    "payment_intents.cancel": "POST /v1/payment_intents/{id}/cancel",
     "charges.list": "GET /v1/charges",
     "charges.retrieve": "GET /v1/charges/{id}",
     "refunds.create": "POST /v1/refunds",

@@ -237,7 +237,8 @@ async def test_only_a_queued_payment_says_where_it_stands(
 
 def test_the_drain_rate_is_what_left_the_clients_queue_lately() -> None:
     now = [1000.0]
-    estimates = QueueEstimates(10, clock=lambda: now[0])
+    cap_10 = Settings(environment="test", stripe_max_rps=10).stripe_limits
+    estimates = QueueEstimates(cap_10, clock=lambda: now[0])
     assert estimates.drain_rate("shop", calls_per_charge=2) == 5  # the budget, two calls each
     estimates.observe("shop", accepted=100, waiting=100)
     now[0] += 4
@@ -247,4 +248,5 @@ def test_the_drain_rate_is_what_left_the_clients_queue_lately() -> None:
     now[0] += 120
     estimates.observe("shop", accepted=120, waiting=108)
     assert estimates.drain_rate("shop") == 10
-    assert QueueEstimates(0).drain_rate("shop") is None
+    off = Settings(environment="test", stripe_max_rps=0).stripe_limits
+    assert QueueEstimates(off).drain_rate("shop") is None

@@ -86,11 +86,6 @@ class FakeIntent:
         return self.outcome()
 
 
-class _NoBudget:
-    def reserve_stripe_slots(self, *, count: int, interval_us: int) -> float:
-        return 0.0
-
-
 @pytest.fixture
 def intent() -> FakeIntent:
     return FakeIntent()
@@ -103,7 +98,7 @@ def store(redis: fakeredis.FakeRedis) -> CaptureStore:
 
 @pytest.fixture
 def processor(store: CaptureStore, intent: FakeIntent) -> CaptureProcessor:
-    return CaptureProcessor(store, intent, SETTINGS, StripeBudget(_NoBudget(), 0))  # type: ignore[arg-type]
+    return CaptureProcessor(store, intent, SETTINGS, StripeBudget.off())  # type: ignore[arg-type]
 
 
 def ask(server: fakeredis.FakeServer, action: str, amount: int | None = None) -> None:
