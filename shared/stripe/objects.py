@@ -91,7 +91,10 @@ def charge_state(charge: dict[str, Any]) -> ChargeState:
     amount = int(charge["amount"])
     refunded = int(charge.get("amount_refunded") or 0)
     captured = charge.get("amount_captured")
-    if charge.get("captured") and captured is not None and 0 < int(captured) < amount:
+    if charge.get("captured") is False:
+        # An authorization released uncaptured: Stripe marks it refunded, yet nothing was taken.
+        refunded = 0
+    elif charge.get("captured") and captured is not None and 0 < int(captured) < amount:
         # A partial capture: Stripe counts the part released as refunded.
         refunded = max(0, refunded - (amount - int(captured)))
     return ChargeState(

@@ -6,6 +6,7 @@ import pytest
 
 from shared.errors import PaymentServiceError
 from shared.payments.states import Status
+from shared.stripe.objects import charge_state
 from shared.stripe.outcomes import (
     ChargeOutcome,
     StripeFailure,
@@ -99,3 +100,15 @@ def test_each_payment_intent_status_settles_one_way(
     settled = settle(ChargeOutcome(intent_status, "pi_1", None))
     assert settled.status is status
     assert (settled.error.status_code if settled.error else None) == http_status
+
+
+def test_a_charge_s_refunded_amount_counts_only_what_was_captured() -> None:
+    partial = {"id": "ch_1", "amount": 4299, "amount_captured": 3000, "captured": True,
+               "amount_refunded": 1299 + 500}  # fmt: skip
+    released = {"id": "ch_2", "amount": 4299, "amount_captured": 0, "captured": False,
+                "amount_refunded": 4299}  # fmt: skip
+    whole = {"id": "ch_3", "amount": 4299, "amount_captured": 4299, "captured": True,
+             "amount_refunded": 500}  # fmt: skip
+
+    assert [charge_state(c).amount_refunded_minor for c in (partial, released, whole)] == [
+        500, 0, 500]  # fmt: skip
