@@ -53,6 +53,7 @@ router = APIRouter(
     responses=guarded_responses(scopes.refused("payments")),
 )
 
+_CREATED_BOUNDS = ("created[gte]", "created[lt]")
 _STATUS_HINT = "status must be one or more of: " + ", ".join(s.value for s in Status)
 _CREATED_HINT = "{} must be unix seconds or an RFC 3339 time such as 2026-12-01T00:00:00Z"
 
@@ -122,6 +123,15 @@ async def list_payments(
     `created[lt]`, a page at a time (`limit`, `starting_after`: pass `next_cursor`).
     `Accept: text/csv` exports the same rows. Payments are listed while their records are
     kept (RECORD_TTL_SECONDS)."""
+    for name in request.query_params:
+        if name.startswith("created") and name not in _CREATED_BOUNDS:
+            # Stripe's other bounds (created[gt], created[lte], created=) are not taken: a
+            # filter silently left out would list more than the client asked for.
+            raise InvalidRequest(
+                f"Received unknown parameter: {name} (created[gte] and created[lt] are taken)",
+                code="parameter_unknown",
+                param=name,
+            )
     statuses = _statuses(status or [])
     try:
         page = await store.page(

@@ -190,6 +190,8 @@ async def test_every_status_of_the_table_is_a_filter(api: httpx.AsyncClient, sta
         ("?limit=101", None, "limit"),
         ("?starting_after=ch_1", None, "starting_after"),
         ("?customer=bob", None, "customer"),
+        ("?created[gt]=1", "parameter_unknown", "created[gt]"),
+        ("?created=1", "parameter_unknown", "created"),
     ],
 )
 async def test_a_bad_filter_is_a_400_naming_it(
