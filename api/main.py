@@ -71,13 +71,12 @@ def create_app(
         app.state.callback_secrets = callback_secrets
         app.state.metrics = ApiMetrics()
         app.state.redis = client
-        # --- group commit hook (issue 10): the accept scripts of one event-loop tick share
-        # one Redis round trip (api/group_commit.py); ACCEPT_GROUP_COMMIT=false turns it off.
+        # The accept scripts of one event-loop tick share one Redis round trip
+        # (api/group_commit.py); ACCEPT_GROUP_COMMIT=false turns it off.
         scripts: Redis = client
         if settings.accept_group_commit:
             scripts = cast(Redis, GroupedScriptsClient(client))
         app.state.service = PaymentService(scripts, settings, clients=len(clients.clients))
-        # --- end of the group commit hook
         gateway = app.state.gateway = StripeGateway(settings)
         # The reads of Stripe's charges book the fleet's Stripe budget (api.list_budget).
         app.state.stripe_budget = AsyncStripeBudgetStore(client)

@@ -66,7 +66,7 @@ class Plan:
     drain_seconds: float = 12.0  # aimed-for length of one drain run (sets the payment count)
     capped_seconds: float = 60.0  # the drain of two workers under the default Stripe cap
     capped_latency_ms: float = 50.0
-    fairness_cap: float = 10.0  # STRIPE_MAX_RPS of the fairness run, as in the scenario
+    fairness_cap: float = 10.0  # STRIPE_MAX_RPS of the fairness run
     fairness_backlog: int = 1_000  # the greedy client's payments, queued at once
     fairness_calm: int = 10  # the calm client's, one a second
     batch_rounds: int = 3

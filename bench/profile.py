@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
-# The profile taken before the work of issue 10 (commit d30f741, the same wrk load, 32
-# connections, 10 s at 200 Hz), as this module's table: the report shows it next to the new one.
+# The baseline profile (commit d30f741, the same wrk load, 32 connections, 10 s at 200 Hz), as
+# this module's table: the report shows it next to the new one.
 BEFORE = PROFILES / "before-d30f741.md"
 
 OWN_CODE = ("(api/", "(shared/", "(redis/", "(api\\", "(shared\\")

@@ -5,7 +5,7 @@ same machine, and the API with the plain entry point (``uvicorn api.main:app``),
 ``POST /payments`` with wrk (``bench/wrk.lua``: a new Idempotency-Key per request) and prints
 a Markdown table. Four set-ups, each in ``--rounds`` rounds of ``--seconds``:
 
-- ``primary alone``: no replica, ``REDIS_MIN_REPLICAS=0`` (the default: today's service);
+- ``primary alone``: no replica, ``REDIS_MIN_REPLICAS=0`` (the default);
 - ``+ replica``: the primary streams every write to a replica, nobody waits for it;
 - ``+ replica, group commit off``: the same, each accept its own round trip (as with WAIT);
 - ``+ replica, WAIT 1``: ``REDIS_MIN_REPLICAS=1``: each accept's script, a fence write and

@@ -1,4 +1,4 @@
-"""A replicated Redis on this machine: a primary, replicas and Sentinels (issue 13).
+"""A replicated Redis on this machine: a primary, replicas and Sentinels.
 
 Used by the failover test (``tests/integration/test_failover.py``) and the replication
 benchmark (``bench/replicated.py``). Every process is Debian's ``redis-server`` (a Sentinel is

@@ -3,7 +3,7 @@
 The API enqueues inside the same Lua script that claims the idempotency key and writes the
 payment record, so that the three happen atomically in one round trip: no payment is lost if the
 API dies between them, and the accept path never runs Celery's synchronous ``apply_async``
-(+630 us per request here). This is the one place that knows the wire format; a unit test checks
+(a sizeable cost per request). This is the one place that knows the wire format; a unit test checks
 it against Celery's own ``as_task_v2`` and the integration tests have real workers consume it.
 """
 

@@ -190,7 +190,7 @@ class OutcomeUnknown(PaymentServiceError):
 
 
 class NotDurable(ServiceUnavailable):
-    """Fewer replicas than ``REDIS_MIN_REPLICAS`` acknowledged the write in time (issue 13).
+    """Fewer replicas than ``REDIS_MIN_REPLICAS`` acknowledged the write in time.
     The write may stand on the primary alone, where a failover could lose it: retry with the
     same Idempotency-Key (the same payment id), which answers once the write is replicated."""
 
@@ -205,7 +205,7 @@ class NotDurable(ServiceUnavailable):
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
-# --- payment lifecycle (issue 11): webhooks in, refunds, callbacks ---------------------------
+# --- payment lifecycle: webhooks in, refunds, callbacks ------------------------------------
 
 
 class WebhookSignatureInvalid(InvalidRequest):

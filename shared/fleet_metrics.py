@@ -52,9 +52,9 @@ class StripeCallMetrics:
 
     Calls are counted in the process and written by ``flush`` in one round trip, which a worker
     runs every STRIPE_METRICS_FLUSH_SECONDS (``StripeMetricsFlusher``) and once more as it
-    stops: one round trip a second instead of one a charge, which was a tenth of a charge's
-    CPU (docs/PERFORMANCE.md, drain). What a flush cannot write (Redis unreachable) is dropped,
-    as a failed write was before: metrics never hold up or fail a charge.
+    stops: one round trip a second instead of one a charge, a sizeable share of a charge's CPU
+    (docs/PERFORMANCE.md, drain). What a flush cannot write (Redis unreachable) is dropped:
+    metrics never hold up or fail a charge.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -154,12 +154,12 @@ class FleetCollector(Collector):
         self.queue_oldest_age = 0.0
         self.dead_letters = 0
         self.worker_heartbeat: float | None = None
-        # Issue 11: Stripe webhooks (``type|outcome``), moves after the first answer
+        # Stripe webhooks (``type|outcome``), moves after the first answer
         # (``from|to``), callbacks (``outcome``).
         self.webhooks: Mapping[bytes, bytes] = {}
         self.transitions: Mapping[bytes, bytes] = {}
         self.callbacks: Mapping[bytes, bytes] = {}
-        # Issue 12: per client, ``client|accepted``, ``client|limited``, ``client|backlog_full``.
+        # Per client: ``client|accepted``, ``client|limited``, ``client|backlog_full``.
         self.clients: Mapping[bytes, bytes] = {}
         # The Stripe budget: each limit (global, every endpoint) with its rate now, the calls
         # booked on it and the 429s Stripe answered (shared.store.stripe_budget_store).

@@ -188,7 +188,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-# --- payment lifecycle (issue 11) ------------------------------------------------------------
+# --- payment lifecycle -----------------------------------------------------------------------
 
 WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(8)
 

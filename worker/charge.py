@@ -1,6 +1,6 @@
 """Charging one payment: the logic behind the ``payments.charge`` task, testable without Celery.
 
-The rules, as they hold now:
+The rules:
 1. At most one charge. Every Stripe write for a payment carries the same idempotency key
    (``{payment_id}:charge``; the payment id derives from the client's Idempotency-Key, so the
    key survives even a loss of Redis), and the payment method is resolved once and stored, so

@@ -32,9 +32,9 @@ def charge(self: Task[[str], str | None], payment_id: str) -> str | None:
     def process() -> Done[Status] | RetryLater:
         result = charge_processor().process(payment_id, delivery_tag=delivery_tag)
         if isinstance(result, Done) and result.status is None:
-            # Nothing written (already final, say): with REDIS_MIN_REPLICAS, replicas hold
-            # what was before the message is acknowledged (a final outcome's write WAITs in
-            # PaymentStore.finish).
+            # Nothing written (already final, say): with REDIS_MIN_REPLICAS, replicas hold the
+            # earlier writes before the message is acknowledged (a final outcome's write WAITs
+            # in PaymentStore.finish).
             store().replicated()
         return result
 

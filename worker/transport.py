@@ -39,7 +39,7 @@ class QoS(redis.QoS):
 class Channel(redis.Channel):
     QoS = QoS
     do_restore = False
-    # A demoted primary's READONLY is a connection error: kombu reconnects (issue 13).
+    # A demoted primary's READONLY is a connection error: kombu reconnects.
     connection_class: Any = PrimaryConnection
     connection_class_ssl: Any = PrimarySSLConnection
 
@@ -97,9 +97,8 @@ class Transport(redis.Transport):
         _wake_while_paced(self, loop)
 
 
-# --- Sentinel (issue 13): REDIS_URL's redis+sentinel:// form (shared.settings.redis_url.broker)
-# runs
-# the broker through kombu's Sentinel transport, with the same fixes: our Channel's methods come
+# --- Sentinel: REDIS_URL's redis+sentinel:// form (shared.settings.redis_url.broker) runs the
+# broker through kombu's Sentinel transport, with the same fixes: our Channel's methods come
 # first, kombu's SentinelChannel then finds the primary (and finds it again after a failover).
 class SentinelChannel(Channel, redis.SentinelChannel):
     # The Sentinel's connections (they ask for the primary, and READONLY reconnects already).

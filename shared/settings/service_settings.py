@@ -66,7 +66,6 @@ class Settings(BaseSettings):
     # until this many replicas hold the write, else 503 not_durable. 0: no WAIT.
     redis_min_replicas: int = Field(default=0, ge=0, le=16)
     redis_wait_timeout_ms: int = Field(default=500, ge=1, le=30_000)
-    # --- end of replicated Redis
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None
@@ -161,8 +160,8 @@ class Settings(BaseSettings):
     # Reads must not starve accepts: at most this many GET /{customer_id}/payments calls wait
     # on Stripe at once in one API process; past it the route answers 503 + Retry-After at once
     # (each list costs the event loop milliseconds of JSON, which accepts would wait behind).
-    # 2 keeps accepts at >= 0.8x while 32 list connections read (make bench, 50 ms Stripe);
-    # at Stripe's usual 300 ms that is about 6 lists/s per process: scale reads with processes.
+    # The default keeps accepts close to their rate alone while lists read (docs/PERFORMANCE.md,
+    # reads next to accepts); it also caps lists per process: scale reads with processes.
     list_max_concurrency: int = Field(default=2, ge=1, le=1024)
     list_retry_after_seconds: int = Field(default=1, ge=1, le=60)
     # No client holds more than this share of those slots (at least one; a client's own
@@ -224,7 +223,6 @@ class Settings(BaseSettings):
     # their webhook would have: the net under an endpoint that was down or misconfigured,
     # whose events Stripe no longer resends. 0 turns the round off.
     stripe_events_catchup_seconds: float = Field(default=300.0, ge=0, le=86400)
-    # --- end of payment lifecycle
 
     @field_validator("redis_url")
     @classmethod

@@ -138,10 +138,9 @@ class AsyncPaymentStore:
         # The group commit, when the client sends scripts through one: a batch of accepts
         # goes in one round trip of its own (claim_many).
         self._group = getattr(client, "group", None)
-        # --- replicated accept (issue 13): REDIS_MIN_REPLICAS > 0 sends the script with a
-        # WAIT on the same connection (shared/store/replicated_writes.py; the calls of one
-        # event-loop
-        # tick share one pipeline and one WAIT).
+        # Replicated accept: REDIS_MIN_REPLICAS > 0 sends the script with a WAIT on the same
+        # connection (shared/store/replicated_writes.py; the calls of one event-loop tick share
+        # one pipeline and one WAIT).
         self._min_replicas = settings.redis_min_replicas
         self._accept_replicated = ReplicatedScript(
             client,
@@ -149,7 +148,6 @@ class AsyncPaymentStore:
             replicas=settings.redis_min_replicas,
             timeout_ms=settings.redis_wait_timeout_ms,
         )
-        # --- end of replicated accept
 
     async def claim_and_enqueue(
         self,
@@ -500,7 +498,7 @@ class PaymentStore:
             backlog_prefix=keys.CLIENT_BACKLOG_PREFIX,
             customers_prefix=keys.CLIENT_CUSTOMERS_PREFIX,
             record_ttl=self._settings.record_ttl_seconds,
-            # Issue 11: the client's callback for this outcome, pushed by the script itself.
+            # The client's callback for this outcome, pushed by the script itself.
             callback=payment_callback(self._settings, payment_id, status).decode(),
             filing=callback_filing(self._settings),
             awaiting_action=status is Status.REQUIRES_ACTION,
@@ -514,7 +512,7 @@ class PaymentStore:
         done = self._run("finish", keys_, **named)
         return bool(done == 1)
 
-    # --- replicated outcome (issue 13): with REDIS_MIN_REPLICAS > 0 the outcome is written,
+    # --- replicated outcome: with REDIS_MIN_REPLICAS > 0 the outcome is written,
     # fenced and WAITed for on one connection, and written again until enough replicas hold it,
     # before the task returns and its message is acknowledged.
     def _finish_replicated(self, payment_id: str, keys_: list[str], args_: bytes) -> bool:
@@ -551,8 +549,6 @@ class PaymentStore:
             delay = next(waits)
             log.warning("store.not_durable", replicas=int(acked), retry_in=delay)
             time.sleep(delay)
-
-    # --- end of replicated outcome
 
     # reconciliation of unknown outcomes ------------------------------------------------
 

@@ -65,8 +65,8 @@ class StripeGateway:
             max_network_retries=0,
         )
         # The API's reads (list_charges, on the event loop) go through aiohttp: httpx's
-        # asyncio client cost several milliseconds of CPU per call, which every accept on the
-        # same loop waited behind (docs/PERFORMANCE.md, reads next to accepts). Its session
+        # asyncio client costs far more CPU per call, which every accept on the same loop
+        # would wait behind (docs/PERFORMANCE.md, reads next to accepts). Its session
         # is made on the first call, inside the running loop; aclose() ends it.
         self._async_http = stripe.AIOHTTPClient(
             timeout=aiohttp.ClientTimeout(total=settings.stripe_timeout_seconds)
@@ -286,7 +286,7 @@ class StripeGateway:
             last_id=str(data[-1]["id"]) if data else None,
         )
 
-    # --- payment lifecycle (issue 11) -------------------------------------------------------
+    # --- payment lifecycle ------------------------------------------------------------------
 
     def retrieve_charge(self, *, charge_id: str) -> ChargeState:
         """A charge as Stripe has it now (refunds, dispute), with our payment id."""

@@ -38,12 +38,11 @@ class ThreadLocalCurlClient(stripe.HTTPClient):
     kept-alive connection) per thread.
 
     Why not the SDK's clients: a worker's charge is CPU-bound on its process's one core, and
-    the HTTP client was the largest share of it. Measured sequentially against the bench's
-    Stripe stub, one call through the SDK cost about 1,150 us of CPU with httpx, 1,500 with
-    requests, 700-780 with urllib3 and 420-450 with pycurl, of which about 150 are the SDK's own
-    (docs/PERFORMANCE.md, drain). The SDK's PycurlClient shares one handle between threads
-    (it is not thread-safe) and fixes its timeouts at 30 s to connect and 80 s in all; this
-    one takes STRIPE_TIMEOUT_SECONDS for the whole call, like the other clients here.
+    the HTTP client was the largest share of it; libcurl costs the least CPU per call of the
+    clients the SDK can use (docs/PERFORMANCE.md, drain, has the figures). The SDK's
+    PycurlClient shares one handle between threads (it is not thread-safe) and fixes its
+    timeouts at 30 s to connect and 80 s in all; this one takes STRIPE_TIMEOUT_SECONDS for the
+    whole call, like the other clients here.
 
     Every libcurl failure (refused, reset, timed out, TLS) is a ``stripe.APIConnectionError``,
     as with the SDK's own clients: ``describe`` makes it a transient failure, and the charge

@@ -291,7 +291,7 @@ def outcome_unknown() -> OutcomeUnknown:
     return OutcomeUnknown()
 
 
-# --- Stripe's webhook events (issue 11): the types the service acts on -----------------------
+# --- Stripe's webhook events: the types the service acts on ----------------------------------
 # Each only names the object to fetch again (worker.stripe_events); its data is never trusted.
 INTENT_EVENTS = frozenset(
     {
@@ -312,7 +312,7 @@ def event_type_label(event_type: str) -> str:
     return event_type if event_type in HANDLED_EVENTS else "other"
 
 
-# --- refunds (issue 11): a Stripe Refund's status to our refund's ------------------------------
+# --- refunds: a Stripe Refund's status to our refund's -----------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

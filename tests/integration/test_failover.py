@@ -1,4 +1,4 @@
-"""Accepted means replicated (issue 13), proven with real processes over real sockets.
+"""Accepted means replicated, proven with real processes over real sockets.
 
 A primary, a replica and three Sentinels (Debian's ``redis-server``, ``--sentinel`` for the
 Sentinels; ``devtools/sentinel.py``), the Stripe emulator, two workers and the API, every one of
@@ -50,7 +50,7 @@ SLACK_SECONDS = 8.0
 # A planned switch (SENTINEL FAILOVER) promotes the replica at once, but the Sentinels turn the
 # demoted primary into its replica only after seeing it claim the master role for about 8-10 s
 # (Redis's SENTINEL_PUBLISH_PERIOD x 4, then the next INFO): with one replica, WAIT 1 is short
-# of it meanwhile and accepts answer 503 not_durable. Measured: about 11 s (docs/RELIABILITY.md).
+# of it meanwhile and accepts answer 503 not_durable (docs/RELIABILITY.md has how long).
 PLANNED_SWITCH_SECONDS = 20.0
 CLIENTS = 4
 PAUSE = 0.05  # between one client's payments: about 60 payments/s in all

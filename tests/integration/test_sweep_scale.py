@@ -1,6 +1,6 @@
 """The recovery sweep against a real Redis holding a 50,000-payment backlog older than the
-sweep's age: no message is echoed, and a round costs the same Redis work however long the
-backlog is (issue: "a sweep round costs Redis work bounded independently of the backlog")."""
+sweep's age: no message is echoed, and a round costs Redis work bounded independently of the
+backlog's length."""
 
 from __future__ import annotations
 
