@@ -88,23 +88,6 @@ class GroupCommit:
         :meth:`run` registered it) in the next batch; its own result, or its own error."""
         return await self._batches.submit(_Call(sha, self._sources.get(sha), keys, args))
 
-    async def run_many(
-        self, calls: Sequence[tuple[GroupedScript, Sequence[Arg], Sequence[Arg]]]
-    ) -> list[Any]:
-        """Many calls, of scripts made by :meth:`script`, in one round trip of their own (a
-        second only to load a script Redis did not know), run in this order: each call's
-        result, or its own error in its place. For a request that brings many calls at once
-        (``POST /payments/batch``): they need no tick to gather, nor a cut at ``max_batch``."""
-        batch = [_Call(s.sha, self._sources.get(s.sha), keys, args) for s, keys, args in calls]
-        if not batch:
-            return []
-        stats = self.stats
-        stats.calls += len(batch)
-        stats.batches += 1
-        stats.largest_batch = max(stats.largest_batch, len(batch))
-        stats.sizes[len(batch)] = stats.sizes.get(len(batch), 0) + 1
-        return await self._run_scripts(batch)
-
     async def run(self, source: str, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
         """Run the script ``source`` in the next batch."""
         return await self.script(source)(keys=keys, args=args)

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import orjson
 import redis
@@ -99,15 +99,6 @@ class ClientLimits:
 REFUSALS = {2: "queue_full", 3: "rate_limited", 4: "client_backlog_full"}
 
 
-@runtime_checkable
-class BatchedScripts(Protocol):
-    """What sends many script calls in one round trip (api.group_commit.GroupCommit)."""
-
-    async def run_many(
-        self, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]
-    ) -> list[Any]: ...
-
-
 def _claimed(result: list[Any], fields: dict[str, str]) -> Claimed:
     """The accept script's answer (see accept.lua)."""
     code, tokens = int(result[0]), int(result[1])
@@ -119,6 +110,20 @@ def _claimed(result: list[Any], fields: dict[str, str]) -> Claimed:
         return Claimed(decode_record(result[2]), created=False, tokens_left=tokens)
     return Claimed(None, created=False, refusal=REFUSALS[code], tokens_left=tokens,
                    retry_after_ms=int(result[2]) if len(result) > 2 else 0)  # fmt: skip
+
+
+def _client_keys(queue: str, limits: ClientLimits) -> list[Any]:
+    """The accept script's keys after the record's (accept.lua), accept_batch.lua's first."""
+    return [
+        queue,
+        keys.PENDING_INDEX,
+        keys.ACCEPTED_COUNT,
+        keys.client_rate(limits.name),
+        keys.client_backlog(limits.name),
+        keys.CLIENT_COUNTS,
+        keys.CLIENT_QUEUES,
+        keys.DEADLINES,
+    ]
 
 
 def _token_taken(result: list[Any]) -> Claimed:
@@ -134,10 +139,9 @@ class AsyncPaymentStore:
         self._redis = client
         self._settings = settings
         self._accept = client.register_script(source("accept"))
+        # A batch's accepts, in one script call (claim_many).
+        self._accept_batch = client.register_script(source("accept_batch"))
         self._take_token: Any = None
-        # The group commit, when the client sends scripts through one: a batch of accepts
-        # goes in one round trip of its own (claim_many).
-        self._group = getattr(client, "group", None)
         # Replicated accept: REDIS_MIN_REPLICAS > 0 sends the script with a WAIT on the same
         # connection (shared/store/replicated_writes.py; the calls of one event-loop tick share
         # one pipeline and one WAIT).
@@ -175,13 +179,77 @@ class AsyncPaymentStore:
         limits: ClientLimits | None = None,
     ) -> list[Claimed | Exception]:
         """:meth:`claim_and_enqueue` for many payments (each a new record's ``fields``) in
-        their order, each all or nothing on its own, as few round trips as the set-up allows:
-        one through the group commit, one pipeline without it, one pipeline and ``WAIT`` with
-        REDIS_MIN_REPLICAS. ``None`` in ``claims`` takes a request's token only (an item
-        refused before its claim; Claimed with refusal "rate_limited" over the rate). Each
-        answer is a Claimed, or that call's own error (NotDurable, a script's error); an
+        their order, each all or nothing on its own: one call of accept_batch.lua (one round
+        trip, and one script run for all the items), or with REDIS_MIN_REPLICAS one pipeline of
+        accept scripts and one ``WAIT``. ``None`` in ``claims`` takes a request's token only
+        (an item refused before its claim; Claimed with refusal "rate_limited" over the rate).
+        Each answer is a Claimed, or that call's own error (NotDurable, a script's error); an
         error of the connection is raised."""
         limits = limits or self._anonymous()
+        if self._min_replicas:
+            return await self._claim_each(claims, headers=headers, limits=limits)
+        keys_, args_, written = self._batch_call(claims, headers, limits)
+        try:
+            replies = await self._accept_batch(keys=keys_, args=args_)
+        except redis.exceptions.ResponseError as error:  # the script's: every item's
+            return [error for _ in claims]
+        results: list[Claimed | Exception] = []
+        for reply, fields in zip(replies, written, strict=True):
+            results.append(_token_taken(reply) if fields is None else _claimed(reply, fields))
+        return results
+
+    def _batch_call(
+        self,
+        claims: Sequence[dict[str, str] | None],
+        headers: dict[str, Any],
+        limits: ClientLimits,
+    ) -> tuple[list[Any], list[Any], list[dict[str, str] | None]]:
+        """accept_batch's keys and arguments (what :meth:`_accept_call` makes for each item,
+        its common part once), and each item's record as written (None: a token only)."""
+        enqueued_at = now_ms()
+        queue = keys.client_queue(self._settings.queue_name, limits.name)
+        message_headers = {**headers, "enqueued_at": enqueued_at}
+        keys_: list[Any] = _client_keys(queue, limits)
+        items: list[dict[str, Any]] = []
+        written: list[dict[str, str] | None] = []
+        stamp = {"enqueued_at": str(enqueued_at), "queue": queue}
+        for claim in claims:
+            if claim is None:
+                items.append({"token": True})
+                written.append(None)
+                continue
+            payment_id = claim["id"]
+            fields = {**claim, **stamp}
+            message = charge_message(payment_id, queue=queue, headers=message_headers)
+            keys_.append(keys.record_key(payment_id))
+            items.append({"payment_id": payment_id, "fields": fields,
+                          "message": message.decode(),
+                          "created_ms": ms_from_iso(fields["created_at"])})  # fmt: skip
+            written.append(fields)
+        return keys_, [_args(items=items, common=self._common_args(limits))], written
+
+    def _common_args(self, limits: ClientLimits) -> dict[str, Any]:
+        """The accept script's arguments that are the same for every payment of a client."""
+        return {
+            "record_ttl": self._settings.record_ttl_seconds,
+            "max_backlog": self._settings.queue_max_backlog,
+            "sweep_at": int(time.time()) + self._settings.sweep_stale_seconds,
+            "client": limits.name,
+            "rate": limits.max_rps,
+            "burst": limits.burst,
+            "client_max_backlog": limits.max_backlog,
+        }
+
+    async def _claim_each(
+        self,
+        claims: Sequence[dict[str, str] | None],
+        *,
+        headers: dict[str, Any],
+        limits: ClientLimits,
+    ) -> list[Claimed | Exception]:
+        """With REDIS_MIN_REPLICAS: each item's accept script on its own, all in one event-loop
+        tick, so the replicated script sends them in one pipeline with one ``WAIT`` (each
+        call's NotDurable its own)."""
         calls: list[tuple[Any, list[Any], list[Any]]] = []
         written: list[dict[str, str] | None] = []
         for fields in claims:
@@ -194,14 +262,11 @@ class AsyncPaymentStore:
                 written.append(None)
             else:
                 keys_, args_, full = self._accept_call(fields, headers, limits)
-                calls.append((self._accept_replicated if self._min_replicas else self._accept,
-                              keys_, args_))  # fmt: skip
+                calls.append((self._accept_replicated, keys_, args_))
                 written.append(full)
-        sent = [(script, k, a) for script, k, a in calls if script is not None]
-        if self._min_replicas or not isinstance(self._group, BatchedScripts):
-            answers = await self._each(sent)
-        else:
-            answers = await self._group.run_many(sent)
+        answers: list[Any] = await asyncio.gather(
+            *(script(keys=k, args=a) for script, k, a in calls if script), return_exceptions=True
+        )
         results: list[Claimed | Exception] = []
         replies = iter(answers)
         for (script, _, _), fields in zip(calls, written, strict=True):
@@ -216,22 +281,6 @@ class AsyncPaymentStore:
             else:
                 results.append(_claimed(reply, fields))
         return results
-
-    async def _each(self, calls: list[tuple[Any, list[Any], list[Any]]]) -> list[Any]:
-        """Without the group commit: one non-transactional pipeline (redis-py loads a script
-        Redis lacks first); with REDIS_MIN_REPLICAS, the calls go in one event-loop tick, so
-        the replicated script sends them in one pipeline with one ``WAIT``."""
-        if self._min_replicas:
-            return list(
-                await asyncio.gather(
-                    *(script(keys=k, args=a) for script, k, a in calls), return_exceptions=True
-                )
-            )
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for script, k, a in calls:
-                await script(keys=k, args=a, client=pipe)
-            answers: list[Any] = await pipe.execute(raise_on_error=False)
-        return answers
 
     def _anonymous(self) -> ClientLimits:
         return ClientLimits("anonymous", 0, 1, self._settings.queue_max_backlog)
@@ -249,30 +298,14 @@ class AsyncPaymentStore:
         message = charge_message(
             payment_id, queue=queue, headers={**headers, "enqueued_at": enqueued_at}
         )
-        keys_: list[Any] = [
-            keys.record_key(payment_id),
-            queue,
-            keys.PENDING_INDEX,
-            keys.ACCEPTED_COUNT,
-            keys.client_rate(limits.name),
-            keys.client_backlog(limits.name),
-            keys.CLIENT_COUNTS,
-            keys.CLIENT_QUEUES,
-            keys.DEADLINES,
-        ]
+        keys_: list[Any] = [keys.record_key(payment_id), *_client_keys(queue, limits)]
         args_: list[Any] = [
             _args(
                 payment_id=payment_id,
                 fields=fields,
                 message=message.decode(),
-                record_ttl=self._settings.record_ttl_seconds,
                 created_ms=ms_from_iso(fields["created_at"]),
-                max_backlog=self._settings.queue_max_backlog,
-                sweep_at=int(time.time()) + self._settings.sweep_stale_seconds,
-                client=limits.name,
-                rate=limits.max_rps,
-                burst=limits.burst,
-                client_max_backlog=limits.max_backlog,
+                **self._common_args(limits),
             )
         ]
         return keys_, args_, fields

@@ -89,6 +89,14 @@ def _accept(s: Stores) -> object:
     return asyncio.run(s.async_payments.claim_and_enqueue(fields=fields, headers={}, limits=limits))
 
 
+def _accept_batch(s: Stores) -> object:
+    fields = new_record_fields(payment_id=NEW_PAY, account_id="cus_A", amount_minor=AMOUNT,
+                               currency="usd", payment_method=None, idempotency_key="k2",
+                               fingerprint="f" * 64, client="c")  # fmt: skip
+    limits = ClientLimits("c", 0, 1, 1000)
+    return asyncio.run(s.async_payments.claim_many([fields, None], headers={}, limits=limits))
+
+
 def _claim_refund(s: Stores) -> object:
     fields = {"id": NEW_REF, "payment_id": PAY, "status": REFUND_INITIAL.value,
               "currency": "usd", "idempotency_key": "r2", "fingerprint": "f" * 64,
@@ -136,6 +144,7 @@ def _requeue_refund(s: Stores) -> object:
 # every status as its target.
 DRIVERS: dict[str, list[Driver]] = {
     "accept": [_accept],
+    "accept_batch": [_accept_batch],
     "start_attempt": [lambda s: s.payments.start_attempt(PAY, token="t")],
     "take_lease": [lambda s: s.payments.take_lease(PAY, token="t")],
     "heartbeat": [lambda s: s.payments.heartbeat(PAY, token="t", delivery_tag=None)],
