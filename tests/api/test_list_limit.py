@@ -20,6 +20,7 @@ from api.list_limit import ListBusy, ListLimiter, client_cap
 from shared.errors import StripeUnavailable
 from shared.settings.api_clients import Client
 from shared.settings.service_settings import Settings
+from shared.store.stripe_budget_store import AsyncStripeBudgetStore
 from shared.stripe.objects import ChargePage, ChargeSummary
 
 ClientFor = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -172,3 +173,28 @@ async def test_a_client_saturating_lists_cannot_keep_another_s_out(
         await _until(lambda: slow.started == 2)  # the calm client's list reached Stripe
         slow.release.set()
         assert (await held).status_code == (await served).status_code == 200
+
+
+async def test_a_list_waits_briefly_for_the_stripe_budget_or_is_told_when_to_come_back(
+    client_for: ClientFor,
+) -> None:
+    settings = Settings(environment="test", redis_url="redis://fake", list_max_concurrency=2)
+    redis = fakeredis.FakeAsyncRedis()
+    slow = SlowStripeGateway()
+    slow.release.set()
+    budget = AsyncStripeBudgetStore(redis)
+    limits = {"global": 25.0, "GET /v1/charges": 25.0}
+    async with client_for(settings, redis=redis, gateway=slow) as client:
+        # The fleet's lists booked the next 0.3 s of GET /v1/charges: this one waits its turn.
+        await budget.book(["GET /v1/charges"] * 8, limits)
+        started = asyncio.get_running_loop().time()
+        assert (await client.get("/cus_Abc123/payments")).status_code == 200
+        assert asyncio.get_running_loop().time() - started >= 0.25
+
+        # Booked 2 s ahead: no wait on the event loop, 503 with when to come back, no call.
+        await budget.book(["GET /v1/charges"] * 50, limits)
+        refused = await client.get("/cus_Abc123/payments")
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "list_busy"
+        assert refused.headers["retry-after"] in ("2", "3")  # the ~2 s booked, rounded up
+        assert slow.started == 1
