@@ -9,11 +9,10 @@ nothing but the id (and ``?wait``, for a void) and answers the payment.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from api import scopes
-from api.auth import bearer_key
 from api.capture_answers import capture_answer, wait_for_capture
 from api.capture_service import CaptureService
 from api.deps import ServiceDep
@@ -21,12 +20,17 @@ from api.operation_docs import (
     IDEMPOTENT_ANSWER,
     RATE_LIMIT,
     error_responses,
-    guarded_responses,
     read_by_hand,
     success_response,
     wait_parameter,
 )
-from api.request_helpers import PAYMENT_ID, model_response, viewer_of, wait_seconds
+from api.request_helpers import (
+    PAYMENT_ID,
+    model_response,
+    principal_of,
+    viewer_of,
+    wait_seconds,
+)
 from api.schemas import Payment, payment_view
 from shared.errors import (
     AlreadyCaptured,
@@ -43,10 +47,7 @@ from shared.errors import (
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 
-router = APIRouter(
-    dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
-    responses=guarded_responses(scopes.refused("payments")),
-)
+router = scopes.guarded_router("payments")
 
 
 @router.post(
@@ -114,7 +115,7 @@ async def cancel_payment(request: Request, payment_id: str, service: ServiceDep)
     `payment_not_capturable`."""
     if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
-    principal = getattr(request.state, "principal", None)
+    principal = principal_of(request)
     current = await service.get_for(payment_id, principal)
     if current.status is Status.REQUIRES_CAPTURE:
         settings: Settings = request.app.state.settings

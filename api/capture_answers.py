@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.error_responses import json_response, with_retry_after
-from api.request_helpers import model_response
+from api.request_helpers import failed_answer, model_response, operation_headers, settled_within
 from api.schemas import payment_view
 from api.service import PaymentService
-from api.waiter import PaymentWaiter
 from shared.payments.payment_records import PaymentRecord
 from shared.payments.states import CaptureStatus
 
@@ -32,26 +30,20 @@ class _Asked:
 def capture_answer(record: PaymentRecord, viewer: str, *, replayed: bool = False) -> Response:
     """The payment: 200 once its capture or void succeeded, the error's status once it failed,
     202 while pending or unknown."""
-    headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = operation_headers(f"/payments/{record.id}", record.idempotency_key, replayed=replayed)
     status = record.capture_status
     if status is CaptureStatus.FAILED and record.capture_error is not None:
-        code = record.capture_error_status or 502
         error = {**record.capture_error, "payment_id": record.id}
-        return json_response(code, {"error": error}, with_retry_after(code, headers))
+        return failed_answer(record.capture_error_status or 502, error, headers)
     view = payment_view(record, viewer=viewer)
     return model_response(200 if status is CaptureStatus.SUCCEEDED else 202, view, headers)
 
 
 async def wait_for_capture(request: Request, record: PaymentRecord, wait: int) -> PaymentRecord:
     """``?wait``: until the capture or void settles, or ``wait`` seconds."""
-    if not wait or _Asked(record).is_settled:
-        return record
     service: PaymentService = request.app.state.service
-    waiter: PaymentWaiter = request.app.state.waiter
 
     async def current() -> _Asked:
         return _Asked(await service.get(record.id))
 
-    return (await waiter.wait(record.id, wait, current)).record
+    return (await settled_within(request, record.id, _Asked(record), wait, current)).record

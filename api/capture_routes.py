@@ -6,25 +6,22 @@ answer. A void is the cancel route's (``POST /payments/{id}/cancel``) for an aut
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
+from fastapi import Request
 from starlette.responses import Response
 
 from api import scopes
-from api.auth import bearer_key
 from api.capture_answers import capture_answer, wait_for_capture
 from api.capture_service import CaptureService
-from api.error_responses import FIELD_HINTS, validation_error
+from api.error_responses import FIELD_HINTS
 from api.operation_docs import (
     IDEMPOTENT_ANSWER,
     RATE_LIMIT,
     error_responses,
-    guarded_responses,
     read_by_hand,
     success_response,
     wait_parameter,
 )
-from api.request_helpers import read_json_body, viewer_of, wait_seconds
+from api.request_helpers import principal_of, read_body_model, viewer_of, wait_seconds
 from api.schemas import CaptureRequest, Payment
 from shared.errors import (
     AuthorizationReleased,
@@ -39,10 +36,7 @@ from shared.errors import (
 )
 from shared.settings.service_settings import Settings
 
-router = APIRouter(
-    dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
-    responses=guarded_responses(scopes.refused("payments")),
-)
+router = scopes.guarded_router("payments")
 
 
 @router.post(
@@ -93,17 +87,11 @@ async def capture_payment(request: Request, payment_id: str) -> Response:
     settings: Settings = request.app.state.settings
     captures: CaptureService = request.app.state.captures
     wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
-    asked = CaptureRequest()
-    if request.headers.get("content-type") or request.headers.get("content-length", "0") != "0":
-        body = await read_json_body(request, settings.max_body_bytes)
-        try:
-            asked = CaptureRequest.model_validate_json(body or b"{}")
-        except ValidationError as exc:
-            raise validation_error(exc.errors(include_url=False)) from None
+    asked = await read_body_model(request, CaptureRequest, settings.max_body_bytes, optional=True)
     result = await captures.capture(
         payment_id,
         amount=asked.amount,
-        principal=getattr(request.state, "principal", None),
+        principal=principal_of(request),
         request_id=request.state.request_id,
     )
     record = await wait_for_capture(request, result.record, wait)

@@ -15,16 +15,15 @@ import time
 from datetime import datetime
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from api import scopes
-from api.auth import bearer_key
 from api.deps import RedisDep, SettingsDep
-from api.operation_docs import RATE_LIMIT, error_responses, guarded_responses, read_by_hand
+from api.operation_docs import RATE_LIMIT, error_responses, read_by_hand
 from shared.errors import StoreUnavailable
 from shared.fleet_metrics import (
     ACCEPTED,
@@ -51,11 +50,7 @@ from shared.store.keys import (
 from shared.store.stripe_budget_store import budget_states
 from shared.stripe.limits import GLOBAL
 
-router = APIRouter(
-    tags=["operations"],
-    dependencies=[Depends(bearer_key), Depends(scopes.require("metrics"))],
-    responses=guarded_responses(scopes.refused("metrics")),
-)
+router = scopes.guarded_router("metrics", tags=["operations"])
 
 
 @router.get(

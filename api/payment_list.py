@@ -24,13 +24,12 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from starlette.responses import Response
 
 from api import scopes
-from api.auth import bearer_key
 from api.error_responses import JSON
-from api.operation_docs import RATE_LIMIT, error_responses, guarded_responses, read_by_hand
+from api.operation_docs import RATE_LIMIT, error_responses, read_by_hand
 from api.request_helpers import viewer_of
 from api.schemas import CUSTOMER_ID_PATTERN, PAYMENT_ID_PATTERN, PaymentList, payment_json
 from shared.errors import InvalidRequest, StoreUnavailable
@@ -48,10 +47,7 @@ CSV_COLUMNS = ("id", "status", "account_id", "amount", "currency", "amount_refun
 # OWASP's CSV injection guard: a cell a spreadsheet would read as a formula is made text.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-router = APIRouter(
-    dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
-    responses=guarded_responses(scopes.refused("payments")),
-)
+router = scopes.guarded_router("payments")
 
 _CREATED_BOUNDS = ("created[gte]", "created[lt]")
 _STATUS_HINT = "status must be one or more of: " + ", ".join(s.value for s in Status)

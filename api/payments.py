@@ -31,8 +31,10 @@ from api.request_helpers import (
     PAYMENT_ID,
     client_idempotency_key,
     model_response,
+    operation_headers,
     read_json_body,
     record_answer,
+    settled_within,
     viewer_of,
     wait_seconds,
 )
@@ -47,7 +49,6 @@ from api.schemas import (
     payment_view,
 )
 from api.service import PaymentService
-from api.waiter import PaymentWaiter
 from shared.errors import (
     CardDeclined,
     CustomerNotFound,
@@ -84,9 +85,7 @@ def payment_answer(
     """200 once succeeded (or authorized, or an authorization released), the error's status
     once failed (or expired, or canceled), 202 while still in progress (with ``queue``, where it
     stands, while queued)."""
-    headers = {"Location": f"/payments/{record.id}", "Idempotency-Key": record.idempotency_key}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = operation_headers(f"/payments/{record.id}", record.idempotency_key, replayed=replayed)
     status, member, body = record_answer(record, queue)
     if member == "error":
         body = b'{"error":' + body + b"}"
@@ -199,9 +198,7 @@ async def accept_payment(request: Request) -> Response:
         idempotency_key=idempotency_key,
         status=record.status.value,
     )
-    if wait and not record.is_settled:
-        waiter: PaymentWaiter = state.waiter
-        record = await waiter.wait(record.id, wait, lambda: service.get(record.id))
+    record = await settled_within(request, record.id, record, wait, lambda: service.get(record.id))
     answer = payment_answer(record, replayed=accepted.replayed, queue=accepted.queue)
     answer.headers.update(accepted.rate_limit_headers)
     return answer

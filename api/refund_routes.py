@@ -6,19 +6,16 @@ answer.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
+from fastapi import Request
 from starlette.responses import Response
 
 from api import scopes
-from api.auth import bearer_key
 from api.deps import RefundServiceDep, SettingsDep
-from api.error_responses import FIELD_HINTS, json_response, validation_error, with_retry_after
+from api.error_responses import FIELD_HINTS
 from api.operation_docs import (
     IDEMPOTENT_ANSWER,
     RATE_LIMIT,
     error_responses,
-    guarded_responses,
     idempotency_key_parameter,
     read_by_hand,
     success_response,
@@ -26,12 +23,15 @@ from api.operation_docs import (
 )
 from api.request_helpers import (
     client_idempotency_key,
+    failed_answer,
     model_response,
-    read_json_body,
+    operation_headers,
+    principal_of,
+    read_body_model,
+    settled_within,
     wait_seconds,
 )
 from api.schemas import Refund, RefundRequest, refund_view
-from api.waiter import PaymentWaiter
 from shared.errors import (
     IdempotencyKeyMismatch,
     InvalidRequest,
@@ -48,26 +48,21 @@ from shared.errors import (
 from shared.payments.refund_records import RefundRecord
 from shared.payments.states import RefundStatus
 
-router = APIRouter(
-    dependencies=[Depends(bearer_key), Depends(scopes.require("payments"))],
-    responses=guarded_responses(scopes.refused("payments")),
-)
+router = scopes.guarded_router("payments")
 
 
 def refund_answer(refund: RefundRecord, *, replayed: bool = False) -> Response:
     """200 once succeeded, the error's status once failed, 202 while pending or unknown."""
-    headers = {
-        "Location": f"/payments/{refund.payment_id}/refunds/{refund.id}",
-        "Idempotency-Key": refund.idempotency_key,
-    }
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = operation_headers(
+        f"/payments/{refund.payment_id}/refunds/{refund.id}",
+        refund.idempotency_key,
+        replayed=replayed,
+    )
     if refund.status is RefundStatus.SUCCEEDED:
         return model_response(200, refund_view(refund), headers)
     if refund.status is RefundStatus.FAILED and refund.error is not None:
-        status = refund.error_status or 502
         error = {**refund.error, "refund_id": refund.id, "payment_id": refund.payment_id}
-        return json_response(status, {"error": error}, with_retry_after(status, headers))
+        return failed_answer(refund.error_status or 502, error, headers)
     return model_response(202, refund_view(refund), headers)
 
 
@@ -120,22 +115,16 @@ async def create_refund(
     Idempotency-Key and the amount, enqueue the Stripe refund, answer."""
     wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
     idempotency_key = client_idempotency_key(request)
-    body = await read_json_body(request, settings.max_body_bytes)
-    try:
-        asked = RefundRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_url=False)) from None
+    asked = await read_body_model(request, RefundRequest, settings.max_body_bytes)
     accepted = await refunds.accept(
         asked,
         payment_id=payment_id,
         idempotency_key=idempotency_key,
-        principal=getattr(request.state, "principal", None),
+        principal=principal_of(request),
         request_id=request.state.request_id,
     )
     refund = accepted.record
-    if wait and not refund.is_settled:
-        waiter: PaymentWaiter = request.app.state.waiter
-        refund = await waiter.wait(refund.id, wait, lambda: refunds.get(refund.id))
+    refund = await settled_within(request, refund.id, refund, wait, lambda: refunds.get(refund.id))
     return refund_answer(refund, replayed=accepted.replayed)
 
 
@@ -153,6 +142,5 @@ async def get_refund(
     request: Request, payment_id: str, refund_id: str, refunds: RefundServiceDep
 ) -> Response:
     """One refund of the payment: its status, Stripe's refund id once known, the error."""
-    principal = getattr(request.state, "principal", None)
-    refund = await refunds.get_for(payment_id, refund_id, principal)
+    refund = await refunds.get_for(payment_id, refund_id, principal_of(request))
     return model_response(200, refund_view(refund))

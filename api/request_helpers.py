@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from api.error_responses import JSON
+from api.error_responses import JSON, json_response, validation_error, with_retry_after
 from api.schemas import PAYMENT_ID_PATTERN, QueueStanding, dump, payment_json
+from api.waiter import PaymentWaiter, Settles
 from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.payments.payment_records import PaymentRecord
 from shared.payments.states import CHARGED_STATUSES, Status
+from shared.settings.api_clients import Client
 
 PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _WAIT = re.compile(r"[0-9]{1,2}")  # MAX_WAIT_SECONDS is at most 30
+
+M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound=Settles)
 
 
 def wait_seconds(raw: str | None, maximum: int) -> int:
@@ -55,6 +62,54 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"The request body must be at most {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_body_model(
+    request: Request, model: type[M], limit: int, *, optional: bool = False
+) -> M:
+    """The JSON body read as ``model`` (400 naming the fields it gets wrong); ``optional``: a
+    request with no body (no Content-Type, no length) asks for ``model()``."""
+    if optional and not (
+        request.headers.get("content-type") or request.headers.get("content-length", "0") != "0"
+    ):
+        return model()
+    body = await read_json_body(request, limit)
+    try:
+        return model.model_validate_json(body or b"{}" if optional else body)
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_url=False)) from None
+
+
+async def settled_within(
+    request: Request, key: str, record: S, wait: int, current: Callable[[], Awaitable[S]]
+) -> S:
+    """``?wait``: ``record`` once settled (``current()`` re-reads it when ``key``'s record is
+    told to have moved), or as it stands after ``wait`` seconds."""
+    if not wait or record.is_settled:
+        return record
+    waiter: PaymentWaiter = request.app.state.waiter
+    return await waiter.wait(key, wait, current)
+
+
+def operation_headers(location: str, idempotency_key: str, *, replayed: bool) -> dict[str, str]:
+    """An operation's answer headers: Location to poll, the Idempotency-Key it was asked under,
+    and ``Idempotent-Replayed: true`` when the answer is to a request made before."""
+    headers = {"Location": location, "Idempotency-Key": idempotency_key}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
+def failed_answer(status: int, error: dict[str, Any], headers: dict[str, str]) -> Response:
+    """An operation that failed: its error object under ``error``, with Retry-After where
+    the status asks for one."""
+    return json_response(status, {"error": error}, with_retry_after(status, headers))
+
+
+def principal_of(request: Request) -> Client | None:
+    """The calling client as the authentication set it (None where none ran)."""
+    principal: Client | None = getattr(request.state, "principal", None)
+    return principal
 
 
 def client_idempotency_key(request: Request) -> str:

@@ -12,9 +12,13 @@ ahead of the router (api.accept_asgi), so ``accept_payment`` calls :func:`check`
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from fastapi import APIRouter, Depends
 from starlette.requests import HTTPConnection
 
+from api.auth import bearer_key
+from api.operation_docs import guarded_responses
 from shared.errors import InsufficientScope
 from shared.settings.api_clients import ANONYMOUS, Client
 
@@ -41,3 +45,13 @@ def require(*scopes: str) -> Callable[[HTTPConnection], Awaitable[None]]:
         check(connection, *scopes)
 
     return dependency
+
+
+def guarded_router(scope: str, **options: Any) -> APIRouter:
+    """A router whose every route needs a client key (401) holding ``scope`` (403), with both
+    answers and the rate limit's 429 declared for each route."""
+    return APIRouter(
+        dependencies=[Depends(bearer_key), Depends(require(scope))],
+        responses=guarded_responses(refused(scope)),
+        **options,
+    )
