@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import fakeredis
@@ -13,10 +14,13 @@ from shared.payments.states import PAYMENT_MOVES, Cause, Status
 from shared.settings.service_settings import Settings
 from shared.store import SKIP, PaymentStore
 from shared.store.keys import (
+    STRIPE_BUDGET_COUNTS,
     UNKNOWN_INDEX,
     WEBHOOK_COUNTS,
 )
 from shared.store.lifecycle_store import LifecycleStore
+from shared.store.stripe_budget_store import StripeBudgetStore
+from shared.stripe.budget import StripeBudget
 from shared.stripe.objects import ChargeState
 from shared.stripe.outcomes import ChargeOutcome, TransientStripeError
 from tests.worker.conftest import SeedPayment
@@ -112,6 +116,29 @@ def test_an_event_is_only_a_hint_the_object_is_fetched_again(
     assert processor.process("evt_1", "payment_intent.requires_action", "pi_1", "") == ("unchanged")
     assert record(store).status is Status.SUCCEEDED
     assert gateway.fetches == 2
+
+
+def test_each_fetch_books_its_endpoints_slot_of_the_fleets_stripe_budget(
+    seed_payment: SeedPayment, redis: fakeredis.FakeRedis, store: LifecycleStore,
+    gateway: FakeGateway,
+) -> None:  # fmt: skip
+    seed_payment(PAY, Status.REQUIRES_ACTION)
+    gateway.intents["pi_1"] = intent("succeeded")
+    shared = StripeBudgetStore(redis)
+    limits = Settings(environment="test").stripe_limits
+    budget = StripeBudget(shared, limits)
+    processor = StripeEventProcessor(store, gateway, budget=budget)  # type: ignore[arg-type]
+    # Charges booked the next 0.3 s of the account's budget (25 calls/s in a sandbox).
+    shared.book(
+        ["POST /v1/payment_intents"] * 8, {"global": 25.0, "POST /v1/payment_intents": 25.0}
+    )
+
+    started = time.monotonic()
+    assert processor.process("evt_1", "payment_intent.succeeded", "pi_1", "") == "applied"
+
+    assert time.monotonic() - started >= 0.25  # it waited for the account's next slot
+    counts = redis.hgetall(STRIPE_BUDGET_COUNTS)
+    assert counts[b"booked|GET /v1/payment_intents/{id}"] == b"1"
 
 
 def test_the_table_refuses_a_move_backwards(
