@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
@@ -19,12 +18,11 @@ from shared.payments.states import CaptureStatus, Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing
+from shared.store.leased_steps import LeasedSteps, script_args
 from shared.store.lua_scripts import source
 from shared.store.payment_store import CLOCK_SKEW_MS, SWEEP_BATCH
 
-
-def _args(**named: Any) -> bytes:
-    return orjson.dumps(named)
+_args = script_args
 
 
 def _record(flat: list[Any]) -> PaymentRecord:
@@ -82,47 +80,39 @@ class AsyncCaptureStore:
         return CaptureAsk(record=_record(result[1]), created=code == 1)
 
 
-class CaptureStore:
+class CaptureStore(LeasedSteps):
     """The workers' steps. Thread-safe: one instance per process."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self._redis = client
-        self._settings = settings
-        self.lease_ms = int(settings.lease_seconds * 1000)
-        self._scripts = {
-            name: client.register_script(source(name))
-            for name in ("capture_start", "capture_finish", "release", "requeue_capture")
-        }
-
-    def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
-        return self._scripts[name](keys=keys_, args=[_args(**named)])
+        super().__init__(
+            client, settings, ("capture_start", "capture_finish", "release", "requeue_capture")
+        )
 
     def start(self, payment_id: str, *, token: str, count: bool = True) -> PaymentRecord | str:
         """The payment with its capture or void, held under the capture's lease (an attempt
         counted unless ``count`` is false); or ``"busy"`` / ``"skip"`` (gone, nothing asked, or
         already settled)."""
-        result = self._run(
+        held = self._start(
             "capture_start",
-            [keys.record_key(payment_id), keys.capture_lock_key(payment_id)],
+            keys.record_key(payment_id),
+            keys.capture_lock_key(payment_id),
             token=token,
-            lease_ms=self.lease_ms,
             count=count,
         )
-        if result[0] == 1:
-            return _record(result[1])
-        return "busy" if result[0] == -2 else "skip"
+        return held if isinstance(held, str) else _record(held)
 
     def release(
         self, payment_id: str, *, token: str, fields: Mapping[str, str], uncount: bool = False
     ) -> None:
         """Give the lease back before a retry, saving ``fields`` on the record; ``uncount``:
         the attempt does not count (Stripe refused it unprocessed, a 429)."""
-        self._run(
-            "release",
-            [keys.capture_lock_key(payment_id), keys.record_key(payment_id)],
+        self._release(
+            keys.capture_lock_key(payment_id),
+            keys.record_key(payment_id),
             token=token,
-            fields=dict(fields),
-            uncount="capture_attempts" if uncount else None,
+            fields=fields,
+            attempts_field="capture_attempts",
+            uncount=uncount,
         )
 
     def requeue_stale(
@@ -132,36 +122,29 @@ class CaptureStore:
         pending one whose message is provably lost (no worker holds it or its message, the
         queue has moved past it) is pushed again; its task reconciles before any new write."""
         now = time.time() if now is None else now
-        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
-            keys.CAPTURES_PENDING, "-inf", now, start=0, num=SWEEP_BATCH
-        )
-        pushed = []
-        for member in due:
-            payment_id = member.decode()
-            next_at = int(now) + self._settings.sweep_stale_seconds
-            if capture_task_id(payment_id) in reserved:
-                self._redis.zadd(keys.CAPTURES_PENDING, {payment_id: next_at})
-                continue
-            stamp = int(now * 1000)
+
+        def push(payment_id: str, next_at: int, stamp: int) -> Any:
             message = capture_message(self._settings, payment_id,
                                       {"enqueued_at": stamp, "recovered": True})  # fmt: skip
-            done = self._run(
+            return self._run(
                 "requeue_capture",
                 [keys.CAPTURES_PENDING, self._settings.queue_name, keys.record_key(payment_id),
                  keys.capture_lock_key(payment_id)],
                 payment_id=payment_id, next_at=next_at, queue_oldest_ms=queue_oldest_ms,
                 clock_skew_ms=CLOCK_SKEW_MS, now_ms=stamp, message=message.decode(),
             )  # fmt: skip
-            if done == 1:
-                pushed.append(payment_id)
-        return pushed
+
+        return self._requeue_due(
+            keys.CAPTURES_PENDING,
+            now=now,
+            limit=SWEEP_BATCH,
+            held=lambda payment_id: capture_task_id(payment_id) in reserved,
+            push=push,
+        )
 
     def due_unknown(self, *, limit: int) -> list[str]:
         """Payments whose capture or void has an unknown outcome, due for another look."""
-        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
-            keys.CAPTURES_UNKNOWN, "-inf", time.time(), start=0, num=limit
-        )
-        return [member.decode() for member in due]
+        return self._due(keys.CAPTURES_UNKNOWN, until=time.time(), limit=limit)
 
     def finish(
         self,

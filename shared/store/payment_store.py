@@ -26,6 +26,7 @@ from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing as callback_filing
+from shared.store.leased_steps import LeasedSteps, script_args
 from shared.store.lifecycle_store import ACTION_RECHECK_FIRST_SECONDS
 from shared.store.lua_scripts import source
 from shared.store.replicated_writes import ReplicatedScript
@@ -42,8 +43,7 @@ REPLICATION_RETRY_MAX_SECONDS = 5.0
 log = structlog.get_logger(__name__)
 
 
-def _args(**named: Any) -> bytes:
-    return orjson.dumps(named)
+_args = script_args
 
 
 def decode_record(flat: list[Any]) -> PaymentRecord:
@@ -382,18 +382,14 @@ SKIP = Skip()
 PAST_DEADLINE = PastDeadline()
 
 
-class PaymentStore:
+class PaymentStore(LeasedSteps):
     """The workers' steps. Thread-safe: one instance per process, shared by its threads."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self._redis = client
-        self._settings = settings
-        self.lease_ms = int(settings.lease_seconds * 1000)
-        # Payments still queued past their deadline end expired (shared.store.unsent_store).
-        self.deadlines = DeadlineStore(client, settings)
-        self._scripts = {
-            name: client.register_script(source(name))
-            for name in (
+        super().__init__(
+            client,
+            settings,
+            (
                 "start_attempt",
                 "take_lease",
                 "heartbeat",
@@ -402,11 +398,10 @@ class PaymentStore:
                 "postpone_check",
                 "requeue_stale",
                 "replay",
-            )
-        }
-
-    def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
-        return self._scripts[name](keys=keys_, args=[_args(**named)])
+            ),
+        )
+        # Payments still queued past their deadline end expired (shared.store.unsent_store).
+        self.deadlines = DeadlineStore(client, settings)
 
     def _message(self, payment_id: str, queue: str, enqueued_at: int, **headers: Any) -> str:
         """The charge task's message, stamped with when it was enqueued (see requeue_stale)."""
@@ -486,12 +481,13 @@ class PaymentStore:
     ) -> None:
         """Give the lease back before a retry, saving ``fields`` (e.g. Stripe ids) first;
         ``uncount``: the attempt does not count (Stripe refused it unprocessed, a 429)."""
-        self._run(
-            "release",
-            [keys.lock_key(payment_id), keys.record_key(payment_id)],
+        self._release(
+            keys.lock_key(payment_id),
+            keys.record_key(payment_id),
             token=token,
-            fields=dict(fields or {}),
-            uncount="attempts" if uncount else None,
+            fields=fields or {},
+            attempts_field="attempts",
+            uncount=uncount,
         )
 
     def finish(
@@ -586,10 +582,7 @@ class PaymentStore:
     # reconciliation of unknown outcomes ------------------------------------------------
 
     def due_unknown(self, *, limit: int) -> list[str]:
-        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
-            keys.UNKNOWN_INDEX, "-inf", time.time(), start=0, num=limit
-        )
-        return [member.decode() for member in due]
+        return self._due(keys.UNKNOWN_INDEX, until=time.time(), limit=limit)
 
     def postpone_check(self, payment_id: str, *, token: str, check_at: float) -> None:
         self._run(

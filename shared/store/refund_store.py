@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
@@ -19,12 +18,11 @@ from shared.payments.states import REFUNDABLE_STATUSES, RefundStatus, Status
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.callback_store import filing
+from shared.store.leased_steps import LeasedSteps, script_args
 from shared.store.lua_scripts import source
 from shared.store.payment_store import CLOCK_SKEW_MS, SWEEP_BATCH
 
-
-def _args(**named: Any) -> bytes:
-    return orjson.dumps(named)
+_args = script_args
 
 
 def _record(flat: list[Any]) -> RefundRecord:
@@ -118,20 +116,13 @@ class RefundStarted:
     record: RefundRecord
 
 
-class RefundStore:
+class RefundStore(LeasedSteps):
     """The workers' steps. Thread-safe: one instance per process."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self._redis = client
-        self._settings = settings
-        self.lease_ms = int(settings.lease_seconds * 1000)
-        self._scripts = {
-            name: client.register_script(source(name))
-            for name in ("refund_start", "refund_finish", "release", "requeue_refund")
-        }
-
-    def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
-        return self._scripts[name](keys=keys_, args=[_args(**named)])
+        super().__init__(
+            client, settings, ("refund_start", "refund_finish", "release", "requeue_refund")
+        )
 
     def get(self, refund_id: str) -> RefundRecord | None:
         raw: dict[bytes, bytes] = self._redis.hgetall(keys.refund_key(refund_id))  # type: ignore[assignment]
@@ -144,22 +135,13 @@ class RefundStore:
         whose message is provably lost (no worker holds the refund or its message, the queue
         has moved past it) is pushed again; its task reconciles before any new Stripe write."""
         now = time.time() if now is None else now
-        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
-            keys.REFUNDS_PENDING, "-inf", now, start=0, num=SWEEP_BATCH
-        )
-        pushed = []
-        for member in due:
-            refund_id = member.decode()
-            next_at = int(now) + self._settings.sweep_stale_seconds
-            if refund_id in reserved:
-                self._redis.zadd(keys.REFUNDS_PENDING, {refund_id: next_at})
-                continue
-            stamp = int(now * 1000)
+
+        def push(refund_id: str, next_at: int, stamp: int) -> Any:
             message = task_message(
                 task_name=REFUND_TASK, task_id=refund_id, args=(refund_id,),
                 queue=self._settings.queue_name, headers={"enqueued_at": stamp, "recovered": True},
             )  # fmt: skip
-            done = self._run(
+            return self._run(
                 "requeue_refund",
                 [keys.REFUNDS_PENDING, self._settings.queue_name, keys.refund_key(refund_id),
                  keys.lock_key(refund_id)],
@@ -167,42 +149,43 @@ class RefundStore:
                 queue_oldest_ms=queue_oldest_ms, clock_skew_ms=CLOCK_SKEW_MS, now_ms=stamp,
                 message=message.decode(),
             )  # fmt: skip
-            if done == 1:
-                pushed.append(refund_id)
-        return pushed
+
+        return self._requeue_due(
+            keys.REFUNDS_PENDING,
+            now=now,
+            limit=SWEEP_BATCH,
+            held=reserved.__contains__,
+            push=push,
+        )
 
     def due_unknown(self, *, limit: int) -> list[str]:
         """Refunds whose outcome is unknown and due for another look at Stripe."""
-        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
-            keys.REFUNDS_UNKNOWN, "-inf", time.time(), start=0, num=limit
-        )
-        return [member.decode() for member in due]
+        return self._due(keys.REFUNDS_UNKNOWN, until=time.time(), limit=limit)
 
     def start(self, refund_id: str, *, token: str, count: bool = True) -> RefundStarted | str:
         """The refund, held under its lease (an attempt counted unless ``count`` is false); or
         ``"busy"`` / ``"skip"`` (gone or final)."""
-        result = self._run(
+        held = self._start(
             "refund_start",
-            [keys.refund_key(refund_id), keys.lock_key(refund_id)],
+            keys.refund_key(refund_id),
+            keys.lock_key(refund_id),
             token=token,
-            lease_ms=self.lease_ms,
             count=count,
         )
-        if result[0] == 1:
-            return RefundStarted(_record(result[1]))
-        return "busy" if result[0] == -2 else "skip"
+        return held if isinstance(held, str) else RefundStarted(_record(held))
 
     def release(
         self, refund_id: str, *, token: str, fields: Mapping[str, str], uncount: bool = False
     ) -> None:
         """Give the lease back before a retry, saving ``fields`` (the Stripe refund id);
         ``uncount``: the attempt does not count (Stripe refused it unprocessed, a 429)."""
-        self._run(
-            "release",
-            [keys.lock_key(refund_id), keys.refund_key(refund_id)],
+        self._release(
+            keys.lock_key(refund_id),
+            keys.refund_key(refund_id),
             token=token,
-            fields=dict(fields),
-            uncount="attempts" if uncount else None,
+            fields=fields,
+            attempts_field="attempts",
+            uncount=uncount,
         )
 
     def finish(
