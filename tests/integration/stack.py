@@ -35,6 +35,7 @@ from devtools.processes import (
     wait_for_log,
     wait_for_port,
 )
+from devtools.stripe_emulator import register_webhook_endpoint
 from shared.store import charge_queues
 from shared.store.keys import UNACKED
 from tests.support import (
@@ -259,3 +260,33 @@ class Stack:
     def proxy_log(self) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = httpx.get(f"{self.proxy_url}/_proxy/log").json()
         return entries
+
+
+def module_stack(
+    name: str, env: dict[str, str], *, webhook_secret: str | None = None
+) -> tuple[object, object, object]:
+    """A test module's own stack (one worker, no fault proxy) as its three fixtures, assigned
+    ``stack, api, stripe = module_stack(...)``: ``stack`` for the module, ``api`` (the client
+    key) and ``stripe`` (the emulator, emptied) for each test. With ``webhook_secret``, the
+    emulator sends its events, signed with it, to the stack's webhook route."""
+
+    @pytest.fixture(scope="module", name="stack")
+    def stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        with Stack.running(tmp_path_factory, name, env, workers=1, fault_proxy=False) as stack:
+            if webhook_secret is not None:
+                register_webhook_endpoint(
+                    stack.emulator_url, f"{stack.api_url}/webhooks/stripe", webhook_secret
+                )
+            yield stack
+
+    @pytest.fixture(name="api")
+    def api_fixture(stack: Stack) -> Iterator[httpx.Client]:
+        with stack.api() as client:
+            yield client
+
+    @pytest.fixture(name="stripe")
+    def stripe_fixture(stack: Stack) -> Iterator[StripeAdmin]:
+        with stack.stripe_admin() as admin:
+            yield admin
+
+    return stack_fixture, api_fixture, stripe_fixture

@@ -4,14 +4,12 @@ signed webhooks): a partial capture, a void, and an authorization Stripe release
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from devtools.stripe_emulator import register_webhook_endpoint
-from tests.integration.stack import Stack
+from tests.integration.stack import module_stack
 from tests.support import WEBHOOK_SECRET, StripeAdmin, wait_until
 
 pytestmark = pytest.mark.integration
@@ -24,23 +22,7 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack.running(tmp_path_factory, "captures", ENV, workers=1, fault_proxy=False) as s:
-        register_webhook_endpoint(s.emulator_url, f"{s.api_url}/webhooks/stripe", WEBHOOK_SECRET)
-        yield s
-
-
-@pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with stack.api() as client:
-        yield client
-
-
-@pytest.fixture
-def stripe(stack: Stack) -> Iterator[StripeAdmin]:
-    with stack.stripe_admin() as admin:
-        yield admin
+stack, api, stripe = module_stack("captures", ENV, webhook_secret=WEBHOOK_SECRET)
 
 
 def authorize(api: httpx.Client, stripe: StripeAdmin) -> dict[str, Any]:

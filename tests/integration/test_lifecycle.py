@@ -7,16 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.stripe_emulator import THREE_D_SECURE_CARD, register_webhook_endpoint
+from devtools.stripe_emulator import THREE_D_SECURE_CARD
 from tests.integration.callback_receiver import CallbackReceiver
-from tests.integration.stack import Stack, final, pay
+from tests.integration.stack import Stack, final, module_stack, pay
 from tests.support import (
     WEBHOOK_SECRET,
     StripeAdmin,
@@ -54,23 +53,7 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack.running(tmp_path_factory, "lifecycle", ENV, workers=1, fault_proxy=False) as s:
-        register_webhook_endpoint(s.emulator_url, f"{s.api_url}/webhooks/stripe", WEBHOOK_SECRET)
-        yield s
-
-
-@pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with stack.api() as client:
-        yield client
-
-
-@pytest.fixture
-def stripe(stack: Stack) -> Iterator[StripeAdmin]:
-    with stack.stripe_admin() as admin:
-        yield admin
+stack, api, stripe = module_stack("lifecycle", ENV, webhook_secret=WEBHOOK_SECRET)
 
 
 def status_of(api: httpx.Client, payment_id: str, wanted: str, timeout: float = 30) -> Any:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.integration.callback_receiver import CallbackReceiver
-from tests.integration.stack import Stack
+from tests.integration.stack import module_stack
 from tests.support import StripeAdmin, callback_secret, wait_until
 
 pytestmark = pytest.mark.integration
@@ -27,22 +26,7 @@ METADATA = {"order_id": "1001", "customer_ref": "Zoë-17 ✓", "note": "a b&c=d"
 DESCRIPTION = "Order 1001 — 2 items"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack.running(tmp_path_factory, "metadata", ENV, workers=1, fault_proxy=False) as s:
-        yield s
-
-
-@pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with stack.api() as client:
-        yield client
-
-
-@pytest.fixture
-def stripe(stack: Stack) -> Iterator[StripeAdmin]:
-    with stack.stripe_admin() as admin:
-        yield admin
+stack, api, stripe = module_stack("metadata", ENV)
 
 
 def test_metadata_and_description_reach_the_payment_intent_and_come_back_everywhere(
