@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from celery import Task
@@ -22,7 +24,7 @@ from shared.callbacks.signing import client_signing_secrets
 from shared.payments.payment_records import CAPTURE_TASK, STRIPE_EVENT_TASK
 from shared.payments.refund_records import REFUND_TASK
 from shared.stripe.outcomes import TransientStripeError
-from worker.attempts import RetryLater
+from worker.attempts import Done, RetryLater
 from worker.callback_delivery import Callback, Deferred
 from worker.celery_app import app
 from worker.redis_wait import until_redis_answers
@@ -70,23 +72,37 @@ def stripe_event(
             raise self.retry(countdown=countdown, headers=headers) from exc
 
 
+def _attempt(
+    task: Task[[str], str | None],
+    process: Callable[[], Done[Any] | RetryLater],
+    *,
+    event: str,
+    **ids: str,
+) -> str | None:
+    """One attempt of a refund, capture or void, waited through while Redis does not answer
+    (each wait logged as ``event``); the task again after the processor's countdown when it
+    says retry later. The status it ended in, if any."""
+    request_id = getattr(task.request, "request_id", None)
+    with structlog.contextvars.bound_contextvars(**ids, request_id=request_id):
+        result = until_redis_answers(process, event=event, sleep=time.sleep, **ids)
+    if isinstance(result, RetryLater):
+        headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}
+        raise task.retry(countdown=result.countdown, headers=headers)
+    return result.status.value if result.status else None
+
+
 # max_retries=None: the processor bounds Stripe attempts itself (CHARGE_MAX_RETRIES, counted on
 # the refund record), as for charges.
 @app.task(bind=True, name=REFUND_TASK, max_retries=None, acks_late=True)
 def refund(self: Task[[str], str | None], refund_id: str) -> str | None:
     """Refund one refund request at Stripe; retry later when the processor says so (same
     idempotency key, reconciled first)."""
-    request_id = getattr(self.request, "request_id", None)
-    with structlog.contextvars.bound_contextvars(refund_id=refund_id, request_id=request_id):
-        result = until_redis_answers(
-            lambda: refund_processor().process(refund_id),
-            event="refund.redis_unavailable",
-            refund_id=refund_id,
-        )
-    if isinstance(result, RetryLater):
-        headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}
-        raise self.retry(countdown=result.countdown, headers=headers)
-    return result.status.value if result.status else None
+    return _attempt(
+        self,
+        lambda: refund_processor().process(refund_id),
+        event="refund.redis_unavailable",
+        refund_id=refund_id,
+    )
 
 
 # max_retries=None: as for refunds, the processor bounds the Stripe attempts (CHARGE_MAX_RETRIES,
@@ -95,17 +111,12 @@ def refund(self: Task[[str], str | None], refund_id: str) -> str | None:
 def capture(self: Task[[str], str | None], payment_id: str) -> str | None:
     """Capture or void one payment's authorization at Stripe, as its record asks; retry later
     when the processor says so (same idempotency key, reconciled first)."""
-    request_id = getattr(self.request, "request_id", None)
-    with structlog.contextvars.bound_contextvars(payment_id=payment_id, request_id=request_id):
-        result = until_redis_answers(
-            lambda: capture_processor().process(payment_id),
-            event="capture.redis_unavailable",
-            payment_id=payment_id,
-        )
-    if isinstance(result, RetryLater):
-        headers = {"request_id": request_id or "", "enqueued_at": str(int(time.time() * 1000))}
-        raise self.retry(countdown=result.countdown, headers=headers)
-    return result.status.value if result.status else None
+    return _attempt(
+        self,
+        lambda: capture_processor().process(payment_id),
+        event="capture.redis_unavailable",
+        payment_id=payment_id,
+    )
 
 
 # Routed to CALLBACK_QUEUE by the app's task_routes (worker.celery_app). max_retries=None: a

@@ -52,6 +52,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _ending_keys(settings: Settings) -> list[str]:
+    """What ending a payment never sent to Stripe (expired or canceled) writes beyond its
+    record, in the scripts' order: deadlines, pending index, outcome counts, callback queue,
+    and the events channel that tells waiting requests."""
+    return [
+        keys.DEADLINES,
+        keys.PENDING_INDEX,
+        keys.OUTCOME_COUNTS,
+        settings.callback_queue,
+        keys.EVENTS_CHANNEL,
+    ]
+
+
 class DeadlineStore:
     """The workers' side: expire payments still queued past their deadline."""
 
@@ -66,13 +79,7 @@ class DeadlineStore:
         if not payment_ids:
             return []
         expired: list[bytes] = self._expire(
-            keys=[
-                keys.DEADLINES,
-                keys.PENDING_INDEX,
-                keys.OUTCOME_COUNTS,
-                self._settings.callback_queue,
-                keys.EVENTS_CHANNEL,
-            ],
+            keys=_ending_keys(self._settings),
             args=[
                 orjson.dumps(
                     {
@@ -133,11 +140,7 @@ class AsyncCancelStore:
             keys=[
                 keys.record_key(payment_id),
                 keys.lock_key(payment_id),
-                keys.DEADLINES,
-                keys.PENDING_INDEX,
-                keys.OUTCOME_COUNTS,
-                self._settings.callback_queue,
-                keys.EVENTS_CHANNEL,
+                *_ending_keys(self._settings),
             ],
             args=[
                 orjson.dumps(
