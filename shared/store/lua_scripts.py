@@ -81,6 +81,8 @@ LIBRARIES = {
     # lib/unsent.lua: the end of a payment never sent to Stripe (expired, canceled).
     "expire": ("callbacks", "unsent"),
     "cancel": ("callbacks", "unsent"),
+    # lib/requeue.lua: the recovery sweep's push of a message provably lost.
+    **{name: ("requeue",) for name in ("requeue_stale", "requeue_refund", "requeue_capture")},
 }
 
 

@@ -11,10 +11,6 @@ if p[2] ~= CAPTURE_STATUS.PENDING or not may_move(MOVES, p[1], p[1]) then
   redis.call('ZREM', KEYS[1], a.payment_id)
   return 0
 end
-redis.call('ZADD', KEYS[1], a.next_at, a.payment_id)
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local enqueued = tonumber(p[3] or '0')
-if a.queue_oldest_ms >= 0 and a.queue_oldest_ms <= enqueued + a.clock_skew_ms then return 0 end
-redis.call('HSET', KEYS[3], 'capture_enqueued_at', a.now_ms)
-redis.call('LPUSH', KEYS[2], a.message)
-return 1
+return requeue_if_lost(a, a.payment_id, enqueued, 'capture_enqueued_at',
+                       function() return true end)

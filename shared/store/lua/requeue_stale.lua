@@ -12,12 +12,8 @@ if not may_move(MOVES, status, status) then
   redis.call('ZREM', KEYS[1], a.payment_id)
   return 0
 end
-redis.call('ZADD', KEYS[1], a.next_at, a.payment_id)
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local enqueued = tonumber(redis.call('HGET', KEYS[3], 'enqueued_at') or '0')
-if a.queue_oldest_ms >= 0 and a.queue_oldest_ms <= enqueued + a.clock_skew_ms then return 0 end
-local alive = tonumber(redis.call('HGET', KEYS[3], 'alive_at') or '0')
-if alive > a.stale_before then return 0 end
-redis.call('HSET', KEYS[3], 'enqueued_at', a.now_ms)
-redis.call('LPUSH', KEYS[2], a.message)
-return 1
+local function quiet()
+  return tonumber(redis.call('HGET', KEYS[3], 'alive_at') or '0') <= a.stale_before
+end
+return requeue_if_lost(a, a.payment_id, enqueued, 'enqueued_at', quiet)
