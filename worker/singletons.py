@@ -7,6 +7,7 @@ Flower and the tests do) opens no connection.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import redis
@@ -68,13 +69,21 @@ def gateway() -> StripeGateway:
     return StripeGateway(settings)
 
 
-@lru_cache(maxsize=1)
+_budget_lock = threading.Lock()
+_budgets: list[StripeBudget] = []
+
+
 def budget() -> StripeBudget:
-    """The Stripe request budget (STRIPE_MAX_RPS) every worker process books calls from; the
-    worker takes messages at its pace (worker.fair_queues)."""
-    shared = StripeBudget(StripeBudgetStore(sync_redis(settings)), settings.stripe_limits)
-    pace_by(shared, settings.stripe_budget_lookahead_seconds)
-    return shared
+    """The Stripe request budget every worker process books calls from; the worker takes
+    messages at its pace (worker.fair_queues). One per process, made under a lock: the
+    maintenance thread and the first tasks ask for it at once, and a second one would book
+    while the first, never booking, paced the worker."""
+    with _budget_lock:
+        if not _budgets:
+            shared = StripeBudget(StripeBudgetStore(sync_redis(settings)), settings.stripe_limits)
+            pace_by(shared, settings.stripe_budget_lookahead_seconds)
+            _budgets.append(shared)
+        return _budgets[0]
 
 
 @lru_cache(maxsize=1)
