@@ -7,7 +7,8 @@ which on the accept path cost more than the whole Redis round trip.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
@@ -22,30 +23,18 @@ from shared.store.lifecycle_store import AsyncLifecycleStore
 from shared.store.refund_store import AsyncRefundStore
 from shared.stripe.gateway import StripeGateway
 
-
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+T = TypeVar("T")
 
 
-async def _redis(request: Request) -> Redis:
-    redis: Redis = request.app.state.redis
-    return redis
+def _built(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency handing a route ``app.state.<name>``, a ``kind`` the lifespan built."""
 
+    async def dependency(request: Request) -> T:
+        built: T = getattr(request.app.state, name)
+        return built
 
-async def _service(request: Request) -> PaymentService:
-    service: PaymentService = request.app.state.service
-    return service
-
-
-async def _refunds(request: Request) -> RefundService:
-    refunds: RefundService = request.app.state.refunds
-    return refunds
-
-
-async def _gateway(request: Request) -> StripeGateway:
-    gateway: StripeGateway = request.app.state.gateway
-    return gateway
+    dependency.__name__ = f"_{name}"
+    return dependency
 
 
 async def _charges(request: Request) -> BudgetedCharges:
@@ -53,35 +42,17 @@ async def _charges(request: Request) -> BudgetedCharges:
     return BudgetedCharges(state.gateway, state.stripe_budget, state.settings.stripe_limits)
 
 
-async def _refund_store(request: Request) -> AsyncRefundStore:
-    store: AsyncRefundStore = request.app.state.refund_store
-    return store
-
-
-async def _lifecycle_store(request: Request) -> AsyncLifecycleStore:
-    store: AsyncLifecycleStore = request.app.state.lifecycle_store
-    return store
-
-
-async def _admin_store(request: Request) -> PaymentStore:
-    store: PaymentStore = request.app.state.admin_store
-    return store
-
-
-async def _list_limiter(request: Request) -> ListLimiter:
-    limiter: ListLimiter = request.app.state.list_limiter
-    return limiter
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-RedisDep = Annotated[Redis, Depends(_redis)]
-ServiceDep = Annotated[PaymentService, Depends(_service)]
-RefundServiceDep = Annotated[RefundService, Depends(_refunds)]
-GatewayDep = Annotated[StripeGateway, Depends(_gateway)]
+SettingsDep = Annotated[Settings, Depends(_built("settings", Settings))]
+RedisDep = Annotated[Redis, Depends(_built("redis", Redis))]
+ServiceDep = Annotated[PaymentService, Depends(_built("service", PaymentService))]
+RefundServiceDep = Annotated[RefundService, Depends(_built("refunds", RefundService))]
+GatewayDep = Annotated[StripeGateway, Depends(_built("gateway", StripeGateway))]
 # The customers' charges read from Stripe within the fleet's Stripe budget.
 ChargesDep = Annotated[BudgetedCharges, Depends(_charges)]
-RefundStoreDep = Annotated[AsyncRefundStore, Depends(_refund_store)]
-LifecycleStoreDep = Annotated[AsyncLifecycleStore, Depends(_lifecycle_store)]
+RefundStoreDep = Annotated[AsyncRefundStore, Depends(_built("refund_store", AsyncRefundStore))]
+LifecycleStoreDep = Annotated[
+    AsyncLifecycleStore, Depends(_built("lifecycle_store", AsyncLifecycleStore))
+]
 # A blocking store, for the admin routes' rare calls run in a thread off the event loop.
-AdminStoreDep = Annotated[PaymentStore, Depends(_admin_store)]
-ListLimiterDep = Annotated[ListLimiter, Depends(_list_limiter)]
+AdminStoreDep = Annotated[PaymentStore, Depends(_built("admin_store", PaymentStore))]
+ListLimiterDep = Annotated[ListLimiter, Depends(_built("list_limiter", ListLimiter))]
