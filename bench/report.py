@@ -588,8 +588,8 @@ def batch_section(results: Results) -> str:
         f"`POST /payments`: {b.round_trips_per_single:g}), the median of "
         "20 sent one at a time to the app built in the benchmark's process, counted at "
         "redis-py's connections (each request or pipeline written is one round trip). Redis "
-        f"read that one pipeline in {b.reads_per_batch:g} socket reads (each item's script "
-        "carries its record and its charge message; the request's body was "
+        f"read the batch's one script call in {b.reads_per_batch:g} socket reads (it carries "
+        "each item's record and charge message; the request's body was "
         f"{b.batch_bytes / 1024:.0f} KB).",
         BATCH_END,
         "",
