@@ -88,32 +88,18 @@ class CaptureStore(LeasedSteps):
             client, settings, ("capture_start", "capture_finish", "release", "requeue_capture")
         )
 
+    # A capture or void counts its attempts apart from the charge's.
+    ATTEMPTS_FIELD = "capture_attempts"
+
+    def _held(self, record_id: str) -> tuple[str, str]:
+        return keys.record_key(record_id), keys.capture_lock_key(record_id)
+
     def start(self, payment_id: str, *, token: str, count: bool = True) -> PaymentRecord | str:
         """The payment with its capture or void, held under the capture's lease (an attempt
         counted unless ``count`` is false); or ``"busy"`` / ``"skip"`` (gone, nothing asked, or
         already settled)."""
-        held = self._start(
-            "capture_start",
-            keys.record_key(payment_id),
-            keys.capture_lock_key(payment_id),
-            token=token,
-            count=count,
-        )
+        held = self._start("capture_start", payment_id, token=token, count=count)
         return held if isinstance(held, str) else _record(held)
-
-    def release(
-        self, payment_id: str, *, token: str, fields: Mapping[str, str], uncount: bool = False
-    ) -> None:
-        """Give the lease back before a retry, saving ``fields`` on the record; ``uncount``:
-        the attempt does not count (Stripe refused it unprocessed, a 429)."""
-        self._release(
-            keys.capture_lock_key(payment_id),
-            keys.record_key(payment_id),
-            token=token,
-            fields=fields,
-            attempts_field="capture_attempts",
-            uncount=uncount,
-        )
 
     def requeue_stale(
         self, *, queue_oldest_ms: int, reserved: set[str], now: float | None = None

@@ -4,7 +4,7 @@ an attempt holds, its release before a retry, and the round over a due index."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import redis
@@ -22,6 +22,9 @@ class LeasedSteps:
     """The workers' steps on one kind of record held under a lease. Thread-safe: one instance
     per process, shared by its threads."""
 
+    # The record's field that counts the attempts of this kind of step.
+    ATTEMPTS_FIELD: ClassVar[str] = "attempts"
+
     def __init__(self, client: redis.Redis, settings: Settings, scripts: tuple[str, ...]) -> None:
         self._redis = client
         self._settings = settings
@@ -31,35 +34,38 @@ class LeasedSteps:
     def _run(self, name: str, keys_: list[str], **named: Any) -> Any:
         return self._scripts[name](keys=keys_, args=[script_args(**named)])
 
-    def _start(self, name: str, record_key: str, lock_key: str, *, token: str, count: bool) -> Any:
-        """The record as the start script's flat field list, held under ``lock_key``'s lease (an
-        attempt counted unless ``count`` is false); or ``"busy"`` (held by another) or
-        ``"skip"``."""
+    def _held(self, record_id: str) -> tuple[str, str]:
+        """The record's key and its lease's key."""
+        raise NotImplementedError
+
+    def _start(self, name: str, record_id: str, *, token: str, count: bool) -> Any:
+        """The record as the start script's flat field list, held under its lease (an attempt
+        counted unless ``count`` is false); or ``"busy"`` (held by another) or ``"skip"``."""
         result = self._run(
-            name, [record_key, lock_key], token=token, lease_ms=self.lease_ms, count=count
+            name, list(self._held(record_id)), token=token, lease_ms=self.lease_ms, count=count
         )
         if result[0] == 1:
             return result[1]
         return "busy" if result[0] == -2 else "skip"
 
-    def _release(
+    def release(
         self,
-        lock_key: str,
-        record_key: str,
+        record_id: str,
         *,
         token: str,
-        fields: Mapping[str, str],
-        attempts_field: str,
-        uncount: bool,
+        fields: Mapping[str, str] | None = None,
+        uncount: bool = False,
     ) -> None:
-        """Give the lease back, saving ``fields`` on the record first; ``uncount``: take back
-        the attempt counted in ``attempts_field`` (Stripe refused it unprocessed, a 429)."""
+        """Give the lease back before a retry, saving ``fields`` (e.g. Stripe's ids) on the
+        record first; ``uncount``: the attempt does not count (Stripe refused it unprocessed,
+        a 429), taken back from ATTEMPTS_FIELD."""
+        record_key, lock_key = self._held(record_id)
         self._run(
             "release",
             [lock_key, record_key],
             token=token,
-            fields=dict(fields),
-            uncount=attempts_field if uncount else None,
+            fields=dict(fields or {}),
+            uncount=self.ATTEMPTS_FIELD if uncount else None,
         )
 
     def _due(self, index: str, *, until: float, limit: int) -> list[str]:

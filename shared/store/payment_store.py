@@ -403,6 +403,9 @@ class PaymentStore(LeasedSteps):
         # Payments still queued past their deadline end expired (shared.store.unsent_store).
         self.deadlines = DeadlineStore(client, settings)
 
+    def _held(self, record_id: str) -> tuple[str, str]:
+        return keys.record_key(record_id), keys.lock_key(record_id)
+
     def _message(self, payment_id: str, queue: str, enqueued_at: int, **headers: Any) -> str:
         """The charge task's message, stamped with when it was enqueued (see requeue_stale)."""
         headers["enqueued_at"] = enqueued_at
@@ -470,25 +473,6 @@ class PaymentStore(LeasedSteps):
     def remember_payment_method(self, payment_id: str, method: str) -> None:
         """Stored so that every retry sends Stripe the very same parameters."""
         self._redis.hset(keys.record_key(payment_id), "payment_method", method)
-
-    def release(
-        self,
-        payment_id: str,
-        *,
-        token: str,
-        fields: Mapping[str, str] | None = None,
-        uncount: bool = False,
-    ) -> None:
-        """Give the lease back before a retry, saving ``fields`` (e.g. Stripe ids) first;
-        ``uncount``: the attempt does not count (Stripe refused it unprocessed, a 429)."""
-        self._release(
-            keys.lock_key(payment_id),
-            keys.record_key(payment_id),
-            token=token,
-            fields=fields or {},
-            attempts_field="attempts",
-            uncount=uncount,
-        )
 
     def finish(
         self,

@@ -124,6 +124,9 @@ class RefundStore(LeasedSteps):
             client, settings, ("refund_start", "refund_finish", "release", "requeue_refund")
         )
 
+    def _held(self, record_id: str) -> tuple[str, str]:
+        return keys.refund_key(record_id), keys.lock_key(record_id)
+
     def get(self, refund_id: str) -> RefundRecord | None:
         raw: dict[bytes, bytes] = self._redis.hgetall(keys.refund_key(refund_id))  # type: ignore[assignment]
         return RefundRecord.from_redis(raw) if raw else None
@@ -165,28 +168,8 @@ class RefundStore(LeasedSteps):
     def start(self, refund_id: str, *, token: str, count: bool = True) -> RefundStarted | str:
         """The refund, held under its lease (an attempt counted unless ``count`` is false); or
         ``"busy"`` / ``"skip"`` (gone or final)."""
-        held = self._start(
-            "refund_start",
-            keys.refund_key(refund_id),
-            keys.lock_key(refund_id),
-            token=token,
-            count=count,
-        )
+        held = self._start("refund_start", refund_id, token=token, count=count)
         return held if isinstance(held, str) else RefundStarted(_record(held))
-
-    def release(
-        self, refund_id: str, *, token: str, fields: Mapping[str, str], uncount: bool = False
-    ) -> None:
-        """Give the lease back before a retry, saving ``fields`` (the Stripe refund id);
-        ``uncount``: the attempt does not count (Stripe refused it unprocessed, a 429)."""
-        self._release(
-            keys.lock_key(refund_id),
-            keys.refund_key(refund_id),
-            token=token,
-            fields=fields,
-            attempts_field="attempts",
-            uncount=uncount,
-        )
 
     def finish(
         self,

@@ -7,10 +7,6 @@
 -- a.queue_oldest_ms, -1 when empty). 1: pushed.
 local a = cjson.decode(ARGV[1])
 local p = redis.call('HMGET', KEYS[3], 'status', 'capture_status', 'capture_enqueued_at')
-if p[2] ~= CAPTURE_STATUS.PENDING or not may_move(MOVES, p[1], p[1]) then
-  redis.call('ZREM', KEYS[1], a.payment_id)
-  return 0
-end
-local enqueued = tonumber(p[3] or '0')
-return requeue_if_lost(a, a.payment_id, enqueued, 'capture_enqueued_at',
+local pending = p[2] == CAPTURE_STATUS.PENDING and may_move(MOVES, p[1], p[1])
+return requeue_if_lost(a, a.payment_id, pending, tonumber(p[3] or '0'), 'capture_enqueued_at',
                        function() return true end)

@@ -7,9 +7,6 @@
 -- newer than this refund's, a.queue_oldest_ms, -1 when empty). 1: pushed.
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[3], 'status')
-if not may_move(REFUND_MOVES, status, status) then
-  redis.call('ZREM', KEYS[1], a.refund_id)
-  return 0
-end
 local enqueued = tonumber(redis.call('HGET', KEYS[3], 'enqueued_at') or '0')
-return requeue_if_lost(a, a.refund_id, enqueued, 'enqueued_at', function() return true end)
+return requeue_if_lost(a, a.refund_id, may_move(REFUND_MOVES, status, status), enqueued,
+                       'enqueued_at', function() return true end)

@@ -8,12 +8,9 @@
 -- a.stale_before. 1: pushed.
 local a = cjson.decode(ARGV[1])
 local status = redis.call('HGET', KEYS[3], 'status')
-if not may_move(MOVES, status, status) then
-  redis.call('ZREM', KEYS[1], a.payment_id)
-  return 0
-end
 local enqueued = tonumber(redis.call('HGET', KEYS[3], 'enqueued_at') or '0')
 local function quiet()
   return tonumber(redis.call('HGET', KEYS[3], 'alive_at') or '0') <= a.stale_before
 end
-return requeue_if_lost(a, a.payment_id, enqueued, 'enqueued_at', quiet)
+return requeue_if_lost(a, a.payment_id, may_move(MOVES, status, status), enqueued,
+                       'enqueued_at', quiet)
