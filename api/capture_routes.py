@@ -14,11 +14,9 @@ from api.capture_answers import capture_answer, wait_for_capture
 from api.capture_service import CaptureService
 from api.error_responses import FIELD_HINTS
 from api.operation_docs import (
-    IDEMPOTENT_ANSWER,
-    RATE_LIMIT,
     error_responses,
+    operation_answers,
     read_by_hand,
-    success_response,
     wait_parameter,
 )
 from api.request_helpers import principal_of, read_body_model, viewer_of, wait_seconds
@@ -45,13 +43,10 @@ router = scopes.guarded_router("payments")
     status_code=202,
     response_model=None,
     responses={
-        200: success_response(
-            Payment, "Captured within `wait` seconds.", IDEMPOTENT_ANSWER | RATE_LIMIT
-        ),
-        202: success_response(
+        **operation_answers(
             Payment,
+            "Captured within `wait` seconds.",
             "Accepted (`capture.status` pending); poll Location for the outcome.",
-            IDEMPOTENT_ANSWER | RATE_LIMIT,
         ),
         **error_responses(
             InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),

@@ -101,6 +101,18 @@ def success_response(
     return {"model": model, "description": description, "headers": headers or {}}
 
 
+def operation_answers(
+    model: type[BaseModel], settled: str, accepted: str = "Accepted; poll Location for the outcome."
+) -> Responses:
+    """The success entries of an operation answered 202 until it settles within ``?wait``:
+    200 (``settled``) and 202 (``accepted``), each with the headers of an idempotent answer
+    and the rate limit's."""
+    return {
+        200: success_response(model, settled, IDEMPOTENT_ANSWER | RATE_LIMIT),
+        202: success_response(model, accepted, IDEMPOTENT_ANSWER | RATE_LIMIT),
+    }
+
+
 # What the authentication middleware (api.auth) reads on every request, so on every route.
 REQUEST_ID = {
     "name": "X-Request-ID",

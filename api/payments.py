@@ -17,13 +17,12 @@ from api.deps import ChargesDep, ListLimiterDep, RefundStoreDep, ServiceDep
 from api.error_responses import FIELD_HINTS, JSON, validation_error, with_retry_after
 from api.list_limit import ListBusy
 from api.operation_docs import (
-    IDEMPOTENT_ANSWER,
     RATE_LIMIT,
     error_responses,
     guarded_responses,
     idempotency_key_parameter,
+    operation_answers,
     read_by_hand,
-    success_response,
     wait_parameter,
 )
 from api.rate_limit import take_token
@@ -99,12 +98,7 @@ def payment_answer(
     status_code=202,
     response_model=None,
     responses={
-        200: success_response(
-            Payment, "Succeeded within `wait` seconds.", IDEMPOTENT_ANSWER | RATE_LIMIT
-        ),
-        202: success_response(
-            Payment, "Accepted; poll Location for the outcome.", IDEMPOTENT_ANSWER | RATE_LIMIT
-        ),
+        **operation_answers(Payment, "Succeeded within `wait` seconds."),
         **error_responses(
             InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
             value_too_long("order_id"),

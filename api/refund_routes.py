@@ -13,12 +13,11 @@ from api import scopes
 from api.deps import RefundServiceDep, SettingsDep
 from api.error_responses import FIELD_HINTS
 from api.operation_docs import (
-    IDEMPOTENT_ANSWER,
     RATE_LIMIT,
     error_responses,
     idempotency_key_parameter,
+    operation_answers,
     read_by_hand,
-    success_response,
     wait_parameter,
 )
 from api.request_helpers import (
@@ -72,12 +71,7 @@ def refund_answer(refund: RefundRecord, *, replayed: bool = False) -> Response:
     status_code=202,
     response_model=None,
     responses={
-        200: success_response(
-            Refund, "Refunded within `wait` seconds.", IDEMPOTENT_ANSWER | RATE_LIMIT
-        ),
-        202: success_response(
-            Refund, "Accepted; poll Location for the outcome.", IDEMPOTENT_ANSWER | RATE_LIMIT
-        ),
+        **operation_answers(Refund, "Refunded within `wait` seconds."),
         **error_responses(
             InvalidRequest(FIELD_HINTS["amount"], code="amount_invalid", param="amount"),
             PaymentNotFound(param="id"),
