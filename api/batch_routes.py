@@ -44,13 +44,19 @@ from api.schemas import (
 from api.service import NewPayment, PaymentService
 from shared.errors import (
     CardDeclined,
+    CustomerNotFound,
+    CustomerNotOwned,
     IdempotencyKeyMismatch,
     InvalidRequest,
     PayloadTooLarge,
+    PaymentCanceled,
+    PaymentExpired,
+    PaymentMethodMissing,
     PaymentServiceError,
     RateLimited,
     ServiceUnavailable,
     StoreUnavailable,
+    StripeUnavailable,
     UnsupportedMediaType,
     UpstreamError,
 )
@@ -103,7 +109,13 @@ def _batch_responses(*errors: PaymentServiceError | type[PaymentServiceError]) -
                 code="idempotency_key_unsupported",
                 param="Idempotency-Key",
             ),
+            # Every item's status, when all items share it: what POST /payments answers.
             CardDeclined(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            PaymentMethodMissing(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            CustomerNotFound(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            CustomerNotOwned(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            PaymentExpired(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            PaymentCanceled(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             PayloadTooLarge,
             UnsupportedMediaType,
             scopes.refused("payments"),
@@ -113,6 +125,7 @@ def _batch_responses(*errors: PaymentServiceError | type[PaymentServiceError]) -
             ServiceUnavailable(
                 "Too many payments are waiting to be charged; retry shortly.", code="queue_full"
             ),
+            StripeUnavailable,
             StoreUnavailable,
         ),
     },

@@ -55,6 +55,8 @@ from shared.errors import (
     IdempotencyKeyMismatch,
     InvalidRequest,
     PayloadTooLarge,
+    PaymentCanceled,
+    PaymentExpired,
     PaymentMethodMissing,
     PaymentNotFound,
     PaymentServiceError,
@@ -123,6 +125,9 @@ def payment_answer(
             PaymentMethodMissing(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             CustomerNotFound(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             CustomerNotOwned(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            # A replay of a payment that expired or was canceled.
+            PaymentExpired(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
+            PaymentCanceled(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
             PayloadTooLarge,
             UnsupportedMediaType,
             scopes.refused("payments"),

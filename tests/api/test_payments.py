@@ -541,7 +541,13 @@ async def test_openapi_documents_the_statuses_each_route_returns(app: FastAPI) -
     post = paths["/payments"]["post"]["responses"]
     listing = paths["/{customer_id}/payments"]["get"]["responses"]
 
-    assert "409" not in post  # never returned: concurrent requests with one key share a payment
+    # 409 only for a replay of a payment that expired or was canceled; concurrent requests
+    # with one key share a payment and never conflict.
+    examples = post["409"]["content"]["application/json"]["examples"].values()
+    assert {e["value"]["error"]["code"] for e in examples} == {
+        "payment_expired",
+        "payment_canceled",
+    }
     assert {"400", "402", "413", "415", "422", "429", "503"} <= set(post)
     assert "429" in listing  # the client's request budget, or Stripe rate limiting the list call
     for limited in (post["429"], listing["429"]):
