@@ -26,6 +26,7 @@ from api import scopes
 from api.auth import bearer_key
 from api.error_responses import JSON
 from api.operation_docs import (
+    ACCEPT_ERRORS,
     RATE_LIMIT,
     RETRY_AFTER,
     error_responses,
@@ -43,22 +44,9 @@ from api.schemas import (
 )
 from api.service import NewPayment, PaymentService
 from shared.errors import (
-    CardDeclined,
-    CustomerNotFound,
-    CustomerNotOwned,
     IdempotencyKeyMismatch,
     InvalidRequest,
-    PayloadTooLarge,
-    PaymentCanceled,
-    PaymentExpired,
-    PaymentMethodMissing,
     PaymentServiceError,
-    RateLimited,
-    ServiceUnavailable,
-    StoreUnavailable,
-    StripeUnavailable,
-    UnsupportedMediaType,
-    UpstreamError,
 )
 from shared.settings.service_settings import Settings
 
@@ -110,23 +98,9 @@ def _batch_responses(*errors: PaymentServiceError | type[PaymentServiceError]) -
                 param="Idempotency-Key",
             ),
             # Every item's status, when all items share it: what POST /payments answers.
-            CardDeclined(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            PaymentMethodMissing(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            CustomerNotFound(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            CustomerNotOwned(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            PaymentExpired(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            PaymentCanceled(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            PayloadTooLarge,
-            UnsupportedMediaType,
+            *ACCEPT_ERRORS,
             scopes.refused("payments"),
             IdempotencyKeyMismatch(param=KEY),
-            RateLimited,
-            UpstreamError,
-            ServiceUnavailable(
-                "Too many payments are waiting to be charged; retry shortly.", code="queue_full"
-            ),
-            StripeUnavailable,
-            StoreUnavailable,
         ),
     },
     openapi_extra=read_by_hand(

@@ -15,7 +15,23 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from api.schemas import CallbackEvent, ErrorResponse
-from shared.errors import AuthenticationFailed, PaymentServiceError, RateLimited
+from shared.errors import (
+    AuthenticationFailed,
+    CardDeclined,
+    CustomerNotFound,
+    CustomerNotOwned,
+    PayloadTooLarge,
+    PaymentCanceled,
+    PaymentExpired,
+    PaymentMethodMissing,
+    PaymentServiceError,
+    RateLimited,
+    ServiceUnavailable,
+    StoreUnavailable,
+    StripeUnavailable,
+    UnsupportedMediaType,
+    UpstreamError,
+)
 
 JSON = "application/json"
 Responses = dict[int | str, dict[str, Any]]
@@ -221,3 +237,26 @@ for _event_type in _event_types():
             "sooner than a 429's or 503's Retry-After, then kept as a dead letter."
         ),
     )
+
+_EXAMPLE_PAYMENT = "pay_3f9c2a7be1d04c55a9e1f0d2"
+
+# What POST /payments answers for a payment (or a replay of it) and for its accept, besides its
+# own field checks, its scope and its key: a batch item's result carries the same.
+ACCEPT_ERRORS: tuple[PaymentServiceError | type[PaymentServiceError], ...] = (
+    CardDeclined(payment_id=_EXAMPLE_PAYMENT),
+    PaymentMethodMissing(payment_id=_EXAMPLE_PAYMENT),
+    CustomerNotFound(payment_id=_EXAMPLE_PAYMENT),
+    CustomerNotOwned(payment_id=_EXAMPLE_PAYMENT),
+    # A replay of a payment that expired or was canceled.
+    PaymentExpired(payment_id=_EXAMPLE_PAYMENT),
+    PaymentCanceled(payment_id=_EXAMPLE_PAYMENT),
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    UpstreamError,
+    ServiceUnavailable(
+        "Too many payments are waiting to be charged; retry shortly.", code="queue_full"
+    ),
+    StripeUnavailable,
+    StoreUnavailable,
+)

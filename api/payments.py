@@ -17,6 +17,7 @@ from api.deps import ChargesDep, ListLimiterDep, RefundStoreDep, ServiceDep
 from api.error_responses import FIELD_HINTS, JSON, validation_error, with_retry_after
 from api.list_limit import ListBusy
 from api.operation_docs import (
+    ACCEPT_ERRORS,
     RATE_LIMIT,
     error_responses,
     guarded_responses,
@@ -49,22 +50,14 @@ from api.schemas import (
 )
 from api.service import PaymentService
 from shared.errors import (
-    CardDeclined,
     CustomerNotFound,
-    CustomerNotOwned,
     IdempotencyKeyMismatch,
     InvalidRequest,
-    PayloadTooLarge,
-    PaymentCanceled,
-    PaymentExpired,
-    PaymentMethodMissing,
     PaymentNotFound,
     PaymentServiceError,
     RateLimited,
-    ServiceUnavailable,
     StoreUnavailable,
     StripeUnavailable,
-    UnsupportedMediaType,
     UpstreamError,
 )
 from shared.payments.metadata import key_reserved, value_too_long
@@ -121,24 +114,9 @@ def payment_answer(
                 code="idempotency_key_invalid",
                 param="Idempotency-Key",
             ),
-            CardDeclined(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            PaymentMethodMissing(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            CustomerNotFound(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            CustomerNotOwned(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            # A replay of a payment that expired or was canceled.
-            PaymentExpired(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            PaymentCanceled(payment_id="pay_3f9c2a7be1d04c55a9e1f0d2"),
-            PayloadTooLarge,
-            UnsupportedMediaType,
+            *ACCEPT_ERRORS,
             scopes.refused("payments"),
             IdempotencyKeyMismatch(param="Idempotency-Key"),
-            RateLimited,
-            UpstreamError,
-            ServiceUnavailable(
-                "Too many payments are waiting to be charged; retry shortly.", code="queue_full"
-            ),
-            StripeUnavailable,
-            StoreUnavailable,
         ),
     },
     openapi_extra=read_by_hand(
