@@ -52,6 +52,7 @@ router = scopes.guarded_router("payments")
 _CREATED_BOUNDS = ("created[gte]", "created[lt]")
 _STATUS_HINT = "status must be one or more of: " + ", ".join(s.value for s in Status)
 _CREATED_HINT = "{} must be unix seconds or an RFC 3339 time such as 2026-12-01T00:00:00Z"
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 async def _list_store(request: Request) -> AsyncListStore:
@@ -173,7 +174,12 @@ def _created_ms(value: str | None, param: str) -> int | None:
         return None
     try:
         if value.isdigit():
-            return int(value) * 1000
+            seconds = int(value)
+            # Past 9999-12-31 (RFC 3339's last year) no payment exists, and Redis's scores
+            # must stay exact integers.
+            if seconds > _LAST_SECOND:
+                raise ValueError(value)
+            return seconds * 1000
         when = datetime.fromisoformat(value)
         if when.tzinfo is None:
             raise ValueError(value)

@@ -241,6 +241,20 @@ async def test_created_bounds_take_unix_seconds_or_rfc_3339(
     assert [p["id"] for p in both["data"]] == [ids[1]]
 
 
+async def test_a_created_bound_past_year_9999_is_a_400_not_a_server_error(
+    api: httpx.AsyncClient,
+) -> None:
+    for bound in ("created[gte]", "created[lt]"):
+        answer = await api.get(
+            f"/payments?{bound}=999999999999999999999999999999", headers=auth(SHOP)
+        )
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "created_invalid"
+        assert answer.json()["error"]["param"] == bound
+    last = await api.get("/payments?created[lt]=253402300799", headers=auth(SHOP))
+    assert last.status_code == 200
+
+
 async def test_an_expired_record_is_passed_over_and_the_page_stays_full(
     api: httpx.AsyncClient, server: fakeredis.FakeServer
 ) -> None:
