@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -591,9 +591,15 @@ def only_batch(plan: Plan, output_dir: Path) -> int:
     return 0
 
 
-def only_cost(plan: Plan, output_dir: Path) -> int:
-    """What a payment costs Redis alone (the capped drain with its measurement): its own Redis,
-    Stripe stub and two workers, then its section of the report written over the one there."""
+def _only_part_with_stub(
+    output_dir: Path,
+    run: Callable[[Results, ProcessGroup, str, str], None],
+    section_of: Callable[[Results], str],
+    merge: Callable[[str, str], str],
+    what: str,
+) -> int:
+    """One bench part alone on its own Redis and Stripe stub, then its section of the report
+    written over the one already there (the rest is kept)."""
     results = Results()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ProcessGroup(Path(tmp)) as group:
         data = Path(tmp) / "redis"
@@ -604,39 +610,41 @@ def only_cost(plan: Plan, output_dir: Path) -> int:
                 "stripe-stub", python_module("bench.stripe_stub", "--port", str(stub_port))
             )
             wait_for_port(stub_port, proc=stub_proc)
-            bench_capped(plan, results, group, redis_url, f"http://127.0.0.1:{stub_port}")
-    section = report.cost_section(results)
+            run(results, group, redis_url, f"http://127.0.0.1:{stub_port}")
+    section = section_of(results)
     print(section)
     out = output_dir / "PERFORMANCE.md"
     output_dir.mkdir(parents=True, exist_ok=True)
     document = out.read_text() if out.exists() else ""
-    out.write_text(report.with_cost_section(document, section))
-    say(f"wrote the Redis cost section of {out}")
+    out.write_text(merge(document, section))
+    say(f"wrote the {what} of {out}")
     return 0
+
+
+def only_cost(plan: Plan, output_dir: Path) -> int:
+    """What a payment costs Redis alone (the capped drain with its measurement, two workers)."""
+    return _only_part_with_stub(
+        output_dir,
+        lambda results, group, redis_url, stub: bench_capped(plan, results, group, redis_url, stub),
+        report.cost_section,
+        report.with_cost_section,
+        "Redis cost section",
+    )
 
 
 def only_stripe_limit(plan: Plan, output_dir: Path) -> int:
-    """The drain at Stripe's limit alone: its own Redis, the stub and the limiting proxy, then
-    its section of the report written over the one already there (the rest is kept)."""
-    results = Results()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ProcessGroup(Path(tmp)) as group:
-        data = Path(tmp) / "redis"
-        data.mkdir()
-        with temporary_redis(data, group) as redis_url:
-            stub_port = free_port()
-            stub_proc = group.start(
-                "stripe-stub", python_module("bench.stripe_stub", "--port", str(stub_port))
-            )
-            wait_for_port(stub_port, proc=stub_proc)
-            bench_stripe_limit(plan, results, group, redis_url, f"http://127.0.0.1:{stub_port}")
-    section = report.stripe_limit_section(results)
-    print(section)
-    out = output_dir / "PERFORMANCE.md"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    document = out.read_text() if out.exists() else ""
-    out.write_text(report.with_section(document, section, report.LIMIT_BEGIN, report.LIMIT_END))
-    say(f"wrote the section on the drain at Stripe's limit of {out}")
-    return 0
+    """The drain at Stripe's limit alone (the stub behind the limiting proxy)."""
+    return _only_part_with_stub(
+        output_dir,
+        lambda results, group, redis_url, stub: bench_stripe_limit(
+            plan, results, group, redis_url, stub
+        ),
+        report.stripe_limit_section,
+        lambda document, section: report.with_section(
+            document, section, report.LIMIT_BEGIN, report.LIMIT_END
+        ),
+        "section on the drain at Stripe's limit",
+    )
 
 
 PARTS = {"batch": only_batch, "cost": only_cost, "stripe-limit": only_stripe_limit}
