@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -164,6 +164,15 @@ class PaymentRecord:
 
     @classmethod
     def from_redis(cls, raw: Mapping[Any, Any]) -> PaymentRecord:
+        """A record from its Redis hash (names and values as bytes or str). A new record's
+        fields as this process wrote them (str, only NEW_RECORD_FIELDS) take a shorter way
+        with the same result: every accept reads one back."""
+        if raw.keys() <= NEW_RECORD_FIELDS and set(map(type, raw.values())) == _STR_ONLY:
+            return _from_new_fields(raw)
+        return cls._from_hash(raw)
+
+    @classmethod
+    def _from_hash(cls, raw: Mapping[Any, Any]) -> PaymentRecord:
         h: Mapping[str, Any]
         if all(type(k) is str and type(v) is str for k, v in raw.items()):
             h = raw  # written by this process (a new record's fields): nothing to decode
@@ -224,6 +233,92 @@ class PaymentRecord:
 
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value else None
+
+
+# What a new record's hash may hold: new_record_fields' names, and what the accept adds (its
+# callback_url, queue, place in the queue and enqueue time).
+NEW_RECORD_FIELDS = frozenset(
+    {
+        "id",
+        "status",
+        "account_id",
+        "amount_minor",
+        "currency",
+        "idempotency_key",
+        "key_fingerprint",
+        "created_at",
+        "updated_at",
+        "attempts",
+        "payment_method",
+        "client",
+        "description",
+        "metadata",
+        "expires_ms",
+        "expires_at",
+        "capture_method",
+        "callback_url",
+        "queue",
+        "queue_seq",
+        "enqueued_at",
+    }
+)
+_STR_ONLY = {str}
+
+
+def _slot_builder() -> Callable[..., PaymentRecord]:
+    """A PaymentRecord from keyword arguments (each field's default where not given, a field
+    with a default factory always given) without ``__init__``: a frozen dataclass sets each of
+    its ~45 fields through ``object.__setattr__``, the larger part of reading a record. Made
+    from the dataclass's own fields, as dataclasses makes ``__init__``, so it cannot miss one."""
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": PaymentRecord}
+    params, sets = [], []
+    for f in fields(PaymentRecord):
+        scope[f"_set_{f.name}"] = PaymentRecord.__dict__[f.name].__set__
+        if f.default is not MISSING:
+            scope[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        else:
+            params.append(f.name)
+        sets.append(f"    _set_{f.name}(record, {f.name})\n")
+    head = f"def build(*, {', '.join(params)}):\n    record = _new(_cls)\n"
+    exec(head + "".join(sets) + "    return record\n", scope)  # noqa: S102 - field names only
+    build: Callable[..., PaymentRecord] = scope["build"]
+    return build
+
+
+_build_record = _slot_builder()
+
+
+def _from_new_fields(h: Mapping[str, str]) -> PaymentRecord:
+    """``PaymentRecord._from_hash`` for a hash of NEW_RECORD_FIELDS alone, all str: the same
+    reading of each of them, every other field its default (what ``_from_hash`` makes of an
+    absent one)."""
+    get = h.get
+    metadata = get("metadata")
+    expires_ms = get("expires_ms")
+    queue_seq = get("queue_seq")
+    return _build_record(
+        id=h["id"],
+        status=Status(h["status"]),
+        account_id=h["account_id"],
+        amount_minor=int(h["amount_minor"]),
+        currency=h["currency"],
+        idempotency_key=h["idempotency_key"],
+        key_fingerprint=h["key_fingerprint"],
+        created_at=h["created_at"],
+        updated_at=get("updated_at", h["created_at"]),
+        payment_method=get("payment_method") or None,
+        attempts=int(get("attempts", 0)),
+        client=get("client") or None,
+        callback_url=get("callback_url") or None,
+        description=get("description") or None,
+        metadata=orjson.loads(metadata) if metadata else {},
+        expires_at=get("expires_at") or None,
+        expires_ms=int(expires_ms) if expires_ms else None,
+        queue=get("queue") or None,
+        queue_seq=int(queue_seq) if queue_seq else None,
+        capture_method=get("capture_method") or "automatic",
+    )
 
 
 def new_record_fields(

@@ -1,0 +1,107 @@
+"""PaymentRecord.from_redis: a new record's fields take a shorter way to the same record."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import fields
+
+import pytest
+
+from shared.payments.payment_records import (
+    NEW_RECORD_FIELDS,
+    PaymentRecord,
+    new_record_fields,
+)
+from shared.payments.states import Status
+
+OPTIONAL = {
+    "payment_method": "pm_card_visa",
+    "client": "shop",
+    "description": "Order 1001",
+    "metadata": {"order_id": "1001"},
+    "expires_ms": 1_900_000_000_123,
+    "capture_method": "manual",
+}
+ADDED = {
+    "callback_url": "https://shop.example.com/hooks",
+    "queue": "charges:shop",
+    "queue_seq": "17",
+    "enqueued_at": "1900000000000",
+}
+
+
+def _new_fields(optional: dict[str, object]) -> dict[str, str]:
+    return new_record_fields(
+        payment_id="pay_0123456789abcdef01234567",
+        account_id="cus_1",
+        amount_minor=4299,
+        currency="usd",
+        idempotency_key="order-1001",
+        fingerprint="ab" * 32,
+        **{"payment_method": None, **optional},  # type: ignore[arg-type]
+    )
+
+
+def _general(raw: dict[str, str]) -> PaymentRecord:
+    return PaymentRecord._from_hash(raw)
+
+
+def _subsets(names: list[str]) -> list[tuple[str, ...]]:
+    return [c for r in range(len(names) + 1) for c in itertools.combinations(names, r)]
+
+
+@pytest.mark.parametrize("optional", _subsets(list(OPTIONAL)))
+def test_a_new_records_fields_read_as_the_general_path_reads_them(
+    optional: tuple[str, ...],
+) -> None:
+    written = _new_fields({name: OPTIONAL[name] for name in optional})
+    for added in _subsets(list(ADDED)):
+        raw = {**written, **{name: ADDED[name] for name in added}}
+        assert raw.keys() <= NEW_RECORD_FIELDS
+        record = PaymentRecord.from_redis(raw)
+        assert record == _general(raw)
+        assert all(hasattr(record, f.name) for f in fields(PaymentRecord))
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"payment_method": "", "client": "", "description": "", "metadata": ""},
+        {"queue": "", "queue_seq": "", "expires_ms": "", "expires_at": ""},
+        {"queue_seq": "0", "attempts": "2", "status": "processing"},
+        {"updated_at": "", "capture_method": ""},
+        {"callback_url": "", "enqueued_at": ""},
+    ],
+)
+def test_empty_and_unusual_values_read_the_same_on_both_paths(odd: dict[str, str]) -> None:
+    raw = {**_new_fields({}), **odd}
+    assert PaymentRecord.from_redis(raw) == _general(raw)
+
+
+def test_missing_or_malformed_fields_fail_alike() -> None:
+    for name in ("id", "created_at", "amount_minor"):
+        raw = _new_fields({})
+        del raw[name]
+        with pytest.raises(KeyError) as fast:
+            PaymentRecord.from_redis(raw)
+        with pytest.raises(KeyError) as general:
+            _general(raw)
+        assert fast.value.args == general.value.args
+    for name, value in (("status", "nonsense"), ("amount_minor", "x"), ("attempts", "")):
+        raw = {**_new_fields({}), name: value}
+        with pytest.raises(ValueError, match=r".") as fast_error:
+            PaymentRecord.from_redis(raw)
+        with pytest.raises(ValueError, match=r".") as general_error:
+            _general(raw)
+        assert str(fast_error.value) == str(general_error.value)
+
+
+def test_other_hashes_take_the_general_path() -> None:
+    raw = {**_new_fields({}), "payment_intent": "pi_1", "error": '{"code": "card_declined"}'}
+    assert PaymentRecord.from_redis(raw).error == {"code": "card_declined"}
+    as_bytes = {k.encode(): v.encode() for k, v in _new_fields({"client": "shop"}).items()}
+    record = PaymentRecord.from_redis(as_bytes)
+    assert record == PaymentRecord.from_redis(_new_fields({"client": "shop"}))
+    assert record.status is Status.QUEUED
+    mixed: dict[str, object] = {**_new_fields({}), "amount_minor": b"4299"}
+    assert PaymentRecord.from_redis(mixed).amount_minor == 4299
