@@ -1,16 +1,22 @@
-"""PaymentRecord.from_redis: a new record's fields take a shorter way to the same record."""
+"""PaymentRecord.from_redis: a new record's fields take a shorter way to the same record; a
+record's timestamps are what a datetime writes."""
 
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import fields
+from datetime import UTC, datetime
 
 import pytest
 
 from shared.payments.payment_records import (
     NEW_RECORD_FIELDS,
     PaymentRecord,
+    iso_from_ms,
+    ms_from_iso,
     new_record_fields,
+    now_iso,
 )
 from shared.payments.states import Status
 
@@ -105,3 +111,28 @@ def test_other_hashes_take_the_general_path() -> None:
     assert record.status is Status.QUEUED
     mixed: dict[str, object] = {**_new_fields({}), "amount_minor": b"4299"}
     assert PaymentRecord.from_redis(mixed).amount_minor == 4299
+
+
+def _datetime_stamp(ms: int) -> str:
+    when = datetime.fromtimestamp(ms / 1000, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_timestamps_within_a_minute_read_as_a_datetime_writes_them() -> None:
+    rng = random.Random(7)
+    base = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    stamps = [base + offset for offset in (-1, 0, 1, 59_999, 60_000, 60_001, 999, 1000)]
+    stamps += [base + rng.randrange(-120_000, 120_000) for _ in range(5_000)]
+    stamps += [rng.randrange(-(10**12), 253_402_300_799_999) for _ in range(2_000)]
+    stamps += [0, -1, -60_000, -60_001, 253_402_300_799_999]
+    for ms in stamps:
+        assert iso_from_ms(ms) == _datetime_stamp(ms), ms
+
+
+def test_now_is_the_clocks_millisecond() -> None:
+    before = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = now_iso()
+    after = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert before <= now <= after
+    assert len(now) == len("2026-01-01T00:00:00.000Z")
+    assert ms_from_iso(iso_from_ms(ms_from_iso(now))) == ms_from_iso(now)
