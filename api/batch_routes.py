@@ -5,7 +5,7 @@ Each item is read by the very function ``POST /payments`` reads its body with
 (``PaymentService.parse``), so it takes the same fields with the same checks and errors, and
 carries its own ``idempotency_key`` in place of the header. The items' claims go to Redis
 together (``PaymentService.claim_many``): each item's claim, record and enqueue is the accept
-script's, all or nothing on its own, and the batch is one script call (accept_batch.lua). Each
+script's, all or nothing on its own, and the batch is one call of that script (accept.lua). Each
 item takes one token of the client's request budget, valid or not, as a request of
 ``POST /payments`` does; over the rate an item is answered 429 and the items before it stand.
 A refusal of the batch itself (its body, its size, its scope) takes one token and is answered

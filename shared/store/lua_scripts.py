@@ -73,9 +73,8 @@ def _preamble(name: str) -> str:
 _PUSHES_CALLBACKS = ("finish", "transition", "stripe_refunds", "refund_finish", "capture_finish",
                      "requeue_callbacks", "replay_callback")  # fmt: skip
 LIBRARIES = {
-    # lib/accept.lua: one accept, for a single payment and for each item of a batch.
-    "accept": ("token_bucket", "accept"),
-    "accept_batch": ("token_bucket", "accept"),
+    # accept.lua: one payment's accept or a batch's, each item's token from the client's bucket.
+    "accept": ("token_bucket",),
     "take_token": ("token_bucket",),
     **{name: ("callbacks",) for name in _PUSHES_CALLBACKS},
     # lib/unsent.lua: the end of a payment never sent to Stripe (expired, canceled).

@@ -7,7 +7,6 @@ event loop, ``PaymentStore`` the workers' threads; the key layout is in ``shared
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from redis.asyncio import Redis as AsyncRedis
 from shared.backoff import delays
 from shared.callbacks.events import payment_callback
 from shared.celery_message import charge_message
+from shared.errors import NotDurable
 from shared.payments.payment_records import PaymentRecord, ms_from_iso, now_iso
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
@@ -113,7 +113,7 @@ def _claimed(result: list[Any], fields: dict[str, str]) -> Claimed:
 
 
 def _client_keys(queue: str, limits: ClientLimits) -> list[Any]:
-    """The accept script's keys after the record's (accept.lua), accept_batch.lua's first."""
+    """accept.lua's keys before the items' records."""
     return [
         queue,
         keys.PENDING_INDEX,
@@ -139,8 +139,6 @@ class AsyncPaymentStore:
         self._redis = client
         self._settings = settings
         self._accept = client.register_script(source("accept"))
-        # A batch's accepts, in one script call (claim_many).
-        self._accept_batch = client.register_script(source("accept_batch"))
         self._take_token: Any = None
         # Replicated accept: REDIS_MIN_REPLICAS > 0 sends the script with a WAIT on the same
         # connection (shared/store/replicated_writes.py; the calls of one event-loop tick share
@@ -162,14 +160,15 @@ class AsyncPaymentStore:
     ) -> Claimed:
         """Write a new payment's record and enqueue its charge, unless its id (derived from
         the client's Idempotency-Key) already has a record, the client is over its request
-        rate or its share of the backlog, or the queue is full."""
+        rate or its share of the backlog, or the queue is full: accept.lua with one item.
+        NotDurable with REDIS_MIN_REPLICAS when the replicas did not acknowledge in time."""
         limits = limits or self._anonymous()
-        keys_, args_, fields = self._accept_call(fields, headers, limits)
-        if self._min_replicas:  # NotDurable when the replicas did not acknowledge in time
-            result = await self._accept_replicated(keys=keys_, args=args_)
+        keys_, args_, written = self._accept_call([fields], headers, limits)
+        if self._min_replicas:
+            replies = await self._accept_replicated(keys=keys_, args=args_)
         else:
-            result = await self._accept(keys=keys_, args=args_)
-        return _claimed(result, fields)
+            replies = await self._accept(keys=keys_, args=args_)
+        return _claimed(replies[0], fields=written[0] or fields)
 
     async def claim_many(
         self,
@@ -179,54 +178,70 @@ class AsyncPaymentStore:
         limits: ClientLimits | None = None,
     ) -> list[Claimed | Exception]:
         """:meth:`claim_and_enqueue` for many payments (each a new record's ``fields``) in
-        their order, each all or nothing on its own: one call of accept_batch.lua (one round
-        trip, and one script run for all the items), or with REDIS_MIN_REPLICAS one pipeline of
-        accept scripts and one ``WAIT``. ``None`` in ``claims`` takes a request's token only
-        (an item refused before its claim; Claimed with refusal "rate_limited" over the rate).
-        Each answer is a Claimed, or that call's own error (NotDurable, a script's error); an
-        error of the connection is raised."""
+        their order, each all or nothing on its own, in one call of accept.lua (one round trip,
+        one script run for all the items; with REDIS_MIN_REPLICAS, that call and one
+        ``WAIT``). ``None`` in ``claims`` takes a request's token only (an item refused before
+        its claim; Claimed with refusal "rate_limited" over the rate). Each answer is a
+        Claimed, or the call's error (NotDurable, a script's error), the same for every item;
+        an error of the connection is raised."""
         limits = limits or self._anonymous()
-        if self._min_replicas:
-            return await self._claim_each(claims, headers=headers, limits=limits)
-        keys_, args_, written = self._batch_call(claims, headers, limits)
+        keys_, args_, written = self._accept_call(claims, headers, limits)
         try:
-            replies = await self._accept_batch(keys=keys_, args=args_)
-        except redis.exceptions.ResponseError as error:  # the script's: every item's
+            if self._min_replicas:
+                replies = await self._accept_replicated(keys=keys_, args=args_)
+            else:
+                replies = await self._accept(keys=keys_, args=args_)
+        except (redis.exceptions.ResponseError, NotDurable) as error:
             return [error for _ in claims]
         results: list[Claimed | Exception] = []
         for reply, fields in zip(replies, written, strict=True):
             results.append(_token_taken(reply) if fields is None else _claimed(reply, fields))
         return results
 
-    def _batch_call(
+    def _accept_call(
         self,
         claims: Sequence[dict[str, str] | None],
         headers: dict[str, Any],
         limits: ClientLimits,
     ) -> tuple[list[Any], list[Any], list[dict[str, str] | None]]:
-        """accept_batch's keys and arguments (what :meth:`_accept_call` makes for each item,
-        its common part once), and each item's record as written (None: a token only)."""
+        """accept.lua's keys and arguments for ``claims`` (see the script for their layout),
+        and each item's record as written (None: a token only)."""
         enqueued_at = now_ms()
+        # Each client's charges wait in a queue of their own, which workers take from in
+        # weighted turns (worker.fair_queues); the record names it for the recovery sweep.
         queue = keys.client_queue(self._settings.queue_name, limits.name)
         message_headers = {**headers, "enqueued_at": enqueued_at}
-        keys_: list[Any] = _client_keys(queue, limits)
-        items: list[dict[str, Any]] = []
-        written: list[dict[str, str] | None] = []
         stamp = {"enqueued_at": str(enqueued_at), "queue": queue}
+        keys_: list[Any] = _client_keys(queue, limits)
+        args_: list[Any] = [b""]
+        written: list[dict[str, str] | None] = []
+        owners = set()
         for claim in claims:
             if claim is None:
-                items.append({"token": True})
+                args_.append(0)
                 written.append(None)
                 continue
             payment_id = claim["id"]
             fields = {**claim, **stamp}
-            message = charge_message(payment_id, queue=queue, headers=message_headers)
+            owners.add(fields.get("client"))
             keys_.append(keys.record_key(payment_id))
-            items.append({"payment_id": payment_id, "fields": fields,
-                          "message": message.decode(),
-                          "created_ms": ms_from_iso(fields["created_at"])})  # fmt: skip
+            args_ += (
+                len(fields),
+                charge_message(payment_id, queue=queue, headers=message_headers),
+                ms_from_iso(fields["created_at"]),
+                payment_id,
+                fields["account_id"],
+                fields["status"],
+                fields.get("expires_ms", ""),
+                *(x for pair in fields.items() for x in pair),
+            )
             written.append(fields)
-        return keys_, [_args(items=items, common=self._common_args(limits))], written
+        if len(owners) > 1:
+            raise ValueError(f"one call of accept.lua indexes one client's payments: {owners}")
+        owner = owners.pop() if owners else None
+        common = self._common_args(limits)
+        args_[0] = _args(**common, owner=owner) if owner else _args(**common)
+        return keys_, args_, written
 
     def _common_args(self, limits: ClientLimits) -> dict[str, Any]:
         """The accept script's arguments that are the same for every payment of a client."""
@@ -240,75 +255,8 @@ class AsyncPaymentStore:
             "client_max_backlog": limits.max_backlog,
         }
 
-    async def _claim_each(
-        self,
-        claims: Sequence[dict[str, str] | None],
-        *,
-        headers: dict[str, Any],
-        limits: ClientLimits,
-    ) -> list[Claimed | Exception]:
-        """With REDIS_MIN_REPLICAS: each item's accept script on its own, all in one event-loop
-        tick, so the replicated script sends them in one pipeline with one ``WAIT`` (each
-        call's NotDurable its own)."""
-        calls: list[tuple[Any, list[Any], list[Any]]] = []
-        written: list[dict[str, str] | None] = []
-        for fields in claims:
-            if fields is None:
-                if limits.max_rps <= 0:
-                    written.append(None)
-                    calls.append((None, [], []))
-                    continue
-                calls.append((self._token_script(), *self._token_call(limits)))
-                written.append(None)
-            else:
-                keys_, args_, full = self._accept_call(fields, headers, limits)
-                calls.append((self._accept_replicated, keys_, args_))
-                written.append(full)
-        answers: list[Any] = await asyncio.gather(
-            *(script(keys=k, args=a) for script, k, a in calls if script), return_exceptions=True
-        )
-        results: list[Claimed | Exception] = []
-        replies = iter(answers)
-        for (script, _, _), fields in zip(calls, written, strict=True):
-            if script is None:
-                results.append(Claimed(None, created=False))
-                continue
-            reply = next(replies)
-            if isinstance(reply, Exception):
-                results.append(reply)
-            elif fields is None:
-                results.append(_token_taken(reply))
-            else:
-                results.append(_claimed(reply, fields))
-        return results
-
     def _anonymous(self) -> ClientLimits:
         return ClientLimits("anonymous", 0, 1, self._settings.queue_max_backlog)
-
-    def _accept_call(
-        self, fields: dict[str, str], headers: dict[str, Any], limits: ClientLimits
-    ) -> tuple[list[Any], list[Any], dict[str, str]]:
-        """The accept script's keys and arguments, and the record's fields as written."""
-        payment_id = fields["id"]
-        enqueued_at = now_ms()
-        # Each client's charges wait in a queue of their own, which workers take from in
-        # weighted turns (worker.fair_queues); the record names it for the recovery sweep.
-        queue = keys.client_queue(self._settings.queue_name, limits.name)
-        fields = {**fields, "enqueued_at": str(enqueued_at), "queue": queue}
-        message = charge_message(
-            payment_id, queue=queue, headers={**headers, "enqueued_at": enqueued_at}
-        )
-        keys_: list[Any] = [keys.record_key(payment_id), *_client_keys(queue, limits)]
-        args_: list[Any] = [
-            _args(
-                payment_id=payment_id,
-                fields=fields,
-                message=message.decode(),
-                created_ms=ms_from_iso(fields["created_at"]),
-                **self._common_args(limits),
-            )
-        ]
-        return keys_, args_, fields
 
     async def get(self, payment_id: str) -> PaymentRecord | None:
         raw = await self._redis.hgetall(keys.record_key(payment_id))

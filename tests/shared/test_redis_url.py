@@ -210,7 +210,7 @@ def fields() -> dict[str, str]:
 
 
 async def test_an_accept_waits_for_the_replicas_on_its_own_connection() -> None:
-    client = StubClient([1], script_answer=[1, -1])
+    client = StubClient([1], script_answer=[[1, -1]])
     settings = Settings(environment="test", redis_min_replicas=1, redis_wait_timeout_ms=250)
     store = AsyncPaymentStore(client, settings)  # type: ignore[arg-type]
 

@@ -143,8 +143,7 @@ def _requeue_refund(s: Stores) -> object:
 # Each script, run as its store runs it; a script whose target is an argument is run with
 # every status as its target.
 DRIVERS: dict[str, list[Driver]] = {
-    "accept": [_accept],
-    "accept_batch": [_accept_batch],
+    "accept": [_accept, _accept_batch],
     "start_attempt": [lambda s: s.payments.start_attempt(PAY, token="t")],
     "take_lease": [lambda s: s.payments.take_lease(PAY, token="t")],
     "heartbeat": [lambda s: s.payments.heartbeat(PAY, token="t", delivery_tag=None)],

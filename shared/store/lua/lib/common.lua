@@ -31,25 +31,35 @@ end
 -- status) and one a customer (INDEX.customer .. client .. ':' .. customer); see
 -- shared/store/keys.py. A payment with no client (older than client ownership) is not listed.
 
--- index_new(fields, created_ms, ttl, turn): a new payment, in the status its fields say, for
--- ttl seconds (the record's). The listed and customer sets lose their entries past the
--- retention here; the status sets one at a time (STATUSES[turn], turn being the client's
--- accept count), so an accept trims a bounded number of sets. Every set written lives ttl
--- from this accept, which no record of the client outlives.
-local function index_new(fields, created_ms, ttl, turn)
-  local client = fields.client
-  if not client then return end
-  local by_status = INDEX.status .. client .. ':'
-  local listed = INDEX.listed .. client
-  local customer = INDEX.customer .. client .. ':' .. fields.account_id
-  for _, key in ipairs({listed, by_status .. fields.status, customer}) do
-    redis.call('ZADD', key, created_ms, fields.id)
-    redis.call('EXPIRE', key, ttl)
+-- index_new(client, listed, by_status, by_customer, ttl, newest_ms, seq0, accepted): new
+-- payments of `client` (accept.lua's items accepted in one call), for ttl seconds (their
+-- records'). `listed` holds ZADD's score/member pairs (created ms, id) for all of them, and
+-- by_status and by_customer the same pairs by status and by customer. The listed and customer
+-- sets lose their entries past the retention here (older than newest_ms - ttl); the status
+-- sets one a payment accepted (STATUSES[turn], turn being the client's accept count,
+-- seq0 + 1 to seq0 + accepted, so at most every status set once a call): an accept trims a
+-- bounded number of sets. Every set written lives ttl from this accept, which no record of
+-- the client outlives.
+local function index_new(client, listed, by_status, by_customer, ttl, newest_ms, seq0, accepted)
+  local cutoff = '(' .. string.format('%d', newest_ms - ttl * 1000)
+  local all = INDEX.listed .. client
+  redis.call('ZADD', all, unpack(listed))
+  redis.call('EXPIRE', all, ttl)
+  redis.call('ZREMRANGEBYSCORE', all, '-inf', cutoff)
+  local by = INDEX.status .. client .. ':'
+  for status, members in pairs(by_status) do
+    redis.call('ZADD', by .. status, unpack(members))
+    redis.call('EXPIRE', by .. status, ttl)
   end
-  local cutoff = '(' .. string.format('%d', created_ms - ttl * 1000)
-  redis.call('ZREMRANGEBYSCORE', listed, '-inf', cutoff)
-  redis.call('ZREMRANGEBYSCORE', customer, '-inf', cutoff)
-  redis.call('ZREMRANGEBYSCORE', by_status .. STATUSES[turn % #STATUSES + 1], '-inf', cutoff)
+  for turn = seq0 + 1, seq0 + math.min(accepted, #STATUSES) do
+    redis.call('ZREMRANGEBYSCORE', by .. STATUSES[turn % #STATUSES + 1], '-inf', cutoff)
+  end
+  for customer, members in pairs(by_customer) do
+    local key = INDEX.customer .. client .. ':' .. customer
+    redis.call('ZADD', key, unpack(members))
+    redis.call('EXPIRE', key, ttl)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+  end
 end
 
 -- index_move(record, from, to): the payment in `record` moved from status `from` to `to`; its
