@@ -91,6 +91,13 @@ class Money:
         return format_minor(self.minor, self.currency)
 
 
+# Each currency's minimum in minor units (exact: no minimum has more decimals than its currency).
+_MINIMUM_MINOR = {
+    currency: int(minimum.scaleb(exponent(currency)))
+    for currency, minimum in MINIMUM_CHARGE.items()
+}
+
+
 def format_minor(minor: int, currency: str) -> str:
     """``4299, "usd"`` -> ``"42.99"``; ``500, "jpy"`` -> ``"500"``."""
     exp = exponent(currency)
@@ -110,13 +117,15 @@ def parse_amount(text: str, currency: str) -> Money:
             'amount must be a decimal string in major units such as "42.99" '
             "(digits and one optional point; no sign, exponent, spaces or separators)"
         )
-    value = Decimal(text)
+    # The pattern leaves digits and at most one point: minor units are the digits once the
+    # decimals are padded to the currency's, exact without a Decimal.
+    whole, _, decimals = text.partition(".")
     exp = exponent(currency)
-    if -value.as_tuple().exponent > exp:  # type: ignore[operator]
+    if len(decimals) > exp:
         places = "no decimal places" if exp == 0 else f"at most {exp} decimal places"
         raise AmountError(f"amount in {currency} takes {places}")
-    minor = int(value.scaleb(exp))
-    if value < MINIMUM_CHARGE[currency]:
+    minor = int(whole + decimals.ljust(exp, "0"))
+    if minor < _MINIMUM_MINOR[currency]:
         raise AmountError(
             f"amount must be at least {MINIMUM_CHARGE[currency]} {currency} (Stripe's minimum)"
         )
