@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.backoff import delays
 from shared.callbacks.events import payment_callback
-from shared.celery_message import charge_message
+from shared.celery_message import charge_message, charge_messages
 from shared.errors import NotDurable
 from shared.payments.payment_records import PaymentRecord, ms_from_iso, now_iso
 from shared.payments.states import Status
@@ -210,12 +211,15 @@ class AsyncPaymentStore:
         # Each client's charges wait in a queue of their own, which workers take from in
         # weighted turns (worker.fair_queues); the record names it for the recovery sweep.
         queue = keys.client_queue(self._settings.queue_name, limits.name)
-        message_headers = {**headers, "enqueued_at": enqueued_at}
         stamp = {"enqueued_at": str(enqueued_at), "queue": queue}
         keys_: list[Any] = _client_keys(queue, limits)
         args_: list[Any] = [b""]
         written: list[dict[str, str] | None] = []
         owners = set()
+        ids = [c["id"] for c in claims if c is not None]
+        message_headers = {**headers, "enqueued_at": enqueued_at}
+        messages = iter(charge_messages(ids, queue=queue, headers=message_headers))
+        created_ms: dict[str, int] = {}  # a batch's items share their creation time
         for claim in claims:
             if claim is None:
                 args_.append(0)
@@ -224,17 +228,20 @@ class AsyncPaymentStore:
             payment_id = claim["id"]
             fields = {**claim, **stamp}
             owners.add(fields.get("client"))
+            created = fields["created_at"]
+            if created not in created_ms:
+                created_ms[created] = ms_from_iso(created)
             keys_.append(keys.record_key(payment_id))
             args_ += (
                 len(fields),
-                charge_message(payment_id, queue=queue, headers=message_headers),
-                ms_from_iso(fields["created_at"]),
+                next(messages),
+                created_ms[created],
                 payment_id,
                 fields["account_id"],
                 fields["status"],
                 fields.get("expires_ms", ""),
-                *(x for pair in fields.items() for x in pair),
             )
+            args_ += chain.from_iterable(fields.items())
             written.append(fields)
         if len(owners) > 1:
             raise ValueError(f"one call of accept.lua indexes one client's payments: {owners}")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+import orjson
+import pytest
 from kombu.message import Message
 
 import worker.tasks  # noqa: F401  (registers the task, as a worker does)
-from shared.celery_message import task_message
+from shared.celery_message import charge_message, charge_messages, task_message
 from worker.celery_app import app
 
 
@@ -52,3 +55,28 @@ def test_a_worker_decodes_it_into_the_task_and_its_arguments() -> None:
     assert args == ["pay_2"]
     assert kwargs == {}
     assert message.headers["request_id"] == "req-1"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"request_id": "0f" * 16, "enqueued_at": 1_764_674_524_123},
+        # The marker itself in a header value: each message made on its own, still the same.
+        {"request_id": "payment-id-marker-7f3a"},
+        None,
+    ],
+)
+def test_a_batch_s_messages_are_byte_for_byte_charge_message_s(
+    headers: dict[str, Any] | None,
+) -> None:
+    ids = [f"pay_{i:024x}" for i in range(5)]
+
+    made = charge_messages(ids, queue="payments.client-a", headers=headers)
+
+    tags = [orjson.loads(m)["properties"]["delivery_tag"] for m in made]
+    assert len(set(tags)) == len(ids)  # each its own delivery tag
+    for payment_id, message, tag in zip(ids, made, tags, strict=True):
+        one = charge_message(payment_id, queue="payments.client-a", headers=headers)
+        own_tag = orjson.loads(one)["properties"]["delivery_tag"]
+        assert message == one.replace(own_tag.encode(), tag.encode())
+    assert charge_messages([], queue="payments.client-a") == []
