@@ -105,9 +105,9 @@ def test_missing_or_malformed_fields_fail_alike() -> None:
 def test_other_hashes_take_the_general_path() -> None:
     raw = {**_new_fields({}), "payment_intent": "pi_1", "error": '{"code": "card_declined"}'}
     assert PaymentRecord.from_redis(raw).error == {"code": "card_declined"}
-    as_bytes = {k.encode(): v.encode() for k, v in _new_fields({"client": "shop"}).items()}
-    record = PaymentRecord.from_redis(as_bytes)
-    assert record == PaymentRecord.from_redis(_new_fields({"client": "shop"}))
+    written = _new_fields({"client": "shop"})
+    record = PaymentRecord.from_redis({k.encode(): v.encode() for k, v in written.items()})
+    assert record == PaymentRecord.from_redis(written)
     assert record.status is Status.QUEUED
     mixed: dict[str, object] = {**_new_fields({}), "amount_minor": b"4299"}
     assert PaymentRecord.from_redis(mixed).amount_minor == 4299
