@@ -19,6 +19,7 @@ from shared.settings.redis_url import SentinelTarget, broker, parse_sentinel_url
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore, PaymentStore
 from shared.store.keys import DURABILITY_FENCE
+from shared.store.payment_store import Claimed
 
 THREE = "redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2:26380,sentinel-3/payments/2"
 
@@ -235,6 +236,29 @@ async def test_an_accept_no_replica_acknowledged_is_503_not_durable() -> None:
     assert (error.status_code, error.code, error.headers) == (503, "not_durable",
                                                               {"Retry-After": "1"})  # fmt: skip
     assert error.to_dict()["replicas"] == 0
+
+
+async def test_a_batch_is_one_script_call_and_one_wait_with_replicas_required() -> None:
+    stored = [x for pair in fields().items() for x in pair]  # the second item's replay
+    client = StubClient([1], script_answer=[[1, -1, 0, 1], [0, -1, stored]])
+    settings = Settings(environment="test", redis_min_replicas=1, redis_wait_timeout_ms=250)
+    store = AsyncPaymentStore(client, settings)  # type: ignore[arg-type]
+
+    claimed = await store.claim_many([fields(), fields()], headers={})
+
+    assert [c.created for c in claimed if isinstance(c, Claimed)] == [True, False]
+    (commands,) = client.sent
+    assert [c[0] for c in commands] == ["EVALSHA", "INCR", "WAIT"]
+
+
+async def test_a_batch_no_replica_acknowledged_answers_every_item_not_durable() -> None:
+    client = StubClient([0], script_answer=[[1, -1, 0, 1], [1, -1, 1, 2]])
+    store = AsyncPaymentStore(client, Settings(environment="test", redis_min_replicas=1))  # type: ignore[arg-type]
+
+    claimed = await store.claim_many([fields(), fields()], headers={})
+
+    # Written on the primary but not known to be on a replica: no item claims success.
+    assert [type(c) for c in claimed] == [NotDurable, NotDurable]
 
 
 class SyncPipe:
