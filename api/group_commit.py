@@ -27,16 +27,19 @@ Usage::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from shared.store.tick_batcher import BatchStats, TickBatcher
 
 Arg = str | bytes | int | float
+# hiredis' stub gives the command's tuple one item; it takes any number.
+_hiredis_pack = cast("Callable[[tuple[Arg, ...]], bytes]", hiredis.pack_command)
 
 
 @dataclass(slots=True)
@@ -145,10 +148,20 @@ class GroupCommit:
 
 
 def _pack_evalsha(call: _Call) -> bytes:
-    """``EVALSHA sha numkeys key... arg...`` in RESP (a multi-bulk of bulk strings)."""
-    parts = [call.sha, len(call.keys), *call.keys, *call.args]
-    out = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(parts) + 1)]
-    for part in parts:
+    """``EVALSHA sha numkeys key... arg...`` in RESP (a multi-bulk of bulk strings): packed by
+    hiredis (redis-py's own packer when it has hiredis), a batch's thousands of arguments in a
+    fraction of the time a loop here takes; the loop for what hiredis refuses (a bool, an int
+    or float subclass), which it packs the same way."""
+    command = ("EVALSHA", call.sha, len(call.keys), *call.keys, *call.args)
+    try:
+        return _hiredis_pack(command)
+    except TypeError:
+        return _pack_each(command)
+
+
+def _pack_each(command: Sequence[Arg]) -> bytes:
+    out = [b"*%d\r\n" % len(command)]
+    for part in command:
         if isinstance(part, str):
             raw = part.encode()
         elif isinstance(part, bytes):

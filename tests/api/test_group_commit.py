@@ -4,14 +4,17 @@ answer or its own error, NOSCRIPT loads the script, a lost connection reaches ev
 from __future__ import annotations
 
 import asyncio
+from enum import IntEnum
 from typing import Any
 
 import fakeredis
+import hiredis
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from api.group_commit import GroupCommit
+from api.group_commit import GroupCommit, _Call, _pack_each, _pack_evalsha
+from shared.payments.states import Status
 
 # Increments KEYS[1] by ARGV[1] and answers {the new value, ARGV[2]}; fails on demand.
 SCRIPT = """
@@ -21,6 +24,10 @@ end
 local value = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
 return {value, ARGV[2]}
 """
+
+
+class ErrorKind(IntEnum):
+    FIVE = 5
 
 
 @pytest.fixture
@@ -249,3 +256,23 @@ async def test_with_one_batch_in_flight_the_calls_made_meanwhile_go_together(
 def test_max_in_flight_must_be_positive(redis: fakeredis.FakeAsyncRedis) -> None:
     with pytest.raises(ValueError, match="max_in_flight"):
         GroupCommit(redis, max_in_flight=0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["queued", "", "é ü 中", "x\x00y", b"raw\r\n", b"", 0, -3, 2**63, 0.1, 1e20, -0.0, 4299],
+        [str(i) * (i % 7) for i in range(2_000)],
+        [True, False, 1.5],  # bools: hiredis refuses them, the loop packs them as 1 and 0
+        [Status.QUEUED, ErrorKind.FIVE, 2],  # enum members: str and int subclasses
+    ],
+)
+def test_evalsha_is_packed_as_redis_reads_a_multi_bulk(args: list[Any]) -> None:
+    call = _Call("a" * 40, None, ["key:1", "key:2"], args)
+    packed = _pack_evalsha(call)
+    assert packed == _pack_each(("EVALSHA", call.sha, 2, *call.keys, *call.args))
+    reader = hiredis.Reader()
+    reader.feed(packed)
+    parts = reader.gets()
+    assert parts[:4] == [b"EVALSHA", b"a" * 40, b"2", b"key:1"]
+    assert len(parts) == 5 + len(args)
