@@ -15,6 +15,7 @@ the items' common status, or 207 when they differ.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -153,6 +154,8 @@ async def create_payment_batch(request: Request) -> Response:
     statuses: list[int] = []
     parts: list[bytes] = []
     retry_after = 0
+    # A new payment's line is at debug, dropped at INFO: the check made once, not each call.
+    log_accepts = log.is_enabled_for(logging.DEBUG)
     for answer in answers:
         if isinstance(answer, PaymentServiceError):
             if answer.param == "Idempotency-Key":  # the item's key, not a header
@@ -165,12 +168,13 @@ async def create_payment_batch(request: Request) -> Response:
             continue
         record = answer.record
         # As POST /payments logs them: a new payment at debug, a replay at info.
-        (log.info if answer.replayed else log.debug)(
-            "payment.replayed" if answer.replayed else "payment.accepted",
-            payment_id=record.id,
-            idempotency_key=record.idempotency_key,
-            status=record.status.value,
-        )
+        if answer.replayed or log_accepts:
+            (log.info if answer.replayed else log.debug)(
+                "payment.replayed" if answer.replayed else "payment.accepted",
+                payment_id=record.id,
+                idempotency_key=record.idempotency_key,
+                status=record.status.value,
+            )
         status, member, part = record_answer(record, answer.queue)
         statuses.append(status)
         replayed = b',"replayed":true' if answer.replayed else b""

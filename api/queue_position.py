@@ -38,9 +38,15 @@ class QueueEstimates:
         self._clock = clock
         self._samples: dict[str, deque[tuple[float, int]]] = {}
 
-    def observe(self, client: str, *, accepted: int, waiting: int) -> None:
-        """One look at the client's queue: ``accepted`` so far, ``waiting`` in it now."""
-        now = self._clock()
+    def now(self) -> float:
+        return self._clock()
+
+    def observe(
+        self, client: str, *, accepted: int, waiting: int, now: float | None = None
+    ) -> None:
+        """One look at the client's queue: ``accepted`` so far, ``waiting`` in it now (at
+        ``now``, else the clock's now)."""
+        now = self._clock() if now is None else now
         samples = self._samples.setdefault(client, deque(maxlen=MAX_SAMPLES))
         if samples and now - samples[-1][0] < SAMPLE_SPACING_SECONDS:
             return
@@ -62,20 +68,19 @@ class QueueEstimates:
     def standing(self, record: PaymentRecord, *, ahead: int) -> QueueStanding:
         """The answer's ``queue`` for a payment with ``ahead`` charges before it."""
         ahead = max(0, ahead)
-        # A charge without its payment method reads the customer first: two calls.
-        rate = self.drain_rate(
-            record.client or "", calls_per_charge=1 if record.payment_method else 2
-        )
-        at = None
-        if rate:
-            at = iso_from_ms(int((self._clock() + (ahead + 1) / rate) * 1000))
-        return QueueStanding(ahead=ahead, estimated_charge_at=at, estimate=True)
+        rate = self.drain_rate(record.client or "", calls_per_charge=_calls_per_charge(record))
+        return _standing(ahead, rate, self._clock())
 
     def at_accept(self, record: PaymentRecord, *, ahead: int, seq: int) -> QueueStanding:
         """A new payment, from what the accept script said (no further Redis call)."""
         if record.client and seq > 0:
             self.observe(record.client, accepted=seq, waiting=ahead + 1)
         return self.standing(record, ahead=ahead)
+
+    def accepts(self) -> AcceptEstimates:
+        """:meth:`at_accept` for the new payments of one accept call (a batch), its shared
+        part done once."""
+        return AcceptEstimates(self)
 
     def from_queue(self, record: PaymentRecord, *, waiting: int, accepted: int) -> QueueStanding:
         """A queued payment, from its client's queue as read now (AsyncPaymentStore.
@@ -84,3 +89,45 @@ class QueueEstimates:
             self.observe(record.client, accepted=accepted, waiting=waiting)
         newer = accepted - record.queue_seq if record.queue_seq else 0
         return self.standing(record, ahead=min(waiting, waiting - 1 - max(0, newer)))
+
+
+class AcceptEstimates:
+    """``QueueEstimates.at_accept`` for the new payments of one accept call, as at one instant:
+    the clock read once, each client's queue observed once (the first payment's figures: a
+    script call's payments all see the same count of charges taken from the queue, and a
+    second sample that soon would be dropped), its drain rate worked out once for each kind of
+    charge; each payment's own place and estimated time from those."""
+
+    def __init__(self, queues: QueueEstimates) -> None:
+        self._queues = queues
+        self._now = queues.now()
+        self._observed: set[str] = set()
+        self._rates: dict[tuple[str, int], float | None] = {}
+
+    def at_accept(self, record: PaymentRecord, *, ahead: int, seq: int) -> QueueStanding:
+        client = record.client or ""
+        if record.client and seq > 0 and client not in self._observed:
+            self._queues.observe(client, accepted=seq, waiting=ahead + 1, now=self._now)
+            self._observed.add(client)
+            self._rates.clear()  # a rate worked out before this sample is stale
+        calls = _calls_per_charge(record)
+        try:
+            rate = self._rates[client, calls]
+        except KeyError:
+            rate = self._rates[client, calls] = self._queues.drain_rate(
+                client, calls_per_charge=calls
+            )
+        return _standing(max(0, ahead), rate, self._now)
+
+
+def _calls_per_charge(record: PaymentRecord) -> int:
+    """A charge without its payment method reads the customer first: two calls."""
+    return 1 if record.payment_method else 2
+
+
+def _standing(ahead: int, rate: float | None, now: float) -> QueueStanding:
+    """The answer's ``queue`` for a payment with ``ahead`` charges before it, at ``now``."""
+    at = None
+    if rate:
+        at = iso_from_ms(int((now + (ahead + 1) / rate) * 1000))
+    return QueueStanding(ahead=ahead, estimated_charge_at=at, estimate=True)

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.error_responses import validation_error
-from api.queue_position import QueueEstimates
+from api.queue_position import AcceptEstimates, QueueEstimates
 from api.schemas import PAYMENT_ID_PATTERN, PaymentRequest, QueueStanding
 from shared.callbacks.url_rules import callback_endpoint
 from shared.errors import (
@@ -181,6 +181,7 @@ class PaymentService:
         limits = self.limits(principal or ANONYMOUS)
         claims = [None if isinstance(new, PaymentServiceError) else new.fields for new in news]
         claimed = await self._store.claim_many(claims, headers=headers, limits=limits)
+        estimates = self.queues.accepts()
         answers: list[Accepted | PaymentServiceError] = []
         rate_headers: dict[str, str] = {}
         for new, answer in zip(news, claimed, strict=True):
@@ -196,14 +197,25 @@ class PaymentService:
                     if answer.refusal == "rate_limited":
                         raise _rate_limited(limits, rate_headers)
                     raise new
-                answers.append(self._accepted(answer, new.fingerprint, limits))
+                answers.append(
+                    self._accepted(answer, new.fingerprint, limits, rate_headers, estimates)
+                )
             except PaymentServiceError as refused:
                 answers.append(refused)
         return answers, rate_headers
 
-    def _accepted(self, claimed: Claimed, fingerprint: str, limits: ClientLimits) -> Accepted:
-        """An accept script's answer as the request's: Accepted, or the refusal it says."""
-        rate_headers = _rate_limit_headers(limits, claimed.tokens_left, claimed.retry_after_ms)
+    def _accepted(
+        self,
+        claimed: Claimed,
+        fingerprint: str,
+        limits: ClientLimits,
+        rate_headers: dict[str, str] | None = None,
+        estimates: AcceptEstimates | None = None,
+    ) -> Accepted:
+        """An accept script's answer as the request's: Accepted, or the refusal it says.
+        ``rate_headers`` when already made of it; ``estimates``: a batch's (one accept call)."""
+        if rate_headers is None:
+            rate_headers = _rate_limit_headers(limits, claimed.tokens_left, claimed.retry_after_ms)
         if claimed.refusal == "rate_limited":
             raise _rate_limited(limits, rate_headers)
         if claimed.refusal == "client_backlog_full":
@@ -222,8 +234,9 @@ class PaymentService:
         if claimed.created:
             queue = None
             if claimed.ahead >= 0:
-                queue = self.queues.at_accept(claimed.record, ahead=claimed.ahead,
-                                              seq=claimed.seq)  # fmt: skip
+                queue = (estimates or self.queues).at_accept(
+                    claimed.record, ahead=claimed.ahead, seq=claimed.seq
+                )
             return Accepted(claimed.record, replayed=False, rate_limit_headers=rate_headers,
                             queue=queue)  # fmt: skip
         if claimed.record.key_fingerprint != fingerprint:

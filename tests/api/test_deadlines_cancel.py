@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from api.queue_position import QueueEstimates
+from shared.payments.payment_records import PaymentRecord, new_record_fields
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store.keys import DEADLINES, lock_key, record_key
@@ -250,3 +251,40 @@ def test_the_drain_rate_is_what_left_the_clients_queue_lately() -> None:
     assert estimates.drain_rate("shop") == 10
     off = Settings(environment="test", stripe_max_rps=0).stripe_limits
     assert QueueEstimates(off).drain_rate("shop") is None
+
+
+@pytest.mark.parametrize("history", ["none", "recent", "old", "draining"])
+@pytest.mark.parametrize("stripe_max_rps", [0, 10])
+def test_a_batchs_estimates_are_each_payments_own_at_the_batchs_instant(
+    history: str, stripe_max_rps: int
+) -> None:
+    """AcceptEstimates (a batch's, its shared part once) answers each new payment as
+    QueueEstimates.at_accept does, payment by payment, at the same instant."""
+    limits = Settings(environment="test", stripe_max_rps=stripe_max_rps).stripe_limits
+    now = [1000.0]
+    one_by_one = QueueEstimates(limits, clock=lambda: now[0])
+    batched = QueueEstimates(limits, clock=lambda: now[0])
+    for estimates in (one_by_one, batched):
+        if history == "recent":
+            estimates.observe("shop", accepted=50, waiting=40, now=999.8)
+        elif history == "old":
+            estimates.observe("shop", accepted=50, waiting=40, now=990.0)
+        elif history == "draining":
+            estimates.observe("shop", accepted=50, waiting=40, now=994.0)
+            estimates.observe("shop", accepted=60, waiting=30, now=997.0)
+    records = [
+        PaymentRecord.from_redis(
+            {**new_record_fields(payment_id=f"pay_{i:024x}", account_id="cus_1", amount_minor=100,
+                                 currency="usd", payment_method="pm_1" if i % 3 else None,
+                                 idempotency_key=f"k{i}", fingerprint="f",
+                                 client="other" if i == 4 else "shop"),
+             "queue_seq": str(61 + i)}
+        )
+        for i in range(8)
+    ]  # fmt: skip
+    figures = [(record, 20 + i, record.queue_seq or 0) for i, record in enumerate(records)]
+    figures.append((records[0], -3, 0))  # not observed, nothing ahead
+    expected = [one_by_one.at_accept(r, ahead=ahead, seq=seq) for r, ahead, seq in figures]
+    batch = batched.accepts()
+    assert [batch.at_accept(r, ahead=ahead, seq=seq) for r, ahead, seq in figures] == expected
+    assert batched._samples == one_by_one._samples
