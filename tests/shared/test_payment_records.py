@@ -1,8 +1,9 @@
 """PaymentRecord.from_redis: a new record's fields take a shorter way to the same record; a
-record's timestamps are what a datetime writes."""
+record's timestamps are what a datetime writes; a payment id is the HMAC of its key."""
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import random
 from dataclasses import fields
@@ -17,6 +18,7 @@ from shared.payments.payment_records import (
     ms_from_iso,
     new_record_fields,
     now_iso,
+    payment_id_for,
 )
 from shared.payments.states import Status
 
@@ -136,3 +138,14 @@ def test_now_is_the_clocks_millisecond() -> None:
     assert before <= now <= after
     assert len(now) == len("2026-01-01T00:00:00.000Z")
     assert ms_from_iso(iso_from_ms(ms_from_iso(now))) == ms_from_iso(now)
+
+
+@pytest.mark.parametrize("secret_length", [0, 1, 32, 63, 64, 65, 200])
+def test_payment_ids_are_the_hmac_of_the_client_and_key(secret_length: int) -> None:
+    rng = random.Random(secret_length)
+    secret = rng.randbytes(secret_length)
+    for client, key in [("shop", "order-1"), ("", ""), ("clïent", "ключ " * 60), ("a\x1fb", "c")]:
+        mac = hmac.digest(secret, f"{client}\x1f{key}".encode(), "sha256")
+        assert payment_id_for(secret=secret, client=client, idempotency_key=key) == (
+            "pay_" + mac[:12].hex()
+        )
