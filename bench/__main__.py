@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from bench import batch, drain, fairness, report, stripe_limit
 from bench import profile as bench_profile
 from bench import wrk as wrk_mod
@@ -277,10 +279,12 @@ def bench_batch(
 ) -> None:
     """Payments accepted per second through batches against single requests (bench.batch)."""
     pid = pids["real"]
+    redis_pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
     results.batch = r = batch.measure(
         urls["real"],
         redis_url,
         lambda: cpu_seconds(pid),
+        redis_cpu=lambda: cpu_seconds(redis_pid),
         rounds=plan.batch_rounds,
         seconds=plan.batch_seconds,
         size=plan.batch_size,

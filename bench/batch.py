@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,7 @@ class Round:
     p99_ms: float
     errors: int
     cpu_us_per_payment: float
+    redis_cpu_us_per_payment: float = 0.0  # 0: Redis's process is not on this machine
 
 
 @dataclass
@@ -54,6 +57,9 @@ class BatchResult:
     round_trips_per_single: float = 0.0
     reads_per_batch: float = 0.0
     batch_bytes: int = 0
+    # Two CPU-bound processes at once do this many times the work of one on this machine
+    # (2.0 on two free cores): the API and Redis share it (parallel_capacity).
+    parallel_capacity: float = 0.0
 
     @property
     def ratios(self) -> list[float]:
@@ -73,11 +79,16 @@ def _accepted(client: redis.Redis) -> int:
 
 
 def _round(
-    argv: list[str], client: redis.Redis, cpu: Callable[[], float], per_request: int
+    argv: list[str],
+    client: redis.Redis,
+    cpu: Callable[[], float],
+    redis_cpu: Callable[[], float],
+    per_request: int,
 ) -> Round:
-    accepted, used = _accepted(client), cpu()
+    accepted, used, redis_used = _accepted(client), cpu(), redis_cpu()
     r = wrk_mod.finish(wrk_mod.start(argv))
     accepted, used = _accepted(client) - accepted, cpu() - used
+    redis_used = redis_cpu() - redis_used
     return Round(
         payments_per_s=accepted / r.seconds if r.seconds else 0.0,
         requests_per_s=r.rps,
@@ -85,6 +96,7 @@ def _round(
         p99_ms=r.p99_ms,
         errors=r.errors + max(0, r.requests * per_request - accepted),
         cpu_us_per_payment=used / accepted * 1e6 if accepted and used else 0.0,
+        redis_cpu_us_per_payment=redis_used / accepted * 1e6 if accepted and redis_used else 0.0,
     )
 
 
@@ -93,6 +105,7 @@ def measure(
     redis_url: str,
     cpu: Callable[[], float],
     *,
+    redis_cpu: Callable[[], float] = lambda: 0.0,
     rounds: int,
     seconds: float,
     size: int = 100,
@@ -100,8 +113,9 @@ def measure(
     batch_connections: int = 8,
 ) -> BatchResult:
     """Alternated rounds (single, batch, single, batch, ...) on the API at ``url``; ``cpu``
-    gives the API process's CPU seconds so far."""
+    gives the API process's CPU seconds so far, ``redis_cpu`` Redis's."""
     result = BatchResult(size, seconds, single_connections, batch_connections)
+    result.parallel_capacity = parallel_capacity()
     client = redis.Redis.from_url(redis_url)
     try:
         warm = wrk_mod.batch_argv(url + "/payments/batch", connections=2, seconds=1, size=size)
@@ -110,11 +124,11 @@ def measure(
             single = wrk_mod.wrk_argv(
                 url + "/payments", connections=single_connections, seconds=seconds
             )
-            result.singles.append(_round(single, client, cpu, 1))
+            result.singles.append(_round(single, client, cpu, redis_cpu, 1))
             batch = wrk_mod.batch_argv(
                 url + "/payments/batch", connections=batch_connections, seconds=seconds, size=size
             )
-            result.batches.append(_round(batch, client, cpu, size))
+            result.batches.append(_round(batch, client, cpu, redis_cpu, size))
     finally:
         client.close()
     # In a process of its own: importing api.main builds the app from the environment.
@@ -130,6 +144,24 @@ def measure(
     result.reads_per_batch = counted["reads"]
     result.batch_bytes = counted["bytes"]
     return result
+
+
+def _spin(seconds: float) -> int:
+    """Counts as far as it can for ``seconds`` of wall time: CPU-bound work."""
+    end, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def parallel_capacity(seconds: float = 1.0) -> float:
+    """How many times one process's CPU-bound work two processes do at once here: 2.0 on two
+    free cores, less on hyperthreads or a shared host. The API and Redis (and wrk) share it,
+    so a payment's cost is the sum of their CPU per payment."""
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        alone = pool.apply(_spin, (seconds,))
+        both = sum(pool.map(_spin, [seconds, seconds]))
+    return both / alone if alone else 0.0
 
 
 class CountingConnection(redis.asyncio.Connection):

@@ -542,9 +542,30 @@ def _batch_round_row(name: str, rounds: list[Any]) -> str:
             f"{_median([r.p50_ms for r in rounds]):.1f}",
             f"{_median([r.p99_ms for r in rounds]):.1f}",
             f"{_median([r.cpu_us_per_payment for r in rounds]):.0f} us",
+            f"{_median([r.redis_cpu_us_per_payment for r in rounds]):.0f} us",
             str(sum(r.errors for r in rounds)),
         ]
     )
+
+
+def _batch_cpu_lines(b: Any) -> list[str]:
+    """What bounds the ratio on this machine: the API's and Redis's CPU per payment, which
+    share its cores."""
+    if not b.parallel_capacity:
+        return []
+    api = [_median([r.cpu_us_per_payment for r in rs]) for rs in (b.singles, b.batches)]
+    red = [_median([r.redis_cpu_us_per_payment for r in rs]) for rs in (b.singles, b.batches)]
+    if not all(api) or not all(red):
+        return []
+    return [
+        "The API, Redis and wrk share this machine: two CPU-bound processes at once did "
+        f"{b.parallel_capacity:.2f}x the work of one (2.00 on two free cores). So a payment "
+        "costs the sum of the API's and Redis's CPU for it: "
+        f"{api[0] + red[0]:.0f} us single, {api[1] + red[1]:.0f} us in a batch, "
+        f"{(api[0] + red[0]) / (api[1] + red[1]):.1f}x; the API's CPU alone "
+        f"{api[0] / api[1]:.1f}x, Redis's alone {red[0] / red[1]:.1f}x (medians of the rounds).",
+        "",
+    ]
 
 
 def batch_section(results: Results) -> str:
@@ -572,11 +593,12 @@ def batch_section(results: Results) -> str:
                 "requests/s",
                 "p50 ms",
                 "p99 ms",
-                "server CPU per payment",
+                "API CPU per payment",
+                "Redis CPU per payment",
                 "errors",
             ]
         ),
-        _row(["---"] * 7),
+        _row(["---"] * 8),
         _batch_round_row("`POST /payments`", b.singles),
         _batch_round_row(f"`POST /payments/batch`, {b.size} a batch", b.batches),
         "",
@@ -584,6 +606,7 @@ def batch_section(results: Results) -> str:
         f"round: {', '.join(f'{x:.1f}' for x in b.ratios)}); goal >= {BATCH_GOAL:g}x: "
         f"{_met(b.ratio >= BATCH_GOAL)}",
         "",
+        *_batch_cpu_lines(b),
         f"Redis round trips per batch of {b.size}: **{b.round_trips_per_batch:g}** (a single "
         f"`POST /payments`: {b.round_trips_per_single:g}), the median of "
         "20 sent one at a time to the app built in the benchmark's process, counted at "
