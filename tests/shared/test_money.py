@@ -119,3 +119,11 @@ def test_minor_units_and_refusals_are_what_decimal_arithmetic_gives() -> None:
     for currency in [*sorted(SUPPORTED_CURRENCIES), "xyz"]:
         for text in texts:
             assert _parsed(text, currency) == _parsed_by_decimal(text, currency), (text, currency)
+
+
+def test_minor_units_format_as_their_decimal_in_major_units() -> None:
+    values = [*range(-1_050, 1_050), 99_999_999, -99_999_999, 10**15 + 7]
+    for currency in ("usd", "jpy"):
+        for minor in values:
+            expected = str(Decimal(minor).scaleb(-exponent(currency)))
+            assert format_minor(minor, currency) == expected, (minor, currency)
