@@ -133,6 +133,7 @@ async def create_payment_batch(request: Request) -> Response:
     than 1,000 items, over MAX_BATCH_BODY_BYTES, an Idempotency-Key header, a ``wait``) is
     answered ``{"error": ...}``. Each item takes one token of the client's rate: over it, that
     item and the ones after it are 429s, those before it stand."""
+    # Served by api.accept_asgi.AcceptFastPath ahead of the router where it is installed.
     state = request.app.state
     settings: Settings = state.settings
     service: PaymentService = state.service

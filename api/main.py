@@ -55,8 +55,8 @@ from shared.stripe.gateway import StripeGateway
 def create_app(
     settings: Settings | None = None, *, redis: Redis | None = None, fast_accept: bool = True
 ) -> FastAPI:
-    """``fast_accept=False`` leaves POST /payments to FastAPI's router (api.accept_asgi): the
-    tests compare the two."""
+    """``fast_accept=False`` leaves POST /payments and POST /payments/batch to FastAPI's
+    router (api.accept_asgi): the tests compare the two."""
     settings = settings or get_settings()
     configure_logging(settings)
     clients = load_clients(settings)
@@ -120,10 +120,15 @@ def create_app(
     app.include_router(health.router)
     app.include_router(payments.router, tags=["payments"])
     app.include_router(batch_routes.router, tags=["payments"])
-    # Innermost first: the fast path for POST /payments runs after authentication and the
-    # request budget (which leaves that route's token to the accept script).
+    # Innermost first: the fast path for POST /payments (and the batch) runs after
+    # authentication and the request budget (which leaves those routes' tokens to the accept
+    # script).
     if fast_accept:
-        app.add_middleware(AcceptFastPath, route=_route(payments.router, "/payments", "POST"))
+        app.add_middleware(
+            AcceptFastPath,
+            route=_route(payments.router, "/payments", "POST"),
+            batch_route=_route(batch_routes.router, batch_routes.PATH, "POST"),
+        )
     app.add_middleware(RequestBudget)
     app.add_middleware(RequestContextMiddleware, settings=settings, registry=clients)
     app.include_router(metrics.router)

@@ -1,5 +1,6 @@
-"""POST /payments is served ahead of FastAPI's router (api.accept_asgi). A client must not be
-able to tell: every answer (status, body, headers) is the one the router's route gives."""
+"""POST /payments and POST /payments/batch are served ahead of FastAPI's router
+(api.accept_asgi). A client must not be able to tell: every answer (status, body, headers) is the
+one the router's route gives."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import fakeredis
 import httpx
+import orjson
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -136,6 +138,97 @@ async def test_an_unexpected_failure_is_a_500_error_object(
     assert response.headers["x-request-id"]
 
 
+def _batch(*items: object) -> bytes:
+    return orjson.dumps({"payments": list(items)})
+
+
+def _item(key: str, **fields: Any) -> dict[str, Any]:
+    return {"idempotency_key": key, **payment(**fields)}
+
+
+# (headers, body, query) of each POST /payments/batch of a scenario, in order.
+BatchRequest = tuple[dict[str, str], bytes, str]
+JSON_TYPE = {"Content-Type": "application/json"}
+BATCH_SCENARIOS: dict[str, list[BatchRequest]] = {
+    "accepted": [(JSON_TYPE, _batch(_item("b1"), _item("b2", metadata={"o": "1"})), "")],
+    "replayed": [(JSON_TYPE, _batch(_item("b1"), _item("b2")), "")] * 2,
+    "mixed": [
+        (JSON_TYPE, _batch(_item("b1")), ""),
+        (
+            JSON_TYPE,
+            _batch(
+                _item("b1", amount="1.00"),
+                _item("b3", amount="4.2.1"),
+                {"account_id": "cus_1"},
+                "x",
+                _item("b4", colour="red"),
+                _item("x" * 300),
+                _item("b5", expires_in=600),
+            ),
+            "",
+        ),
+    ],
+    "not JSON": [(JSON_TYPE, b"{", "")],
+    "not an object": [(JSON_TYPE, b"[]", "")],
+    "no payments": [(JSON_TYPE, b"{}", "")],
+    "unknown member": [(JSON_TYPE, b'{"payments": [], "colour": 1}', "")],
+    "empty": [(JSON_TYPE, _batch(), "")],
+    "too many": [(JSON_TYPE, _batch(*[_item(f"m{i}") for i in range(1_001)]), "")],
+    "not a JSON content type": [({"Content-Type": "text/plain"}, _batch(_item("b1")), "")],
+    "an Idempotency-Key": [({**JSON_TYPE, "Idempotency-Key": "k"}, _batch(_item("b1")), "")],
+    "wait": [(JSON_TYPE, _batch(_item("b1")), "wait=5")],
+    "too large": [(JSON_TYPE, b" " * (2 * 1024 * 1024 + 1), "")],
+}
+
+
+async def batch_answers(
+    fast: bool, requests: list[BatchRequest]
+) -> list[tuple[int, Any, dict[str, str]]]:
+    settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
+    app = create_app(settings, redis=fakeredis.FakeAsyncRedis(), fast_accept=fast)
+    got = []
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        for headers, body, query in requests:
+            response = await client.post(
+                f"/payments/batch?{query}", content=body, headers={**AUTH, **headers}
+            )
+            data = response.json()
+            for result in data.get("results", ()):
+                for volatile in ("id", "created_at", "updated_at", "expires_at"):
+                    result.get("payment", {}).pop(volatile, None)
+                result.get("payment", {}).get("queue", {}).pop("estimated_charge_at", None)
+                result.get("error", {}).pop("payment_id", None)
+            kept = {k: v for k, v in response.headers.items() if k not in VARYING}
+            got.append((response.status_code, data, kept))
+    return got
+
+
+@pytest.mark.parametrize("scenario", sorted(BATCH_SCENARIOS))
+async def test_the_fast_path_answers_a_batch_as_the_router_does(scenario: str) -> None:
+    requests = BATCH_SCENARIOS[scenario]
+    fast = await batch_answers(True, requests)
+    assert fast == await batch_answers(False, requests)
+    assert all(status != 500 for status, _, _ in fast)
+
+
+async def test_batches_are_counted_under_the_route_template() -> None:
+    settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
+    app = create_app(settings, redis=fakeredis.FakeAsyncRedis())
+    async with app_client(app) as client:
+        for key in ("a", "b"):
+            body = _batch(_item(key))
+            await client.post("/payments/batch", content=body, headers={**AUTH, **JSON_TYPE})
+        exposed = (await client.get("/metrics", headers=AUTH)).text
+    assert (
+        'payments_http_requests_total{method="POST",route="/payments/batch",status="202"} 2.0'
+        in exposed
+    )
+
+
 @pytest.mark.parametrize(
     "error",
     [RedisConnectionError("connection refused"), ZeroDivisionError(), RateLimited()],
@@ -150,8 +243,13 @@ async def test_an_error_answers_as_the_router_does(
         raise error
 
     monkeypatch.setattr(PaymentService, "claim", failing)
+    monkeypatch.setattr(PaymentService, "claim_many", failing)
     request: Request = ("k1", "application/json", payment(), "")
     fast, routed = await answers(True, [request]), await answers(False, [request])
+    assert fast == routed
+    assert fast[0][0] in (429, 500, 503)
+    batch: BatchRequest = (JSON_TYPE, _batch(_item("b1")), "")
+    fast, routed = await batch_answers(True, [batch]), await batch_answers(False, [batch])
     assert fast == routed
     assert fast[0][0] in (429, 500, 503)
 
