@@ -40,8 +40,8 @@ def charge_messages(
     headers): the message is made once with a marker in place of the payment id and filled in
     for each payment, with its own body and delivery tag. The same bytes as charge_message
     would make for each (a test compares them)."""
-    if not payment_ids:
-        return []
+    if len(payment_ids) < _TEMPLATE_FROM:
+        return [charge_message(p, queue=queue, headers=headers) for p in payment_ids]
     marker_body = _charge_body(_MARKER)
     template = charge_message(_MARKER, queue=queue, headers=headers)
     data = orjson.loads(template)
@@ -67,6 +67,8 @@ def charge_messages(
     return out
 
 
+# Fewer messages than this are made one at a time: the template costs about two messages.
+_TEMPLATE_FROM = 3
 # Stands for the payment id in the template: printable, so JSON and repr() leave it as it is.
 _MARKER = "payment-id-marker-7f3a"
 _MARKER_PLACES = 4  # headers id, root_id and argsrepr; properties correlation_id

@@ -69,7 +69,7 @@ def test_a_worker_decodes_it_into_the_task_and_its_arguments() -> None:
 def test_a_batch_s_messages_are_byte_for_byte_charge_message_s(
     headers: dict[str, Any] | None,
 ) -> None:
-    ids = [f"pay_{i:024x}" for i in range(5)]
+    ids = [f"pay_{i:024x}" for i in range(5)]  # past the one-at-a-time threshold
 
     made = charge_messages(ids, queue="payments.client-a", headers=headers)
 
