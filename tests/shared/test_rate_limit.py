@@ -97,12 +97,14 @@ def test_calls_of_one_endpoint_are_spaced_by_its_limit_across_workers(
 
 def test_other_endpoints_share_only_the_accounts_limit(redis: fakeredis.FakeRedis) -> None:
     live = StripeBudget(StripeBudgetStore(redis), LIVE)
+    started = time.monotonic()
     creates = live.book(["payment_intents.create"] * 10)  # 0.4 s of creates
     reads = live.book(["customers.retrieve"])
+    booking = time.monotonic() - started  # a loaded machine may pause between the two
     (first_create,) = times(creates, CREATE, 1)
     (read,) = times(reads, RETRIEVE, 1)
     # Not behind the creates (0.4 s): behind the account's slots they took, 1/100 s each.
-    assert read - first_create < 0.15
+    assert read - first_create < 0.15 + booking
 
     sandbox = StripeBudget(StripeBudgetStore(fakeredis.FakeRedis()), SANDBOX)
     slots = sandbox.book(["customers.retrieve", "payment_intents.create"])
