@@ -49,6 +49,7 @@ from shared.errors import (
     InvalidRequest,
     PaymentServiceError,
 )
+from shared.payments.payment_records import now_iso
 from shared.settings.service_settings import Settings
 
 router = APIRouter(dependencies=[Depends(bearer_key)], responses=guarded_responses())
@@ -148,7 +149,9 @@ async def create_payment_batch(request: Request) -> Response:
         refused.headers = {**refused.headers, **await take_token(service, principal)}
         raise
     client = request.state.client
-    news = [_item(service, item, client) for item in items]
+    # One instant for the batch's payments, accepted together in one script call.
+    created_at = now_iso()
+    news = [_item(service, item, client, created_at) for item in items]
     answers, rate_headers = await service.claim_many(
         news, headers={"request_id": request.state.request_id}, principal=principal
     )
@@ -247,7 +250,9 @@ def batch_items(body: bytes) -> list[Any]:
     return items
 
 
-def _item(service: PaymentService, item: Any, client: str) -> NewPayment | PaymentServiceError:
+def _item(
+    service: PaymentService, item: Any, client: str, created_at: str
+) -> NewPayment | PaymentServiceError:
     """One item as POST /payments reads its body (``PaymentService.parse``), its key taken
     out first; or the error POST /payments would answer it with."""
     try:
@@ -261,6 +266,8 @@ def _item(service: PaymentService, item: Any, client: str) -> NewPayment | Payme
                 f"Missing required parameter: {KEY}", code="parameter_missing", param=KEY
             )
         key = checked_idempotency_key(fields.pop(KEY), KEY)
-        return service.parse(orjson.dumps(fields), idempotency_key=key, client=client)
+        return service.parse(
+            orjson.dumps(fields), idempotency_key=key, client=client, created_at=created_at
+        )
     except PaymentServiceError as refused:
         return refused

@@ -96,18 +96,33 @@ class PaymentService:
         new = self.new_payment(request, idempotency_key=idempotency_key, client=client)
         return await self.claim(new, headers=headers, principal=principal)
 
-    def parse(self, body: bytes | str, *, idempotency_key: str, client: str) -> NewPayment:
+    def parse(
+        self,
+        body: bytes | str,
+        *,
+        idempotency_key: str,
+        client: str,
+        created_at: str | None = None,
+    ) -> NewPayment:
         """A payment request's JSON as the record it makes: the one reading of a payment's
         fields, for ``POST /payments`` and each item of ``POST /payments/batch``, so that both
-        take the same fields with the same checks and the same errors (InvalidRequest)."""
+        take the same fields with the same checks and the same errors (InvalidRequest).
+        ``created_at``: a batch's, which its payments share (else now)."""
         try:
             request = PaymentRequest.model_validate_json(body)
         except ValidationError as exc:
             raise validation_error(exc.errors(include_url=False)) from None
-        return self.new_payment(request, idempotency_key=idempotency_key, client=client)
+        return self.new_payment(
+            request, idempotency_key=idempotency_key, client=client, created_at=created_at
+        )
 
     def new_payment(
-        self, request: PaymentRequest, *, idempotency_key: str, client: str
+        self,
+        request: PaymentRequest,
+        *,
+        idempotency_key: str,
+        client: str,
+        created_at: str | None = None,
     ) -> NewPayment:
         """The record a valid request makes (no Redis call); InvalidRequest for an amount,
         metadata or callback URL the model let through."""
@@ -145,6 +160,7 @@ class PaymentService:
             metadata=metadata,
             expires_ms=deadline.ms if deadline else None,
             capture_method=request.capture_method,
+            created_at=created_at,
         )
         endpoint = callback_endpoint(self._settings, request.callback_url, client)
         if endpoint:

@@ -359,8 +359,11 @@ def new_record_fields(
     metadata: Mapping[str, str] | None = None,
     expires_ms: int | None = None,
     capture_method: str = "automatic",
+    created_at: str | None = None,
 ) -> dict[str, str]:
-    created = now_iso()
+    """A new payment's record as written; ``created_at`` (``now_iso``'s) when the payments
+    of one request share it, else now."""
+    created = created_at or now_iso()
     fields = {
         "id": payment_id,
         "status": PAYMENT_INITIAL.value,

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api.main import create_app
+from shared.payments.payment_records import now_iso
 from shared.settings.service_settings import Settings
 from shared.store.keys import CLIENT_QUEUES, record_key
 from tests.support import FakeListGateway, app_client, payment, queued_charges
@@ -57,6 +58,16 @@ async def test_a_batch_of_good_payments_is_accepted_in_order(
     # Each is a payment of its own, as POST /payments made it.
     first = await client.get(f"/payments/{results[0]['payment']['id']}")
     assert first.json()["amount"] == "10.00"
+
+
+async def test_a_batchs_payments_are_created_at_its_instant(client: httpx.AsyncClient) -> None:
+    before = now_iso()
+    answer = await client.post(BATCH, json=batch(*(item(f"t{i}") for i in range(30))))
+    after = now_iso()
+    stamps = {r["payment"]["created_at"] for r in answer.json()["results"]}
+    stamps |= {r["payment"]["updated_at"] for r in answer.json()["results"]}
+    assert len(stamps) == 1
+    assert before <= stamps.pop() <= after
 
 
 async def test_an_item_is_the_payment_post_payments_makes_with_its_key(
