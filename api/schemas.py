@@ -609,28 +609,29 @@ def payment_json(
     error object goes through the model, which shapes the error."""
     if record.error is not None or record.capture_method == MANUAL:
         return dump(payment_view(record, viewer=viewer, queue=queue)).encode()
+    status, currency = record.status, record.currency
     body: dict[str, object] = {
         "id": record.id,
         "object": "payment",
-        "status": record.status.value,
+        "status": status,  # orjson writes an enum member as its value
         "account_id": record.account_id,
-        "amount": format_minor(record.amount_minor, record.currency),
-        "currency": record.currency,
+        "amount": format_minor(record.amount_minor, currency),
+        "currency": currency,
         "payment_method": record.payment_method,
         "idempotency_key": record.idempotency_key,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "payment_intent": record.payment_intent,
         "charge": record.charge,
-        "confirmation": record.payment_intent if record.status in CHARGED_STATUSES else None,
+        "confirmation": record.payment_intent if status in CHARGED_STATUSES else None,
         "description": record.description,
         "metadata": record.metadata,
     }
     if record.next_action:
         body["next_action"] = record.next_action
-    if shows_client_secret(record, viewer):
+    if record.client_secret and shows_client_secret(record, viewer):
         body["client_secret"] = record.client_secret
-    body["amount_refunded"] = format_minor(record.amount_refunded_minor, record.currency)
+    body["amount_refunded"] = format_minor(record.amount_refunded_minor, currency)
     body["refunds"] = []
     if record.expires_at:
         body["expires_at"] = record.expires_at
