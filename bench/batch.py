@@ -60,6 +60,9 @@ class BatchResult:
     # Two CPU-bound processes at once do this many times the work of one on this machine
     # (2.0 on two free cores): the API and Redis share it (parallel_capacity).
     parallel_capacity: float = 0.0
+    # Redis's time in the accept script a payment, measured alone (no other load).
+    batch_script_us: float = 0.0
+    single_script_us: float = 0.0
 
     @property
     def ratios(self) -> list[float]:
@@ -143,6 +146,8 @@ def measure(
     result.round_trips_per_single = counted["single"]
     result.reads_per_batch = counted["reads"]
     result.batch_bytes = counted["bytes"]
+    result.batch_script_us = counted["batch_script_us"]
+    result.single_script_us = counted["single_script_us"]
     return result
 
 
@@ -188,6 +193,9 @@ async def _round_trips(redis_url: str, size: int) -> dict[str, float]:
     batch_trips: list[int] = []
     single_trips: list[int] = []
     reads: list[int] = []
+    # Redis's time in the accept script, us a payment (commandstats of EVALSHA around each).
+    batch_script: list[float] = []
+    single_script: list[float] = []
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
@@ -196,6 +204,7 @@ async def _round_trips(redis_url: str, size: int) -> dict[str, float]:
                     items = [{"idempotency_key": f"rt-{n}-{j}", "account_id": "cus_bench1",
                               "amount": "42.99"} for j in range(size)]  # fmt: skip
                     body = httpx.Request("POST", "/", json={"payments": items}).content
+                    script = _script_us(info)
                     before, read = CountingConnection.writes, _reads(info)
                     answer = await api.post(
                         "/payments/batch", content=body,
@@ -203,11 +212,13 @@ async def _round_trips(redis_url: str, size: int) -> dict[str, float]:
                     )  # fmt: skip
                     batch_trips.append(CountingConnection.writes - before)
                     reads.append(_reads(info) - read - 1)  # less INFO's own request
+                    batch_script.append((_script_us(info) - script) / size)
                     if answer.status_code != 202:
                         raise RuntimeError(f"a batch was answered {answer.status_code}")
-                    before = CountingConnection.writes
+                    before, script = CountingConnection.writes, _script_us(info)
                     await api.post("/payments", json={"account_id": "cus_bench1",
                                                       "amount": "42.99"})  # fmt: skip
+                    single_script.append(_script_us(info) - script)
                     single_trips.append(CountingConnection.writes - before)
     finally:
         await client.aclose()
@@ -217,7 +228,15 @@ async def _round_trips(redis_url: str, size: int) -> dict[str, float]:
         "single": statistics.median(single_trips),
         "reads": statistics.median(reads),
         "bytes": len(body),
+        "batch_script_us": statistics.median(batch_script),
+        "single_script_us": statistics.median(single_script),
     }
+
+
+def _script_us(client: redis.Redis) -> float:
+    """Redis's time in EVALSHA so far (us; INFO commandstats)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return float(stats.get("cmdstat_evalsha", {}).get("usec", 0))
 
 
 def _reads(client: redis.Redis) -> int:

@@ -607,6 +607,10 @@ def batch_section(results: Results) -> str:
         f"{_met(b.ratio >= BATCH_GOAL)}",
         "",
         *_batch_cpu_lines(b),
+        f"Redis's time in the accept script, alone (`INFO commandstats` around each of the same "
+        f"20 requests): **{b.batch_script_us:.0f} us** a payment in a batch of {b.size}, "
+        f"{b.single_script_us:.0f} us a single `POST /payments`.",
+        "",
         f"Redis round trips per batch of {b.size}: **{b.round_trips_per_batch:g}** (a single "
         f"`POST /payments`: {b.round_trips_per_single:g}), the median of "
         "20 sent one at a time to the app built in the benchmark's process, counted at "
