@@ -140,14 +140,14 @@ def record_answer(
     released), the error's status and its error object once failed (or expired, or canceled),
     202 and the payment while still in progress (with ``queue``, where it stands, while
     queued)."""
+    if record.status is Status.QUEUED:  # every new payment: neither charged nor final
+        return 202, "payment", payment_json(record, queue=queue)
     if record.status in CHARGED_STATUSES or (record.is_final and record.error is None):
         return 200, "payment", payment_json(record)
     if record.is_final and record.error is not None:
         error = {**record.error, "payment_id": record.id}
         return record.error_status or 402, "error", orjson.dumps(error)
-    if record.status is not Status.QUEUED:
-        queue = None
-    return 202, "payment", payment_json(record, queue=queue)
+    return 202, "payment", payment_json(record)  # in progress, no longer queued
 
 
 def viewer_of(request: Request) -> str:

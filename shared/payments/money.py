@@ -78,7 +78,8 @@ class AmountError(ValueError):
 
 
 def exponent(currency: str) -> int:
-    """Digits after the decimal point in ``currency``'s major unit."""
+    """Digits after the decimal point in ``currency``'s major unit (format_minor knows it
+    too)."""
     return 0 if currency in ZERO_DECIMAL else 2
 
 
@@ -99,15 +100,15 @@ _MINIMUM_MINOR = {
 
 
 def format_minor(minor: int, currency: str) -> str:
-    """``4299, "usd"`` -> ``"42.99"``; ``500, "jpy"`` -> ``"500"``."""
-    exp = exponent(currency)
-    if exp == 0:
+    """``4299, "usd"`` -> ``"42.99"``; ``500, "jpy"`` -> ``"500"``. Every answer writes its
+    amounts with it: the two decimals are picked from a table rather than formatted."""
+    if currency in ZERO_DECIMAL:
         return str(minor)
-    sign = "-" if minor < 0 else ""
-    whole, frac = divmod(abs(minor), 10**exp)
-    if exp == 2:  # every answer's amounts: a table's two digits, cheaper than a format
-        return f"{sign}{whole}.{_TWO_DIGITS[frac]}"
-    return f"{sign}{whole}.{frac:0{exp}d}"
+    if minor >= 0:
+        whole, cents = divmod(minor, 100)
+        return f"{whole}.{_TWO_DIGITS[cents]}"
+    whole, cents = divmod(-minor, 100)
+    return f"-{whole}.{_TWO_DIGITS[cents]}"
 
 
 _TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))

@@ -13,8 +13,10 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.main import create_app
+from api.request_helpers import record_answer
 from api.schemas import (
     CustomerPayments,
+    QueueStanding,
     customer_payments_json,
     dump,
     payment_json,
@@ -22,7 +24,7 @@ from api.schemas import (
 )
 from shared.errors import RateLimited
 from shared.payments.payment_records import PaymentRecord
-from shared.payments.states import Status
+from shared.payments.states import CHARGED_STATUSES, Status
 from shared.settings.service_settings import Settings
 from tests.support import app_client, payment
 
@@ -344,3 +346,28 @@ def test_the_direct_customer_payments_json_is_the_models_to_the_byte() -> None:
                 from_attributes=True,
             )  # fmt: skip
             assert customer_payments_json(page) == dump(model).encode()
+
+
+def _answer_as_written(record: PaymentRecord, queue: QueueStanding | None) -> Any:
+    """record_answer's rule as it reads: charged (or final without an error), final with an
+    error, else in progress (the queue only while queued)."""
+    if record.status in CHARGED_STATUSES or (record.is_final and record.error is None):
+        return 200, "payment", payment_json(record)
+    if record.is_final and record.error is not None:
+        return (
+            record.error_status or 402,
+            "error",
+            orjson.dumps({**record.error, "payment_id": record.id}),
+        )
+    return (
+        202,
+        "payment",
+        payment_json(record, queue=queue if record.status is Status.QUEUED else None),
+    )
+
+
+def test_every_records_answer_follows_the_rule() -> None:
+    queue = QueueStanding(ahead=3, estimated_charge_at="2026-11-28T00:00:05.000Z", estimate=True)
+    for record in _records():
+        for standing in (None, queue):
+            assert record_answer(record, standing) == _answer_as_written(record, standing)
