@@ -30,7 +30,7 @@ from shared.errors import (
 )
 from shared.payments.deadlines import deadline_of
 from shared.payments.metadata import checked_metadata
-from shared.payments.money import AmountError, parse_amount
+from shared.payments.money import AmountError, parse_minor
 from shared.payments.payment_records import (
     PaymentRecord,
     new_record_fields,
@@ -126,8 +126,9 @@ class PaymentService:
     ) -> NewPayment:
         """The record a valid request makes (no Redis call); InvalidRequest for an amount,
         metadata or callback URL the model let through."""
+        currency = request.currency
         try:
-            money = parse_amount(request.amount, request.currency)
+            amount_minor = parse_minor(request.amount, currency)
         except AmountError as exc:
             raise InvalidRequest(str(exc), code="amount_invalid", param="amount") from exc
         metadata = checked_metadata(request.metadata) if request.metadata else None
@@ -135,8 +136,8 @@ class PaymentService:
         deadline = deadline_of(request.expires_at, request.expires_in)
         fingerprint = request_fingerprint(
             account_id=request.account_id,
-            amount_minor=money.minor,
-            currency=money.currency,
+            amount_minor=amount_minor,
+            currency=currency,
             payment_method=request.payment_method,
             description=description,
             metadata=metadata,
@@ -150,8 +151,8 @@ class PaymentService:
         fields = new_record_fields(
             payment_id=payment_id,
             account_id=request.account_id,
-            amount_minor=money.minor,
-            currency=money.currency,
+            amount_minor=amount_minor,
+            currency=currency,
             payment_method=request.payment_method,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,

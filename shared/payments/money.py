@@ -116,6 +116,11 @@ _TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
 
 def parse_amount(text: str, currency: str) -> Money:
     """Parse a client's decimal string in major units into minor units, or raise AmountError."""
+    return Money(minor=parse_minor(text, currency), currency=currency)
+
+
+def parse_minor(text: str, currency: str) -> int:
+    """:func:`parse_amount`'s minor units alone, without making a Money (every accept's)."""
     if currency not in SUPPORTED_CURRENCIES:
         raise AmountError(f"currency {currency!r} is not supported")
     if not _AMOUNT_RE.fullmatch(text):
@@ -139,4 +144,4 @@ def parse_amount(text: str, currency: str) -> Money:
         raise AmountError(
             f"amount must be at most {format_minor(MAX_MINOR_UNITS, currency)} {currency}"
         )
-    return Money(minor=minor, currency=currency)
+    return minor
