@@ -44,7 +44,7 @@ from api.schemas import (
     CustomerPayments,
     Payment,
     PaymentRequest,
-    QueueStanding,
+    QueueFigures,
     customer_payments_json,
     payment_view,
 )
@@ -74,7 +74,7 @@ _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 
 
 def payment_answer(
-    record: PaymentRecord, *, replayed: bool = False, queue: QueueStanding | None = None
+    record: PaymentRecord, *, replayed: bool = False, queue: QueueFigures | None = None
 ) -> Response:
     """200 once succeeded (or authorized, or an authorization released), the error's status
     once failed (or expired, or canceled), 202 while still in progress (with ``queue``, where it

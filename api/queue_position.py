@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from api.schemas import QueueStanding
+from api.schemas import QueueFigures
 from shared.payments.payment_records import PaymentRecord, iso_from_ms
 from shared.stripe.limits import RateLimits
 
@@ -65,13 +65,13 @@ class QueueEstimates:
             return self._limits.charges_per_second(reads_customer=calls_per_charge > 1)
         return None
 
-    def standing(self, record: PaymentRecord, *, ahead: int) -> QueueStanding:
+    def standing(self, record: PaymentRecord, *, ahead: int) -> QueueFigures:
         """The answer's ``queue`` for a payment with ``ahead`` charges before it."""
         ahead = max(0, ahead)
         rate = self.drain_rate(record.client or "", calls_per_charge=_calls_per_charge(record))
         return _standing(ahead, rate, self._clock())
 
-    def at_accept(self, record: PaymentRecord, *, ahead: int, seq: int) -> QueueStanding:
+    def at_accept(self, record: PaymentRecord, *, ahead: int, seq: int) -> QueueFigures:
         """A new payment, from what the accept script said (no further Redis call)."""
         if record.client and seq > 0:
             self.observe(record.client, accepted=seq, waiting=ahead + 1)
@@ -82,7 +82,7 @@ class QueueEstimates:
         part done once."""
         return AcceptEstimates(self)
 
-    def from_queue(self, record: PaymentRecord, *, waiting: int, accepted: int) -> QueueStanding:
+    def from_queue(self, record: PaymentRecord, *, waiting: int, accepted: int) -> QueueFigures:
         """A queued payment, from its client's queue as read now (AsyncPaymentStore.
         queue_standing)."""
         if record.client:
@@ -104,7 +104,7 @@ class AcceptEstimates:
         self._observed: set[str] = set()
         self._rates: dict[tuple[str, int], float | None] = {}
 
-    def at_accept(self, record: PaymentRecord, *, ahead: int, seq: int) -> QueueStanding:
+    def at_accept(self, record: PaymentRecord, *, ahead: int, seq: int) -> QueueFigures:
         client = record.client or ""
         if record.client and seq > 0 and client not in self._observed:
             self._queues.observe(client, accepted=seq, waiting=ahead + 1, now=self._now)
@@ -125,9 +125,9 @@ def _calls_per_charge(record: PaymentRecord) -> int:
     return 1 if record.payment_method else 2
 
 
-def _standing(ahead: int, rate: float | None, now: float) -> QueueStanding:
+def _standing(ahead: int, rate: float | None, now: float) -> QueueFigures:
     """The answer's ``queue`` for a payment with ``ahead`` charges before it, at ``now``."""
     at = None
     if rate:
         at = iso_from_ms(int((now + (ahead + 1) / rate) * 1000))
-    return QueueStanding(ahead=ahead, estimated_charge_at=at, estimate=True)
+    return QueueFigures(ahead, at)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from api.error_responses import JSON, json_response, validation_error, with_retry_after
-from api.schemas import PAYMENT_ID_PATTERN, QueueStanding, dump, payment_json
+from api.schemas import PAYMENT_ID_PATTERN, QueueFigures, dump, payment_json
 from api.waiter import PaymentWaiter, Settles
 from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.payments.payment_records import PaymentRecord
@@ -133,7 +133,7 @@ def checked_idempotency_key(key: object, param: str) -> str:
 
 
 def record_answer(
-    record: PaymentRecord, queue: QueueStanding | None = None
+    record: PaymentRecord, queue: QueueFigures | None = None
 ) -> tuple[int, str, bytes]:
     """What a request for a payment answers as the payment stands, as a status, the body's
     member and its JSON: 200 and the payment once charged (or authorized, or an authorization

@@ -7,7 +7,7 @@ document and the answers cannot drift apart; the two written directly for speed
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import orjson
 from pydantic import (
@@ -242,6 +242,15 @@ class QueueStanding(BaseModel):
     estimate: Literal[True] = Field(
         description="Always true: both figures are estimates, and may change either way."
     )
+
+
+class QueueFigures(NamedTuple):
+    """Where a queued payment stands, as the service works it out (api.queue_position): the
+    figures of the answer's QueueStanding, which is made of them only where an answer goes
+    through the models (each accept's answer is written directly: payment_json)."""
+
+    ahead: int
+    estimated_charge_at: str | None
 
 
 class Capture(BaseModel):
@@ -535,7 +544,7 @@ def payment_view(
     *,
     viewer: str | None = None,
     refunds: list[RefundRecord] | None = None,
-    queue: QueueStanding | None = None,
+    queue: QueueFigures | None = None,
 ) -> Payment:
     """What a client sees of a record: amounts as decimal strings in major units, no internals.
 
@@ -555,7 +564,9 @@ def payment_view(
     if record.expires_at:
         optional["expires_at"] = record.expires_at
     if queue is not None:
-        optional["queue"] = queue
+        optional["queue"] = QueueStanding(
+            ahead=queue.ahead, estimated_charge_at=queue.estimated_charge_at, estimate=True
+        )
     if record.capture_method == MANUAL:
         optional.update(authorization_view(record))
     return Payment(
@@ -601,7 +612,7 @@ def authorization_view(record: PaymentRecord) -> dict[str, object]:
 
 
 def payment_json(
-    record: PaymentRecord, *, viewer: str | None = None, queue: QueueStanding | None = None
+    record: PaymentRecord, *, viewer: str | None = None, queue: QueueFigures | None = None
 ) -> bytes:
     """``dump(payment_view(record, viewer=viewer))``, written directly: the same bytes
     (a test compares them over every status and optional field) without building and

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from api.error_responses import validation_error
 from api.queue_position import AcceptEstimates, QueueEstimates
-from api.schemas import PAYMENT_ID_PATTERN, PaymentRequest, QueueStanding
+from api.schemas import PAYMENT_ID_PATTERN, PaymentRequest, QueueFigures
 from shared.callbacks.url_rules import callback_endpoint
 from shared.errors import (
     IdempotencyKeyMismatch,
@@ -58,7 +58,7 @@ class Accepted:
     record: PaymentRecord
     replayed: bool
     rate_limit_headers: dict[str, str]
-    queue: QueueStanding | None = None  # a new payment's place in its client's queue
+    queue: QueueFigures | None = None  # a new payment's place in its client's queue
 
 
 class PaymentService:
@@ -280,7 +280,7 @@ class PaymentService:
             raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
         return record
 
-    async def standing(self, record: PaymentRecord) -> QueueStanding | None:
+    async def standing(self, record: PaymentRecord) -> QueueFigures | None:
         """Where a queued payment stands in its client's queue (an estimate); None for a
         payment not queued, or one older than the client queues."""
         if record.status is not Status.QUEUED or not record.queue or not record.client:

@@ -16,7 +16,7 @@ from api.main import create_app
 from api.request_helpers import record_answer
 from api.schemas import (
     CustomerPayments,
-    QueueStanding,
+    QueueFigures,
     customer_payments_json,
     dump,
     payment_json,
@@ -313,11 +313,13 @@ def _records() -> list[PaymentRecord]:
 
 @pytest.mark.parametrize("viewer", [None, "shop", "other"])
 def test_the_direct_payment_json_is_the_models_to_the_byte(viewer: str | None) -> None:
+    standings = [None, QueueFigures(0, None), QueueFigures(7, "2026-11-28T00:00:05.000Z")]
     for record in _records():
-        assert (
-            payment_json(record, viewer=viewer)
-            == dump(payment_view(record, viewer=viewer)).encode()
-        ), record
+        for queue in standings:
+            assert (
+                payment_json(record, viewer=viewer, queue=queue)
+                == dump(payment_view(record, viewer=viewer, queue=queue)).encode()
+            ), (record, queue)
 
 
 def test_the_direct_customer_payments_json_is_the_models_to_the_byte() -> None:
@@ -348,7 +350,7 @@ def test_the_direct_customer_payments_json_is_the_models_to_the_byte() -> None:
             assert customer_payments_json(page) == dump(model).encode()
 
 
-def _answer_as_written(record: PaymentRecord, queue: QueueStanding | None) -> Any:
+def _answer_as_written(record: PaymentRecord, queue: QueueFigures | None) -> Any:
     """record_answer's rule as it reads: charged (or final without an error), final with an
     error, else in progress (the queue only while queued)."""
     if record.status in CHARGED_STATUSES or (record.is_final and record.error is None):
@@ -367,7 +369,7 @@ def _answer_as_written(record: PaymentRecord, queue: QueueStanding | None) -> An
 
 
 def test_every_records_answer_follows_the_rule() -> None:
-    queue = QueueStanding(ahead=3, estimated_charge_at="2026-11-28T00:00:05.000Z", estimate=True)
+    queue = QueueFigures(ahead=3, estimated_charge_at="2026-11-28T00:00:05.000Z")
     for record in _records():
         for standing in (None, queue):
             assert record_answer(record, standing) == _answer_as_written(record, standing)
