@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -36,28 +37,17 @@ STRIPE_EVENT_TASK = "payments.stripe_event"
 def payment_id_for(*, secret: bytes, client: str, idempotency_key: str) -> str:
     """The payment id of a client's Idempotency-Key: the same after any loss of our own state,
     so a retry reaches Stripe with the same idempotency key; unguessable without ``secret``.
-    HMAC-SHA256 of the client and key (RFC 2104: ``hmac.digest``'s bytes, which a test checks)
-    from the padded key's hashes made once, where ``hmac.digest`` keys anew on each call."""
-    inner_keyed, outer_keyed = _hmac_sha256_pads(secret)
-    inner = inner_keyed.copy()
-    inner.update(f"{client}\x1f{idempotency_key}".encode())
-    outer = outer_keyed.copy()
-    outer.update(inner.digest())
-    return "pay_" + outer.digest()[:12].hex()
+    HMAC-SHA256 of the client and key, going on from a copy of the HMAC keyed once for
+    ``secret`` (``hmac.HMAC.copy``), where ``hmac.digest`` keys anew on each call."""
+    mac = _keyed(secret).copy()
+    mac.update(f"{client}\x1f{idempotency_key}".encode())
+    return "pay_" + mac.digest()[:12].hex()
 
 
 @functools.lru_cache(maxsize=8)
-def _hmac_sha256_pads(secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
-    """SHA-256 fed with ``secret``'s inner and outer padded key (RFC 2104): each HMAC goes on
-    from copies of them."""
-    key = hashlib.sha256(secret).digest() if len(secret) > _SHA256_BLOCK else secret
-    key = key.ljust(_SHA256_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    return inner, outer
-
-
-_SHA256_BLOCK = 64
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """The HMAC-SHA256 of ``secret`` with nothing fed yet: each payment id goes on from a copy."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
 
 
 def request_fingerprint(
