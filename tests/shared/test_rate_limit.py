@@ -85,13 +85,16 @@ def test_calls_of_one_endpoint_are_spaced_by_its_limit_across_workers(
     worker_2 = StripeBudget(StripeBudgetStore(redis), LIVE)
 
     first = worker_1.book(["payment_intents.create", "payment_intents.create"])
+    second_at = time.monotonic()
     second = worker_2.book(["payment_intents.create"])
 
     a, b = times(first, CREATE, 2)
     (c,) = times(second, CREATE, 1)
     assert abs((b - a) - 1 / 25) < 5e-3
-    # After both of the first booking's calls (two clocks read a round trip apart: slack).
-    assert abs((c - b) - 1 / 25) < 3e-2
+    # After both of the first booking's calls (two clocks read a round trip apart: slack),
+    # or at once when a loaded machine booked it after that slot had passed.
+    assert c - b > 1 / 25 - 3e-2
+    assert c - max(b + 1 / 25, second_at) < 0.15  # and not held back past that
     assert first.take(CREATE) is None  # only what was booked
 
 
@@ -135,11 +138,13 @@ def test_a_budget_that_is_off_makes_no_redis_call() -> None:
 def test_the_api_may_ask_for_a_slot_soon_or_none(redis: fakeredis.FakeRedis) -> None:
     shared = StripeBudgetStore(redis)
     limits = {"global": 100, "GET /v1/charges": 25}
+    started = time.monotonic()
     shared.book(["GET /v1/charges"] * 50, limits)  # two seconds booked
 
     refused = shared.book(["GET /v1/charges"], limits, max_wait=0.5)
+    passed = time.monotonic() - started  # a loaded machine may pause between the two
     assert refused.refused
-    assert 1.9 < refused.waits[0] <= 2.0
+    assert 1.9 - passed < refused.waits[0] <= 2.0
     assert redis.hget(STRIPE_BUDGET, "next|GET /v1/charges") is not None
     again = shared.book(["GET /v1/charges"], limits, max_wait=3.0)  # nothing was booked
     assert not again.refused
