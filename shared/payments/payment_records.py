@@ -196,38 +196,19 @@ class PaymentRecord:
                 )
                 for k, v in raw.items()
             }
-        return cls(
-            id=h["id"],
-            status=Status(h["status"]),
-            account_id=h["account_id"],
-            amount_minor=int(h["amount_minor"]),
-            currency=h["currency"],
-            idempotency_key=h["idempotency_key"],
-            key_fingerprint=h["key_fingerprint"],
-            created_at=h["created_at"],
-            updated_at=h.get("updated_at", h["created_at"]),
-            payment_method=h.get("payment_method") or None,
+        return _build_record(
+            **_new_field_values(h),
             payment_intent=h.get("payment_intent") or None,
             charge=h.get("charge") or None,
             next_action=h.get("next_action") or None,
             error=orjson.loads(h["error"]) if h.get("error") else None,
             error_status=int(h["error_status"]) if h.get("error_status") else None,
-            attempts=int(h.get("attempts", 0)),
             reconcile_first=h.get("reconcile_first") == "1",
             reconcile_attempts=int(h.get("reconcile_attempts", 0)),
-            client=h.get("client") or None,
             client_secret=h.get("client_secret") or None,
             refunded_minor=int(h.get("refunded_minor", 0)),
             stripe_refunded_minor=int(h.get("stripe_refunded_minor", 0)),
             refund_reserved_minor=int(h.get("refund_reserved_minor", 0)),
-            callback_url=h.get("callback_url") or None,
-            description=h.get("description") or None,
-            metadata=orjson.loads(h["metadata"]) if h.get("metadata") else {},
-            expires_at=h.get("expires_at") or None,
-            expires_ms=int(h["expires_ms"]) if h.get("expires_ms") else None,
-            queue=h.get("queue") or None,
-            queue_seq=int(h["queue_seq"]) if h.get("queue_seq") else None,
-            capture_method=h.get("capture_method") or "automatic",
             capture_action=h.get("capture_action") or None,
             capture_ask=h.get("capture_ask") or None,
             capture_status=CaptureStatus(h["capture_status"]) if h.get("capture_status") else None,
@@ -307,11 +288,17 @@ def _from_new_fields(h: Mapping[str, str]) -> PaymentRecord:
     """``PaymentRecord._from_hash`` for a hash of NEW_RECORD_FIELDS alone, all str: the same
     reading of each of them, every other field its default (what ``_from_hash`` makes of an
     absent one)."""
+    return _build_record(**_new_field_values(h))
+
+
+def _new_field_values(h: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's fields that NEW_RECORD_FIELDS hold, read from the hash ``h`` (str): the one
+    reading of them, for a new record's hash and for any other."""
     get = h.get
     metadata = get("metadata")
     expires_ms = get("expires_ms")
     queue_seq = get("queue_seq")
-    return _build_record(
+    return dict(
         id=h["id"],
         status=_STATUS_OF.get(h["status"]) or Status(h["status"]),
         account_id=h["account_id"],
