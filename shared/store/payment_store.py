@@ -7,6 +7,7 @@ event loop, ``PaymentStore`` the workers' threads; the key layout is in ``shared
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from redis.asyncio import Redis as AsyncRedis
 from shared.backoff import delays
 from shared.callbacks.events import payment_callback
 from shared.celery_message import charge_message, charge_messages
-from shared.errors import NotDurable
 from shared.payments.payment_records import PaymentRecord, ms_from_iso, now_iso
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
@@ -33,6 +33,8 @@ from shared.store.lua_scripts import source
 from shared.store.replicated_writes import ReplicatedScript
 from shared.store.unsent_store import DeadlineStore
 
+# Items one call of accept.lua takes at most: a bigger batch is several calls, sent together.
+ACCEPT_CALL_ITEMS = 100
 # Producers stamp messages with their own clock; the sweep allows this much disagreement
 # between two hosts' clocks before it believes the queue has moved past a payment.
 CLOCK_SKEW_MS = 5_000
@@ -179,24 +181,42 @@ class AsyncPaymentStore:
         limits: ClientLimits | None = None,
     ) -> list[Claimed | Exception]:
         """:meth:`claim_and_enqueue` for many payments (each a new record's ``fields``) in
-        their order, each all or nothing on its own, in one call of accept.lua (one round trip,
-        one script run for all the items; with REDIS_MIN_REPLICAS, that call and one
-        ``WAIT``). ``None`` in ``claims`` takes a request's token only (an item refused before
-        its claim; Claimed with refusal "rate_limited" over the rate). Each answer is a
-        Claimed, or the call's error (NotDurable, a script's error), the same for every item;
-        an error of the connection is raised."""
+        their order, each all or nothing on its own: calls of accept.lua of at most
+        ACCEPT_CALL_ITEMS items each, made together (through the API's group commit one round
+        trip for up to ACCEPT_CALL_ITEMS items; past that the first call goes at once and the
+        rest in the next tick's pipeline; with REDIS_MIN_REPLICAS, one pipeline and one
+        ``WAIT``). Redis runs a script whole, so a call's size bounds how long other clients'
+        commands wait behind a batch.
+        ``None`` in ``claims`` takes a request's token only (an item refused before its claim;
+        Claimed with refusal "rate_limited" over the rate). Each answer is a Claimed, or its
+        call's error (NotDurable, a script's error, a connection error), the same for every
+        item of that call; when every call met a connection error, it is raised."""
         limits = limits or self._anonymous()
-        keys_, args_, written = self._accept_call(claims, headers, limits)
-        try:
-            if self._min_replicas:
-                replies = await self._accept_replicated(keys=keys_, args=args_)
-            else:
-                replies = await self._accept(keys=keys_, args=args_)
-        except (redis.exceptions.ResponseError, NotDurable) as error:
-            return [error for _ in claims]
+        script = self._accept_replicated if self._min_replicas else self._accept
+        calls = [
+            self._accept_call(claims[i : i + ACCEPT_CALL_ITEMS], headers, limits)
+            for i in range(0, len(claims), ACCEPT_CALL_ITEMS)
+        ]
+        replies = await asyncio.gather(
+            *(script(keys=keys_, args=args_) for keys_, args_, _ in calls),
+            return_exceptions=True,
+        )
+        lost = [
+            r for r in replies if isinstance(r, redis.exceptions.ConnectionError | TimeoutError)
+        ]
+        if lost and len(lost) == len(replies):
+            raise lost[0]
         results: list[Claimed | Exception] = []
-        for reply, fields in zip(replies, written, strict=True):
-            results.append(_token_taken(reply) if fields is None else _claimed(reply, fields))
+        for (_, _, written), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                results += [reply] * len(written)
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                results += [
+                    _token_taken(one) if fields is None else _claimed(one, fields)
+                    for one, fields in zip(reply, written, strict=True)
+                ]
         return results
 
     def _accept_call(

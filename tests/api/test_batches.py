@@ -234,6 +234,20 @@ async def test_a_batch_goes_to_redis_in_one_round_trip(app: Any, client: httpx.A
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
+async def test_a_batch_past_one_call_s_items_is_three_calls_in_two_writes(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    """250 items: three script calls (no call holds Redis for more than 100 items), sent
+    together: the first at once (nothing else was on its way to Redis), the other two in the
+    next tick's pipeline, both writes in flight at the same time."""
+    group = app.state.service._store._redis.group
+    before = (group.stats.batches + group.stats.direct, group.stats.calls)
+    answer = await client.post(BATCH, json=batch(*(item(f"big{i}") for i in range(250))))
+    assert statuses(answer) == [202] * 250
+    after = (group.stats.batches + group.stats.direct, group.stats.calls)
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 3)
+
+
 async def test_without_the_group_commit_a_batch_is_one_script_call(
     redis: fakeredis.FakeAsyncRedis,
 ) -> None:

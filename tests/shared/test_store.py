@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
 from shared.payments.payment_records import new_record_fields, payment_id_for
 from shared.settings.service_settings import Settings
 from shared.store import AsyncPaymentStore, keys
 from shared.store.keys import ACCEPTED_COUNT, CLIENT_COUNTS, CLIENT_QUEUES, PENDING_INDEX
-from shared.store.payment_store import Claimed, ClientLimits
+from shared.store.payment_store import ACCEPT_CALL_ITEMS, Claimed, ClientLimits
 
 SECRET = b"test-secret"
 
@@ -69,7 +72,7 @@ def owned(key: str, customer: str = "cus_A", client: str = "c") -> dict[str, str
     )
 
 
-def _ids(claimed: list[Claimed | Exception]) -> list[str | None]:
+def _ids(claimed: Sequence[Claimed | Exception]) -> list[str | None]:
     return [c.record.id if isinstance(c, Claimed) and c.record else None for c in claimed]
 
 
@@ -153,3 +156,63 @@ async def test_a_batch_takes_a_token_an_item_in_order_and_the_rest_are_rate_limi
     (later,) = await store.claim_many([owned("k4")], headers={}, limits=limits)
     assert isinstance(later, Claimed)
     assert later.refusal == "rate_limited"
+
+
+async def test_a_big_batch_is_several_script_calls_in_order(store: AsyncPaymentStore) -> None:
+    limits = ClientLimits("c", max_rps=0, burst=1, max_backlog=100_000)
+    size = 2 * ACCEPT_CALL_ITEMS + 50
+    claims: list[dict[str, str] | None] = [owned(f"k{i}") for i in range(size)]
+    claims[ACCEPT_CALL_ITEMS + 5] = owned("k0")  # the first call's key again, in the second
+    calls = 0
+    script = store._accept
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await script(**kwargs)
+
+    store._accept = counted  # type: ignore[assignment]
+    claimed = await store.claim_many(claims, headers={}, limits=limits)
+
+    assert calls == 3  # no script call holds Redis for more than ACCEPT_CALL_ITEMS items
+    got = [c for c in claimed if isinstance(c, Claimed)]
+    assert len(got) == size
+    assert not got[ACCEPT_CALL_ITEMS + 5].created  # a replay of the first call's item
+    new = [c for c in got if c.created]
+    assert [c.seq for c in new] == list(range(1, size))  # the batch's order, across calls
+    queued = [
+        json.loads(m)["headers"]["id"] for m in await store._redis.lrange("payments.c", 0, -1)
+    ]
+    assert queued[::-1] == _ids(new)
+
+
+async def test_a_call_that_cannot_reach_redis_fails_its_items_only(
+    store: AsyncPaymentStore,
+) -> None:
+    limits = ClientLimits("c", max_rps=0, burst=1, max_backlog=100_000)
+    claims: list[dict[str, str] | None] = [owned(f"k{i}") for i in range(ACCEPT_CALL_ITEMS + 10)]
+    script, calls = store._accept, 0
+
+    async def second_lost(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise redis.exceptions.ConnectionError("lost")
+        return await script(**kwargs)
+
+    store._accept = second_lost  # type: ignore[assignment]
+    claimed = await store.claim_many(claims, headers={}, limits=limits)
+
+    assert all(isinstance(c, Claimed) and c.created for c in claimed[:ACCEPT_CALL_ITEMS])
+    assert all(isinstance(c, redis.exceptions.ConnectionError) for c in claimed[ACCEPT_CALL_ITEMS:])
+
+
+async def test_a_batch_whose_calls_all_fail_to_reach_redis_raises(
+    store: AsyncPaymentStore,
+) -> None:
+    async def down(**kwargs: Any) -> Any:
+        raise redis.exceptions.ConnectionError("down")
+
+    store._accept = down  # type: ignore[assignment]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await store.claim_many([owned(f"k{i}") for i in range(150)], headers={})
