@@ -224,28 +224,26 @@ async def test_a_batch_takes_no_idempotency_key_header_and_no_wait(
     assert await queued_charges(redis) == []
 
 
-async def test_a_batch_goes_to_redis_in_one_round_trip(app: Any, client: httpx.AsyncClient) -> None:
-    """The batch's accepts are one script call: one command, one round trip, for 100 items."""
-    group = app.state.service._store._redis.group
-    before = (group.stats.batches + group.stats.direct, group.stats.calls)
-    answer = await client.post(BATCH, json=batch(*(item(f"rt{i}") for i in range(100))))
-    assert statuses(answer) == [202] * 100
-    after = (group.stats.batches + group.stats.direct, group.stats.calls)
-    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
-
-
-async def test_a_batch_past_one_call_s_items_is_three_calls_in_two_writes(
-    app: Any, client: httpx.AsyncClient
+@pytest.mark.parametrize(
+    ("size", "writes", "calls"),
+    [
+        # One script call: one command, one round trip, for 100 items.
+        (100, 1, 1),
+        # Three script calls (no call holds Redis for more than 100 items), sent together: the
+        # first at once (nothing else was on its way to Redis), the other two in the next
+        # tick's pipeline, both writes in flight at the same time.
+        (250, 2, 3),
+    ],
+)
+async def test_a_batch_goes_to_redis_in_calls_of_100_items_sent_together(
+    app: Any, client: httpx.AsyncClient, size: int, writes: int, calls: int
 ) -> None:
-    """250 items: three script calls (no call holds Redis for more than 100 items), sent
-    together: the first at once (nothing else was on its way to Redis), the other two in the
-    next tick's pipeline, both writes in flight at the same time."""
     group = app.state.service._store._redis.group
     before = (group.stats.batches + group.stats.direct, group.stats.calls)
-    answer = await client.post(BATCH, json=batch(*(item(f"big{i}") for i in range(250))))
-    assert statuses(answer) == [202] * 250
+    answer = await client.post(BATCH, json=batch(*(item(f"rt{i}") for i in range(size))))
+    assert statuses(answer) == [202] * size
     after = (group.stats.batches + group.stats.direct, group.stats.calls)
-    assert (after[0] - before[0], after[1] - before[1]) == (2, 3)
+    assert (after[0] - before[0], after[1] - before[1]) == (writes, calls)
 
 
 async def test_without_the_group_commit_a_batch_is_one_script_call(
