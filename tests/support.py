@@ -87,13 +87,18 @@ class FakeListGateway:
 
 @contextlib.asynccontextmanager
 async def app_client(
-    app: FastAPI, *, gateway: FakeListGateway | None = None
+    app: FastAPI,
+    *,
+    gateway: FakeListGateway | None = None,
+    raise_app_exceptions: bool = True,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for ``app`` over ASGI, its lifespan run around it."""
+    """An HTTP client for ``app`` over ASGI, its lifespan run around it. With
+    ``raise_app_exceptions=False`` an unexpected error is the 500 the app rendered, as a server
+    answers it, not an exception in the client."""
     async with app.router.lifespan_context(app):
         if gateway is not None:
             app.state.gateway = gateway
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
 

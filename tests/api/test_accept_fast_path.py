@@ -4,6 +4,7 @@ one the router's route gives."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import fakeredis
@@ -69,17 +70,18 @@ SCENARIOS: dict[str, list[Request]] = {
 VARYING = {"x-request-id", "location", "idempotency-key", "ratelimit"}
 
 
-async def answers(fast: bool, requests: list[Request]) -> list[tuple[int, Any, dict[str, str]]]:
+def served(fast: bool) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    """A client of an app with the fast path on or off. As a server answers: an unexpected
+    error is the 500 the app rendered (Starlette raises it again afterwards, for the server to
+    log), not an exception in the client."""
     settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
     app = create_app(settings, redis=fakeredis.FakeAsyncRedis(), fast_accept=fast)
+    return app_client(app, raise_app_exceptions=False)
+
+
+async def answers(fast: bool, requests: list[Request]) -> list[tuple[int, Any, dict[str, str]]]:
     got = []
-    # As a server answers: an unexpected error is the 500 the app rendered (Starlette raises
-    # it again afterwards, for the server to log), not an exception in the client.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
+    async with served(fast) as client:
         for key, content_type, body, query in requests:
             headers = {**AUTH, "Content-Type": content_type}
             if key is not None:
@@ -186,14 +188,8 @@ BATCH_SCENARIOS: dict[str, list[BatchRequest]] = {
 async def batch_answers(
     fast: bool, requests: list[BatchRequest]
 ) -> list[tuple[int, Any, dict[str, str]]]:
-    settings = Settings(environment="test", redis_url="redis://fake", api_keys=KEY)
-    app = create_app(settings, redis=fakeredis.FakeAsyncRedis(), fast_accept=fast)
     got = []
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
+    async with served(fast) as client:
         for headers, body, query in requests:
             response = await client.post(
                 f"/payments/batch?{query}", content=body, headers={**AUTH, **headers}
