@@ -58,6 +58,18 @@ def _orjson_str(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+def write_line(line: str) -> None:
+    """``line`` on stdout in one write, newline included.
+
+    ``print`` writes the text and its newline apart, and with ``PYTHONUNBUFFERED`` (set in the
+    images) each is a write of its own: a log line from another thread, on stderr (the same
+    file or stream as stdout in a container's log), could land between them and leave two
+    JSON objects on one line, which neither a log reader nor CloudWatch's EMF parses. One
+    write of a line is appended whole."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,

@@ -47,6 +47,7 @@ from shared.fleet_metrics import (
     emf_queue_depth,
     message_wait_seconds,
 )
+from shared.log_config import write_line
 from shared.store import PaymentStore, charge_queues
 from shared.store.keys import DEAD_LETTERS, UNACKED
 from worker import singletons
@@ -121,7 +122,7 @@ def publish_queue_depth(client: redis.Redis) -> None:
         oldest_age=message_wait_seconds(queues.oldest) or 0.0,
         dead_letters=int(dead),
     )
-    print(line, flush=True)
+    write_line(line)
 
 
 def sweep(store: PaymentStore) -> list[str]:
