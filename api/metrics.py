@@ -4,6 +4,8 @@ The queue depth counts what is not done yet: the messages waiting in the queue l
 those reserved by workers and not yet acknowledged (kombu's ``unacked`` hash: running,
 prefetched, or held for a retry countdown). With prefetch, LLEN alone reads near zero while a
 fleet holds hundreds of charges. ``payments_queue_reserved`` is the second part on its own.
+The callbacks' reserved messages are apart (``payments_callbacks_reserved``): a slow receiver
+holds them, which more charge workers would not help.
 
 When Redis does not answer, the answer is still 200 with ``payments_redis_up 0`` (and the API's
 own metrics), so that the alert on it fires instead of the scrape just failing.
@@ -43,7 +45,6 @@ from shared.store.keys import (
     STRIPE_BUDGET,
     STRIPE_BUDGET_COUNTS,
     TRANSITION_COUNTS,
-    UNACKED,
     WEBHOOK_COUNTS,
     record_key,
 )
@@ -85,11 +86,11 @@ async def _read_fleet(redis: Redis, settings: Settings, fleet: FleetCollector) -
     # Every charge queue (QUEUE_NAME and each client's), read before the reserved count: a
     # message moving from a queue to a worker in between is counted twice, never missed.
     queues = await charge_queues.read_async(redis, settings.queue_name)
+    held = await charge_queues.reserved_async(redis, settings.callback_queue)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(OUTCOMES)
         pipe.hgetall(STRIPE_CALLS)
         pipe.get(ACCEPTED)
-        pipe.hlen(UNACKED)
         pipe.zcard(DEAD_LETTERS)
         pipe.get(WORKER_HEARTBEAT)
         pipe.hgetall(WEBHOOK_COUNTS)
@@ -99,15 +100,16 @@ async def _read_fleet(redis: Redis, settings: Settings, fleet: FleetCollector) -
         pipe.hgetall(STRIPE_BUDGET)
         pipe.hgetall(STRIPE_BUDGET_COUNTS)
         results = await pipe.execute()
-    outcomes, stripe_calls, accepted, reserved, dead, heartbeat = results[:6]
-    fleet.webhooks, fleet.transitions, fleet.callbacks, fleet.clients = results[6:10]
+    outcomes, stripe_calls, accepted, dead, heartbeat = results[:5]
+    fleet.webhooks, fleet.transitions, fleet.callbacks, fleet.clients = results[5:9]
     limits = settings.stripe_limits
     table = {GLOBAL: limits.global_rps, **limits.endpoints}
-    fleet.budget = budget_states(results[10], results[11], table, time.time())
+    fleet.budget = budget_states(results[9], results[10], table, time.time())
     fleet.budget_enabled = limits.enabled
     fleet.outcomes, fleet.stripe = outcomes, stripe_calls
     fleet.accepted, fleet.dead_letters = int(accepted or 0), dead
-    fleet.queue_depth, fleet.queue_reserved = queues.ready + reserved, reserved
+    fleet.queue_depth, fleet.queue_reserved = queues.ready + held.charges, held.charges
+    fleet.callbacks_reserved = held.callbacks
     fleet.queue_lengths = queues.lengths
     fleet.worker_heartbeat = float(heartbeat) if heartbeat else None
     fleet.queue_oldest_age = await _oldest_age(redis, queues.oldest)

@@ -148,8 +148,10 @@ class FleetCollector(Collector):
         self.outcomes: Mapping[bytes, bytes] = {}
         self.stripe: Mapping[bytes, bytes] = {}
         self.accepted = 0
-        self.queue_depth = 0  # ready (LLEN of every charge queue) + reserved (HLEN unacked)
+        # ready (LLEN of every charge queue) + reserved (unacked, the callbacks' apart)
+        self.queue_depth = 0
         self.queue_reserved = 0
+        self.callbacks_reserved = 0
         self.queue_lengths: Mapping[str, int] = {}  # ready, by queue (QUEUE_NAME, each client's)
         self.queue_oldest_age = 0.0
         self.dead_letters = 0
@@ -200,6 +202,12 @@ class FleetCollector(Collector):
             "Of payments_queue_depth: messages reserved by workers (running, prefetched, or "
             "waiting for a retry countdown), not yet acknowledged",
             value=self.queue_reserved,
+        )
+        yield GaugeMetricFamily(
+            "payments_callbacks_reserved",
+            "Callback messages reserved by workers, not yet acknowledged (being delivered, or "
+            "prefetched); not counted in payments_queue_depth",
+            value=self.callbacks_reserved,
         )
         waiting = GaugeMetricFamily(
             "payments_queue_waiting",
@@ -343,13 +351,16 @@ def emf_queue_depth(
     *,
     now: float | None = None,
     reserved: int | None = None,
+    reserved_callbacks: int | None = None,
     oldest_age: float | None = None,
     dead_letters: int | None = None,
 ) -> str:
     """A CloudWatch Embedded Metric Format line: the autoscaling signal, with no AWS SDK call.
 
-    ``depth`` counts ready and reserved messages (LLEN + HLEN unacked); ``reserved``, when given,
-    rides along as a log field (not a metric) so that the split can be read in the logs.
+    ``depth`` counts ready and reserved charge messages (charge_queues: LLEN + the unacked
+    ones not of the callback queue); ``reserved`` and ``reserved_callbacks`` (the callbacks'
+    messages workers hold, not counted in ``depth``), when given, ride along as log fields (not
+    metrics) so that the split can be read in the logs.
     ``oldest_age`` (OldestMessageAgeSeconds) and ``dead_letters`` (DeadLetters), when given, are
     metrics too: the ECS template's CloudWatch alarms read them."""
     metrics: list[dict[str, str]] = [{"Name": "QueueDepth", "Unit": "Count"}]
@@ -362,6 +373,8 @@ def emf_queue_depth(
         values["DeadLetters"] = dead_letters
     if reserved is not None:
         values["Reserved"] = reserved
+    if reserved_callbacks is not None:
+        values["ReservedCallbacks"] = reserved_callbacks
     return orjson.dumps(
         {
             "_aws": {

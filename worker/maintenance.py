@@ -49,7 +49,7 @@ from shared.fleet_metrics import (
 )
 from shared.log_config import write_line
 from shared.store import PaymentStore, charge_queues
-from shared.store.keys import DEAD_LETTERS, UNACKED
+from shared.store.keys import DEAD_LETTERS
 from worker import singletons
 from worker.action_recheck import recheck_actions
 from worker.singletons import settings
@@ -106,19 +106,21 @@ def publish_queue_depth(client: redis.Redis) -> None:
     """The autoscaling signal, as a CloudWatch EMF line on stdout (see deploy/ecs): messages
     waiting in the queues (QUEUE_NAME and every client's) plus those reserved by workers and
     not yet acknowledged (kombu's ``unacked`` hash; prefetch and retry countdowns hide them
-    from LLEN), the same figure as ``payments_queue_depth``; with the oldest message's wait and
-    the dead letters, which the template's alarms read. Also the workers' heartbeat for the
-    "no worker" alert."""
+    from LLEN) except the callbacks' (a slow receiver holds its callbacks' messages, which is
+    no work for more charge workers), the same figure as ``payments_queue_depth``; with the
+    oldest message's wait and the dead letters, which the template's alarms read. Also the
+    workers' heartbeat for the "no worker" alert."""
     queues = charge_queues.read(client, settings.queue_name)
+    reserved = charge_queues.reserved(client, settings.callback_queue)
     with client.pipeline(transaction=False) as pipe:
-        pipe.hlen(UNACKED)
         pipe.zcard(DEAD_LETTERS)
         pipe.set(WORKER_HEARTBEAT, f"{time.time():.3f}")
-        reserved, dead, _ = pipe.execute()
+        dead, _ = pipe.execute()
     line = emf_queue_depth(
         settings.queue_name,
-        queues.ready + int(reserved),
-        reserved=int(reserved),
+        queues.ready + reserved.charges,
+        reserved=reserved.charges,
+        reserved_callbacks=reserved.callbacks,
         oldest_age=message_wait_seconds(queues.oldest) or 0.0,
         dead_letters=int(dead),
     )

@@ -15,6 +15,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from shared.store import keys
+from shared.store.lua_scripts import source
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,15 @@ class ChargeQueues:
     @property
     def ready(self) -> int:
         return sum(self.lengths.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """The messages workers hold (delivered, not yet acknowledged: running, prefetched, or
+    waiting for a retry countdown), by what they are for."""
+
+    charges: int  # from the charge queues: charges, and the refunds and captures beside them
+    callbacks: int  # from the callback queue: not work for the charge workers' autoscaling
 
 
 def _names(queue_name: str, members: Iterable[bytes | str]) -> list[str]:
@@ -66,3 +76,19 @@ async def read_async(client: AsyncRedis, queue_name: str) -> ChargeQueues:
             pipe.llen(name)
             pipe.lindex(name, -1)
         return _summary(names, await pipe.execute())
+
+
+def _reserved(counts: Sequence[object]) -> Reserved:
+    return Reserved(int(counts[0]), int(counts[1]))  # type: ignore[call-overload]
+
+
+def reserved(client: redis.Redis, callback_queue: str) -> Reserved:
+    """kombu's ``unacked`` hash counted by the queue of each message (one script call)."""
+    script = client.register_script(source("reserved"))
+    return _reserved(script(keys=[keys.UNACKED], args=[callback_queue]))
+
+
+async def reserved_async(client: AsyncRedis, callback_queue: str) -> Reserved:
+    """``reserved`` for the API's event loop."""
+    script = client.register_script(source("reserved"))
+    return _reserved(await script(keys=[keys.UNACKED], args=[callback_queue]))

@@ -162,7 +162,8 @@ def rendered(text: str) -> dict[str, float]:
 
 async def busy_fleet(server: fakeredis.FakeServer, *, age: float) -> None:
     """Redis as a running fleet leaves it: 3 messages queued (the oldest accepted `age` s ago),
-    2 reserved by workers, a heartbeat, outcomes, Stripe calls and a dead letter."""
+    2 reserved by workers and 3 callbacks held by them (a slow receiver's), a heartbeat,
+    outcomes, Stripe calls and a dead letter."""
     redis = fakeredis.FakeAsyncRedis(server=server)
     oldest = "pay_oldest"
     accepted = time.time() - age
@@ -174,6 +175,8 @@ async def busy_fleet(server: fakeredis.FakeServer, *, age: float) -> None:
         await redis.lpush("payments", charge_message(pid, queue="payments"))
     for tag in ("tag1", "tag2"):
         await redis.hset(UNACKED, tag, orjson.dumps([{"body": "…"}, "", "payments"]))
+    for tag in ("cb1", "cb2", "cb3"):
+        await redis.hset(UNACKED, tag, orjson.dumps([{"body": "…"}, "", "callbacks"]))
     await redis.set(WORKER_HEARTBEAT, "1700000000.5")
     await redis.hincrby(OUTCOMES, "succeeded|", 5)
     await redis.hincrby(CLIENT_COUNTS, "shop|accepted", 5)
@@ -201,6 +204,8 @@ async def test_queue_depth_counts_reserved_messages_and_the_oldest_age(
     got = rendered((await client.get("/metrics")).text)
     assert got["payments_queue_depth"] == 3 + 2, "reserved (unacked) messages are work not done"
     assert got["payments_queue_reserved"] == 2
+    # Callbacks a receiver holds are no charges to do: apart, not in the scaling signal.
+    assert got["payments_callbacks_reserved"] == 3
     assert 699 <= got["payments_queue_oldest_age_seconds"] <= 760
     assert got["payments_worker_heartbeat_timestamp_seconds"] == 1700000000.5
     assert got["payments_redis_up"] == 1

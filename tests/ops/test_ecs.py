@@ -488,7 +488,8 @@ def test_worker_desired_count_is_left_to_autoscaling(template: Any) -> None:
 
 def emf_line_of_a_busy_fleet(capsys: pytest.CaptureFixture[str]) -> Any:
     """What the worker's maintenance prints for 3 queued messages (the oldest waiting 90 s),
-    128 reserved by workers and 2 dead letters."""
+    128 charges reserved by workers, 40 callbacks held by them (a slow receiver's) and 2 dead
+    letters. Reserved messages are kept as kombu keeps them: [message, exchange, queue]."""
     import json
     import time
 
@@ -504,7 +505,10 @@ def emf_line_of_a_busy_fleet(capsys: pytest.CaptureFixture[str]) -> Any:
         "payments", charge_message("pay_1", queue="payments", headers={"enqueued_at": stamp})
     )
     client.lpush("payments", b"m2", b"m3")
-    client.hset(UNACKED, mapping={f"tag{i}": b"[]" for i in range(128)})
+    for i in range(128):
+        client.hset(UNACKED, f"tag{i}", json.dumps([{"body": "…"}, "", "payments.acme"]))
+    for i in range(40):
+        client.hset(UNACKED, f"cb{i}", json.dumps([{"body": "…"}, "", "callbacks"]))
     client.zadd(DEAD_LETTERS, {"pay_x": 1, "pay_y": 2})
     publish_queue_depth(client)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -514,14 +518,16 @@ def emf_line_of_a_busy_fleet(capsys: pytest.CaptureFixture[str]) -> Any:
     return line
 
 
-def test_the_scaling_metric_counts_messages_reserved_by_workers(
+def test_the_scaling_metric_counts_charges_reserved_by_workers_but_not_held_callbacks(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The EMF line the backlog policy reads: LLEN + HLEN unacked, not LLEN alone (a busy
-    fleet's prefetch empties the list while hundreds of charges are still to do)."""
+    """The EMF line the backlog policy reads: LLEN + the charges in kombu's unacked, not LLEN
+    alone (a busy fleet's prefetch empties the list while hundreds of charges are still to do);
+    the callbacks a slow receiver holds are no work for more charge workers."""
     line = emf_line_of_a_busy_fleet(capsys)
     assert line["QueueDepth"] == 3 + 128
     assert line["Reserved"] == 128
+    assert line["ReservedCallbacks"] == 40
     assert 89 <= line["OldestMessageAgeSeconds"] <= 150
     assert line["DeadLetters"] == 2
 
