@@ -7,9 +7,13 @@ Each operation keeps the rules stated for charges in worker.charge:
 - whenever an earlier attempt may have reached Stripe without its answer being recorded (any
   retry or redelivery, a replayed dead letter, a key Stripe says was used with other
   parameters), the attempt first looks at Stripe for the object carrying our id and adopts it;
-- a 429 (any of Stripe's limiters, a lock_timeout) is a definite answer: Stripe did not
-  process the request. It is retried soon, with no attempt counted toward giving up, so it
-  adds no reconciliation either (the budget has cut that limit's rate: ``worker.stripe_calls``);
+- a 429 from one of Stripe's limiters is a definite answer: Stripe did not process the
+  request. It is retried soon, with no attempt counted toward giving up, so it adds no
+  reconciliation either (the budget has cut that limit's rate: ``worker.stripe_calls``);
+- a 429 ``lock_timeout`` (another request held the object, such as the customer) is not
+  processed either, but says nothing of the rate and may last as long as what holds the
+  object: it is retried as a transient failure (counted, with backoff, given up as below), so
+  that a customer kept locked ends the payment instead of retrying it forever;
 - other transient failures are retried with backoff (``retry_backoff``); when the retries run out,
   Stripe is asked once more: found, adopted; none found (Stripe answered), failed as not done;
   Stripe unreachable, ``unknown``, and ``reconcile_round`` keeps asking, with backoff, until it

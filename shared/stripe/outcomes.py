@@ -62,7 +62,7 @@ class StripeFailure:
 class TransientStripeError(Exception):
     """Stripe could not answer now; the same request with the same key may succeed later.
     Whether an earlier write landed is unknown (the next attempt reconciles first), except
-    after a 429 (``rate_limited``): Stripe did not process the request."""
+    after a 429 (``rate_limited``, ``lock_timeout``): Stripe did not process the request."""
 
     def __init__(
         self,
@@ -71,16 +71,21 @@ class TransientStripeError(Exception):
         retry_after: float | None = None,
         http_status: int = 0,
         limited_globally: bool = False,
+        lock_timeout: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.http_status = http_status
         self.limited_globally = limited_globally  # the account's limit, not the endpoint's
+        # A 429 with the code lock_timeout: another request (or a Stripe process) held the
+        # object, e.g. the customer. Not one of the limiters: it says nothing of the rate.
+        self.lock_timeout = lock_timeout
 
     @property
     def rate_limited(self) -> bool:
-        """Stripe refused the request unprocessed (any of its limiters, a lock_timeout)."""
-        return self.http_status == 429
+        """One of Stripe's limiters (the account's or an endpoint's rate or concurrency, a
+        resource's own limit) refused the request unprocessed: the budget slows for it."""
+        return self.http_status == 429 and not self.lock_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,7 @@ def _transient(why: str) -> Callable[[StripeFailure], TransientStripeError]:
         retry_after=f.retry_after,
         http_status=f.http_status,
         limited_globally=(f.rate_limited_reason or "").startswith("global"),
+        lock_timeout=f.http_status == 429 and f.code == "lock_timeout",
     )
 
 
@@ -139,6 +145,8 @@ STRIPE_FAILURES: tuple[Rule, ...] = (
      lambda f, *_: _transient("Stripe asked for a retry")(f)),
     ("no answer from Stripe", lambda f: f.kind == "connection",
      lambda f, *_: TransientStripeError("connection to Stripe failed")),
+    ("object locked", lambda f: f.http_status == 429 and f.code == "lock_timeout",
+     lambda f, *_: _transient("Stripe held the object for another request")(f)),
     ("rate limited", lambda f: f.kind == "rate_limit" or f.http_status == 429,
      lambda f, *_: _transient("Stripe rate limit")(f)),
     ("same key still in flight", lambda f: f.kind == "idempotency" and f.http_status == 409,

@@ -62,6 +62,7 @@ NO_RECORDS = {
     "requeue_callbacks",
     "take_callback_lease",
     "release_callback_lease",
+    "reserved",  # counts kombu's unacked messages by queue
 }
 
 

@@ -370,11 +370,9 @@ def stripe_429(code: str = "rate_limit", **headers: str) -> TransientStripeError
 
 
 @pytest.mark.parametrize(
-    "refusal",
-    [stripe_429(), stripe_429("lock_timeout"), stripe_429("lock_timeout", should_retry="true")],
-    ids=["rate_limit", "lock_timeout", "should_retry"],
+    "refusal", [stripe_429(), stripe_429(should_retry="true")], ids=["rate_limit", "should_retry"]
 )
-def test_a_429_is_no_attempt_toward_giving_up_and_needs_no_reconciliation(
+def test_a_limiters_429_is_no_attempt_toward_giving_up_and_needs_no_reconciliation(
     redis: fakeredis.FakeRedis,
     processor: ChargeProcessor,
     stripe: FakeStripe,
@@ -394,6 +392,61 @@ def test_a_429_is_no_attempt_toward_giving_up_and_needs_no_reconciliation(
     assert stripe.finds == 0  # Stripe processed none of them: nothing to look up
     assert len(stripe.ledger) == 1
     assert load(redis, payment_id).attempts == 1
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [stripe_429("lock_timeout"), stripe_429("lock_timeout", should_retry="true")],
+    ids=["lock_timeout", "should_retry"],
+)
+def test_a_customer_kept_locked_ends_the_payment_failed_once_stripe_confirms_no_charge(
+    redis: fakeredis.FakeRedis,
+    processor: ChargeProcessor,
+    stripe: FakeStripe,
+    settings: Settings,
+    refusal: TransientStripeError,
+) -> None:
+    """A lock_timeout (another request held the customer) is retried with backoff and counted,
+    not retried at once forever: past the retries Stripe is asked for the payment, and only
+    when it has none is the payment failed as not charged."""
+    stripe.fail_next = [refusal] * (settings.charge_max_retries + 5)
+    payment_id = queue_payment(redis)
+
+    results = [processor.process(payment_id) for _ in range(settings.charge_max_retries + 1)]
+
+    assert all(isinstance(r, RetryLater) for r in results[:-1])
+    assert results[-1] == Done(status="failed")  # type: ignore[arg-type]
+    record = load(redis, payment_id)
+    assert record.error is not None
+    assert "not charged" in record.error["message"].lower()
+    assert stripe.finds >= 1  # asked before saying so
+    assert stripe.ledger == []
+
+
+def test_a_lock_timeout_leaves_the_fleets_stripe_budget_alone_and_a_limiters_429_cuts_it(
+    redis: fakeredis.FakeRedis, store: PaymentStore, stripe: FakeStripe, settings: Settings
+) -> None:
+    """One client's locked customer must not slow every client's charges: only a limiter's
+    429 cuts the endpoint's rate for the fleet."""
+    limits = Settings(environment="test", stripe_max_rps=100).stripe_limits
+    budget = StripeBudget(StripeBudgetStore(redis), limits)
+    processor = ChargeProcessor(store, stripe, settings, budget)  # type: ignore[arg-type]
+
+    def create_rate() -> float:
+        from shared.store.keys import STRIPE_BUDGET
+
+        rate = redis.hget(STRIPE_BUDGET, "rate|POST /v1/payment_intents")
+        return float(rate) if rate else limits.endpoints["POST /v1/payment_intents"]
+
+    stripe.fail_next = [stripe_429("lock_timeout")]
+    locked = queue_payment(redis)
+    assert isinstance(processor.process(locked), RetryLater)
+    assert create_rate() == limits.endpoints["POST /v1/payment_intents"]
+
+    stripe.fail_next = [stripe_429()]
+    limited = queue_payment(redis, "pay_2")
+    assert isinstance(processor.process(limited), RetryLater)
+    assert create_rate() < limits.endpoints["POST /v1/payment_intents"]
 
 
 def test_a_429_after_an_unknown_outcome_still_reconciles_first(
