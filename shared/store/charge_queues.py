@@ -82,13 +82,21 @@ def _reserved(counts: Sequence[object]) -> Reserved:
     return Reserved(int(counts[0]), int(counts[1]))  # type: ignore[call-overload]
 
 
+# Reserved messages each looked at when counting them; past that many, a random sample of this
+# size is (exact up to it; past it the total stays exact and the callbacks' share of it is
+# within about 2 points, one standard error): 500 values of about 1 KB hold Redis about 2 ms,
+# where all of 5,000 held it 17 ms.
+RESERVED_LOOKED_AT = 500
+
+
 def reserved(client: redis.Redis, callback_queue: str) -> Reserved:
-    """kombu's ``unacked`` hash counted by the queue of each message (one script call)."""
+    """kombu's ``unacked`` hash counted by the queue of each message (one script call; see
+    RESERVED_LOOKED_AT)."""
     script = client.register_script(source("reserved"))
-    return _reserved(script(keys=[keys.UNACKED], args=[callback_queue]))
+    return _reserved(script(keys=[keys.UNACKED], args=[callback_queue, RESERVED_LOOKED_AT]))
 
 
 async def reserved_async(client: AsyncRedis, callback_queue: str) -> Reserved:
     """``reserved`` for the API's event loop."""
     script = client.register_script(source("reserved"))
-    return _reserved(await script(keys=[keys.UNACKED], args=[callback_queue]))
+    return _reserved(await script(keys=[keys.UNACKED], args=[callback_queue, RESERVED_LOOKED_AT]))

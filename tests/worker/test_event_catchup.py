@@ -203,7 +203,9 @@ def test_stripe_unreachable_keeps_the_cursor_for_the_next_round(
     stripe.fail = None
     assert catch_up(redis, stripe)["taken"] == 1
     # Both rounds read from where the first one stopped, whatever the clock did meanwhile.
-    assert stripe.calls[1]["gte"] == stripe.calls[2]["gte"] == stripe.calls[0]["lte"] - 60
+    first_read_through = stripe.calls[0]["lte"]
+    assert isinstance(first_read_through, int)
+    assert stripe.calls[1]["gte"] == stripe.calls[2]["gte"] == first_read_through - 60
 
 
 def test_a_vanished_resume_point_reads_the_window_again(
