@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -55,6 +55,8 @@ class AcceptFastPath:
         response: Response
         try:
             response = await endpoint(request)
+        except ClientDisconnect:
+            raise  # no answer for a client gone (api.auth)
         except Exception as exc:
             response = response_for(request, exc)
         await response(scope, receive, send)

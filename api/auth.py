@@ -20,10 +20,10 @@ import os
 import orjson
 import structlog
 from fastapi.security import HTTPBearer
-from starlette.requests import HTTPConnection
+from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import AuthenticationFailed, PaymentServiceError
+from shared.errors import AuthenticationFailed, InternalError, PaymentServiceError
 from shared.settings.api_clients import ANONYMOUS, Client, KeyEntry, Registry
 from shared.settings.api_clients import load as load_clients
 from shared.settings.service_settings import Settings
@@ -127,6 +127,19 @@ class RequestContextMiddleware:
         tokens = structlog.contextvars.bind_contextvars(client=identity, request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its body was read: no answer to give, and no
+            # server error to count (499, as proxies log it).
+            log.info("request.client_gone", path=scope["path"])
+            answered[0] = answered[0] or 499
+        except Exception as exc:
+            # What no handler answered: answered here, inside the request's context, so that
+            # the 500 carries its request id, its log line the client's, and it is counted.
+            if answered[0]:
+                raise  # the answer has begun: nothing else can be said on it
+            log.exception("request.failed", path=scope["path"], exc_info=exc)
+            answered[0] = 500
+            await _reject(send, InternalError(), request_id)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
             _count(scope, answered[0])

@@ -115,6 +115,9 @@ def create_app(
         version="0.1.0",
         summary="Queue-backed asynchronous payments: accept fast, charge Stripe in workers.",
         lifespan=lifespan,
+        # A path with a trailing slash is no route (404 error object), not a redirect that a
+        # client's POST would follow without its body, and that no operation documents.
+        redirect_slashes=False,
     )
     error_responses.install(app)
     app.include_router(health.router)

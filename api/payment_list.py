@@ -30,7 +30,7 @@ from starlette.responses import Response
 from api import scopes
 from api.error_responses import JSON
 from api.operation_docs import RATE_LIMIT, error_responses, read_by_hand
-from api.request_helpers import viewer_of
+from api.request_helpers import refuse_unknown_parameters, viewer_of
 from api.schemas import CUSTOMER_ID_PATTERN, PAYMENT_ID_PATTERN, PaymentList, payment_json
 from shared.errors import InvalidRequest, StoreUnavailable
 from shared.payments.money import format_minor
@@ -40,6 +40,7 @@ from shared.store.list_store import AsyncListStore, CursorMissing
 
 PATH = "/payments"
 CSV = "text/csv"
+JSON_MEDIA = "application/json"
 # The export's columns, in this order: a client's spreadsheet or script may rely on them.
 CSV_COLUMNS = ("id", "status", "account_id", "amount", "currency", "amount_refunded",
                "created_at", "updated_at", "payment_intent", "charge", "error_code",
@@ -50,6 +51,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 router = scopes.guarded_router("payments")
 
 _CREATED_BOUNDS = ("created[gte]", "created[lt]")
+_LIST_PARAMETERS = frozenset({"status", "customer", *_CREATED_BOUNDS, "limit", "starting_after"})
 _STATUS_HINT = "status must be one or more of: " + ", ".join(s.value for s in Status)
 _CREATED_HINT = "{} must be unix seconds or an RFC 3339 time such as 2026-12-01T00:00:00Z"
 _LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
@@ -129,6 +131,7 @@ async def list_payments(
                 code="parameter_unknown",
                 param=name,
             )
+    refuse_unknown_parameters(request, _LIST_PARAMETERS)
     statuses = _statuses(status or [])
     try:
         page = await store.page(
@@ -144,7 +147,7 @@ async def list_payments(
         raise InvalidRequest(
             f"No such payment: {starting_after}", code="resource_missing", param="starting_after"
         ) from None
-    if CSV in request.headers.get("accept", ""):
+    if wants_csv(request.headers.get("accept", "")):
         headers = {}
         if page.has_more and page.next_cursor:
             query = [(k, v) for k, v in request.query_params.multi_items() if k != "starting_after"]
@@ -188,6 +191,35 @@ def _created_ms(value: str | None, param: str) -> int | None:
         raise InvalidRequest(
             _CREATED_HINT.format(param), code="created_invalid", param=param
         ) from None
+
+
+def wants_csv(accept: str) -> bool:
+    """Whether the Accept header prefers CSV to JSON, by its q-values (RFC 9110 12.5.1): CSV when
+    its weight is above JSON's, or equal and CSV is named (not only a wildcard). No header, or
+    one that takes neither, gets JSON, as the header may be disregarded."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        weights[media] = max(q, weights.get(media, 0.0))
+
+    def weight(media: str) -> float:
+        kind = media.split("/")[0] + "/*"
+        for name in (media, kind, "*/*"):
+            if name in weights:
+                return weights[name]
+        return 0.0
+
+    csv_q, json_q = weight(CSV), weight(JSON_MEDIA)
+    return csv_q > json_q or (csv_q == json_q > 0 and CSV in weights)
 
 
 def csv_rows(records: list[PaymentRecord]) -> str:

@@ -34,6 +34,7 @@ from api.request_helpers import (
     operation_headers,
     read_json_body,
     record_answer,
+    refuse_unknown_parameters,
     settled_within,
     viewer_of,
     wait_seconds,
@@ -71,6 +72,8 @@ router = APIRouter(
 log = structlog.get_logger(__name__)
 
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
+# POST /payments' one query parameter; any other is refused.
+_ACCEPT_PARAMETERS = frozenset({"wait"})
 
 
 def payment_answer(
@@ -153,6 +156,7 @@ async def accept_payment(request: Request) -> Response:
     principal = getattr(request.state, "principal", None)
     try:
         scopes.check(request, "payments")
+        refuse_unknown_parameters(request, _ACCEPT_PARAMETERS)
         wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
         idempotency_key = client_idempotency_key(request)
         body = await read_json_body(request, settings.max_body_bytes)

@@ -31,6 +31,19 @@ M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound=Settles)
 
 
+def refuse_unknown_parameters(request: Request, taken: frozenset[str]) -> None:
+    """400 ``parameter_unknown`` for a query parameter the route does not take, as Stripe
+    answers: a misspelt one (``?wiat=10``, ``?stauts=failed``) silently left out would do less,
+    or list more, than the client asked for."""
+    if not request.scope["query_string"]:
+        return
+    for name in request.query_params:
+        if name not in taken:
+            raise InvalidRequest(
+                f"Received unknown parameter: {name}", code="parameter_unknown", param=name
+            )
+
+
 def wait_seconds(raw: str | None, maximum: int) -> int:
     """``?wait=N``: whole seconds from 0 to ``maximum`` (MAX_WAIT_SECONDS)."""
     if raw is None:

@@ -315,6 +315,40 @@ async def test_csv_holds_the_same_rows_as_json(
     assert "link" not in last.headers
 
 
+@pytest.mark.parametrize(
+    ("accept_header", "kind"),
+    [
+        ("text/csv", "text/csv"),
+        ("text/csv, application/json", "text/csv"),
+        ("application/json;q=0.5, text/csv", "text/csv"),
+        ("text/*", "text/csv"),
+        ("text/csv;q=0, application/json", "application/json"),
+        ("application/json, text/csv;q=0.9", "application/json"),
+        ("*/*", "application/json"),
+        ("application/xml", "application/json"),
+        ("", "application/json"),
+    ],
+)
+async def test_the_accept_header_s_weights_choose_csv_or_json(
+    api: httpx.AsyncClient, accept_header: str, kind: str
+) -> None:
+    await accept(api, 1)
+    response = await api.get("/payments", headers={**auth(SHOP), "Accept": accept_header})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(kind)
+
+
+@pytest.mark.parametrize("query", ["?stauts=failed", "?customer=cus_A&expand[]=data", "?wait=1"])
+async def test_a_parameter_the_list_does_not_take_is_refused_by_name(
+    api: httpx.AsyncClient, query: str
+) -> None:
+    response = await api.get("/payments" + query, headers=auth(SHOP))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "parameter_unknown"
+    assert error["param"] in query
+
+
 async def test_a_batch_s_payments_are_listed_like_single_ones(api: httpx.AsyncClient) -> None:
     items = [{**payment(), "idempotency_key": f"b-{i}"} for i in range(3)]
     response = await api.post("/payments/batch", json={"payments": items}, headers=auth(SHOP))

@@ -281,6 +281,17 @@ async def test_wait_out_of_range_is_a_400(client: httpx.AsyncClient, wait: str) 
     assert response.json()["error"]["param"] == "wait"
 
 
+@pytest.mark.parametrize("query", ["?wiat=10", "?wait=1&expand[]=charge"])
+async def test_a_misspelt_or_unknown_parameter_is_refused_before_any_payment(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis, query: str
+) -> None:
+    response = await client.post("/payments" + query, json=payment())
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parameter_unknown"
+    assert response.json()["error"]["param"] in query
+    assert not await redis.keys("payments:record:*")  # nothing was accepted
+
+
 async def test_wrong_method_and_unknown_route_answer_json(client: httpx.AsyncClient) -> None:
     wrong = await client.delete("/payments")
     assert wrong.status_code == 405
