@@ -100,18 +100,26 @@ def _unprintable(url: str) -> bool:
     return any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in url)
 
 
-def _valid_host(host: str, bracketed: bool) -> bool:
+def _canonical_host(host: str, bracketed: bool) -> str | None:
+    """The host as a resolver reads it, or None when it is no valid host: an IPv6 literal as
+    given; a name in its ASCII (IDNA) form, which folds what a resolver folds (full-width
+    letters and digits, ideographic dots, circled digits: ``localhost`` written full-width,
+    ``127.0.0.1`` with U+3002 dots), lower case, without the root's trailing dot
+    (``localhost.``)."""
     if bracketed or ":" in host:
         try:
-            return isinstance(ipaddress.ip_address(host.split("%", 1)[0]), ipaddress.IPv6Address)
+            address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
-            return False
+            return None
+        return host if isinstance(address, ipaddress.IPv6Address) else None
     try:
-        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
+        ascii_host = host.encode("idna").decode("ascii").lower().removesuffix(".")
     except UnicodeError:
-        return False
+        return None
     labels = ascii_host.split(".")
-    return len(ascii_host) <= 253 and all(HOST_LABEL.match(label) for label in labels)
+    if len(ascii_host) <= 253 and all(HOST_LABEL.match(label) for label in labels):
+        return ascii_host
+    return None
 
 
 def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
@@ -144,13 +152,16 @@ def check_callback_url(url: str, settings: Settings) -> tuple[str, str, int]:
         port = parts.port
     except ValueError:
         raise _refused("callback_url is not a URL.") from None
+    if port == 0:
+        raise _refused("callback_url's port must be from 1 to 65535.")
     schemes = ("https",) if settings.environment == "production" else ("https", "http")
     if parts.scheme not in schemes:
         raise _refused(f"callback_url must use {' or '.join(schemes)}.")
-    host = (parts.hostname or "").lower()
-    if not host or parts.username is not None or parts.password is not None:
+    given = (parts.hostname or "").lower()
+    if not given or parts.username is not None or parts.password is not None:
         raise _refused("callback_url needs a host and no credentials.")
-    if not _valid_host(host, bracketed="[" in parts.netloc):
+    host = _canonical_host(given, bracketed="[" in parts.netloc)
+    if host is None:
         raise _refused("callback_url's host is not a valid host name or address.")
     if not _host_allowed(host, settings.callback_allowed_hosts):
         raise _refused(f"callback_url's host {host} is not in CALLBACK_ALLOWED_HOSTS.")

@@ -23,7 +23,12 @@ from tests.support import payment
      "http://[2002:a9fe:a9fe::]/x", "http://[::ffff:127.0.0.1]/x",
      # Not a URL a request can be made for: a space in the host, CR/LF, NUL.
      "http://exa mple.com/x", "http://shop.example.com/x\r\nX-Injected: 1",
-     "http://shop.example.com/x\x00"],
+     "http://shop.example.com/x\x00",
+     # What a resolver folds to this host: the root's trailing dot, full-width letters and
+     # digits, ideographic dots, circled digits; and port 0, which is no port.
+     "https://localhost./h", "https://127.0.0.1./h", "https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/h",
+     "https://127\u30020\u30020\u30021/h", "https://\u2460\u2461\u2466.0.0.1/h",
+     "https://shop.example.com:0/h"],
 )  # fmt: skip
 async def test_a_refused_callback_url_is_a_400_and_nothing_is_accepted(
     client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis, url: str
