@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import stripe
@@ -47,6 +48,22 @@ from shared.stripe.webhook_events import EventPage, event_ref
 # Pinned: the shapes below (latest_charge, invoice_settings) are those of this API version, and
 # an SDK upgrade must not silently change what Stripe sends back.
 STRIPE_API_VERSION = "2026-10-28.endive"
+
+
+def _segment(object_id: str) -> str:
+    """``object_id`` as one URL path segment, percent-escaped, so that no id (from an event, a
+    record or a client) can name another path: "/", "?", "#", NUL all become escapes. A dot
+    segment ("", ".", "..") cannot be escaped (libcurl and yarl read "%2E%2E" as ".." and
+    remove it) and an unpaired surrogate cannot be encoded: such an id names no object, and is
+    answered as Stripe answers an id it does not know (404 resource_missing), nothing sent."""
+    if object_id not in ("", ".", ".."):
+        try:
+            return quote(object_id, safe="")
+        except UnicodeEncodeError:
+            pass
+    raise stripe.InvalidRequestError(  # type: ignore[no-untyped-call]
+        f"No such object: {object_id!r}", "id", code="resource_missing", http_status=404
+    )
 
 
 class StripeGateway:
@@ -100,7 +117,7 @@ class StripeGateway:
         known to be ``client``'s to charge: CustomerNotOwned when its metadata under
         CUSTOMER_OWNER_METADATA_KEY names another client."""
         try:
-            cus = self._get(f"/v1/customers/{customer}")
+            cus = self._get(f"/v1/customers/{_segment(customer)}")
         except stripe.StripeError as exc:
             raise translate_error(exc, customer=customer) from exc
         if cus.get("deleted"):
@@ -167,7 +184,7 @@ class StripeGateway:
 
     def retrieve_payment_intent(self, *, payment_intent_id: str) -> ChargeOutcome:
         try:
-            intent = self._get(f"/v1/payment_intents/{payment_intent_id}")
+            intent = self._get(f"/v1/payment_intents/{_segment(payment_intent_id)}")
         except stripe.StripeError as exc:
             raise translate_error(exc) from exc
         return intent_outcome(intent)
@@ -184,7 +201,7 @@ class StripeGateway:
         try:
             intent = self._client.raw_request(
                 "post",
-                f"/v1/payment_intents/{payment_intent_id}/capture",
+                f"/v1/payment_intents/{_segment(payment_intent_id)}/capture",
                 idempotency_key=idempotency_key,
                 **params,
             ).data
@@ -199,7 +216,7 @@ class StripeGateway:
         try:
             intent = self._client.raw_request(
                 "post",
-                f"/v1/payment_intents/{payment_intent_id}/cancel",
+                f"/v1/payment_intents/{_segment(payment_intent_id)}/cancel",
                 idempotency_key=idempotency_key,
             ).data
         except stripe.StripeError as exc:
@@ -291,7 +308,7 @@ class StripeGateway:
     def retrieve_charge(self, *, charge_id: str) -> ChargeState:
         """A charge as Stripe has it now (refunds, dispute), with our payment id."""
         try:
-            charge = self._get(f"/v1/charges/{charge_id}", expand=["payment_intent"])
+            charge = self._get(f"/v1/charges/{_segment(charge_id)}", expand=["payment_intent"])
         except stripe.StripeError as exc:
             raise translate_error(exc) from exc
         return charge_state(charge)
@@ -322,7 +339,7 @@ class StripeGateway:
 
     def retrieve_refund(self, *, stripe_refund_id: str) -> RefundOutcome:
         try:
-            return refund_outcome(self._get(f"/v1/refunds/{stripe_refund_id}"))
+            return refund_outcome(self._get(f"/v1/refunds/{_segment(stripe_refund_id)}"))
         except stripe.StripeError as exc:
             raise translate_error(exc) from exc
 

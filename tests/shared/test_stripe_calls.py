@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 
+from shared.errors import CustomerNotFound, PaymentServiceError
 from shared.settings.service_settings import Settings
 from shared.stripe.gateway import STRIPE_API_VERSION, StripeGateway
 from shared.stripe.limits import ENDPOINTS
@@ -406,6 +407,96 @@ def test_the_events_list_asks_for_undelivered_events_of_the_types_in_a_window(ru
         "charge.dispute.created", "dp_1", "ch_1")  # fmt: skip
 
 
+# --- ids in paths --------------------------------------------------------------------------------
+
+# Every gateway method that puts an id in a path: (call with that id, the documented endpoint).
+ID_PATHS: dict[str, tuple[Callable[[StripeGateway, str], Any], str]] = {
+    "default_payment_method": (
+        lambda g, id_: g.default_payment_method(customer=id_), "GET /v1/customers/{id}"),
+    "retrieve_payment_intent": (
+        lambda g, id_: g.retrieve_payment_intent(payment_intent_id=id_),
+        "GET /v1/payment_intents/{id}"),
+    "capture_payment_intent": (
+        lambda g, id_: g.capture_payment_intent(
+            payment_intent_id=id_, amount_minor=None, idempotency_key="pay_1:capture"),
+        "POST /v1/payment_intents/{id}/capture"),
+    "cancel_payment_intent": (
+        lambda g, id_: g.cancel_payment_intent(
+            payment_intent_id=id_, idempotency_key="pay_1:void"),
+        "POST /v1/payment_intents/{id}/cancel"),
+    "retrieve_charge": (lambda g, id_: g.retrieve_charge(charge_id=id_), "GET /v1/charges/{id}"),
+    "retrieve_refund": (
+        lambda g, id_: g.retrieve_refund(stripe_refund_id=id_), "GET /v1/refunds/{id}"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stripe_server() -> Iterator[RecordingStripe]:
+    server = RecordingStripe()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def gateway(stripe_server: RecordingStripe) -> StripeGateway:
+    stripe_server.requests.clear()
+    return StripeGateway(Settings(environment="test", stripe_api_base=stripe_server.url))
+
+
+@pytest.mark.parametrize("method", sorted(ID_PATHS))
+@pytest.mark.parametrize(
+    "object_id",
+    [
+        "pi_1/../../v1/customers",
+        "pi_1\x00",
+        "pi_1?expand[]=customer",
+        "pi_1#x",
+        "pi 1",
+        "pi_é",
+        "%2E%2E",
+        "...",
+    ],
+)
+def test_an_id_stays_one_path_segment_of_the_documented_call(
+    gateway: StripeGateway, stripe_server: RecordingStripe, method: str, object_id: str
+) -> None:
+    call, endpoint = ID_PATHS[method]
+
+    call(gateway, object_id)
+
+    (request,) = stripe_server.requests
+    template = endpoint.split(" ", 1)[1].split("/")
+    segments = request.path.split("/")
+    assert len(segments) == len(template), request.path
+    (sent,) = [seg for seg, part in zip(segments, template, strict=True) if part == "{id}"]
+    assert unquote(sent) == object_id
+    found = documented(request.method, request.path)
+    assert found is not None
+    assert found.endpoint == endpoint
+
+
+@pytest.mark.parametrize("method", sorted(ID_PATHS))
+@pytest.mark.parametrize("object_id", ["", ".", "..", "pi_\ud800"])
+def test_an_id_no_path_segment_can_hold_is_an_object_stripe_does_not_have_and_nothing_is_sent(
+    gateway: StripeGateway, stripe_server: RecordingStripe, method: str, object_id: str
+) -> None:
+    # "" would name the list, "." and ".." (escaped or not) the path above; a lone surrogate
+    # has no UTF-8. The answer is Stripe's to an id it does not know.
+    call, _ = ID_PATHS[method]
+
+    with pytest.raises(PaymentServiceError) as refused:
+        call(gateway, object_id)
+
+    if method == "default_payment_method":
+        assert isinstance(refused.value, CustomerNotFound)
+    else:
+        assert refused.value.code == "resource_missing"
+    assert stripe_server.requests == []
+
+
 # --- what the code says, read without running it -----------------------------------------------
 
 HELPERS = {"_get": "GET", "_post": "POST"}
@@ -422,9 +513,8 @@ def template_of(node: ast.expr) -> str | None:
     return None
 
 
-def written_calls() -> set[tuple[str, str | None, Path]]:
-    """(method, path template, file) of every request written in ``shared/stripe/``."""
-    found: set[tuple[str, str | None, Path]] = set()
+def written_paths() -> Iterator[tuple[str, ast.expr, Path]]:
+    """(method, path expression, file) of every request written in ``shared/stripe/``."""
     for file in sorted((ROOT / "shared" / "stripe").glob("*.py")):
         tree = ast.parse(file.read_text())
         for func in ast.walk(tree):
@@ -437,12 +527,16 @@ def written_calls() -> set[tuple[str, str | None, Path]]:
                     continue
                 attr, args = node.func.attr, node.args
                 if attr in HELPERS and args:
-                    found.add((HELPERS[attr], template_of(args[0]), file))
+                    yield HELPERS[attr], args[0], file
                 elif attr in ("raw_request", "raw_request_async") and len(args) >= 2:
                     verb = args[0]
                     method = str(verb.value).upper() if isinstance(verb, ast.Constant) else "?"
-                    found.add((method, template_of(args[1]), file))
-    return found
+                    yield method, args[1], file
+
+
+def written_calls() -> set[tuple[str, str | None, Path]]:
+    """(method, path template, file) of every request written in ``shared/stripe/``."""
+    return {(method, template_of(path), file) for method, path, file in written_paths()}
 
 
 def test_every_path_written_in_shared_stripe_is_a_documented_call() -> None:
@@ -451,6 +545,24 @@ def test_every_path_written_in_shared_stripe_is_a_documented_call() -> None:
     assert not unreadable, f"a Stripe path that is not a literal: {unreadable}"
     endpoints = {f"{method} {path}" for method, path, _ in written}
     assert endpoints == {call.endpoint for call in documented_calls()}
+
+
+def test_every_id_in_a_written_path_is_escaped_as_one_segment() -> None:
+    # An id from an event, a record or a client goes through the gateway's _segment, which
+    # percent-escapes it: no value can make the request name another path.
+    unescaped = [
+        f"{file.name}: {ast.unparse(path)}"
+        for _, path, file in written_paths()
+        if isinstance(path, ast.JoinedStr)
+        for part in path.values
+        if isinstance(part, ast.FormattedValue)
+        and not (
+            isinstance(part.value, ast.Call)
+            and isinstance(part.value.func, ast.Name)
+            and part.value.func.id == "_segment"
+        )
+    ]
+    assert not unescaped
 
 
 def callers() -> set[tuple[str, str, str | None, str]]:
