@@ -8,7 +8,8 @@ page. ``Accept: text/csv`` answers the same rows as CSV (``CSV_COLUMNS``), the n
 - ``status``: one or several (repeated, or comma-separated): any of them. Every status of
   ``shared.payments.states.Status`` is accepted.
 - ``customer``: the payment's ``account_id``.
-- ``created[gte]`` / ``created[lt]``: unix seconds as Stripe takes them, or an RFC 3339 time.
+- ``created[gte]`` / ``created[lt]``: unix seconds as Stripe takes them (ASCII digits), or an
+  RFC 3339 date-time as ``expires_at`` takes it (``shared.payments.rfc3339``).
 - ``limit`` (1-100, 20), ``starting_after`` (a payment id of the caller's list: another's, or
   one past the retention, is 400 ``resource_missing``), ``has_more`` and ``next_cursor``.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -35,6 +35,7 @@ from api.schemas import CUSTOMER_ID_PATTERN, PAYMENT_ID_PATTERN, PaymentList, pa
 from shared.errors import InvalidRequest, StoreUnavailable
 from shared.payments.money import format_minor
 from shared.payments.payment_records import PaymentRecord
+from shared.payments.rfc3339 import ms_from_rfc3339
 from shared.payments.states import Status
 from shared.store.list_store import AsyncListStore, CursorMissing
 
@@ -176,17 +177,15 @@ def _created_ms(value: str | None, param: str) -> int | None:
     if value is None:
         return None
     try:
-        if value.isdigit():
+        # ASCII digits only: str.isdigit alone takes other scripts' digits too.
+        if value.isascii() and value.isdigit():
             seconds = int(value)
             # Past 9999-12-31 (RFC 3339's last year) no payment exists, and Redis's scores
             # must stay exact integers.
             if seconds > _LAST_SECOND:
                 raise ValueError(value)
             return seconds * 1000
-        when = datetime.fromisoformat(value)
-        if when.tzinfo is None:
-            raise ValueError(value)
-        return round(when.timestamp() * 1000)
+        return ms_from_rfc3339(value)
     except ValueError:
         raise InvalidRequest(
             _CREATED_HINT.format(param), code="created_invalid", param=param

@@ -63,6 +63,34 @@ def wait_until(condition: Callable[[], T | None], *, timeout: float, what: str) 
 # --- API unit tests --------------------------------------------------------------------------
 
 
+# Every field that takes a time (expires_at, created[gte], created[lt]) takes these RFC 3339
+# date-times, as the instant shown (iso_from_ms's form), and refuses the others: all of them
+# around 2026-12-31, so that one clock (RFC3339_NOW) puts each one less than a day ahead.
+RFC3339_NOW = 1_798_718_400.0  # 2026-12-31T12:00:00Z
+RFC3339_ACCEPTED = [
+    ("2026-12-31T16:01:00Z", "2026-12-31T16:01:00.000Z"),
+    ("2026-12-31t16:01:00z", "2026-12-31T16:01:00.000Z"),  # lower-case separators
+    ("2026-12-31T17:01:00.25+01:00", "2026-12-31T16:01:00.250Z"),
+    ("2026-12-31T16:01:00.123999-00:00", "2026-12-31T16:01:00.123Z"),  # past the ms: dropped
+    ("2026-12-31T23:59:60Z", "2027-01-01T00:00:00.000Z"),  # a leap second: the next second
+    ("2027-01-01T08:59:60.5+09:00", "2027-01-01T00:00:00.500Z"),  # the same one, at +09:00
+]
+RFC3339_REFUSED = [
+    "20261231T160100Z",  # ISO 8601's basic format
+    "2026-W53-4T16:01:00Z",  # a week date
+    "2026-12-31T16:01:00+00:00:00.5",  # an offset with seconds
+    "2026-12-31T16:01:00+0000",
+    "2026-12-31 16:01:00Z",  # a space for the T
+    "2026-12-31T16:01Z",  # no seconds
+    "2026-12-31T16:01:00,5Z",
+    "2026-12-31T16:01:00",  # no offset
+    "2026-12-31T16:01:60Z",  # second 60 where no leap second can be
+    "2026-12-30T23:59:60Z",  # not a month's last day
+    "2026-12-31T24:00:00Z",
+    "2026-12-31T16:01:0\u0660Z",  # an Arabic-Indic zero
+]
+
+
 def payment(**overrides: Any) -> dict[str, Any]:
     """A valid POST /payments body, with ``overrides``."""
     body: dict[str, Any] = {"account_id": "cus_Abc123", "amount": "42.99"}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from shared.errors import InvalidRequest
+from shared.payments.rfc3339 import ms_from_rfc3339
 
 MAX_DEADLINE_SECONDS = 24 * 3600
 RULES = (
@@ -39,7 +39,8 @@ def deadline_of(
     expires_at: str | None, expires_in: int | None, *, now: float | None = None
 ) -> Deadline | None:
     """The request's deadline, if it gives one; InvalidRequest (400) naming the field that is
-    wrong: not RFC 3339, in the past, too far ahead, or both fields given."""
+    wrong: not RFC 3339 (as ``shared.payments.rfc3339`` reads it), in the past, too far ahead,
+    or both fields given."""
     if expires_at is None and expires_in is None:
         return None
     now = time.time() if now is None else now
@@ -56,16 +57,13 @@ def deadline_of(
         return Deadline(int((now + expires_in) * 1000), f"expires_in={expires_in}")
     assert expires_at is not None
     try:
-        when = datetime.fromisoformat(expires_at)
+        ms = ms_from_rfc3339(expires_at)
     except ValueError:
-        when = None
-    if when is None or when.tzinfo is None or "T" not in expires_at.upper():
         raise _invalid(
             "expires_at",
             "expires_at must be an RFC 3339 date-time with its offset, such as "
             "2026-01-01T12:00:00Z.",
-        )
-    ms = int(when.timestamp() * 1000)
+        ) from None
     if ms <= now * 1000:
         raise _invalid("expires_at", "expires_at must be in the future.")
     if ms > (now + MAX_DEADLINE_SECONDS) * 1000:

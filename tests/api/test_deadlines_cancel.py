@@ -6,18 +6,21 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import fakeredis
 import httpx
 import pytest
 
 from api.queue_position import QueueEstimates
+from shared.payments import deadlines
 from shared.payments.payment_records import PaymentRecord, new_record_fields
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store.keys import DEADLINES, lock_key, record_key
 from tests.api.conftest import ClientFor
-from tests.support import payment
+from tests.support import RFC3339_ACCEPTED, RFC3339_NOW, RFC3339_REFUSED, payment
 
 
 def _iso(seconds_from_now: float) -> str:
@@ -26,6 +29,13 @@ def _iso(seconds_from_now: float) -> str:
 
 async def _accept(client: httpx.AsyncClient, key: str, **body: object) -> httpx.Response:
     return await client.post("/payments", json=payment(**body), headers={"Idempotency-Key": key})
+
+
+async def _accept_in_a_batch(client: httpx.AsyncClient, key: str, **body: object) -> Any:
+    """The result of a batch of one item, ``payment(**body)`` with ``key``."""
+    items = [{"idempotency_key": key, **payment(**body)}]
+    answer = await client.post("/payments/batch", json={"payments": items})
+    return answer.json()["results"][0]
 
 
 # --- deadlines --------------------------------------------------------------------------------
@@ -76,6 +86,42 @@ async def test_a_bad_deadline_is_a_400_naming_its_field(
     assert refused.status_code == 400
     error = refused.json()["error"]
     assert (error["param"], error["code"]) == (param, code)
+
+
+@pytest.fixture
+def rfc3339_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deadlines read against RFC3339_NOW, which puts RFC3339_ACCEPTED less than a day ahead."""
+    monkeypatch.setattr(deadlines, "time", SimpleNamespace(time=lambda: RFC3339_NOW))
+
+
+@pytest.mark.usefixtures("rfc3339_clock")
+@pytest.mark.parametrize(("given", "shown"), RFC3339_ACCEPTED)
+async def test_expires_at_takes_rfc_3339_date_times_single_or_in_a_batch(
+    client: httpx.AsyncClient, given: str, shown: str
+) -> None:
+    single = await _accept(client, f"rfc-{given!a}", expires_at=given)
+    assert single.status_code == 202, single.text
+    assert single.json()["expires_at"] == shown
+    batch = await _accept_in_a_batch(client, f"rfc-b-{given!a}", expires_at=given)
+    assert batch["payment"]["expires_at"] == shown
+
+
+@pytest.mark.usefixtures("rfc3339_clock")
+@pytest.mark.parametrize("given", RFC3339_REFUSED)
+async def test_expires_at_refuses_what_is_not_rfc_3339_single_or_in_a_batch(
+    client: httpx.AsyncClient, given: str
+) -> None:
+    single = await _accept(client, f"rfc-{given!a}", expires_at=given)
+    assert single.status_code == 400
+    assert single.json()["error"] == {
+        "type": "invalid_request_error",
+        "code": "expires_at_invalid",
+        "message": "expires_at must be an RFC 3339 date-time with its offset, such as "
+        "2026-01-01T12:00:00Z.",
+        "param": "expires_at",
+    }
+    batch = await _accept_in_a_batch(client, f"rfc-b-{given!a}", expires_at=given)
+    assert batch == {"status": 400, **single.json()}
 
 
 async def test_the_deadline_is_part_of_the_request(client: httpx.AsyncClient) -> None:

@@ -14,12 +14,13 @@ import httpx
 import pytest
 
 from api.main import create_app
+from shared.payments.payment_records import ms_from_iso
 from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import client_listed, client_status, record_key
 from tests.api.test_tenancy import CLIENTS, OTHER, SHOP, auth
-from tests.support import app_client, payment
+from tests.support import RFC3339_ACCEPTED, RFC3339_REFUSED, app_client, payment
 
 
 def settings() -> Settings:
@@ -239,6 +240,44 @@ async def test_created_bounds_take_unix_seconds_or_rfc_3339(
     assert [p["id"] for p in gte["data"]] == [ids[2], ids[1]]
     assert [p["id"] for p in lt["data"]] == [ids[0]]
     assert [p["id"] for p in both["data"]] == [ids[1]]
+
+
+@pytest.mark.parametrize(
+    ("given", "instant"), [*RFC3339_ACCEPTED, ("1798732860", "2026-12-31T16:01:00.000Z")]
+)
+async def test_created_bounds_take_rfc_3339_date_times_as_expires_at_does(
+    api: httpx.AsyncClient, server: fakeredis.FakeServer, given: str, instant: str
+) -> None:
+    before, at = await accept(api, 2)
+    redis = fakeredis.FakeRedis(server=server)
+    ms = ms_from_iso(instant)
+    for key in (client_listed("shop"), client_status("shop", "queued")):
+        redis.zadd(key, {before: ms - 1, at: ms})
+
+    gte = await api.get("/payments", params={"created[gte]": given}, headers=auth(SHOP))
+    lt = await api.get("/payments", params={"created[lt]": given}, headers=auth(SHOP))
+
+    assert [p["id"] for p in gte.json()["data"]] == [at]
+    assert [p["id"] for p in lt.json()["data"]] == [before]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [*RFC3339_REFUSED, "\u0661\u0662", "\uff11\uff12", "-12", "+12", " 12", "12.5", ""],
+)  # other scripts' digits, full-width digits, a sign, a space, a fraction, nothing
+async def test_created_bounds_refuse_what_expires_at_refuses_and_non_ascii_digits(
+    api: httpx.AsyncClient, given: str
+) -> None:
+    for bound in ("created[gte]", "created[lt]"):
+        answer = await api.get("/payments", params={bound: given}, headers=auth(SHOP))
+        assert answer.status_code == 400
+        assert answer.json()["error"] == {
+            "type": "invalid_request_error",
+            "code": "created_invalid",
+            "message": f"{bound} must be unix seconds or an RFC 3339 time such as "
+            "2026-12-01T00:00:00Z",
+            "param": bound,
+        }
 
 
 async def test_a_created_bound_past_year_9999_is_a_400_not_a_server_error(
