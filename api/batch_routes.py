@@ -2,8 +2,9 @@
 would have answered it.
 
 Each item is read by the very function ``POST /payments`` reads its body with
-(``PaymentService.parse``), so it takes the same fields with the same checks and errors, and
-carries its own ``idempotency_key`` in place of the header. The items' claims go to Redis
+(``PaymentService.parse``), from the body as pydantic's JSON parser read it, as a single
+payment's is, so it takes the same fields with the same checks and errors, and carries its own
+``idempotency_key`` in place of the header. The items' claims go to Redis
 together (``PaymentService.claim_many``): each item's claim, record and enqueue is the accept
 script's, all or nothing on its own, and the batch is one call of that script (accept.lua). Each
 item takes one token of the client's request budget, valid or not, as a request of
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 import structlog
 from fastapi import APIRouter, Depends, Request
+from pydantic_core import from_json, to_json
 from starlette.responses import Response
 
 from api import scopes
@@ -219,8 +221,12 @@ def batch_items(body: bytes) -> list[Any]:
     """The batch's ``payments``, not yet read one by one: 400 for a body that is not
     ``{"payments": [1 to 1,000 items]}``."""
     try:
-        batch = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        # The parser POST /payments' body goes through (pydantic's), with its settings, so that
+        # an item's values are what POST /payments would have read: orjson makes an integer
+        # past 64 bits a float (a huge expires_in would be refused as not whole, not as too
+        # large) and refuses 1e400 and NaN, which POST /payments reads as numbers.
+        batch = from_json(body)
+    except ValueError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(batch, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
@@ -266,8 +272,9 @@ def _item(
                 f"Missing required parameter: {KEY}", code="parameter_missing", param=KEY
             )
         key = checked_idempotency_key(fields.pop(KEY), KEY)
+        # Written back by pydantic too: every integer exactly, NaN and infinities as read.
         return service.parse(
-            orjson.dumps(fields), idempotency_key=key, client=client, created_at=created_at
+            to_json(fields), idempotency_key=key, client=client, created_at=created_at
         )
     except PaymentServiceError as refused:
         return refused

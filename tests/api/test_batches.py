@@ -163,6 +163,37 @@ async def test_a_key_reused_with_another_payment_is_a_422_for_that_item(
     assert results[2]["error"]["payment_id"] == results[1]["payment"]["id"]
 
 
+@pytest.mark.parametrize("number", [str(10**30), str(-(2**63) - 1), str(2**64), "1e400", "NaN"])
+async def test_a_number_past_64_bits_or_a_double_gets_the_error_post_payments_gives(
+    client: httpx.AsyncClient, number: str
+) -> None:
+    # Written by hand: a JSON encoder would not write 1e400 or NaN.
+    fields = '"account_id": "cus_Abc123", "amount": "42.99", "expires_in": ' + number
+    single = await client.post(
+        "/payments",
+        content="{" + fields + "}",
+        headers={"Idempotency-Key": f"big-{number}", "Content-Type": "application/json"},
+    )
+    answer = await client.post(
+        BATCH,
+        content='{"payments": [{"idempotency_key": "big-' + number + '", ' + fields + "}]}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert single.status_code == 400
+    assert answer.json()["results"] == [{"status": 400, **single.json()}]
+
+
+async def test_a_body_nested_too_deep_is_refused_whole(client: httpx.AsyncClient) -> None:
+    nested = '{"a": ' * 300 + '"1"' + "}" * 300
+    answer = await client.post(
+        BATCH,
+        content='{"payments": [{"idempotency_key": "deep", "metadata": ' + nested + "}]}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_json"
+
+
 async def test_every_item_refused_alike_gives_that_status(client: httpx.AsyncClient) -> None:
     answer = await client.post(BATCH, json=batch(item("a", amount="x"), item("b", amount="y")))
     assert answer.status_code == 400
