@@ -43,14 +43,18 @@ class EventPage:
 
 
 def event_ref(event: Mapping[str, Any]) -> StripeEventRef:
-    """What an Event object names; InvalidRequest when it is not one."""
+    """What an Event object names; InvalidRequest when it is not one. The object of a type the
+    service does not handle may have no id (``balance.available``'s balance): its id is then
+    empty, as nothing reads it."""
     try:
         obj = event["data"]["object"]
+        event_type = str(event["type"])
+        object_id = obj["id"] if event_type in HANDLED_EVENTS else obj.get("id", "")
         return StripeEventRef(
             id=str(event["id"]),
-            type=str(event["type"]),
+            type=event_type,
             object_type=str(obj.get("object", "")),
-            object_id=str(obj["id"]),
+            object_id=str(object_id),
             charge_id=id_of(obj.get("charge")) if obj.get("object") == "dispute" else None,
         )
     except (KeyError, TypeError, AttributeError):
