@@ -29,7 +29,7 @@ from api.request_helpers import (
     model_response,
     principal_of,
     viewer_of,
-    wait_seconds,
+    wait_of,
 )
 from api.schemas import Payment, payment_view
 from shared.errors import (
@@ -115,11 +115,11 @@ async def cancel_payment(request: Request, payment_id: str, service: ServiceDep)
     `payment_not_capturable`."""
     if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
+    settings: Settings = request.app.state.settings
+    wait = wait_of(request, settings.max_wait_seconds)
     principal = principal_of(request)
     current = await service.get_for(payment_id, principal)
     if current.status is Status.REQUIRES_CAPTURE:
-        settings: Settings = request.app.state.settings
-        wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
         captures: CaptureService = request.app.state.captures
         asked = await captures.void(
             payment_id, principal=principal, request_id=request.state.request_id

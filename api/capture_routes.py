@@ -19,7 +19,7 @@ from api.operation_docs import (
     read_by_hand,
     wait_parameter,
 )
-from api.request_helpers import principal_of, read_body_model, viewer_of, wait_seconds
+from api.request_helpers import principal_of, read_body_model, viewer_of, wait_of
 from api.schemas import CaptureRequest, Payment
 from shared.errors import (
     AuthorizationReleased,
@@ -81,7 +81,7 @@ async def capture_payment(request: Request, payment_id: str) -> Response:
     409, as is a capture of a payment that is not an authorization."""
     settings: Settings = request.app.state.settings
     captures: CaptureService = request.app.state.captures
-    wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
+    wait = wait_of(request, settings.max_wait_seconds)
     asked = await read_body_model(request, CaptureRequest, settings.max_body_bytes, optional=True)
     result = await captures.capture(
         payment_id,

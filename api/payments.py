@@ -37,7 +37,7 @@ from api.request_helpers import (
     refuse_unknown_parameters,
     settled_within,
     viewer_of,
-    wait_seconds,
+    wait_of,
 )
 from api.schemas import (
     CHARGE_ID_PATTERN,
@@ -72,8 +72,7 @@ router = APIRouter(
 log = structlog.get_logger(__name__)
 
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
-# POST /payments' one query parameter; any other is refused.
-_ACCEPT_PARAMETERS = frozenset({"wait"})
+_LIST_PARAMETERS = frozenset({"limit", "starting_after"})
 
 
 def payment_answer(
@@ -156,8 +155,7 @@ async def accept_payment(request: Request) -> Response:
     principal = getattr(request.state, "principal", None)
     try:
         scopes.check(request, "payments")
-        refuse_unknown_parameters(request, _ACCEPT_PARAMETERS)
-        wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
+        wait = wait_of(request, settings.max_wait_seconds)
         idempotency_key = client_idempotency_key(request)
         body = await read_json_body(request, settings.max_body_bytes)
         new = service.parse(body, idempotency_key=idempotency_key, client=request.state.client)
@@ -250,6 +248,7 @@ async def list_customer_payments(
     past it, 503 + Retry-After."""
     if not _CUSTOMER_ID.fullmatch(customer_id):
         raise validation_error([{"loc": ("path", "customer_id"), "type": "string_pattern"}])
+    refuse_unknown_parameters(request, _LIST_PARAMETERS)
     principal = getattr(request.state, "principal", None)
     if not await service.may_list(principal, customer_id):
         # The same answer as for a customer Stripe does not know: nothing to probe.

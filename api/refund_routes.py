@@ -28,7 +28,7 @@ from api.request_helpers import (
     principal_of,
     read_body_model,
     settled_within,
-    wait_seconds,
+    wait_of,
 )
 from api.schemas import Refund, RefundRequest, refund_view
 from shared.errors import (
@@ -107,7 +107,7 @@ async def create_refund(
 ) -> Response:
     """Refund a succeeded payment, all of what is left or ``amount`` of it: claim the
     Idempotency-Key and the amount, enqueue the Stripe refund, answer."""
-    wait = wait_seconds(request.query_params.get("wait"), settings.max_wait_seconds)
+    wait = wait_of(request, settings.max_wait_seconds)
     idempotency_key = client_idempotency_key(request)
     asked = await read_body_model(request, RefundRequest, settings.max_body_bytes)
     accepted = await refunds.accept(

@@ -31,6 +31,9 @@ M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound=Settles)
 
 
+_WAIT_ONLY = frozenset({"wait"})
+
+
 def refuse_unknown_parameters(request: Request, taken: frozenset[str]) -> None:
     """400 ``parameter_unknown`` for a query parameter the route does not take, as Stripe
     answers: a misspelt one (``?wiat=10``, ``?stauts=failed``) silently left out would do less,
@@ -42,6 +45,13 @@ def refuse_unknown_parameters(request: Request, taken: frozenset[str]) -> None:
             raise InvalidRequest(
                 f"Received unknown parameter: {name}", code="parameter_unknown", param=name
             )
+
+
+def wait_of(request: Request, maximum: int) -> int:
+    """A write route's one query parameter, ``?wait=N`` (``wait_seconds``); any other is a
+    400 ``parameter_unknown`` (a misspelt ``?wiat=10`` would not wait)."""
+    refuse_unknown_parameters(request, _WAIT_ONLY)
+    return wait_seconds(request.query_params.get("wait"), maximum)
 
 
 def wait_seconds(raw: str | None, maximum: int) -> int:

@@ -292,6 +292,24 @@ async def test_a_misspelt_or_unknown_parameter_is_refused_before_any_payment(
     assert not await redis.keys("payments:record:*")  # nothing was accepted
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/refunds?wiat=5"),
+        ("POST", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/cancel?wiat=5"),
+        ("POST", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/capture?wiat=5"),
+        ("GET", "/cus_A/payments?limt=5"),
+    ],
+)
+async def test_every_write_and_the_customer_list_refuse_a_parameter_they_do_not_take(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json={})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parameter_unknown"
+    assert response.json()["error"]["param"] in ("wiat", "limt")
+
+
 async def test_wrong_method_and_unknown_route_answer_json(client: httpx.AsyncClient) -> None:
     wrong = await client.delete("/payments")
     assert wrong.status_code == 405
