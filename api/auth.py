@@ -89,15 +89,7 @@ class RequestContextMiddleware:
                 given_id = value
         request_id = _request_id(given_id)
         if size > MAX_HEADER_BYTES:
-            await _reject(
-                send,
-                PaymentServiceError(
-                    f"Request headers must total at most {MAX_HEADER_BYTES} bytes.",
-                    code="headers_too_large",
-                    status=431,
-                ),
-                request_id,
-            )
+            await _reject(send, headers_too_large(), request_id)
             return
         principal = ANONYMOUS
         if self.registry and scope["path"] not in OPEN_PATHS:
@@ -173,6 +165,15 @@ def _count(scope: Scope, status: int) -> None:
         return
     route = getattr(scope.get("route"), "path", None) or "unmatched"
     metrics.count_answer(route, scope["method"], status)
+
+
+def headers_too_large() -> PaymentServiceError:
+    """The 431 for request headers over MAX_HEADER_BYTES in all (also the OpenAPI's example)."""
+    return PaymentServiceError(
+        f"Request headers must total at most {MAX_HEADER_BYTES} bytes.",
+        code="headers_too_large",
+        status=431,
+    )
 
 
 def _request_id(given: bytes) -> str:

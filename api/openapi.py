@@ -8,6 +8,8 @@ api.auth, the callbacks of ``app.webhooks``), with the two things the declaratio
   its two schemas are removed.
 - ``?wait``'s maximum is MAX_WAIT_SECONDS, a setting the app is built with, while the routes are
   declared once, at import: it is written in here.
+- Every operation may answer 431 (request headers over api.auth.MAX_HEADER_BYTES, refused
+  before any route is chosen): declared on each here, instead of on every route.
 """
 
 from __future__ import annotations
@@ -17,7 +19,21 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.auth import MAX_HEADER_BYTES, headers_too_large
 from shared.settings.service_settings import Settings
+
+
+def _headers_too_large() -> dict[str, Any]:
+    error = headers_too_large()
+    return {
+        "description": f"Request headers over {MAX_HEADER_BYTES} bytes in all",
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/ErrorResponse"},
+                "examples": {"headers_too_large": {"value": {"error": error.to_dict()}}},
+            }
+        },
+    }
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -32,6 +48,9 @@ def install(app: FastAPI, settings: Settings) -> None:
                 for parameter in operation.get("parameters", ()):
                     if parameter["in"] == "query" and parameter["name"] == "wait":
                         parameter["schema"]["maximum"] = settings.max_wait_seconds
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation["responses"].setdefault("431", _headers_too_large())
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
             app.openapi_schema = schema

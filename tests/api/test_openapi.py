@@ -96,6 +96,16 @@ def test_every_error_example_is_an_error_object_the_service_gives(app: FastAPI) 
                 ErrorResponse.model_validate(example["value"])
 
 
+def test_every_route_declares_the_431_the_middleware_answers_for_oversized_headers(
+    app: FastAPI,
+) -> None:
+    document = app.openapi()
+    for method, path, operation in _operations(document):
+        if path in document.get("webhooks", {}):
+            continue  # the callbacks the service sends: their receivers' answers
+        assert "431" in operation["responses"], f"{method} {path}"
+
+
 def test_no_route_documents_fastapis_validation_answer(app: FastAPI) -> None:
     """A request FastAPI's validation refuses is answered 400 with the service's error object;
     422 is only a reused Idempotency-Key."""
