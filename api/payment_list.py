@@ -41,7 +41,6 @@ from shared.store.list_store import AsyncListStore, CursorMissing
 
 PATH = "/payments"
 CSV = "text/csv"
-JSON_MEDIA = "application/json"
 # The export's columns, in this order: a client's spreadsheet or script may rely on them.
 CSV_COLUMNS = ("id", "status", "account_id", "amount", "currency", "amount_refunded",
                "created_at", "updated_at", "payment_intent", "charge", "error_code",
@@ -217,7 +216,7 @@ def wants_csv(accept: str) -> bool:
                 return weights[name]
         return 0.0
 
-    csv_q, json_q = weight(CSV), weight(JSON_MEDIA)
+    csv_q, json_q = weight(CSV), weight(JSON)
     return csv_q > json_q or (csv_q == json_q > 0 and CSV in weights)
 
 

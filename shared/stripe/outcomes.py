@@ -117,8 +117,13 @@ def _transient(why: str) -> Callable[[StripeFailure], TransientStripeError]:
         retry_after=f.retry_after,
         http_status=f.http_status,
         limited_globally=(f.rate_limited_reason or "").startswith("global"),
-        lock_timeout=f.http_status == 429 and f.code == "lock_timeout",
+        lock_timeout=_locked(f),
     )
+
+
+def _locked(f: StripeFailure) -> bool:
+    """A 429 lock_timeout: another request held the object (no limiter's refusal)."""
+    return f.http_status == 429 and f.code == "lock_timeout"
 
 
 def _missing(f: StripeFailure, customer: str | None, customer_param: str) -> PaymentServiceError:
@@ -145,7 +150,7 @@ STRIPE_FAILURES: tuple[Rule, ...] = (
      lambda f, *_: _transient("Stripe asked for a retry")(f)),
     ("no answer from Stripe", lambda f: f.kind == "connection",
      lambda f, *_: TransientStripeError("connection to Stripe failed")),
-    ("object locked", lambda f: f.http_status == 429 and f.code == "lock_timeout",
+    ("object locked", _locked,
      lambda f, *_: _transient("Stripe held the object for another request")(f)),
     ("rate limited", lambda f: f.kind == "rate_limit" or f.http_status == 429,
      lambda f, *_: _transient("Stripe rate limit")(f)),
