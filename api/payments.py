@@ -28,7 +28,9 @@ from api.operation_docs import (
 )
 from api.rate_limit import take_token
 from api.request_helpers import (
+    NO_PARAMETERS,
     PAYMENT_ID,
+    UNKNOWN_PARAMETER,
     client_idempotency_key,
     model_response,
     operation_headers,
@@ -191,7 +193,11 @@ async def accept_payment(request: Request) -> Response:
     responses={
         200: {"headers": RATE_LIMIT},
         **error_responses(
-            scopes.refused("payments"), PaymentNotFound, RateLimited, StoreUnavailable
+            scopes.refused("payments"),
+            UNKNOWN_PARAMETER,
+            PaymentNotFound,
+            RateLimited,
+            StoreUnavailable,
         ),
     },
     openapi_extra=read_by_hand(),
@@ -202,6 +208,7 @@ async def get_payment(
     """A payment's record: its status, Stripe ids once known, the error once failed (or
     expired, or canceled); while requires_action, ``next_action`` and (for the client that
     made it) ``client_secret``; while queued, ``queue``: where it stands (an estimate)."""
+    refuse_unknown_parameters(request, NO_PARAMETERS)
     if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
     record = await service.get_for(payment_id, getattr(request.state, "principal", None))

@@ -21,12 +21,15 @@ from api.operation_docs import (
     wait_parameter,
 )
 from api.request_helpers import (
+    NO_PARAMETERS,
+    UNKNOWN_PARAMETER,
     client_idempotency_key,
     failed_answer,
     model_response,
     operation_headers,
     principal_of,
     read_body_model,
+    refuse_unknown_parameters,
     settled_within,
     wait_of,
 )
@@ -128,7 +131,9 @@ async def create_refund(
     response_model=Refund,
     responses={
         200: {"headers": RATE_LIMIT},
-        **error_responses(PaymentNotFound(param="id"), RefundNotFound, StoreUnavailable),
+        **error_responses(
+            UNKNOWN_PARAMETER, PaymentNotFound(param="id"), RefundNotFound, StoreUnavailable
+        ),
     },
     openapi_extra=read_by_hand(),
 )
@@ -136,5 +141,6 @@ async def get_refund(
     request: Request, payment_id: str, refund_id: str, refunds: RefundServiceDep
 ) -> Response:
     """One refund of the payment: its status, Stripe's refund id once known, the error."""
+    refuse_unknown_parameters(request, NO_PARAMETERS)
     refund = await refunds.get_for(payment_id, refund_id, principal_of(request))
     return model_response(200, refund_view(refund))

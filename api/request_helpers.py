@@ -32,6 +32,12 @@ S = TypeVar("S", bound=Settles)
 
 
 _WAIT_ONLY = frozenset({"wait"})
+# A read of one object takes no query parameter at all.
+NO_PARAMETERS: frozenset[str] = frozenset()
+# The answer to one it does not take, for the OpenAPI document of such a read.
+UNKNOWN_PARAMETER = InvalidRequest(
+    "Received unknown parameter: expand", code="parameter_unknown", param="expand"
+)
 
 
 def refuse_unknown_parameters(request: Request, taken: frozenset[str]) -> None:

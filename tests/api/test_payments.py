@@ -299,15 +299,29 @@ async def test_a_misspelt_or_unknown_parameter_is_refused_before_any_payment(
         ("POST", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/cancel?wiat=5"),
         ("POST", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/capture?wiat=5"),
         ("GET", "/cus_A/payments?limt=5"),
+        ("GET", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa?expand[]=charge"),
+        ("GET", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/refunds/ref_aaaaaaaaaaaaaaaaaaaaaaaa?wait=5"),
     ],
 )
-async def test_every_write_and_the_customer_list_refuse_a_parameter_they_do_not_take(
+async def test_every_route_refuses_a_parameter_it_does_not_take(
     client: httpx.AsyncClient, method: str, path: str
 ) -> None:
+    """Before looking the payment up: the same answer whether it exists or not."""
     response = await client.request(method, path, json={})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "parameter_unknown"
-    assert response.json()["error"]["param"] in ("wiat", "limt")
+    assert response.json()["error"]["param"] in ("wiat", "limt", "expand[]", "wait")
+
+
+async def test_a_read_of_one_payment_with_a_parameter_is_refused_and_without_it_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    accepted = await client.post("/payments", json=payment(), headers={"Idempotency-Key": "r-1"})
+    path = "/payments/" + accepted.json()["id"]
+    assert (await client.get(path + "?foo=1")).json()["error"]["param"] == "foo"
+    plain = await client.get(path)
+    assert plain.status_code == 200
+    assert plain.json()["id"] == accepted.json()["id"]
 
 
 async def test_wrong_method_and_unknown_route_answer_json(client: httpx.AsyncClient) -> None:
