@@ -300,7 +300,10 @@ async def test_a_misspelt_or_unknown_parameter_is_refused_before_any_payment(
         ("POST", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/capture?wiat=5"),
         ("GET", "/cus_A/payments?limt=5"),
         ("GET", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa?expand[]=charge"),
-        ("GET", "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/refunds/ref_aaaaaaaaaaaaaaaaaaaaaaaa?wait=5"),
+        (
+            "GET",
+            "/payments/pay_aaaaaaaaaaaaaaaaaaaaaaaa/refunds/ref_aaaaaaaaaaaaaaaaaaaaaaaa?wait=5",
+        ),
     ],
 )
 async def test_every_route_refuses_a_parameter_it_does_not_take(
