@@ -124,6 +124,7 @@ def test_the_dashboard_shows_rates_latency_outcomes_and_backlog() -> None:
         "payments_queue_oldest_age_seconds",  # backlog age
         "payments_stripe_request_seconds_bucket",  # Stripe latency by call
         "payments_dead_letters",
+        "payments_callbacks_reserved",  # callbacks held apart from the backlog
     ):
         assert metric in text, metric
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
