@@ -21,6 +21,9 @@ by its name when it fails:
 - ``callbacks``: the same recovery sweep for callbacks (``CallbackStore.requeue_stale``), then
   the callback attempts that are due.
 - ``actions``: payments waiting for their customer (3-D Secure), in case a webhook was missed.
+- ``list_backfill``: until it is done once, payments whose records were written before the
+  accept kept the clients' lists (an upgrade) are filed in them, a bounded part a round
+  (``shared.store.list_store.ListBackfill``), so ``GET /payments`` lists them too.
 - ``stripe_events``: every STRIPE_EVENTS_CATCHUP_SECONDS, in one worker of the fleet at a time
   (a turn of its own in Redis), Stripe's events whose webhook was not delivered are listed and
   those never taken are taken as their webhook would have been (``worker.event_catchup``).
@@ -50,6 +53,7 @@ from shared.fleet_metrics import (
 from shared.log_config import write_line
 from shared.store import PaymentStore, charge_queues
 from shared.store.keys import DEAD_LETTERS
+from shared.store.list_store import ListBackfill
 from worker import singletons
 from worker.action_recheck import recheck_actions
 from worker.singletons import settings
@@ -202,6 +206,13 @@ def actions() -> dict[str, int]:
     )
 
 
+def list_backfill() -> int | None:
+    filed = ListBackfill(singletons.maintenance_redis()).run()
+    if filed:
+        log.info("list_backfill.filed", count=filed)
+    return filed
+
+
 def stripe_events() -> dict[str, int]:
     """Stripe's events whose webhook was not delivered, taken as the webhook would have."""
     return singletons.event_catchup().run()
@@ -216,6 +227,7 @@ ROUNDS = (
     Round("captures", captures),
     Round("callbacks", callbacks),
     Round("actions", actions),
+    Round("list_backfill", list_backfill),
     Round("stripe_events", stripe_events),
 )
 

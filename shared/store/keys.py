@@ -95,6 +95,10 @@ Key (type; TTL; written by):
   moves a status moves the entry, in the same step, lib/common.lua ``index_move``; trimmed at
   accept in turns, its TTL the listed set's) and ``payments:client:customer:{client}:{customer}``
   (the same, the client's payments for one customer; API on accept, trimmed and expiring there).
+- ``payments:list_backfill`` (hash: ``cursor``, the SCAN cursor of the records not yet looked
+  at, and ``done``, the time the last was; no TTL; workers, the maintenance round
+  ``list_backfill``): the filing in the lists above of payments whose records were written
+  before the accept kept them (``shared.store.list_store.ListBackfill``), once a deployment.
 - kombu's ``unacked`` / ``unacked_index`` (delivered messages not yet acknowledged; kombu,
   and a waiting worker moves its own entry's time forward).
 """
@@ -143,6 +147,7 @@ UNACKED_INDEX = "unacked_index"
 CLIENT_QUEUES = "payments:queues"
 DEADLINES = "payments:deadlines"
 CLIENT_LISTED_PREFIX = "payments:client:listed:"
+LIST_BACKFILL = "payments:list_backfill"
 CLIENT_STATUS_PREFIX = "payments:client:status:"
 CLIENT_CUSTOMER_PREFIX = "payments:client:customer:"
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import redis
 from redis.asyncio import Redis
 
 from shared.payments.payment_records import PaymentRecord
+from shared.payments.rfc3339 import ms_from_rfc3339
 from shared.settings.service_settings import Settings
 from shared.store import keys
 from shared.store.lua_scripts import source
@@ -90,3 +92,59 @@ class AsyncListStore:
 
 def _record(flat: list[Any]) -> PaymentRecord:
     return PaymentRecord.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+class ListBackfill:
+    """Files in their clients' lists the payments whose records were written before the
+    accept kept those lists (a deployment upgraded from such a version): without it a client
+    would not see its payments of the last RECORD_TTL_SECONDS in ``GET /payments``. A
+    maintenance round (``list_backfill``) runs a bounded part of it, ``steps`` SCANs of about
+    ``count`` records each, from where the last left off (``keys.LIST_BACKFILL``), until the
+    records have all been looked at once; then it is done and looks no more (every later
+    accept files its own payment). Each record is filed as the accept would have filed it,
+    by ``index_existing.lua``: from the record as it is inside that step, never twice, and never
+    a payment without a client."""
+
+    def __init__(self, client: redis.Redis, *, count: int = 1000, steps: int = 50) -> None:
+        self._client = client
+        self._index = client.register_script(source("index_existing"))
+        self._count = count
+        self._steps = steps
+
+    def run(self) -> int | None:
+        """One round's part; how many payments it filed, or None when it was done already."""
+        state = self._client.hgetall(keys.LIST_BACKFILL)
+        if b"done" in state:
+            return None
+        cursor, filed = int(state.get(b"cursor", 0)), 0
+        for _ in range(self._steps):
+            cursor, found = self._client.scan(
+                cursor, match=keys.RECORD_PREFIX + "pay_*", count=self._count, _type="hash"
+            )
+            if found:
+                filed += self._file(found)
+            if cursor == 0:
+                break
+        mark = ["cursor", str(cursor)]
+        if cursor == 0:
+            mark += ["done", f"{time.time():.3f}"]
+        self._client.hset(keys.LIST_BACKFILL, items=mark)
+        return filed
+
+    def _file(self, records: list[bytes | str]) -> int:
+        with self._client.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.hget(record, "created_at")
+            stamps = pipe.execute()
+        created = [_ms(stamp) for stamp in stamps]
+        return int(self._index(keys=records, args=[orjson.dumps({"created": created})]))
+
+
+def _ms(stamp: bytes | str | None) -> int:
+    """A record's ``created_at`` in ms; 0 (not filed) for none or one that does not read."""
+    try:
+        if isinstance(stamp, bytes):
+            stamp = stamp.decode()
+        return ms_from_rfc3339(stamp) if stamp else 0
+    except (ValueError, UnicodeDecodeError):
+        return 0

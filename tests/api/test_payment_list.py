@@ -19,6 +19,7 @@ from shared.payments.states import Status
 from shared.settings.service_settings import Settings
 from shared.store import PaymentStore
 from shared.store.keys import client_listed, client_status, record_key
+from shared.store.list_store import ListBackfill
 from tests.api.test_tenancy import CLIENTS, OTHER, SHOP, auth
 from tests.support import RFC3339_ACCEPTED, RFC3339_REFUSED, app_client, payment
 
@@ -397,3 +398,65 @@ async def test_a_batch_s_payments_are_listed_like_single_ones(api: httpx.AsyncCl
     body = await listed(api, "?status=queued")
 
     assert {p["id"] for p in body["data"]} == ids
+
+
+def forget_the_lists(redis: fakeredis.FakeRedis) -> None:
+    """Redis as a version before the lists leaves it: the records, and no list sets."""
+    for pattern in ("payments:client:listed:*", "payments:client:status:*",
+                    "payments:client:customer:*"):  # fmt: skip
+        for key in redis.scan_iter(match=pattern):
+            redis.delete(key)
+
+
+def backfill_all(redis: fakeredis.FakeRedis, **size: int) -> list[int | None]:
+    """The maintenance rounds' ``list_backfill`` until it is done; what each round answered."""
+    rounds: list[int | None] = []
+    while not rounds or rounds[-1] is not None:
+        rounds.append(ListBackfill(redis, **size).run())
+        assert len(rounds) < 100
+    return rounds
+
+
+async def test_payments_made_before_the_lists_are_listed_once_the_backfill_ran(
+    api: httpx.AsyncClient, worker: PaymentStore, server: fakeredis.FakeServer
+) -> None:
+    redis = fakeredis.FakeRedis(server=server)
+    ids = await accept(api, 5)
+    other = await accept(api, 1, key=OTHER, account_id="cus_B")
+    end(worker, ids[1], Status.FAILED)
+    forget_the_lists(redis)
+    # A payment from before records named their client: never listed, never an error.
+    redis.hset(record_key("pay_" + "0" * 24), mapping={"id": "pay_" + "0" * 24, "status": "queued",
+               "account_id": "cus_A", "created_at": "2026-12-01T00:00:00.000Z"})  # fmt: skip
+    assert (await listed(api))["data"] == []  # what an upgrade finds
+
+    rounds = backfill_all(redis, count=2, steps=1)
+    # A moved status after the backfill moves the entry as for any payment.
+    end(worker, ids[3], Status.SUCCEEDED)
+
+    assert sum(r or 0 for r in rounds) == 6  # each of the clients' payments once
+    assert len(rounds) > 2, "a round does a bounded part"
+    assert [p["id"] for p in (await listed(api))["data"]] == ids[::-1]
+    assert [p["id"] for p in (await listed(api, "?status=failed"))["data"]] == [ids[1]]
+    assert [p["id"] for p in (await listed(api, "?status=succeeded"))["data"]] == [ids[3]]
+    queued = await listed(api, "?status=queued&customer=cus_Abc123")
+    assert [p["id"] for p in queued["data"]] == [ids[4], ids[2], ids[0]]
+    assert [p["id"] for p in (await listed(api, key=OTHER))["data"]] == other
+    record_ttl = redis.ttl(record_key(ids[0]))
+    for key in redis.scan_iter(match="payments:client:*"):
+        if redis.type(key) == b"zset":
+            assert 0 < redis.ttl(key) <= record_ttl + 1, key
+
+
+async def test_the_backfill_files_nothing_twice_and_stops_once_done(
+    api: httpx.AsyncClient, server: fakeredis.FakeServer
+) -> None:
+    redis = fakeredis.FakeRedis(server=server)
+    ids = await accept(api, 3)
+
+    assert backfill_all(redis) == [0, None]  # already listed by their accept: nothing filed
+    forget_the_lists(redis)
+    assert ListBackfill(redis).run() is None  # done once: it does not look again
+
+    assert (await listed(api))["data"] == []
+    assert ids

@@ -38,6 +38,7 @@ from shared.store.keys import (
     refund_key,
 )
 from shared.store.lifecycle_store import LifecycleStore, Transition
+from shared.store.list_store import ListBackfill
 from shared.store.lua_scripts import LUA_DIR
 from shared.store.payment_store import ClientLimits
 from shared.store.refund_store import AsyncRefundStore, RefundStore
@@ -170,6 +171,8 @@ DRIVERS: dict[str, list[Driver]] = {
     "capture_start": [lambda s: s.captures.start(PAY, token="t")],
     "capture_finish": [_capture_finish(to) for to in Status],
     "requeue_capture": [_requeue_capture],
+    # Files a record of before the lists in them: never moves its status.
+    "index_existing": [lambda s: ListBackfill(s.redis).run()],
 }
 # What a step needs besides the record (its fields written before the step runs): a capture or
 # void asked and not settled.
