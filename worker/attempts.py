@@ -44,7 +44,7 @@ from shared.settings.service_settings import Settings
 from shared.store import Busy
 from shared.stripe.budget import StripeBudget
 from shared.stripe.outcomes import TransientStripeError
-from worker.stripe_calls import LeaseLost, MeteredStripe
+from worker.stripe_calls import DeadlinePassed, LeaseLost, MeteredStripe
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +195,11 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
     def _postpone(self, held: HeldT, token: str, *, check_at: float) -> None:
         """Still unknown (Stripe cannot be asked): count the look, look again at ``check_at``."""
 
+    def _past_deadline(self, held: HeldT, token: str) -> Done[StatusT]:
+        """The write waited past the deadline it was given and was not sent (DeadlinePassed);
+        only a processor whose writes are given one has to say what then."""
+        raise NotImplementedError(f"{self.name} writes carry no deadline")
+
     def _reconcile_first(self, held: HeldT) -> bool:
         """Besides a retry: must a first attempt look at Stripe before writing?"""
         return False
@@ -229,6 +234,9 @@ class Attempts(ABC, Generic[HeldT, OutcomeT, StatusT]):
         except LeaseLost:
             bound.warning(f"{self.name}.lease_lost")
             return Done(None)
+        except DeadlinePassed:
+            bound.info(f"{self.name}.deadline_passed", sent=False)
+            return self._past_deadline(held, token)
         except TransientStripeError as exc:
             if exc.rate_limited:
                 countdown = retry_backoff(self._settings, 1, exc.retry_after)

@@ -25,9 +25,11 @@ The rules:
 6. A deadline is kept before anything is sent. A payment accepted with ``expires_at`` whose
    deadline has passed when its message is taken starts no attempt (``start_attempt`` refuses
    it in the step that would take the lease) and ends ``expired``, never sent; so does one
-   still queued when the maintenance round ``deadlines`` looks (``worker.maintenance``).
-   Once an attempt has started, its answer decides, whenever it comes. A canceled payment is
-   final: never attempted.
+   still queued when the maintenance round ``deadlines`` looks (``worker.maintenance``), and
+   one whose first attempt's create waited for its Stripe slot (rule 4) past the deadline:
+   the create is not sent (``MeteredStripe.call``'s ``not_after_ms``). Once the create has
+   been sent, its answer decides, whenever it comes. A canceled payment is final: never
+   attempted.
 
 The skeleton that keeps these rules for charges and refunds alike is ``worker.attempts``; this
 module is what is a charge's own: the payment's lease and record, the PaymentIntent.
@@ -96,6 +98,17 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
             return None
         return started.record if isinstance(started, Started) else None
 
+    def _past_deadline(self, held: PaymentRecord, token: str) -> Done[Status]:
+        # Rule 6: its first create waited for its slot past the deadline and was not sent:
+        # it ends expired, in the step that gives the lease back.
+        expired = self._store.deadlines.expire([held.id], token=token)
+        if not expired:
+            # Not as this attempt left it (its lease lost meanwhile): given back, uncounted,
+            # to whichever attempt comes next.
+            self._release(held, token, {}, uncount=True)
+        log.info("charge.expired", payment_id=held.id, expired=bool(expired), waited=True)
+        return Done(None)
+
     def _hold(self, key: str, *, token: str) -> PaymentRecord | None:
         held = self._store.take_lease(key, token=token)
         return held.record if isinstance(held, Started) else None
@@ -141,9 +154,13 @@ class ChargeProcessor(Attempts[PaymentRecord, ChargeOutcome, Status]):
                 assert default is not None  # required: PaymentMethodMissing otherwise
                 method = default
                 self._store.remember_payment_method(held.id, method)
+        # Rule 6: a first attempt (nothing sent before it) whose slot comes past the deadline
+        # sends nothing. A later one may have reached Stripe already: its answer decides.
+        first = held.attempts == 1 and not held.reconcile_first
         return stripe.call(
             "payment_intents.create",
             self._gateway.create_payment_intent,
+            not_after_ms=held.expires_ms if first else None,
             customer=held.account_id,
             amount_minor=held.amount_minor,
             currency=held.currency,

@@ -33,6 +33,11 @@ class LeaseLost(Exception):
     """Another worker took the payment while this one waited: this attempt stops."""
 
 
+class DeadlinePassed(Exception):
+    """The payment's deadline passed while its write waited for its slot: the write was not
+    sent (``MeteredStripe.call``'s ``not_after_ms``)."""
+
+
 class MeteredStripe:
     def __init__(
         self,
@@ -68,10 +73,21 @@ class MeteredStripe:
                 return
             time.sleep(min(at - now, KEEPALIVE_SECONDS))
 
-    def call(self, name: str, request: Callable[..., T], /, **params: Any) -> T:
+    def call(
+        self,
+        name: str,
+        request: Callable[..., T],
+        /,
+        *,
+        not_after_ms: int | None = None,
+        **params: Any,
+    ) -> T:
         """``request(**params)`` (a StripeGateway method) in its booked slot, timed as
-        ``name``."""
+        ``name``; with ``not_after_ms`` (ms since the epoch), a slot that comes at or past it
+        raises DeadlinePassed instead, the request never sent."""
         self._wait_turn(name)
+        if not_after_ms is not None and time.time() * 1000 >= not_after_ms:
+            raise DeadlinePassed()
         started = time.perf_counter()
         outcome = "ok"
         try:

@@ -181,6 +181,10 @@ PAYMENT_MOVES: tuple[Move[Status], ...] = (
     # script that checks its deadline (start_attempt refuses one past it), so a payment that
     # leaves queued this way was never sent to Stripe and never will be ---------------------
     Move(_S.QUEUED, _S.EXPIRED, Cause.DEADLINE, "expire"),
+    # A first attempt whose create waited for its Stripe slot past the deadline: the worker
+    # holding it sends nothing and ends it (expire with its lease's token; nothing was ever
+    # sent: attempts 1, no PaymentIntent). No other processing payment is expired.
+    Move(_S.PROCESSING, _S.EXPIRED, Cause.DEADLINE, "expire"),
     # (A cancel asked again answers the canceled payment and writes nothing: no row.)
     Move(_S.QUEUED, _S.CANCELED, Cause.CLIENT_CANCEL, "cancel"),
     # --- after the charge path's first answer: an event arriving late or out of order never

@@ -73,9 +73,13 @@ class DeadlineStore:
         self._settings = settings
         self._expire = client.register_script(source("expire"))
 
-    def expire(self, payment_ids: list[str], *, now_ms: int | None = None) -> list[str]:
+    def expire(
+        self, payment_ids: list[str], *, now_ms: int | None = None, token: str | None = None
+    ) -> list[str]:
         """Expire those of ``payment_ids`` still queued past their deadline with no lease on
-        them; drop from the deadlines those no longer queued. The ids expired."""
+        them; drop from the deadlines those no longer queued. With ``token``: the payments
+        held under that lease in a first attempt whose create was not sent (expire.lua). The
+        ids expired."""
         if not payment_ids:
             return []
         expired: list[bytes] = self._expire(
@@ -85,6 +89,7 @@ class DeadlineStore:
                     {
                         "ids": payment_ids,
                         "now_ms": _now_ms() if now_ms is None else now_ms,
+                        **({"token": token} if token else {}),
                         "now_iso": now_iso(),
                         "record_prefix": keys.RECORD_PREFIX,
                         "lock_prefix": keys.LOCK_PREFIX,

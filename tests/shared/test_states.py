@@ -34,6 +34,7 @@ from shared.store.keys import (
     client_customers,
     client_listed,
     client_status,
+    lock_key,
     record_key,
     refund_key,
 )
@@ -144,6 +145,14 @@ def _requeue_refund(s: Stores) -> object:
 
 # Each script, run as its store runs it; a script whose target is an argument is run with
 # every status as its target.
+def _expire_held(s: Stores) -> None:
+    """A worker's first attempt whose create waited past the deadline, not sent."""
+    s.redis.set(lock_key(PAY), "t")
+    s.redis.hset(record_key(PAY), "attempts", "1")
+    s.redis.hdel(record_key(PAY), "payment_intent")  # its create was not sent
+    s.payments.deadlines.expire([PAY], now_ms=int(time.time() + 2 * DAY) * 1000, token="t")
+
+
 DRIVERS: dict[str, list[Driver]] = {
     "accept": [_accept, _accept_batch],
     "start_attempt": [lambda s: s.payments.start_attempt(PAY, token="t")],
@@ -164,7 +173,8 @@ DRIVERS: dict[str, list[Driver]] = {
     "requeue_refund": [_requeue_refund],
     # Past the seeded deadline (a day from now).
     "expire": [
-        lambda s: s.payments.deadlines.expire([PAY], now_ms=int(time.time() + 2 * DAY) * 1000)
+        lambda s: s.payments.deadlines.expire([PAY], now_ms=int(time.time() + 2 * DAY) * 1000),
+        _expire_held,
     ],
     "cancel": [lambda s: asyncio.run(s.async_cancels.cancel(PAY))],
     "capture_accept": [_capture_accept],

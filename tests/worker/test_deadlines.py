@@ -22,7 +22,9 @@ from shared.store.keys import (
     lock_key,
     record_key,
 )
+from shared.store.stripe_budget_store import StripeBudgetStore
 from shared.store.unsent_store import AsyncCancelStore
+from shared.stripe.budget import StripeBudget
 from tests.worker.conftest import seed_record
 from tests.worker.test_charge import FakeStripe
 from worker.attempts import Done
@@ -241,3 +243,68 @@ def test_a_queued_payment_a_worker_holds_is_not_canceled(
     result = asyncio.run(AsyncCancelStore(async_redis, settings).cancel(PAY))
     assert not result.canceled
     assert _status(redis) == "queued"
+
+
+def _backlogged(
+    redis: fakeredis.FakeRedis, store: PaymentStore, settings: Settings
+) -> ChargeProcessor:
+    """A processor whose Stripe budget other workers have booked for the next 0.6 s."""
+    shared = StripeBudgetStore(redis)
+    limits = Settings(environment="test", stripe_max_rps=20).stripe_limits
+    shared.book(["GET /v1/events"] * 12, {"global": 20, "GET /v1/events": 25})
+    return ChargeProcessor(store, FakeStripe(), settings, StripeBudget(shared, limits))  # type: ignore[arg-type]
+
+
+def test_a_first_create_whose_slot_comes_past_the_deadline_is_never_sent(
+    redis: fakeredis.FakeRedis, store: PaymentStore, settings: Settings
+) -> None:
+    _queued(redis, deadline_in=0.3, hook=HOOK)
+    processor = _backlogged(redis, store, settings)
+
+    assert processor.process(PAY) == Done(None)
+
+    stripe: FakeStripe = processor._gateway  # type: ignore[assignment]
+    assert stripe.ledger == []  # the create waited for its slot past the deadline: not sent
+    assert _status(redis) == "expired"
+    assert "never sent to Stripe" in _error(redis)["message"]
+    assert not redis.exists(lock_key(PAY))
+    assert redis.zscore(PENDING_INDEX, PAY) is None
+    (message,) = redis.lrange(settings.callback_queue, 0, -1)
+    assert b"payment.expired" in message
+
+
+def test_a_later_attempt_past_the_deadline_still_sends_its_create(
+    redis: fakeredis.FakeRedis, store: PaymentStore, settings: Settings
+) -> None:
+    """An earlier attempt may have reached Stripe: the same create (same idempotency key) is
+    what learns its outcome, so the deadline does not stop it."""
+    _queued(redis, deadline_in=0.3)
+    redis.hset(record_key(PAY), "attempts", "1")  # an earlier attempt ended without an answer
+    processor = _backlogged(redis, store, settings)
+
+    assert processor.process(PAY) == Done(Status.SUCCEEDED)
+
+    stripe: FakeStripe = processor._gateway  # type: ignore[assignment]
+    assert len(stripe.ledger) == 1
+    assert _status(redis) == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("token", "fields"),
+    [
+        ("other", {}),  # another worker's lease
+        ("t", {"attempts": "2"}),  # an earlier attempt may have reached Stripe
+        ("t", {"payment_intent": "pi_1"}),  # its create was sent
+    ],
+)
+def test_a_held_payment_that_may_have_been_sent_is_never_expired(
+    redis: fakeredis.FakeRedis, store: PaymentStore, token: str, fields: dict[str, str]
+) -> None:
+    expires_ms = _queued(redis, deadline_in=60)
+    assert isinstance(store.start_attempt(PAY, token="t"), Started)
+    if fields:
+        redis.hset(record_key(PAY), mapping=fields)  # type: ignore[arg-type]
+
+    assert store.deadlines.expire([PAY], now_ms=expires_ms + 1, token=token) == []
+    assert _status(redis) == "processing"
+    assert redis.get(lock_key(PAY)) == b"t"
