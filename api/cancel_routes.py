@@ -104,8 +104,9 @@ router = scopes.guarded_router("payments")
 async def cancel_payment(request: Request, payment_id: str, service: ServiceDep) -> Response:
     """Cancel a payment whose charge has not been sent to Stripe yet (status `queued`): it
     becomes `canceled` and is guaranteed never to be charged (a `payment.canceled` callback
-    follows). A payment already sent (`processing`, `unknown`) answers 409
-    `payment_in_progress`; a final one other than `canceled`, 409 `payment_not_cancelable`.
+    follows). A payment already sent (`processing`, `unknown`, `requires_action`: its
+    customer's 3-D Secure pending, still chargeable) answers 409 `payment_in_progress`; a final
+    one other than `canceled`, 409 `payment_not_cancelable`.
     Idempotent: a canceled payment is answered as it is.
 
     An authorization (`requires_capture`, capture_method manual) is voided: the void is queued

@@ -305,7 +305,16 @@ class PaymentService:
         """A cancel of a payment whose charge may already be at Stripe, or is final: the one
         place such a cancel is decided (an authorization to void goes here). An attempt in
         flight, an outcome unknown, or a queued payment some worker holds: 409
-        payment_in_progress; a final one: 409 payment_not_cancelable."""
+        payment_in_progress; so does one waiting for its customer's 3-D Secure (sent, and
+        still to be charged if the customer completes it); a final one: 409
+        payment_not_cancelable."""
+        if record.status is Status.REQUIRES_ACTION:
+            raise PaymentInProgress(
+                "The payment's charge was sent to Stripe and waits for the customer's "
+                "authentication (3-D Secure), so it can no longer be canceled: it is charged if "
+                "the customer completes it. Poll the payment for its outcome.",
+                payment_id=record.id,
+            )
         if record.is_final:
             raise PaymentNotCancelable(
                 f"The payment is {record.status.value} and can no longer be canceled.",

@@ -189,7 +189,8 @@ async def test_a_queued_payment_is_canceled_once_and_for_good(
         (Status.UNKNOWN, "payment_in_progress"),
         (Status.SUCCEEDED, "payment_not_cancelable"),
         (Status.FAILED, "payment_not_cancelable"),
-        (Status.REQUIRES_ACTION, "payment_not_cancelable"),
+        # Sent, and waiting for the customer's 3-D Secure: it may still be charged.
+        (Status.REQUIRES_ACTION, "payment_in_progress"),
         (Status.EXPIRED, "payment_not_cancelable"),
     ],
 )
@@ -202,6 +203,10 @@ async def test_a_payment_already_sent_or_final_is_not_canceled(
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == code
     assert refused.json()["error"]["payment_id"] == accepted["id"]
+    if code == "payment_not_cancelable":
+        assert status.value in refused.json()["error"]["message"]
+    else:
+        assert "can no longer be canceled" in refused.json()["error"]["message"]
     assert (await redis.hget(record_key(accepted["id"]), "status")).decode() == status.value  # type: ignore[union-attr]
 
 
