@@ -28,20 +28,23 @@ from api.request_helpers import (
     PAYMENT_ID,
     model_response,
     principal_of,
+    read_body_model,
     viewer_of,
     wait_of,
 )
-from api.schemas import Payment, payment_view
+from api.schemas import CancelRequest, Payment, payment_view
 from shared.errors import (
     AlreadyCaptured,
     InvalidRequest,
     NotDurable,
+    PayloadTooLarge,
     PaymentInProgress,
     PaymentNotCancelable,
     PaymentNotCapturable,
     PaymentNotFound,
     StoreUnavailable,
     StripeUnavailable,
+    UnsupportedMediaType,
     UpstreamError,
 )
 from shared.payments.states import Status
@@ -87,6 +90,13 @@ router = scopes.guarded_router("payments")
                 code="wait_invalid",
                 param="wait",
             ),
+            InvalidRequest(
+                "Received unknown parameter: cancellation_reason",
+                code="parameter_unknown",
+                param="cancellation_reason",
+            ),
+            PayloadTooLarge,
+            UnsupportedMediaType,
             NotDurable,
             UpstreamError,
             StripeUnavailable,
@@ -98,7 +108,9 @@ router = scopes.guarded_router("payments")
             "For an authorization's void: seconds to wait for Stripe's answer (0 to "
             "MAX_WAIT_SECONDS): 200 once voided, the error's status once failed, 202 if still "
             "pending by then."
-        )
+        ),
+        body=CancelRequest,
+        body_required=False,
     ),
 )
 async def cancel_payment(request: Request, payment_id: str, service: ServiceDep) -> Response:
@@ -118,6 +130,7 @@ async def cancel_payment(request: Request, payment_id: str, service: ServiceDep)
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
     settings: Settings = request.app.state.settings
     wait = wait_of(request, settings.max_wait_seconds)
+    await read_body_model(request, CancelRequest, settings.max_body_bytes, optional=True)
     principal = principal_of(request)
     current = await service.get_for(payment_id, principal)
     if current.status is Status.REQUIRES_CAPTURE:

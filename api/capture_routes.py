@@ -71,6 +71,7 @@ router = scopes.guarded_router("payments")
             "the error's status once failed, 202 if still pending by then."
         ),
         body=CaptureRequest,
+        body_required=False,  # no body: capture all of it
     ),
 )
 async def capture_payment(request: Request, payment_id: str) -> Response:

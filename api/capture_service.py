@@ -20,6 +20,7 @@ from shared.errors import InvalidRequest, PaymentNotCapturable, PaymentNotFound
 from shared.payments.money import AmountError, format_minor
 from shared.payments.payment_records import PaymentRecord
 from shared.payments.refund_records import parse_refund_amount
+from shared.payments.states import Status
 from shared.settings.api_clients import Client
 from shared.settings.service_settings import Settings
 from shared.store.capture_store import AsyncCaptureStore, capture_message
@@ -54,7 +55,9 @@ class CaptureService:
                 minor = parse_refund_amount(amount, payment.currency)
             except AmountError as exc:
                 raise InvalidRequest(str(exc), code="amount_invalid", param="amount") from exc
-            if minor > payment.amount_minor:
+            # Over the authorization: only for an authorization (anything else is answered
+            # 409 payment_not_capturable by the ask, whatever the amount).
+            if minor > payment.amount_minor and payment.status is Status.REQUIRES_CAPTURE:
                 authorized = format_minor(payment.amount_minor, payment.currency)
                 raise InvalidRequest(
                     f"amount may be at most the amount authorized, {authorized} "

@@ -46,7 +46,10 @@ FIELD_HINTS = {
     "callback_url": "callback_url must be an https URL of at most 2048 characters",
     "description": f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters",
     "metadata": f"metadata must be a JSON object of at most {MAX_KEYS} keys with string values",
-    "starting_after": "starting_after must be a charge id from a previous page (ch_...)",
+    "starting_after": "starting_after must be the id of a previous page's last item (its "
+    "next_cursor)",
+    "customer": "customer must be a Stripe customer id: cus_ followed by 1-64 letters or digits",
+    "capture_method": 'capture_method must be "automatic" or "manual"',
     "expires_at": 'expires_at must be an RFC 3339 date-time string such as "2026-01-01T12:00:00Z"',
     "expires_in": "expires_in must be a whole number of seconds",
 }

@@ -144,14 +144,17 @@ REQUEST_ID = {
 
 
 def read_by_hand(
-    *parameters: dict[str, Any], body: type[BaseModel] | dict[str, Any] | None = None
+    *parameters: dict[str, Any],
+    body: type[BaseModel] | dict[str, Any] | None = None,
+    body_required: bool = True,
 ) -> dict[str, Any]:
     """A route's ``openapi_extra``: X-Request-ID, plus the parameters and JSON body the route
-    reads from the request itself rather than through FastAPI's parameters."""
+    reads from the request itself rather than through FastAPI's parameters (``body_required``
+    False: a request without a body is taken too, as read_body_model's ``optional``)."""
     extra: dict[str, Any] = {"parameters": [*parameters, REQUEST_ID]}
     if body is not None:
         schema = body if isinstance(body, dict) else body.model_json_schema()
-        extra["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+        extra["requestBody"] = {"required": body_required, "content": {JSON: {"schema": schema}}}
     return extra
 
 

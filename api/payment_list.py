@@ -64,6 +64,13 @@ async def _list_store(request: Request) -> AsyncListStore:
 
 ListStoreDep = Annotated[AsyncListStore, Depends(_list_store)]
 
+# The next page's URL while has_more (both forms; what a CSV export follows), as RFC 8288 has it.
+NEXT_PAGE = {
+    "description": "The next page, while there is one: `</payments?...&starting_after=pay_...>; "
+    'rel="next"` (the same filters, the cursor of this page\'s last item).',
+    "schema": {"type": "string"},
+}
+
 
 @router.get(
     PATH,
@@ -75,7 +82,7 @@ ListStoreDep = Annotated[AsyncListStore, Depends(_list_store)]
                 "The caller's payments, newest first; with `Accept: text/csv`, the same rows "
                 "as CSV (columns: " + ", ".join(CSV_COLUMNS) + "), the next page in `Link`."
             ),
-            "headers": RATE_LIMIT,
+            "headers": {**RATE_LIMIT, "Link": NEXT_PAGE},
             "content": {CSV: {"schema": {"type": "string"}}},
         },
         **error_responses(

@@ -96,9 +96,12 @@ async def read_body_model(
     request: Request, model: type[M], limit: int, *, optional: bool = False
 ) -> M:
     """The JSON body read as ``model`` (400 naming the fields it gets wrong); ``optional``: a
-    request with no body (no Content-Type, no length) asks for ``model()``."""
-    if optional and not (
-        request.headers.get("content-type") or request.headers.get("content-length", "0") != "0"
+    request with no body (no length, or a length of 0, whatever its Content-Type: ``curl -d ''``
+    sends a form's) asks for ``model()``."""
+    if (
+        optional
+        and request.headers.get("content-length", "0") == "0"
+        and not (request.headers.get("content-type") and "content-length" not in request.headers)
     ):
         return model()
     body = await read_json_body(request, limit)

@@ -169,6 +169,14 @@ class RefundRequest(BaseModel):
     )
 
 
+class CancelRequest(BaseModel):
+    """``POST /payments/{id}/cancel`` takes no field: its body, if any, is ``{}``. A field
+    (Stripe's ``cancellation_reason``, say) is a 400 ``parameter_unknown`` rather than a
+    request silently taken for less than it asked."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
 class CaptureRequest(BaseModel):
     """``POST /payments/{id}/capture``. Strict, like PaymentRequest."""
 

@@ -101,9 +101,11 @@ async def test_a_capture_of_a_payment_that_is_no_authorization_is_a_409(
     await redis.delete(QUEUE)
 
     for payment_id in (queued["id"], charged["id"]):
-        response = await capture(client, payment_id)
-        assert response.status_code == 409
-        assert response.json()["error"]["code"] == "payment_not_capturable"
+        # Whatever the amount: over the payment's is no authorization's to exceed.
+        for body in ({}, {"amount": "9999.00"}):
+            response = await capture(client, payment_id, **body)
+            assert response.status_code == 409
+            assert response.json()["error"]["code"] == "payment_not_capturable"
     assert await redis.llen(QUEUE) == 0
 
 

@@ -339,3 +339,35 @@ def test_a_batchs_estimates_are_each_payments_own_at_the_batchs_instant(
     batch = batched.accepts()
     assert [batch.at_accept(r, ahead=ahead, seq=seq) for r, ahead, seq in figures] == expected
     assert batched._samples == one_by_one._samples
+
+
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (None, {}),  # no body at all
+        (b"", {"Content-Type": "application/x-www-form-urlencoded"}),  # curl -d ''
+        (b"{}", {"Content-Type": "application/json"}),
+    ],
+)
+async def test_a_cancel_takes_no_body_or_an_empty_one(
+    client: httpx.AsyncClient, content: bytes | None, headers: dict[str, str]
+) -> None:
+    accepted = (await _accept(client, f"c-body-{content!r}")).json()
+    canceled = await client.post(
+        f"/payments/{accepted['id']}/cancel", content=content, headers=headers
+    )
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+
+
+async def test_a_cancel_with_a_field_is_refused_and_cancels_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    accepted = (await _accept(client, "c-reason")).json()
+    refused = await client.post(
+        f"/payments/{accepted['id']}/cancel", json={"cancellation_reason": "duplicate"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "parameter_unknown"
+    assert refused.json()["error"]["param"] == "cancellation_reason"
+    assert (await client.get(f"/payments/{accepted['id']}")).json()["status"] == "queued"

@@ -5,6 +5,7 @@ no answer FastAPI would document that the service never gives."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -169,3 +170,17 @@ def test_metadata_and_description_are_shown_with_stripes_limits(app: FastAPI) ->
     assert "description, metadata" in callback_data
     codes = set(create["responses"]["400"]["content"]["application/json"]["examples"])
     assert {"metadata_invalid", "metadata_key_reserved", "description_invalid"} <= codes
+
+
+def test_the_api_doc_names_every_operation_id_and_the_csv_columns_in_order() -> None:
+    """docs/API.md's list of operation ids and of the CSV export's columns, which a client
+    maps columns by, are the document's and the code's."""
+    from api.payment_list import CSV_COLUMNS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "API.md").read_text(encoding="utf-8")
+    flat = " ".join(doc.split())
+    listed = flat.split("Every operation has an explicit id", 1)[1].split(")", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == set(OPERATION_IDS.values())
+    columns = flat.split("The columns, in this order:", 1)[1].split("A cell starting", 1)[0]
+    named = [c for c in re.findall(r"`([a-z_]+)`", columns) if c in CSV_COLUMNS]
+    assert named == list(CSV_COLUMNS)

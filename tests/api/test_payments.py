@@ -334,6 +334,31 @@ async def test_wrong_method_and_unknown_route_answer_json(client: httpx.AsyncCli
     missing = await client.get("/nowhere/at/all")
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "invalid_request_error"
+    # The batch's path is not a payment id: a GET of it is a wrong method too.
+    batch = await client.get("/payments/batch")
+    assert batch.status_code == 405
+    assert batch.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "code"),
+    [
+        ("GET", "/payments?customer=abc", None, "customer_invalid"),
+        ("GET", "/payments?starting_after=xyz", None, "starting_after_invalid"),
+        ("GET", "/cus_A/payments?starting_after=xyz", None, "starting_after_invalid"),
+        ("POST", "/payments", payment(capture_method="later"), "capture_method_invalid"),
+    ],
+)
+async def test_each_bad_field_has_its_own_code_and_a_message_in_words(
+    client: httpx.AsyncClient, method: str, path: str, body: Any, code: str
+) -> None:
+    response = await client.request(method, path, json=body, headers={"Idempotency-Key": "b-1"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"].startswith(code.removesuffix("_invalid") + " must be")
+    assert "pattern" not in error["message"]
+    assert "ch_" not in error["message"]
 
 
 async def test_redis_down_is_a_503_with_an_error_object() -> None:
