@@ -9,7 +9,9 @@ LLEN and one HGET on GET /payments/{id}, nothing more on the accept (its script 
 figures). Messages pushed again (the recovery sweep, a replay) make it approximate.
 
 Drain rate: how many of the client's charges left its queue lately (``accepted - waiting``,
-sampled by each accept and GET of this process, over DRAIN_WINDOW_SECONDS), which already
+sampled by each accept and GET of this process, over DRAIN_WINDOW_SECONDS, since the queue
+last ran empty: a sample after which everything then waiting had left by the next may have
+an idle queue between them, which says nothing of how fast a backlog drains), which already
 reflects the client's share of the workers and of the Stripe budget. With no such history,
 the Stripe budget (its binding limit for the calls a charge books: shared.stripe.limits)
 stands in, as if the client had it to itself: optimistic when others have backlogs too.
@@ -36,7 +38,8 @@ class QueueEstimates:
     def __init__(self, limits: RateLimits, *, clock: Callable[[], float] = time.time) -> None:
         self._limits = limits
         self._clock = clock
-        self._samples: dict[str, deque[tuple[float, int]]] = {}
+        # A client's looks at its queue: (when, how many had left it, how many waited).
+        self._samples: dict[str, deque[tuple[float, int, int]]] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -50,15 +53,21 @@ class QueueEstimates:
         samples = self._samples.setdefault(client, deque(maxlen=MAX_SAMPLES))
         if samples and now - samples[-1][0] < SAMPLE_SPACING_SECONDS:
             return
-        samples.append((now, accepted - waiting))
+        taken = accepted - waiting
+        if samples and taken - samples[-1][1] >= samples[-1][2]:
+            # All that waited at the last look has left since: the queue may have stood
+            # empty between the two, so the rate starts afresh here.
+            samples.clear()
+        samples.append((now, taken, waiting))
         while samples and now - samples[0][0] > DRAIN_WINDOW_SECONDS:
             samples.popleft()
 
     def drain_rate(self, client: str, *, calls_per_charge: int = 1) -> float | None:
-        """Charges a second leaving the client's queue: observed, else the Stripe budget's."""
+        """Charges a second leaving the client's queue while it had a backlog: observed, else
+        the Stripe budget's."""
         samples = self._samples.get(client)
         if samples and len(samples) > 1:
-            (t0, taken0), (t1, taken1) = samples[0], samples[-1]
+            (t0, taken0, _), (t1, taken1, _) = samples[0], samples[-1]
             if t1 - t0 >= MIN_SPAN_SECONDS and taken1 > taken0:
                 return (taken1 - taken0) / (t1 - t0)
         if self._limits.enabled:

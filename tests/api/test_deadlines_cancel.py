@@ -304,6 +304,22 @@ def test_the_drain_rate_is_what_left_the_clients_queue_lately() -> None:
     assert QueueEstimates(off).drain_rate("shop") is None
 
 
+def test_a_drain_rate_leaves_out_the_time_the_queue_stood_empty() -> None:
+    """A backlog drained at 10/s, the queue idle for 40 s, then a new backlog draining at 10/s
+    again: the rate is 10/s, not what 60 s that were mostly idle would average to."""
+    now = [1000.0]
+    estimates = QueueEstimates(Settings(environment="test").stripe_limits, clock=lambda: now[0])
+    estimates.observe("shop", accepted=50, waiting=50)
+    now[0] += 5
+    estimates.observe("shop", accepted=50, waiting=0)  # all 50 taken in 5 s
+    now[0] += 40  # idle: nothing accepted, nothing to take
+    estimates.observe("shop", accepted=150, waiting=100)  # a new burst
+    now[0] += 3
+    estimates.observe("shop", accepted=150, waiting=70)  # 30 taken in 3 s
+    assert estimates.drain_rate("shop") == 10
+    # Had the gap counted: (100 - 0) / 48 s, about 2/s, an estimate five times too late.
+
+
 @pytest.mark.parametrize("history", ["none", "recent", "old", "draining"])
 @pytest.mark.parametrize("stripe_max_rps", [0, 10])
 def test_a_batchs_estimates_are_each_payments_own_at_the_batchs_instant(
