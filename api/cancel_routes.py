@@ -17,9 +17,11 @@ from api.capture_answers import capture_answer, wait_for_capture
 from api.capture_service import CaptureService
 from api.deps import ServiceDep
 from api.operation_docs import (
+    BY_WHAT_IT_ASKS,
     IDEMPOTENT_ANSWER,
     RATE_LIMIT,
     error_responses,
+    idempotency_key_parameter,
     read_by_hand,
     success_response,
     wait_parameter,
@@ -29,6 +31,7 @@ from api.request_helpers import (
     model_response,
     principal_of,
     read_body_model,
+    sent_idempotency_key,
     viewer_of,
     wait_of,
 )
@@ -104,6 +107,7 @@ router = scopes.guarded_router("payments")
         ),
     },
     openapi_extra=read_by_hand(
+        idempotency_key_parameter(BY_WHAT_IT_ASKS),
         wait_parameter(
             "For an authorization's void: seconds to wait for Stripe's answer (0 to "
             "MAX_WAIT_SECONDS): 200 once voided, the error's status once failed, 202 if still "
@@ -130,6 +134,7 @@ async def cancel_payment(request: Request, payment_id: str, service: ServiceDep)
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")
     settings: Settings = request.app.state.settings
     wait = wait_of(request, settings.max_wait_seconds)
+    key = sent_idempotency_key(request)
     await read_body_model(request, CancelRequest, settings.max_body_bytes, optional=True)
     principal = principal_of(request)
     current = await service.get_for(payment_id, principal)
@@ -139,6 +144,7 @@ async def cancel_payment(request: Request, payment_id: str, service: ServiceDep)
             payment_id, principal=principal, request_id=request.state.request_id
         )
         voided = await wait_for_capture(request, asked.record, wait)
-        return capture_answer(voided, viewer_of(request), replayed=asked.replayed)
+        return capture_answer(voided, viewer_of(request), replayed=asked.replayed, key=key)
     record = await service.cancel(payment_id, principal)
-    return model_response(200, payment_view(record, viewer=viewer_of(request)))
+    headers = {"Idempotency-Key": key} if key else None
+    return model_response(200, payment_view(record, viewer=viewer_of(request)), headers)

@@ -27,10 +27,15 @@ class _Asked:
         return status is not None and status is not CaptureStatus.PENDING
 
 
-def capture_answer(record: PaymentRecord, viewer: str, *, replayed: bool = False) -> Response:
+def capture_answer(
+    record: PaymentRecord, viewer: str, *, replayed: bool = False, key: str | None = None
+) -> Response:
     """The payment: 200 once its capture or void succeeded, the error's status once it failed,
-    202 while pending or unknown."""
-    headers = operation_headers(f"/payments/{record.id}", record.idempotency_key, replayed=replayed)
+    202 while pending or unknown. ``key``: the Idempotency-Key the client sent, answered back
+    (else the payment's own)."""
+    headers = operation_headers(
+        f"/payments/{record.id}", key or record.idempotency_key, replayed=replayed
+    )
     status = record.capture_status
     if status is CaptureStatus.FAILED and record.capture_error is not None:
         error = {**record.capture_error, "payment_id": record.id}

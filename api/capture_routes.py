@@ -14,12 +14,20 @@ from api.capture_answers import capture_answer, wait_for_capture
 from api.capture_service import CaptureService
 from api.error_responses import FIELD_HINTS
 from api.operation_docs import (
+    BY_WHAT_IT_ASKS,
     error_responses,
+    idempotency_key_parameter,
     operation_answers,
     read_by_hand,
     wait_parameter,
 )
-from api.request_helpers import principal_of, read_body_model, viewer_of, wait_of
+from api.request_helpers import (
+    principal_of,
+    read_body_model,
+    sent_idempotency_key,
+    viewer_of,
+    wait_of,
+)
 from api.schemas import CaptureRequest, Payment
 from shared.errors import (
     AuthorizationReleased,
@@ -66,6 +74,7 @@ router = scopes.guarded_router("payments")
         ),
     },
     openapi_extra=read_by_hand(
+        idempotency_key_parameter(BY_WHAT_IT_ASKS),
         wait_parameter(
             "Seconds to wait for Stripe's answer (0 to MAX_WAIT_SECONDS): 200 once captured, "
             "the error's status once failed, 202 if still pending by then."
@@ -83,6 +92,7 @@ async def capture_payment(request: Request, payment_id: str) -> Response:
     settings: Settings = request.app.state.settings
     captures: CaptureService = request.app.state.captures
     wait = wait_of(request, settings.max_wait_seconds)
+    key = sent_idempotency_key(request)
     asked = await read_body_model(request, CaptureRequest, settings.max_body_bytes, optional=True)
     result = await captures.capture(
         payment_id,
@@ -91,4 +101,4 @@ async def capture_payment(request: Request, payment_id: str) -> Response:
         request_id=request.state.request_id,
     )
     record = await wait_for_capture(request, result.record, wait)
-    return capture_answer(record, viewer_of(request), replayed=result.replayed)
+    return capture_answer(record, viewer_of(request), replayed=result.replayed, key=key)

@@ -168,6 +168,15 @@ IDEMPOTENCY_KEY_SCHEMA = {
 }
 
 
+# A capture, a void or a cancel is one a payment: idempotent by what it asks, not by a key.
+BY_WHAT_IT_ASKS = (
+    "Optional: checked (1-255 printable ASCII characters, else 400 idempotency_key_invalid) "
+    "and answered back. A payment has one capture or void at a time, and one cancel: the same "
+    "request again answers it (Idempotent-Replayed: true) under any key or none, and another "
+    "is a 409, so the key adds nothing to decide."
+)
+
+
 def idempotency_key_parameter(description: str) -> dict[str, Any]:
     return {
         "name": "Idempotency-Key",

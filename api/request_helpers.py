@@ -151,6 +151,14 @@ def client_idempotency_key(request: Request) -> str:
     return checked_idempotency_key(key, "Idempotency-Key")
 
 
+def sent_idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header of a request that is idempotent by what it asks (a capture,
+    a void or cancel: one a payment), checked as everywhere and answered back; None when the
+    client sent none."""
+    key = request.headers.get("idempotency-key")
+    return None if key is None else checked_idempotency_key(key, "Idempotency-Key")
+
+
 def checked_idempotency_key(key: object, param: str) -> str:
     """A client's idempotency key (the header, or a batch item's ``idempotency_key``): 1-255
     printable ASCII characters, else 400 ``idempotency_key_invalid`` naming ``param``."""

@@ -125,6 +125,24 @@ async def test_a_capture_asked_again_is_replayed_and_another_refused(
     assert await redis.llen(QUEUE) == 1  # one capture task, whatever was asked again
 
 
+async def test_a_captures_idempotency_key_is_checked_and_answered_back(
+    client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    payment_id = await authorized(client, redis)
+    path = f"/payments/{payment_id}/capture"
+
+    refused = await client.post(path, json={}, headers={"Idempotency-Key": "k" * 300})
+    first = await client.post(path, json={}, headers={"Idempotency-Key": "capture-1"})
+    bare = await client.post(path, json={})
+
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "idempotency_key_invalid"
+    assert first.status_code == 202
+    assert first.headers["idempotency-key"] == "capture-1"
+    assert bare.headers["idempotent-replayed"] == "true"  # the same capture, with or without
+    assert await redis.llen(QUEUE) == 1
+
+
 async def test_a_captured_payment_answers_200_and_a_released_one_shows_why(
     client: httpx.AsyncClient, redis: fakeredis.FakeAsyncRedis
 ) -> None:

@@ -387,3 +387,21 @@ async def test_a_cancel_with_a_field_is_refused_and_cancels_nothing(
     assert refused.json()["error"]["code"] == "parameter_unknown"
     assert refused.json()["error"]["param"] == "cancellation_reason"
     assert (await client.get(f"/payments/{accepted['id']}")).json()["status"] == "queued"
+
+
+async def test_a_cancels_idempotency_key_is_checked_and_answered_back(
+    client: httpx.AsyncClient,
+) -> None:
+    accepted = (await _accept(client, "c-key")).json()
+    path = f"/payments/{accepted['id']}/cancel"
+    refused = await client.post(path, headers={"Idempotency-Key": "k" * 300})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "idempotency_key_invalid"
+    assert (await client.get(f"/payments/{accepted['id']}")).json()["status"] == "queued"
+    canceled = await client.post(path, headers={"Idempotency-Key": "cancel-1"})
+    assert canceled.status_code == 200
+    assert canceled.headers["idempotency-key"] == "cancel-1"
+    # Idempotent by what it asks: another key, the same cancel.
+    again = await client.post(path, headers={"Idempotency-Key": "cancel-2"})
+    assert again.json()["status"] == "canceled"
+    assert again.headers["idempotency-key"] == "cancel-2"
