@@ -295,6 +295,7 @@ def test_a_later_attempt_past_the_deadline_still_sends_its_create(
         ("other", {}),  # another worker's lease
         ("t", {"attempts": "2"}),  # an earlier attempt may have reached Stripe
         ("t", {"payment_intent": "pi_1"}),  # its create was sent
+        ("t", {"reconcile_first": "1"}),  # a replayed dead letter: sent before
     ],
 )
 def test_a_held_payment_that_may_have_been_sent_is_never_expired(

@@ -7,22 +7,24 @@
 -- stays for a later look. start_attempt refuses an attempt past the deadline, so expiring here
 -- and starting there exclude each other.
 -- With a.token: the ids are payments the worker with that lease holds in their first attempt
--- (attempts 1, no PaymentIntent), whose create waited for its Stripe slot past the deadline
--- and was not sent; such a payment ends expired too, its attempt not counted and its lease
--- given back. Any other is left as it is.
+-- (attempts 1, no PaymentIntent, not a replayed dead letter), whose create waited for its
+-- Stripe slot past the deadline and was not sent; such a payment ends expired too, its
+-- attempt not counted and its lease given back. Any other is left as it is.
 -- Answers the ids expired.
 local a = cjson.decode(ARGV[1])
 local expired = {}
 for _, payment_id in ipairs(a.ids) do
   local record = a.record_prefix .. payment_id
-  local found = redis.call('HMGET', record, 'status', 'expires_ms', 'attempts', 'payment_intent')
+  local found = redis.call('HMGET', record, 'status', 'expires_ms', 'attempts', 'payment_intent',
+    'reconcile_first')
   local status, expires_ms = found[1], found[2]
   local lock = a.lock_prefix .. payment_id
   local due = expires_ms and a.now_ms >= tonumber(expires_ms)
   local ending = false
   if a.token then
     if status == STATUS.PROCESSING and due and may_move(MOVES, status, STATUS.EXPIRED)
-        and found[3] == '1' and not found[4] and redis.call('GET', lock) == a.token then
+        and found[3] == '1' and not found[4] and found[5] ~= '1'
+        and redis.call('GET', lock) == a.token then
       redis.call('HSET', record, 'attempts', 0)
       redis.call('DEL', lock)
       ending = true
