@@ -246,10 +246,12 @@ INTENT_STATUSES: dict[str, Callable[[ChargeOutcome], Settled]] = {
         CardDeclined("The payment was not completed.", code="payment_intent_" + o.status),
     ),
     # An authorization released (a void, or Stripe's own after 7 days) captured nothing: its
-    # payment is canceled; any other PaymentIntent canceled never charged: failed.
+    # payment is canceled. Any other PaymentIntent canceled never charged: failed; so does
+    # one of manual capture canceled before it was authorized (its customer's 3-D Secure never
+    # completed: no charge was made).
     "canceled": lambda o: (
         Settled(Status.CANCELED)
-        if o.manual
+        if o.manual and o.charge_id
         else Settled(
             Status.FAILED,
             CardDeclined("The payment was not completed.", code="payment_intent_" + o.status),

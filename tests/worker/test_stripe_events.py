@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import fakeredis
 import pytest
@@ -165,6 +165,30 @@ def test_3ds_abandoned_fails_the_payment(
     assert now.error is not None
     assert now.error["code"] == "payment_intent_canceled"
     assert now.client_secret is None
+
+
+@pytest.mark.parametrize("authorized", [True, False])
+def test_a_canceled_authorization_is_canceled_and_one_never_authorized_failed(
+    seed_payment: SeedPayment, store: LifecycleStore, gateway: FakeGateway,
+    processor: StripeEventProcessor, authorized: bool,
+) -> None:  # fmt: skip
+    """Manual capture: released after its authorization, nothing captured (canceled); canceled
+    while its customer's 3-D Secure was pending, never authorized (failed, as an automatic one)."""
+    before = Status.REQUIRES_CAPTURE if authorized else Status.REQUIRES_ACTION
+    seed_payment(PAY, before, capture_method="manual", client_secret="pi_1_secret_x")
+    gateway.intents["pi_1"] = replace(
+        intent("canceled"), capture_method="manual", charge_id="ch_1" if authorized else None
+    )
+
+    assert processor.process("evt_1", "payment_intent.canceled", "pi_1", "") == "applied"
+    now = record(store)
+    if authorized:
+        assert now.status is Status.CANCELED
+    else:
+        assert now.status is Status.FAILED
+        assert now.error is not None
+        assert now.error["code"] == "payment_intent_canceled"
+        assert now.client_secret is None
 
 
 def test_an_unknown_outcome_takes_what_stripe_reports_and_leaves_the_reconciler(
