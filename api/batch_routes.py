@@ -23,6 +23,7 @@ import orjson
 import structlog
 from fastapi import APIRouter, Depends, Request
 from pydantic_core import from_json, to_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api import scopes
@@ -59,6 +60,18 @@ log = structlog.get_logger(__name__)
 
 PATH = "/payments/batch"
 KEY = "idempotency_key"
+
+
+@router.api_route(
+    PATH,
+    methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+async def batch_other_methods() -> None:
+    """Any method but POST on the batch's path: a 405 naming POST, rather than what
+    ``GET /payments/{payment_id}`` would make of the path (a payment called "batch"). This
+    router is included ahead of that one (api.main)."""
+    raise StarletteHTTPException(405, headers={"Allow": "POST"})
 
 
 def _batch_responses(*errors: PaymentServiceError | type[PaymentServiceError]) -> dict[Any, Any]:

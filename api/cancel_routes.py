@@ -67,7 +67,7 @@ router = scopes.guarded_router("payments")
                 "of a payment canceled already); for an authorization, voided within `wait` "
                 "seconds: nothing captured."
             ),
-            "headers": RATE_LIMIT,
+            "headers": IDEMPOTENT_ANSWER | RATE_LIMIT,
         },
         202: success_response(
             Payment,

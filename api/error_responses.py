@@ -15,9 +15,11 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from shared.errors import (
     InternalError,
@@ -128,6 +130,9 @@ def response_for(request: Request, exc: Exception) -> Response:
             error = NotFound(f"No route for {request.method} {request.url.path}")
         elif exc.status_code == 405:
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            allowed = _allowed_methods(request)
+            if allowed:
+                return error_response(error, headers={"Allow": ", ".join(allowed)})
         else:
             error = InvalidRequest(
                 str(exc.detail), code=f"http_{exc.status_code}", status=exc.status_code
@@ -136,6 +141,22 @@ def response_for(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RedisError):
         return redis_error_response(exc, request.url.path)
     return unexpected_error_response(exc, request.url.path)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path (Starlette's own 405 names only
+    the first such route's: PUT /payments said POST, though GET /payments is a route too).
+    None to add when a route took the request itself and answered 405 with its own Allow
+    (batch_routes.batch_other_methods)."""
+    methods: set[str] = set()
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.path is None or not compile_path(route.path)[0].match(path):
+            continue
+        if request.method in (route.methods or ()):
+            return []
+        methods.update(route.methods or ())
+    return sorted(methods)
 
 
 async def _handle(request: Request, exc: Exception) -> Response:

@@ -121,8 +121,9 @@ def create_app(
     )
     error_responses.install(app)
     app.include_router(health.router)
-    app.include_router(payments.router, tags=["payments"])
+    # The batch's path first: /payments/batch is no payment id (batch_routes).
     app.include_router(batch_routes.router, tags=["payments"])
+    app.include_router(payments.router, tags=["payments"])
     # Innermost first: the fast path for POST /payments (and the batch) runs after
     # authentication and the request budget (which leaves those routes' tokens to the accept
     # script).

@@ -64,10 +64,11 @@ async def _list_store(request: Request) -> AsyncListStore:
 
 ListStoreDep = Annotated[AsyncListStore, Depends(_list_store)]
 
-# The next page's URL while has_more (both forms; what a CSV export follows), as RFC 8288 has it.
+# The next page's URL while has_more, for a CSV export to follow (RFC 8288's Link).
 NEXT_PAGE = {
-    "description": "The next page, while there is one: `</payments?...&starting_after=pay_...>; "
-    'rel="next"` (the same filters, the cursor of this page\'s last item).',
+    "description": "With `Accept: text/csv` (JSON has `next_cursor`), the next page while there "
+    'is one: `</payments?...&starting_after=pay_...>; rel="next"` (the same filters, the '
+    "cursor of this page's last item).",
     "schema": {"type": "string"},
 }
 

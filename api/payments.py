@@ -8,7 +8,6 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api import scopes
@@ -209,9 +208,6 @@ async def get_payment(
     """A payment's record: its status, Stripe ids once known, the error once failed (or
     expired, or canceled); while requires_action, ``next_action`` and (for the client that
     made it) ``client_secret``; while queued, ``queue``: where it stands (an estimate)."""
-    if payment_id == "batch":
-        # POST /payments/batch's path, not a payment's: a wrong method, as on any route.
-        raise StarletteHTTPException(405, headers={"Allow": "POST"})
     refuse_unknown_parameters(request, NO_PARAMETERS)
     if not PAYMENT_ID.fullmatch(payment_id):
         raise PaymentNotFound(f"No such payment: {payment_id}", param="id")

@@ -51,7 +51,8 @@ def test_every_operation_has_an_explicit_snake_case_id(app: FastAPI) -> None:
     routes = [
         context.original_route
         for context in iter_route_contexts([*app.routes, *app.webhooks.routes])
-        if isinstance(context.original_route, APIRoute)
+        # A route left out of the document (the batch path's wrong methods) is no operation.
+        if isinstance(context.original_route, APIRoute) and context.original_route.include_in_schema
     ]
     for route in routes:
         # Without one, FastAPI makes it from the function, path and method

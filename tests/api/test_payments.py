@@ -334,10 +334,14 @@ async def test_wrong_method_and_unknown_route_answer_json(client: httpx.AsyncCli
     missing = await client.get("/nowhere/at/all")
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "invalid_request_error"
-    # The batch's path is not a payment id: a GET of it is a wrong method too.
-    batch = await client.get("/payments/batch")
-    assert batch.status_code == 405
-    assert batch.headers["allow"] == "POST"
+    # The batch's path is not a payment id: any method but POST is a wrong method there.
+    for method in ("GET", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        batch = await client.request(method, "/payments/batch")
+        assert batch.status_code == 405, method
+        assert batch.headers["allow"] == "POST", method
+    # Allow names every method the path takes, not the first route's alone.
+    assert (await client.put("/payments")).headers["allow"] == "GET, POST"
+    assert (await client.delete("/payments/pay_" + "a" * 24)).headers["allow"] == "GET"
 
 
 @pytest.mark.parametrize(
