@@ -8,6 +8,8 @@ answered from its stored error (api.payments.payment_answer).
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,6 +145,12 @@ def response_for(request: Request, exc: Exception) -> Response:
     return unexpected_error_response(exc, request.url.path)
 
 
+@functools.cache
+def _path_regex(path: str) -> re.Pattern[str]:
+    """A route's path as Starlette matches it, compiled once."""
+    return compile_path(path)[0]
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route takes at the request's path (Starlette's own 405 names only
     the first such route's: PUT /payments said POST, though GET /payments is a route too).
@@ -151,7 +159,7 @@ def _allowed_methods(request: Request) -> list[str]:
     methods: set[str] = set()
     path = request.scope["path"]
     for route in iter_route_contexts(request.app.router.routes):
-        if route.path is None or not compile_path(route.path)[0].match(path):
+        if route.path is None or not _path_regex(route.path).match(path):
             continue
         if request.method in (route.methods or ()):
             return []

@@ -98,11 +98,9 @@ async def read_body_model(
     """The JSON body read as ``model`` (400 naming the fields it gets wrong); ``optional``: a
     request with no body (no length, or a length of 0, whatever its Content-Type: ``curl -d ''``
     sends a form's) asks for ``model()``."""
-    if (
-        optional
-        and request.headers.get("content-length", "0") == "0"
-        and not (request.headers.get("content-type") and "content-length" not in request.headers)
-    ):
+    length = request.headers.get("content-length")
+    # No body: a length of 0, or no length and no Content-Type (a chunked body has a type).
+    if optional and (length == "0" or (length is None and not request.headers.get("content-type"))):
         return model()
     body = await read_json_body(request, limit)
     try:
@@ -145,10 +143,7 @@ def principal_of(request: Request) -> Client | None:
 
 def client_idempotency_key(request: Request) -> str:
     """The Idempotency-Key header, checked; a fresh one when the client sent none."""
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return "auto_" + secrets.token_hex(16)
-    return checked_idempotency_key(key, "Idempotency-Key")
+    return sent_idempotency_key(request) or "auto_" + secrets.token_hex(16)
 
 
 def sent_idempotency_key(request: Request) -> str | None:

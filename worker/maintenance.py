@@ -35,6 +35,7 @@ that flushes the Stripe call timings starts and stops alongside.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -206,8 +207,14 @@ def actions() -> dict[str, int]:
     )
 
 
+@functools.cache
+def _list_backfill() -> ListBackfill:
+    """One a worker process: once it knows the backfill done, its rounds read nothing."""
+    return ListBackfill(singletons.maintenance_redis())
+
+
 def list_backfill() -> int | None:
-    filed = ListBackfill(singletons.maintenance_redis()).run()
+    filed = _list_backfill().run()
     if filed:
         log.info("list_backfill.filed", count=filed)
     return filed

@@ -110,11 +110,15 @@ class ListBackfill:
         self._index = client.register_script(source("index_existing"))
         self._count = count
         self._steps = steps
+        self._done = False  # known done: no more reads of keys.LIST_BACKFILL
 
     def run(self) -> int | None:
         """One round's part; how many payments it filed, or None when it was done already."""
+        if self._done:
+            return None
         state = self._client.hgetall(keys.LIST_BACKFILL)
         if b"done" in state:
+            self._done = True
             return None
         cursor, filed = int(state.get(b"cursor", 0)), 0
         for _ in range(self._steps):
@@ -129,6 +133,7 @@ class ListBackfill:
         if cursor == 0:
             mark += ["done", f"{time.time():.3f}"]
         self._client.hset(keys.LIST_BACKFILL, items=mark)
+        self._done = cursor == 0
         return filed
 
     def _file(self, records: list[bytes | str]) -> int:
